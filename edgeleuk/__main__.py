@@ -1,0 +1,3 @@
+from edgeleuk.cli import main
+
+main()

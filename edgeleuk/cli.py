@@ -1,0 +1,311 @@
+"""The ``edgeleuk`` command line: parses arguments and calls library functions.
+
+Exit codes: 0 success; 1 the job ran but failed (parity gate breached, ``--strict``
+with failed files); 2 usage error (bad arguments, missing inputs, unavailable backend).
+Heavy modules are imported inside each command so ``edgeleuk --help`` and the
+torch-free commands start fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeleuk.errors import EdgeleukError
+
+app = typer.Typer(
+    name="edgeleuk",
+    help="Leukaemia-cell classifier (Prellberg & Kramer, ISBI 2019 C-NMC): train, export, predict, bench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class BackendChoice(str, enum.Enum):
+    auto = "auto"
+    cuda = "cuda"
+    openvino = "openvino"
+    cpu = "cpu"
+
+
+class BenchBackend(str, enum.Enum):
+    all = "all"
+    cuda = "cuda"
+    openvino = "openvino"
+    cpu = "cpu"
+    torch = "torch"
+
+
+class Precision(str, enum.Enum):
+    f32 = "f32"
+    bf16 = "bf16"
+
+
+class Hint(str, enum.Enum):
+    latency = "latency"
+    throughput = "throughput"
+
+
+class OutFormat(str, enum.Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+    cnmc = "cnmc"
+
+
+def _fail(exc: EdgeleukError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write the synthetic C-NMC-layout data set into."),
+    subjects: int = typer.Option(24, help="Number of subjects (split subject-disjoint across folds/tests)."),
+    cells_per_subject: int = typer.Option(40, help="Cells per subject."),
+    seed: int = typer.Option(0, help="Random seed; the same seed writes the same files."),
+) -> None:
+    """Write a SYNTHETIC data set in the public C-NMC release layout (pipeline testing only)."""
+    from edgeleuk.synth import make_synthetic
+
+    try:
+        summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(summary.describe())
+
+
+@app.command("import-checkpoint")
+def import_checkpoint(
+    src: Path = typer.Argument(..., help="The paper's model.pt (DataParallel state dict)."),
+    out: Path = typer.Argument(..., help="edgeleuk checkpoint to write."),
+) -> None:
+    """Convert the paper's published model.pt into an edgeleuk checkpoint."""
+    from edgeleuk.checkpoint import import_paper_checkpoint
+
+    try:
+        ckpt = import_paper_checkpoint(src, out)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {out} ({ckpt.meta.arch}, {len(ckpt.state_dict)} tensors)")
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="C-NMC data root (public release or the paper's layout)."),
+    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML (or a name in train/)."),
+    out: Path = typer.Option(..., help="Run folder (checkpoints, metrics.jsonl, plots)."),
+    seed: Optional[int] = typer.Option(None, help="Seed; overrides the recipe's."),
+    pretrained: Optional[str] = typer.Option(None, help="'imagenet' or a local state-dict file."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in OUT."),
+) -> None:
+    """Train the classifier with a recipe (the paper's by default)."""
+    from edgeleuk.training import train as train_run
+
+    try:
+        result = train_run(data, recipe=recipe, out=out, seed=seed, pretrained=pretrained, resume=resume)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(result.describe())
+
+
+@app.command()
+def sweep(
+    data: Path = typer.Argument(..., help="C-NMC data root."),
+    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML."),
+    seeds: int = typer.Option(24, help="Number of seeds (0..N-1)."),
+    out: Path = typer.Option(..., help="Sweep folder; each seed in OUT/seed-N."),
+    pretrained: Optional[str] = typer.Option(None, help="'imagenet' or a local state-dict file."),
+) -> None:
+    """Train one run per seed and write the paper's Table 2 (Markdown + JSON)."""
+    from edgeleuk.training.sweep import run_sweep
+
+    try:
+        table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(table.to_markdown())
+
+
+@app.command()
+def compare(
+    sweeps: list[Path] = typer.Argument(..., help="Sweep folders to compare."),
+    out: Path = typer.Option(Path("compare"), help="Folder for the figure and the test results."),
+) -> None:
+    """Compare sweeps: mean +- std curves (Figure 4) and one-sided Mann-Whitney U tests."""
+    from edgeleuk.training.compare import compare_sweeps
+
+    try:
+        report = compare_sweeps(sweeps, out=out)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(report.to_markdown())
+
+
+@app.command()
+def export(
+    ckpt: Path = typer.Argument(..., help="edgeleuk checkpoint."),
+    out: Path = typer.Option(Path("model.onnx"), help="Output .onnx (or .xml for an OpenVINO IR profile)."),
+    profile: str = typer.Option("export/cpu-fp32.toml", help="Export profile TOML (or a name in export/)."),
+    calib: Optional[Path] = typer.Option(None, help="Real images for the parity gate and INT8 calibration."),
+) -> None:
+    """Export one ONNX graph with preprocessing and rotation TTA folded in, through the parity gate."""
+    from edgeleuk.exporting import export_model
+
+    try:
+        result = export_model(ckpt, out=out, profile=profile, calib=calib)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(result.describe())
+
+
+@app.command()
+def info(model: Path = typer.Argument(..., help="Exported .onnx or OpenVINO .xml, or a checkpoint .pt.")) -> None:
+    """Print the metadata stored in a model file."""
+    from edgeleuk.runtime.modelfile import describe_model_file
+
+    try:
+        typer.echo(describe_model_file(model))
+    except EdgeleukError as exc:
+        _fail(exc)
+
+
+@app.command()
+def predict(
+    folder: Path = typer.Argument(..., help="Folder of cell images."),
+    model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
+    backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
+    out: Path = typer.Option(Path("predictions.csv"), help="Output file (written atomically)."),
+    batch: int = typer.Option(8, min=1, help="Images per inference batch."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: backend's)."),
+    threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: the model's)."),
+    recursive: bool = typer.Option(False, help="Descend into sub-folders."),
+    fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
+    strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
+    precision: Precision = typer.Option(Precision.f32, help="OpenVINO CPU inference precision."),
+    device: Optional[str] = typer.Option(None, help="OpenVINO device name (CPU, GPU, ...)."),
+) -> None:
+    """Classify every image in FOLDER; one output row per input file."""
+    from edgeleuk.predict import PredictOptions, predict as run_predict
+
+    opts = PredictOptions(
+        backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
+        fmt=fmt.value, precision=precision.value, device=device,
+    )
+    try:
+        summary = run_predict(folder, model=model, out=out, options=opts)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(summary.describe())
+    raise typer.Exit(summary.exit_code(strict=strict))
+
+
+@app.command()
+def bench(
+    model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for the torch reference row."),
+    backend: BenchBackend = typer.Option(BenchBackend.all, help="Backend(s) to measure."),
+    data: Optional[Path] = typer.Option(None, help="Images (labelled C-NMC layout gives F1)."),
+    n: int = typer.Option(32, min=1, help="Number of cells."),
+    batch: int = typer.Option(8, min=1, help="Largest batch size tried for throughput."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON record here."),
+    extra_model: list[Path] = typer.Option([], "--extra-model", help="More model files (e.g. INT8 IR)."),
+) -> None:
+    """Measure latency, throughput and parity against the PyTorch original."""
+    from edgeleuk.bench import BenchOptions, run_bench
+
+    opts = BenchOptions(
+        backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
+    )
+    try:
+        report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(report.to_markdown())
+    raise typer.Exit(report.exit_code())
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-run"), help="Folder for every demo artefact."),
+    fast: bool = typer.Option(False, help="Tiny scale (smoke recipe, few cells): a minute, not minutes."),
+) -> None:
+    """Synthesise data, train, export (fp32 + INT8), predict and bench: the whole pipeline."""
+    from edgeleuk.demo import run_demo
+
+    try:
+        run_demo(out, fast=fast)
+    except EdgeleukError as exc:
+        _fail(exc)
+
+
+@app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="Exported model."),
+    data: Path = typer.Option(..., help="Labelled validation images (C-NMC layout)."),
+    sensitivity: float = typer.Option(0.95, min=0.0, max=1.0, help="Target sensitivity for ALL."),
+    out: Path = typer.Option(..., help="Model file to write with the new threshold."),
+    backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
+) -> None:
+    """Pick the decision threshold that reaches a target sensitivity with the best specificity."""
+    from edgeleuk.workflow.calibrate import calibrate_model
+
+    try:
+        point = calibrate_model(model, data=data, sensitivity=sensitivity, out=out, backend=backend.value)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(point.describe())
+
+
+@app.command()
+def watch(
+    folder: Path = typer.Argument(..., help="Folder the microscope writes images into."),
+    model: Path = typer.Option(..., help="Exported model."),
+    out: Path = typer.Option(Path("predictions.csv"), help="CSV to append one row per image to."),
+    backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
+    interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
+) -> None:
+    """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes."""
+    from edgeleuk.workflow.watch import watch_folder
+
+    try:
+        watch_folder(folder, model=model, out=out, backend=backend.value, interval=interval)
+    except EdgeleukError as exc:
+        _fail(exc)
+
+
+@app.command()
+def report(
+    predictions: Path = typer.Argument(..., help="predictions.csv from predict or watch."),
+    out: Path = typer.Option(Path("report.html"), help="Self-contained HTML report."),
+) -> None:
+    """Write a self-contained HTML patient-level report."""
+    from edgeleuk.workflow.report import write_report
+
+    try:
+        path = write_report(predictions, out=out)
+    except EdgeleukError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Exceptions that the CLI turns into documented exit codes.
+
+Exit codes: 0 success, 1 the job ran but failed (gate breach, ``--strict`` with
+failed files), 2 usage error (bad arguments, missing file, unavailable backend).
+"""
+
+from __future__ import annotations
+
+
+class EdgeleukError(Exception):
+    """Base class; ``exit_code`` is what the CLI returns for it."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeleukError):
+    """The request cannot be served as asked: wrong arguments, missing inputs."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A TOML recipe or profile is malformed or holds unknown keys."""
+
+
+class BackendUnavailable(UsageError):
+    """An explicitly requested backend cannot run here; the message names the fix."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint cannot be loaded safely or does not match the architecture."""
+
+
+class DataError(UsageError):
+    """A data folder is missing, empty or lacks a split or class the job needs."""
+
+
+class GateFailed(EdgeleukError):
+    """An exported or benchmarked model does not match the PyTorch original."""
+
+    exit_code = 1
