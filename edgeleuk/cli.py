@@ -224,12 +224,13 @@ def bench(
     threads: Optional[int] = typer.Option(None, min=1, help="Inference threads."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON record here."),
     extra_model: list[Path] = typer.Option([], "--extra-model", help="More model files (e.g. INT8 IR)."),
+    quick: bool = typer.Option(False, help="Few timed runs: checks the harness, numbers are rough."),
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
     from edgeleuk.bench import BenchOptions, run_bench
 
     opts = BenchOptions(
-        backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
+        backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model), quick=quick,
     )
     try:
         report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)
@@ -283,21 +284,25 @@ def watch(
     from edgeleuk.workflow.watch import watch_folder
 
     try:
-        watch_folder(folder, model=model, out=out, backend=backend.value, interval=interval)
+        summary = watch_folder(folder, model=model, out=out, backend=backend.value, interval=interval)
     except EdgeleukError as exc:
         _fail(exc)
+    typer.echo(summary.describe())
 
 
 @app.command()
 def report(
     predictions: Path = typer.Argument(..., help="predictions.csv from predict or watch."),
     out: Path = typer.Option(Path("report.html"), help="Self-contained HTML report."),
+    images: Optional[Path] = typer.Option(
+        None, help="Folder the CSV's relative paths start from (the folder given to predict/watch)."
+    ),
 ) -> None:
     """Write a self-contained HTML patient-level report."""
     from edgeleuk.workflow.report import write_report
 
     try:
-        path = write_report(predictions, out=out)
+        path = write_report(predictions, out=out, images=images)
     except EdgeleukError as exc:
         _fail(exc)
     typer.echo(f"wrote {path}")

@@ -75,3 +75,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def info(self) -> BackendInfo:
         """What actually runs (providers/devices read back after loading)."""
+
+    def metadata(self) -> dict[str, str]:
+        """String metadata stored in the loaded model file (ONNX metadata_props, IR rt_info).
+
+        Lets callers read ``edgeleuk.meta`` without parsing a large model a second time.
+        """
+        return {}

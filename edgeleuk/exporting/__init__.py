@@ -1,0 +1,18 @@
+"""Export a checkpoint to one deployable model file, through a parity gate.
+
+``export_model(ckpt, out, profile, calib)`` folds preprocessing and rotation TTA
+into the graph (:mod:`edgeleuk.tta`), writes ONNX (float32 or float16) or an
+INT8 OpenVINO IR, gates it against the eager PyTorch reference
+(:mod:`edgeleuk.reference`) and only then renames it into place.
+
+Modules: ``profile`` (TOML profiles), ``graph`` (torch -> ONNX), ``structure``
+(checker and contract), ``engines`` + ``gate`` (parity gate), ``calib`` (gate
+and calibration images), ``int8`` (NNCF), ``metadata``, ``staging``, ``pipeline``.
+"""
+
+from __future__ import annotations
+
+from edgeleuk.exporting.pipeline import ExportResult, export_model
+from edgeleuk.exporting.profile import ExportProfile, load_profile
+
+__all__ = ["ExportProfile", "ExportResult", "export_model", "load_profile"]

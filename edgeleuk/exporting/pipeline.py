@@ -1,0 +1,163 @@
+"""``export_model``: checkpoint -> gated model file (ONNX, or OpenVINO IR for INT8).
+
+Steps: build the graph (preprocessing and TTA inside), write it to a private
+staging folder, check its structure, run the parity gate on the file as
+written, then store metadata (with the gate report) and rename into place. A
+gate breach raises :class:`~edgeleuk.errors.GateFailed` and leaves no file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeleuk.checkpoint import Checkpoint, load_checkpoint
+from edgeleuk.errors import GateFailed, UsageError
+from edgeleuk.exporting.calib import ImageSet, gate_and_calib_sets
+from edgeleuk.exporting.gate import GateReport, run_gate
+from edgeleuk.exporting.graph import export_onnx
+from edgeleuk.exporting.metadata import export_info, export_time, metadata_strings, set_ir_metadata, \
+    set_onnx_metadata
+from edgeleuk.exporting.profile import DEFAULT_PROFILE, ExportProfile, load_profile
+from edgeleuk.exporting.staging import output_files, staged
+from edgeleuk.exporting.structure import check_onnx_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote.
+
+    Attributes:
+        path: The model file (``.onnx`` or ``.xml``).
+        files: Every file written (an IR adds its ``.bin``).
+        profile: The profile used.
+        gate: The parity gate's report (also stored in the file).
+        seconds: Wall time of the whole export.
+        exported_at: Timestamp stored in the file.
+    """
+
+    path: Path
+    files: tuple[Path, ...]
+    profile: ExportProfile
+    gate: GateReport
+    seconds: float
+    exported_at: str
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+    def describe(self) -> str:
+        p = self.profile
+        kind = "OpenVINO IR" if p.format == "openvino" else f"ONNX opset {p.opset}"
+        lines = [
+            f"wrote {self.path} ({p.name}: {p.precision} {kind}, {self.size_bytes / 1e6:.1f} MB) "
+            f"in {self.seconds:.1f} s",
+            self.gate.describe(),
+        ]
+        if "SYNTHETIC" in self.gate.data:
+            lines.append("note: the gate ran on SYNTHETIC cells (no --calib data); its F1 says nothing "
+                         "about real cells")
+        return "\n".join(lines)
+
+
+def output_path(out: str | Path, profile: ExportProfile) -> Path:
+    """The main output file; an IR profile turns ``x.onnx`` into ``x.xml``.
+
+    Raises:
+        UsageError: The suffix fits neither the profile nor the ``.onnx`` default.
+    """
+    out = Path(out)
+    if out.suffix.lower() == profile.suffix:
+        return out
+    if profile.format == "openvino" and out.suffix.lower() == ".onnx":
+        log.warning("profile %s writes an OpenVINO IR: writing %s", profile.name, out.with_suffix(".xml"))
+        return out.with_suffix(".xml")
+    raise UsageError(f"--out {out}: profile {profile.name!r} writes a {profile.suffix} file; "
+                     f"use e.g. --out model{profile.suffix}")
+
+
+def _gate_or_fail(path: Path, profile: ExportProfile, data: ImageSet, reference: Any) -> GateReport:
+    started = time.perf_counter()
+    report = run_gate(path, profile, data, reference)
+    log.info("parity gate took %.1f s", time.perf_counter() - started)
+    if not report.passed:
+        raise GateFailed(f"{report.describe()}\nexport refused: no file was written")
+    return report
+
+
+def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, reference: Any,
+                exported_at: str) -> GateReport:
+    import onnx
+
+    model = export_onnx(ckpt, profile.opset, half=profile.precision == "fp16")
+    onnx.save(model, str(dest))
+    check_onnx_file(dest, ckpt.meta, fp16=profile.precision == "fp16")
+    report = _gate_or_fail(dest, profile, data, reference)
+    # Metadata does not touch the computation: the gated graph is what gets renamed into place.
+    set_onnx_metadata(model, metadata_strings(ckpt, export_info(ckpt, profile, report.to_dict(), exported_at)))
+    onnx.save(model, str(dest))
+    return report
+
+
+def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
+              reference: Any, exported_at: str) -> GateReport:
+    import onnx
+    import openvino as ov
+
+    from edgeleuk.exporting.int8 import quantize_onnx, save_ir
+
+    fp32 = dest.with_name("float32.onnx")
+    onnx.save(export_onnx(ckpt, profile.opset), str(fp32))
+    check_onnx_file(fp32, ckpt.meta)
+    model = quantize_onnx(fp32, calib, profile) if profile.precision == "int8" else ov.Core().read_model(str(fp32))
+    save_ir(model, dest)
+    report = _gate_or_fail(dest, profile, data, reference)
+    set_ir_metadata(model, metadata_strings(ckpt, export_info(ckpt, profile, report.to_dict(), exported_at)))
+    save_ir(model, dest)
+    return report
+
+
+def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
+                 profile: str | Path | ExportProfile = DEFAULT_PROFILE, calib: str | Path | None = None,
+                 *, reference: Any = None) -> ExportResult:
+    """Export a checkpoint through the parity gate.
+
+    Args:
+        ckpt: Checkpoint path (or a loaded :class:`Checkpoint`).
+        out: Output ``.onnx``, or ``.xml`` for an OpenVINO IR profile.
+        profile: Profile object, TOML path or a name in ``export/``.
+        calib: Data root (any layout ``edgeleuk.data`` discovers) for gate and INT8
+            calibration images; None draws a SYNTHETIC set.
+        reference: Stand-in for the PyTorch reference (tests); default
+            :class:`~edgeleuk.reference.TorchReference` of ``ckpt``.
+
+    Raises:
+        GateFailed: The file breaks its contract or the parity gate; nothing is written.
+        ConfigError: Bad profile. CheckpointError: Bad checkpoint. DataError: Bad ``calib``.
+    """
+    started = time.perf_counter()
+    prof = load_profile(profile)
+    checkpoint = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt)
+    dest = output_path(out, prof)
+    exported_at = export_time(prof)
+    calib_n = prof.calib_size if prof.precision == "int8" else 0
+    data, calib_set = gate_and_calib_sets(Path(calib) if calib else None, prof.parity_n, calib_n,
+                                          checkpoint.meta.preprocess.input_size)
+    if reference is None:
+        from edgeleuk.reference import TorchReference
+
+        reference = TorchReference(checkpoint)
+    with staged(dest) as stage:
+        draft = stage / dest.name
+        if prof.format == "onnx":
+            report = _write_onnx(checkpoint, prof, draft, data, reference, exported_at)
+        else:
+            report = _write_ir(checkpoint, prof, draft, data, calib_set, reference, exported_at)
+    return ExportResult(path=dest, files=output_files(dest), profile=prof, gate=report,
+                        seconds=time.perf_counter() - started, exported_at=exported_at)

@@ -1,0 +1,116 @@
+"""Export profiles: what to build (precision, format) and how hard to gate it.
+
+A profile is a small TOML file in ``export/`` loaded into the frozen
+:class:`ExportProfile`; unknown keys and impossible combinations are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from edgeleuk.config import from_mapping, load_toml, resolve_named
+from edgeleuk.errors import ConfigError
+
+ENGINES = ("onnxruntime", "onnxruntime-cuda", "openvino")
+MIN_INT8_CALIB = 300  # the calibration floor the issue asks for: a few hundred real training cells
+DEFAULT_PROFILE = "export/cpu-fp32.toml"
+
+
+@dataclass(frozen=True)
+class ExportProfile:
+    """One way to export a checkpoint.
+
+    Attributes:
+        name: Short name recorded in the model file.
+        description: One line for humans.
+        precision: ``fp32``, ``fp16`` (weights and activations; uint8 in, float32 out)
+            or ``int8`` (NNCF post-training quantization).
+        format: ``onnx`` or ``openvino`` (IR ``.xml`` + ``.bin``; required for int8).
+        opset: ONNX opset of the exported graph.
+        gate_engines: Engines the parity gate runs the file on: ``onnxruntime`` (CPU),
+            ``onnxruntime-cuda``, ``openvino`` (CPU). An engine that cannot run here
+            is recorded as skipped, with the reason.
+        parity_n: Number of cells compared with the PyTorch reference.
+        max_abs_logit_delta: Largest allowed |logit - reference logit|; None skips it.
+        min_agreement: Smallest allowed fraction of cells with the reference's label.
+        max_f1_drop: Largest allowed drop in weighted F1 (0..1) when labels are known;
+            None skips it.
+        batch_sizes: Batch sizes that must run and agree with each other.
+        calib_size: Training images used to calibrate INT8 quantization.
+        allow_small_calib: Permit ``calib_size`` below 300 (tests and demos only; the
+            model file records it).
+        int8_preset: NNCF preset, ``performance`` (symmetric) or ``mixed``.
+        source_date_epoch: Fixed export time (Unix seconds) for byte-identical
+            files; the ``SOURCE_DATE_EPOCH`` environment variable overrides it.
+    """
+
+    name: str
+    description: str = ""
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    format: Literal["onnx", "openvino"] = "onnx"
+    opset: int = 17
+    gate_engines: tuple[str, ...] = ("onnxruntime",)
+    parity_n: int = 16
+    max_abs_logit_delta: float | None = None
+    min_agreement: float = 1.0
+    max_f1_drop: float | None = None
+    batch_sizes: tuple[int, ...] = (1, 5)
+    calib_size: int = 0
+    allow_small_calib: bool = False
+    int8_preset: Literal["performance", "mixed"] = "performance"
+    source_date_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"export profile {self.name!r}"
+        if self.precision == "int8" and self.format != "openvino":
+            raise ConfigError(f"{where}: int8 is produced as an OpenVINO IR; set format = \"openvino\"")
+        if self.precision == "fp16" and self.format != "onnx":
+            raise ConfigError(f"{where}: fp16 is an ONNX (CUDA) profile; set format = \"onnx\"")
+        if self.precision == "int8" and self.calib_size < MIN_INT8_CALIB and not self.allow_small_calib:
+            raise ConfigError(
+                f"{where}: calib_size = {self.calib_size}; INT8 needs >= {MIN_INT8_CALIB} calibration images "
+                "(set allow_small_calib = true only for tests)"
+            )
+        if self.precision == "int8" and self.calib_size < 1:
+            raise ConfigError(f"{where}: int8 needs calib_size >= 1")
+        if not 7 <= self.opset <= 20:
+            raise ConfigError(f"{where}: opset {self.opset} outside 7..20 (torch's ONNX exporter)")
+        unknown = sorted(set(self.gate_engines) - set(ENGINES))
+        if unknown or not self.gate_engines:
+            raise ConfigError(f"{where}: gate_engines {list(self.gate_engines)}; choose from {list(ENGINES)}")
+        if self.format == "openvino" and set(self.gate_engines) != {"openvino"}:
+            raise ConfigError(f"{where}: an OpenVINO IR is gated on gate_engines = [\"openvino\"]")
+        if self.parity_n < max(self.batch_sizes, default=1) or any(b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"{where}: parity_n must be >= every batch size, batch sizes >= 1")
+        if not 0.0 < self.min_agreement <= 1.0:
+            raise ConfigError(f"{where}: min_agreement must lie in (0, 1]")
+
+    @property
+    def suffix(self) -> str:
+        """File suffix of the main output file."""
+        return ".xml" if self.format == "openvino" else ".onnx"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["gate_engines"] = list(self.gate_engines)
+        d["batch_sizes"] = list(self.batch_sizes)
+        return d
+
+    def replace(self, **changes: Any) -> ExportProfile:
+        return dataclasses.replace(self, **changes)
+
+
+def load_profile(profile: str | Path | ExportProfile | dict | None = None) -> ExportProfile:
+    """Resolve a profile given as an object, a mapping, a path or a name in ``export/``.
+
+    Raises:
+        ConfigError: No such file, unknown keys, or an impossible combination.
+    """
+    if isinstance(profile, ExportProfile):
+        return profile
+    if isinstance(profile, dict):
+        return from_mapping(ExportProfile, profile, where="export profile")
+    return load_toml(ExportProfile, resolve_named(profile or DEFAULT_PROFILE, "export"))

@@ -1,0 +1,138 @@
+"""Prediction files: CSV, JSON Lines and the C-NMC challenge submission zip.
+
+Every writer writes atomically (complete or absent) and one row per input file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeleuk.atomic import atomic_open, atomic_path
+from edgeleuk.errors import EdgeleukError, UsageError
+from edgeleuk.runtime.classifier import Prediction
+
+CSV_COLUMNS = ("path", "status", "error", "prob_all", "label", "subject", "adjustment")
+TRUTH_COLUMN = "true_label"
+CNMC_MEMBER = "isbi_valid.predict"  # the file name the C-NMC evaluation server expects in the zip
+_NUMBERED = re.compile(r"\d+")
+
+
+class SubmissionRefused(EdgeleukError):
+    """A C-NMC submission was not written because some images have no prediction (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One output row: a prediction plus what the data layout says about the file.
+
+    Attributes:
+        path: File path relative to the predicted folder (POSIX separators).
+        prediction: What the classifier returned.
+        subject: Subject id (from the file name or a labels CSV), if known.
+        true_label: Class name from the data layout (``"all"``/``"hem"``), if known.
+    """
+
+    path: str
+    prediction: Prediction
+    subject: str | None = None
+    true_label: str | None = None
+
+    def as_dict(self, with_truth: bool) -> dict[str, Any]:
+        """Column name -> value, in :data:`CSV_COLUMNS` order (None for missing values)."""
+        p = self.prediction
+        row: dict[str, Any] = {
+            "path": self.path,
+            "status": p.status,
+            "error": p.error,
+            "prob_all": None if p.prob_all is None else round(p.prob_all, 6),
+            "label": p.label,
+            "subject": self.subject,
+            "adjustment": ";".join(p.adjustments) or None,
+        }
+        if with_truth:
+            row[TRUTH_COLUMN] = self.true_label
+        return row
+
+
+def _has_truth(rows: Sequence[ResultRow]) -> bool:
+    return any(r.true_label is not None for r in rows)
+
+
+def write_csv(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
+    """One CSV row per file; empty cells for missing values."""
+    truth = _has_truth(rows)
+    columns = CSV_COLUMNS + ((TRUTH_COLUMN,) if truth else ())
+    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            values = row.as_dict(truth)
+            writer.writerow({k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else v) for k, v in values.items()})
+
+
+def write_jsonl(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
+    """One JSON object per line; ``null`` for missing values."""
+    truth = _has_truth(rows)
+    with atomic_open(out, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row.as_dict(truth)) + "\n")
+
+
+def check_cnmc_names(paths: Sequence[str]) -> None:
+    """Check, before any inference, that ``paths`` can make a C-NMC submission.
+
+    The challenge scores line ``k`` of ``isbi_valid.predict`` against image ``k.bmp``,
+    so the files must be exactly ``1.bmp .. N.bmp``: a gap would shift every later line.
+
+    Raises:
+        UsageError: A name is not ``<N>.<ext>``, or the numbers are not 1..N.
+    """
+    names = [Path(p).name for p in paths]
+    odd = [n for n in names if not _NUMBERED.fullmatch(Path(n).stem)]
+    if odd:
+        raise UsageError(f"--format cnmc needs files named <N>.bmp; {len(odd)} are not, e.g. {odd[:3]}")
+    numbers = sorted(int(Path(n).stem) for n in names)
+    if numbers != list(range(1, len(numbers) + 1)):
+        missing = sorted(set(range(1, max(numbers, default=0) + 1)) - set(numbers))
+        dupes = len(numbers) - len(set(numbers))
+        raise UsageError(
+            f"--format cnmc needs images numbered 1..N without gaps: missing {missing[:5]}, {dupes} duplicate(s)"
+        )
+
+
+def write_cnmc(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
+    """The challenge submission: a zip holding ``isbi_valid.predict``, one 1 (ALL) or 0 (HEM) per line.
+
+    Lines follow the numeric order of ``N.bmp``. If any image failed, nothing is
+    written: the challenge needs a line per image and a guessed line would be
+    scored as if the model had made it.
+
+    Raises:
+        UsageError: The names are not 1..N (see :func:`check_cnmc_names`).
+        SubmissionRefused: Some images could not be classified (exit code 1).
+    """
+    check_cnmc_names([r.path for r in rows])
+    failed = [r.path for r in rows if not r.prediction.ok]
+    if failed:
+        raise SubmissionRefused(
+            f"refusing to write the C-NMC submission: {len(failed)} image(s) could not be classified "
+            f"({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); a submission needs a real "
+            "prediction on every line. Run --format csv to see each error, fix those files and run again."
+        )
+    ordered = sorted(rows, key=lambda r: int(Path(r.path).stem))
+    text = "".join(f"{int(r.prediction.label == positive)}\n" for r in ordered)
+    with atomic_path(out, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(CNMC_MEMBER, text)
+
+
+Writer = Callable[[Path, Sequence[ResultRow], str], None]
+WRITERS: dict[str, Writer] = {"csv": write_csv, "jsonl": write_jsonl, "cnmc": write_cnmc}
+SUFFIXES = {"csv": ".csv", "jsonl": ".jsonl", "cnmc": ".zip"}

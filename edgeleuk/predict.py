@@ -1,0 +1,209 @@
+"""``edgeleuk predict``: classify every image in a folder, one output row per file.
+
+Torch-free. Files are decoded on worker threads while the engine runs (see
+:mod:`edgeleuk.runtime.pipeline`); bad files become error rows and the run goes
+on; the output is written atomically (complete or absent). True labels are
+attached when the folder follows the C-NMC layout (``UID_..._all.bmp`` names,
+or numbered files with a ``Patient_ID,new_names,labels`` CSV inside or beside).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeleuk.data import Record, discover, list_images, subject_from_name
+from edgeleuk.errors import DataError, UsageError
+from edgeleuk.imageio import SUPPORTED_EXTENSIONS
+from edgeleuk.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names
+from edgeleuk.predict_summary import PredictSummary
+from edgeleuk.runtime.classifier import Classifier, Prediction
+from edgeleuk.synth import MARKER as SYNTH_MARKER
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path("predictions.csv")
+_LABEL_SUFFIX = re.compile(r"_(all|hem)$", re.IGNORECASE)  # C-NMC training names end in the class
+_MARKER_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to run ``predict``.
+
+    Attributes:
+        backend: ``auto``, ``cuda``, ``openvino`` or ``cpu``.
+        batch: Images per engine call.
+        threads: Engine threads; None keeps the backend's default.
+        threshold: Decision threshold; None uses the model's metadata.
+        recursive: Descend into sub-folders.
+        fmt: ``csv``, ``jsonl`` or ``cnmc`` (challenge submission zip).
+        precision: OpenVINO inference precision (``f32`` or ``bf16``).
+        device: OpenVINO device name; None means CPU.
+        hint: OpenVINO performance hint (``latency`` or ``throughput``).
+        workers: Decoder threads; None picks a default.
+        progress: Show a progress bar on stderr.
+    """
+
+    backend: str = "auto"
+    batch: int = 8
+    threads: int | None = None
+    threshold: float | None = None
+    recursive: bool = False
+    fmt: str = "csv"
+    precision: str = "f32"
+    device: str | None = None
+    hint: str = "latency"
+    workers: int | None = None
+    progress: bool = True
+
+
+def _list_inputs(folder: Path, recursive: bool) -> list[Path]:
+    paths = list_images(folder, recursive=recursive)
+    if not paths:
+        hint = "" if recursive or not any(p.is_dir() for p in folder.iterdir()) else "; add --recursive for sub-folders"
+        raise DataError(f"no images in {folder} (looked for {', '.join(SUPPORTED_EXTENSIONS)}){hint}")
+    return paths
+
+
+def _output_path(out: Path, fmt: str) -> Path:
+    """The default name follows the format (``predictions.jsonl``/``.zip``); an explicit name is kept."""
+    out = Path(out)
+    if out == DEFAULT_OUT and fmt != "csv":
+        out = out.with_suffix(SUFFIXES[fmt])
+    return out
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before hours of inference, not after, if the output cannot be written."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.probe"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc} (choose another --out)") from exc
+
+
+def _is_synthetic(folder: Path) -> bool:
+    folder = folder.resolve()
+    return any((d / SYNTH_MARKER).is_file() for d in [folder, *folder.parents][: _MARKER_DEPTH + 1])
+
+
+def _indexed_records(folder: Path, paths: Sequence[Path]) -> dict[str, Record]:
+    """Labelled C-NMC records for ``paths``, found by :func:`edgeleuk.data.discover`."""
+    roots = [folder]
+    if all(p.stem.isdigit() for p in paths):
+        roots.append(folder.parent)  # a prelim folder's labels CSV usually sits beside it
+    wanted = {os.path.abspath(p) for p in paths}
+    for root in roots:
+        try:
+            index = discover(root)
+        except DataError as exc:
+            log.warning("true labels not used: %s", exc)
+            continue
+        found = {
+            os.path.abspath(r.path): r
+            for split in ("train", "prelim") if index.has(split) for r in index.split(split)
+        }
+        found = {k: r for k, r in found.items() if k in wanted}
+        if found:
+            return found
+    return {}
+
+
+def known_truth(folder: Path, paths: Sequence[Path]) -> dict[Path, tuple[int | None, str | None]]:
+    """``path -> (label, subject)`` from the data layout; label 1 = ALL, 0 = HEM, None = unknown."""
+    records = _indexed_records(folder, paths)
+    truth = {}
+    for path in paths:
+        rec = records.get(os.path.abspath(path))
+        subject = rec.subject if rec and rec.subject else subject_from_name(path.name)
+        label = rec.label if rec else None
+        match = _LABEL_SUFFIX.search(path.stem)
+        if label is None and match and subject is not None:
+            label = 1 if match.group(1).lower() == "all" else 0
+        truth[path] = (label, subject)
+    return truth
+
+
+def _classify(clf: Classifier, paths: Sequence[Path], show: bool) -> list[Prediction]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    results = []
+    with Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
+        task = bar.add_task("predict", total=len(paths))
+        for prediction in clf.iter_predict(paths):
+            results.append(prediction)
+            bar.advance(task)
+    return results
+
+
+def _rows(folder: Path, paths: Sequence[Path], predictions: Sequence[Prediction], clf: Classifier) -> list[ResultRow]:
+    if len(predictions) != len(paths):  # the pipeline promises one result per file
+        raise RuntimeError(f"{len(paths)} files but {len(predictions)} predictions")
+    truth = known_truth(folder, paths)
+    rows = []
+    for path, pred in zip(paths, predictions):
+        label, subject = truth[path]
+        true_name = None if label is None else clf.meta.label_name(bool(label))
+        rows.append(ResultRow(path.relative_to(folder).as_posix(), pred, subject or pred.subject, true_name))
+    return rows
+
+
+def predict(folder: Path, model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None) -> PredictSummary:
+    """Classify every image in ``folder`` and write one row per file to ``out``.
+
+    Args:
+        folder: Folder of cell images (BMP, PNG, JPEG, TIFF).
+        model: Exported ``.onnx`` or OpenVINO ``.xml``.
+        out: Output file; the default ``predictions.csv`` becomes ``.jsonl``/``.zip`` for those formats.
+        options: Backend, batch, threshold, format and the rest.
+
+    Returns:
+        The summary; ``exit_code(strict)`` is 0 when any file was classified, 1 when
+        none was, when ``strict`` and any failed, or when a C-NMC submission was refused.
+
+    Raises:
+        UsageError: Missing model, missing or empty folder, unknown format, names
+            unfit for ``cnmc``, an unwritable output (exit code 2).
+        BackendUnavailable: The requested backend cannot run here (exit code 2).
+    """
+    options = options or PredictOptions()
+    folder = Path(folder)
+    if options.fmt not in WRITERS:
+        raise UsageError(f"unknown format {options.fmt!r}; choose one of {', '.join(WRITERS)}")
+    paths = _list_inputs(folder, options.recursive)
+    if options.fmt == "cnmc":
+        check_cnmc_names([p.name for p in paths])
+    out = _output_path(out, options.fmt)
+    _check_writable(out)
+    clf = Classifier.load(
+        model, options.backend, threshold=options.threshold, batch_size=options.batch, workers=options.workers,
+        threads=options.threads, precision=options.precision, device=options.device, hint=options.hint,
+    )
+    log.info("classifying %d file(s) from %s on %s", len(paths), folder, clf.info.name)
+    started = time.perf_counter()
+    predictions = _classify(clf, paths, options.progress)
+    seconds = time.perf_counter() - started
+    rows = _rows(folder, paths, predictions, clf)
+    positive = clf.meta.label_name(True)
+    refused = None
+    try:
+        WRITERS[options.fmt](out, rows, positive)
+    except SubmissionRefused as exc:
+        refused = str(exc)
+    return PredictSummary(
+        folder=folder, out=None if refused else out, fmt=options.fmt, rows=tuple(rows), backend=clf.info,
+        threshold=clf.threshold, threshold_source=clf.threshold_source, seconds=seconds, positive=positive,
+        synthetic=_is_synthetic(folder), refused=refused,
+    )

@@ -1,0 +1,236 @@
+"""The Python embedding API: load an exported model once, classify files or arrays.
+
+Example::
+
+    from edgeleuk import Classifier
+
+    clf = Classifier.load("model.onnx", backend="auto")
+    for p in clf.predict_paths(["1.bmp", "2.bmp"]):
+        print(p.path, p.status, p.prob_all, p.label)
+
+No torch is imported. The preprocessing contract (450x450 uint8 RGB in) and
+the decision threshold come from the model file's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeleuk.errors import UsageError
+from edgeleuk.imageio import Decoded
+from edgeleuk.meta import ModelMeta
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
+from edgeleuk.runtime.modelfile import parse_metadata
+from edgeleuk.runtime.pipeline import decoded_batches
+from edgeleuk.runtime.registry import choose_backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result for one image.
+
+    Attributes:
+        path: Source file, or None for an array.
+        status: ``"ok"`` or ``"error"``.
+        error: Why the image could not be classified (None when ok).
+        prob_all: Probability of ALL (the positive class); None on error.
+        label: Class name at the classifier's threshold (``"all"``/``"hem"``); None on error.
+        subject: Subject id parsed from the file name, when it carries one.
+        adjustments: What decoding changed to meet the input contract (``"padded:..."``...).
+        logit: Raw model output before the sigmoid; None on error.
+    """
+
+    path: str | None
+    status: str
+    error: str | None = None
+    prob_all: float | None = None
+    label: str | None = None
+    subject: str | None = None
+    adjustments: tuple[str, ...] = ()
+    logit: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _subject(path: Path) -> str | None:
+    from edgeleuk.data import subject_from_name
+
+    return subject_from_name(path.name)
+
+
+def _failed(path: Path | None, error: str, adjustments: tuple[str, ...] = ()) -> Prediction:
+    return Prediction(
+        path=None if path is None else str(path), status="error", error=error,
+        subject=None if path is None else _subject(path), adjustments=adjustments,
+    )
+
+
+class Classifier:
+    """An exported model on one backend, plus its metadata.
+
+    Thread-safe: one instance may be shared by threads; ``predict_*`` keep no
+    state between calls and every backend serves concurrent ``run`` calls
+    (ONNX Runtime sessions are thread-safe; OpenVINO gets an InferRequest per call).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        threshold: float | None = None,
+        batch_size: int = 8,
+        workers: int | None = None,
+        selection: str = "requested",
+    ) -> None:
+        """Wrap an open backend; most callers want :meth:`load`.
+
+        Args:
+            backend: An open backend whose model carries edgeleuk metadata.
+            threshold: Decision threshold on ``prob_all``; None uses the model's.
+            batch_size: Images per engine call.
+            workers: Decoder threads for :meth:`predict_paths`; None picks a default.
+            selection: Why this backend was chosen (reported in :attr:`info`).
+        """
+        if batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.meta, self.export_info = parse_metadata(backend.metadata(), getattr(backend, "model_path", "model"))
+        self.threshold = float(self.meta.threshold if threshold is None else threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise UsageError(f"threshold must lie in [0, 1], got {self.threshold}")
+        self.threshold_source = self.meta.threshold_source if threshold is None else "command line"
+        self.batch_size = batch_size
+        self.workers = workers
+        self.selection = selection
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | Path,
+        backend: str = "auto",
+        *,
+        threshold: float | None = None,
+        batch_size: int = 8,
+        workers: int | None = None,
+        **backend_options: Any,
+    ) -> Classifier:
+        """Open an exported ``.onnx``/``.xml`` model.
+
+        Args:
+            model_path: Model exported by ``edgeleuk export``.
+            backend: ``auto``, ``cuda``, ``openvino`` or ``cpu``.
+            threshold: Decision threshold; None uses the model's metadata.
+            batch_size: Images per engine call.
+            workers: Decoder threads for :meth:`predict_paths`.
+            **backend_options: Fields of :class:`BackendOptions` (threads, precision, device, hint, tensorrt).
+
+        Raises:
+            UsageError: Missing/unsupported model, no edgeleuk metadata, bad options.
+            BackendUnavailable: The backend cannot run here (the message names the fix).
+        """
+        try:
+            options = BackendOptions(**backend_options)
+        except TypeError as exc:
+            fields = [f.name for f in dataclasses.fields(BackendOptions)]
+            raise UsageError(f"unknown backend option ({exc}); known: {', '.join(fields)}") from exc
+        opened, why = choose_backend(model_path, backend, options)
+        return cls(opened, threshold=threshold, batch_size=batch_size, workers=workers, selection=why)
+
+    @property
+    def info(self) -> BackendInfo:
+        """What runs (providers read back from the engine) and why it was chosen."""
+        info = self.backend.info()
+        return dataclasses.replace(info, details={**info.details, "selection": self.selection})
+
+    @property
+    def input_size(self) -> int:
+        return self.meta.preprocess.input_size
+
+    def _label(self, prob: float) -> str:
+        return self.meta.label_name(prob >= self.threshold)
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, probs = [], []
+        for start in range(0, len(batch), self.batch_size):
+            lo, pr = self.backend.run(batch[start:start + self.batch_size])
+            logits.append(lo)
+            probs.append(pr)
+        return np.concatenate(logits), np.concatenate(probs)
+
+    def _prediction(self, path: Path | None, logit: float, prob: float, adjustments: tuple[str, ...]) -> Prediction:
+        if not (math.isfinite(prob) and math.isfinite(logit)):
+            return _failed(path, f"model returned a non-finite output (logit {logit}, prob {prob})", adjustments)
+        return Prediction(
+            path=None if path is None else str(path), status="ok", prob_all=float(prob), label=self._label(prob),
+            subject=None if path is None else _subject(path), adjustments=adjustments, logit=float(logit),
+        )
+
+    def _check_arrays(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        size = self.input_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise UsageError(
+                f"expected uint8 RGB images [N, {size}, {size}, 3] (the model's input contract), "
+                f"got {images.dtype} {list(images.shape)}; decode files with predict_paths instead"
+            )
+        return np.ascontiguousarray(images)
+
+    def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
+        """Classify decoded images.
+
+        Args:
+            images: uint8 RGB ``[N, S, S, 3]`` (or one ``[S, S, 3]``), S = the model's input size.
+
+        Returns:
+            One :class:`Prediction` per image, in order, with ``path`` None.
+        """
+        images = self._check_arrays(images)
+        if len(images) == 0:
+            return []
+        logits, probs = self._run(images)
+        return [self._prediction(None, float(lo), float(pr), ()) for lo, pr in zip(logits, probs)]
+
+    def _predict_decoded(self, batch: Sequence[tuple[Path, Decoded]]) -> list[Prediction]:
+        out = [_failed(path, d.error or "not decoded", d.adjustments) for path, d in batch]
+        good = [i for i, (_, d) in enumerate(batch) if d.ok]
+        if not good:
+            return out
+        try:
+            logits, probs = self._run(np.stack([batch[i][1].image for i in good]))
+        except Exception as exc:  # an engine fault: report these files, keep going
+            log.error("inference failed for a batch of %d: %s", len(good), exc)
+            for i in good:
+                out[i] = _failed(batch[i][0], f"inference failed: {exc}", batch[i][1].adjustments)
+            return out
+        for i, lo, pr in zip(good, logits, probs):
+            out[i] = self._prediction(batch[i][0], float(lo), float(pr), batch[i][1].adjustments)
+        return out
+
+    def iter_predict(self, paths: Iterable[str | Path]) -> Iterator[Prediction]:
+        """Yield one :class:`Prediction` per path, in order; decoding overlaps inference.
+
+        Bad files (missing, empty, corrupt, not an image) give ``status="error"`` rows;
+        nothing is skipped.
+        """
+        for batch in decoded_batches(
+            (Path(p) for p in paths), self.input_size, self.batch_size, workers=self.workers
+        ):
+            yield from self._predict_decoded(batch)
+
+    def predict_paths(self, paths: Iterable[str | Path]) -> list[Prediction]:
+        """Classify image files: one :class:`Prediction` per path, in the given order."""
+        return list(self.iter_predict(paths))

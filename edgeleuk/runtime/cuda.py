@@ -1,0 +1,103 @@
+"""``cuda`` backend: ONNX Runtime with the CUDAExecutionProvider (TensorRT first if asked).
+
+ONNX Runtime quietly runs on the CPU when the CUDA provider cannot start (a
+missing cuDNN, no visible GPU). This backend reads the providers back from the
+session and refuses to pretend: it raises :class:`BackendUnavailable` with the
+engine's own warning as the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from edgeleuk.errors import BackendUnavailable
+from edgeleuk.runtime.base import BackendOptions
+from edgeleuk.runtime.ort_common import CPU_DIST, GPU_DIST, OrtBackend, import_ort, installed_ort_distributions
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+_REASON_WORDS = ("cuda", "cudnn", "cublas", "gpu", "provider", "error", "fail")
+
+
+@contextlib.contextmanager
+def _stderr_lines() -> Iterator[list[str]]:
+    """Capture what native code writes to fd 2 (ORT's C++ warnings), then write it out again."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            if text:
+                sys.stderr.write(text)  # nothing is hidden from the user
+            lines.extend(text.splitlines())
+
+
+def _why(lines: list[str]) -> str:
+    hits = [ln.strip() for ln in lines if any(w in ln.lower() for w in _REASON_WORDS)]
+    if hits:
+        return " | ".join(hits[-3:])
+    return ("no error was reported; usually the CUDA 12 / cuDNN 9 libraries are not on the library path "
+            "or no GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)")
+
+
+class CudaBackend(OrtBackend):
+    """An exported ``.onnx`` on an NVIDIA GPU through ONNX Runtime."""
+
+    name = "cuda"
+
+    @classmethod
+    def availability(cls) -> str | None:
+        wheels = installed_ort_distributions()
+        if GPU_DIST not in wheels:
+            fix = "pip install 'edgeleuk[gpu]'"
+            if CPU_DIST in wheels:
+                fix = f"pip uninstall -y {CPU_DIST} && {fix}"
+            return f"{GPU_DIST} is not installed: {fix}"
+        if CPU_DIST in wheels:
+            return (f"both {CPU_DIST} and {GPU_DIST} are installed: uninstall {CPU_DIST} (they share one module and "
+                    f"the CPU build wins): pip uninstall -y {CPU_DIST} {GPU_DIST} && pip install 'edgeleuk[gpu]'")
+        try:
+            ort = import_ort()
+        except BackendUnavailable as exc:
+            return str(exc)
+        if CUDA not in ort.get_available_providers():
+            return f"{GPU_DIST} offers no {CUDA} (it has {ort.get_available_providers()}): reinstall {GPU_DIST}"
+        return None
+
+    def _providers(self, ort: Any, options: BackendOptions) -> list[Any]:
+        providers: list[Any] = [CUDA, "CPUExecutionProvider"]
+        if options.tensorrt:
+            if TENSORRT in ort.get_available_providers():
+                providers.insert(0, TENSORRT)
+            else:
+                log.warning("TensorRT was asked for but this onnxruntime-gpu build has no %s; using CUDA", TENSORRT)
+        return providers
+
+    def _create_session(self, ort: Any, so: Any, providers: list[Any]) -> Any:
+        with _stderr_lines() as lines:
+            try:
+                session = super()._create_session(ort, so, providers)
+            except Exception as exc:
+                raise BackendUnavailable(f"{CUDA} did not start: {exc}") from exc
+        self._load_log = lines
+        return session
+
+    def _check_session(self, session: Any) -> None:
+        in_use = session.get_providers()
+        if CUDA not in in_use:
+            raise BackendUnavailable(f"{CUDA} did not start (session runs on {in_use}): {_why(self._load_log)}")

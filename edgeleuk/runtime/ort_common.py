@@ -1,0 +1,115 @@
+"""What the two ONNX Runtime backends (``cpu`` and ``cuda``) share.
+
+``onnxruntime`` is imported only when a session is made, so importing this
+module costs nothing on machines that run OpenVINO only.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
+from edgeleuk.runtime.modelfile import EXPORT_KEY, model_kind
+
+log = logging.getLogger(__name__)
+
+CPU_DIST = "onnxruntime"
+GPU_DIST = "onnxruntime-gpu"
+
+
+def installed_ort_distributions() -> set[str]:
+    """Names of the installed ONNX Runtime wheels (``onnxruntime``, ``onnxruntime-gpu``...).
+
+    Both the CPU and the GPU wheel install the same ``onnxruntime`` module, so
+    only the distribution list tells which one Python will actually import.
+    """
+    names = set()
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith("onnxruntime"):
+            names.add(name)
+    return names
+
+
+def import_ort() -> Any:
+    """Import ``onnxruntime`` or say how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "onnxruntime is not installed: pip install 'edgeleuk[cpu]' (or 'edgeleuk[gpu]' for CUDA)"
+        ) from exc
+    return onnxruntime
+
+
+def session_options(ort: Any, options: BackendOptions) -> Any:
+    """ONNX Runtime session options for ``options`` (threads only; the rest is OpenVINO's)."""
+    so = ort.SessionOptions()
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1  # the graph is one chain; extra pools only oversubscribe
+    return so
+
+
+class OrtBackend(Backend):
+    """An ONNX Runtime ``InferenceSession`` on the providers a subclass asks for.
+
+    ``InferenceSession.run`` is thread-safe, so one instance may serve many threads.
+    """
+
+    @abc.abstractmethod
+    def _providers(self, ort: Any, options: BackendOptions) -> list[Any]:
+        """Providers to request, best first."""
+
+    def _create_session(self, ort: Any, so: Any, providers: list[Any]) -> Any:
+        # enable_fallback=0: a provider failing later in run() must raise, not quietly move to CPU.
+        return ort.InferenceSession(str(self.model_path), so, providers=providers, enable_fallback=0)
+
+    def _check_session(self, session: Any) -> None:
+        """Raise BackendUnavailable when the providers in use are not the ones this backend promises."""
+
+    def __init__(self, model_path: Path, options: BackendOptions) -> None:
+        self.model_path = Path(model_path)
+        if model_kind(self.model_path) != "onnx":
+            raise UsageError(
+                f"{self.model_path.name} is an OpenVINO IR; the {self.name} backend runs .onnx files only "
+                "(use --backend openvino, or the .onnx export)"
+            )
+        reason = self.availability()
+        if reason:
+            raise BackendUnavailable(reason)
+        self._ort = import_ort()
+        self.options = options
+        so = session_options(self._ort, options)
+        self._session = self._create_session(self._ort, so, self._providers(self._ort, options))
+        self._check_session(self._session)
+        self._input = self._session.get_inputs()[0].name
+        self._threads = so.intra_op_num_threads
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, probs = self._session.run(["logit", "prob"], {self._input: np.ascontiguousarray(batch)})
+        return np.asarray(logits, np.float32).reshape(-1), np.asarray(probs, np.float32).reshape(-1)
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self._session.get_modelmeta().custom_metadata_map)
+
+    def info(self) -> BackendInfo:
+        try:
+            precision = json.loads(self.metadata().get(EXPORT_KEY) or "{}").get("precision", "as exported")
+        except ValueError:
+            precision = "as exported"
+        return BackendInfo(
+            name=self.name,
+            engine=f"onnxruntime {self._ort.__version__}",
+            providers=tuple(self._session.get_providers()),
+            precision=str(precision),
+            details={"threads": self._threads or "default", "wheels": sorted(installed_ort_distributions())},
+        )

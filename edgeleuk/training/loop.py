@@ -1,0 +1,276 @@
+"""``edgeleuk train``: one run of a recipe, resumable, with per-epoch validation.
+
+Each epoch trains on the recipe's folds, validates on the preliminary test set
+with rotation TTA, appends a line to ``metrics.jsonl``, keeps ``best.pt`` (the
+edgeleuk checkpoint with the best weighted F1) and rewrites ``last.pt``.
+
+Reproducibility: the model is initialised from the seed; the sample order
+comes from a sampler seeded with ``(seed, epoch)`` and each cell's
+augmentation from a generator seeded with ``(seed, epoch, cell)``. No global
+RNG is consumed while training, so ``--resume`` after an interruption gives
+the same weights as an uninterrupted run (bit-exact on CPU; on a GPU as exact
+as the kernels, see the recipe's ``deterministic`` flag).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from edgeleuk.errors import DataError, UsageError
+from edgeleuk.meta import ModelMeta
+from edgeleuk.model import create_model, load_pretrained
+from edgeleuk.training import distributed as ddp
+from edgeleuk.training.augment import TrainTransform
+from edgeleuk.training.dataset import CellDataset, Splits, class_counts, pos_weight, select_records
+from edgeleuk.training.evaluate import autocast, use_gather
+from edgeleuk.training.epoch_end import EpochRecorder
+from edgeleuk.training.recipe import Recipe, load_recipe
+from edgeleuk.training.rundir import RunFiles, TrainResult, read_summary, write_metrics
+from edgeleuk.training.schedule import build_optimizer, build_scheduler, current_lrs
+from edgeleuk.training.session import run_log, torch_settings
+from edgeleuk.training.state import TrainState, load_last, restore_rng, save_last, state_from
+
+log = logging.getLogger("edgeleuk.training")
+
+
+def train(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", out: str | Path = "runs/run",
+          seed: int | None = None, pretrained: str | None = None, resume: bool = False,
+          stop_after: int | None = None) -> TrainResult:
+    """Train one model with a recipe.
+
+    Args:
+        data: C-NMC data root (public release or the paper's layout).
+        recipe: Recipe, or a TOML path / name in ``train/``.
+        out: Run folder.
+        seed: Overrides the recipe's seed.
+        pretrained: ``"imagenet"``, a state-dict path or ``"none"``; overrides the recipe's.
+        resume: Continue the run in ``out`` from ``last.pt`` (a finished run is
+            returned as is; a missing ``last.pt`` starts afresh).
+        stop_after: Stop once this many epochs are done (to test and demonstrate resuming).
+
+    Returns:
+        The run's :class:`TrainResult` (``.describe()`` for people).
+
+    Raises:
+        DataError: Missing or empty split, or a class without images.
+        UsageError: ``out`` already holds a run and ``resume`` is False, or
+            ``last.pt`` belongs to another recipe, seed or training set.
+    """
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if pretrained is not None:  # "none" on the command line: random initialisation
+        rec = rec.replace(pretrained=None if pretrained.lower() == "none" else pretrained)
+    rec = rec.replace(seed=rec.seed if seed is None else int(seed))
+    files = RunFiles(Path(out))
+    done = _check_out(files, resume)
+    if done is not None:
+        log.info("%s already finished; nothing to do", files.root)
+        return done
+    info, device = ddp.setup(rec.device)
+    try:
+        with torch_settings(rec, device), run_log(files, info.is_main):
+            payload = load_last(files.last) if resume and files.last.is_file() else None
+            trainer = Trainer(Path(data), rec, files, info, device, payload)
+            return trainer.run(stop_after)
+    finally:
+        ddp.cleanup(info)
+
+
+def _check_out(files: RunFiles, resume: bool) -> TrainResult | None:
+    if resume:
+        return read_summary(files)
+    if files.last.exists() or files.summary.exists():
+        raise UsageError(
+            f"{files.root} already holds a run; add --resume to continue it, or choose a new --out "
+            "(or delete the folder) to start over"
+        )
+    return None
+
+
+class Trainer:
+    """Everything one run needs, built once; :meth:`run` does the epochs.
+
+    Args:
+        data: Data root.
+        recipe: Recipe with the effective seed and pretrained source.
+        files: The run folder.
+        info: Position in a ``torchrun`` job (single process: rank 0 of 1).
+        device: Where to train.
+        payload: A loaded ``last.pt`` to continue from, or None.
+    """
+
+    def __init__(self, data: Path, recipe: Recipe, files: RunFiles, info: ddp.DistInfo,
+                 device: torch.device, payload: dict | None) -> None:
+        self.recipe, self.files, self.info, self.device = recipe, files, info, device
+        self.amp = recipe.amp and device.type == "cuda"
+        _seed_everything(recipe.seed)
+        self.splits = select_records(data, recipe)
+        self.pos_weight = pos_weight(self.splits.train)
+        self.net = create_model(recipe.arch)
+        if payload is None and recipe.pretrained:
+            load_pretrained(self.net, recipe.pretrained, arch=recipe.arch)
+        self.net.to(device)
+        self.model = ddp.wrap(self.net, info, device)
+        self.optimizer = build_optimizer(self.net, recipe)
+        self.scheduler = build_scheduler(self.optimizer, recipe)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.pos_weight], device=device))
+        self.train_loader = self._train_loader()
+        self.meta = ModelMeta(arch=recipe.arch, preprocess=recipe.preprocess, recipe=recipe.name,
+                              seed=recipe.seed, data_fingerprint=self.splits.fingerprint)
+        self.state = TrainState()
+        if payload is not None:
+            self._restore(payload)
+        self.recorder = EpochRecorder(self) if info.is_main else None
+        self._log_setup()
+
+    def _train_loader(self) -> DataLoader:
+        rec = self.recipe
+        dataset = CellDataset(self.splits.train, rec.preprocess, TrainTransform(rec.augment, rec.preprocess),
+                              seed=rec.seed)
+        self.sampler = ddp.train_sampler(dataset, self.info, rec.seed)
+        loader = DataLoader(
+            dataset, batch_size=ddp.per_process_batch(rec.batch_size, self.info), sampler=self.sampler,
+            drop_last=True, num_workers=rec.num_workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=rec.num_workers > 0,
+            # Only seeds worker processes; no draw depends on it (see sample_rng).
+            generator=torch.Generator().manual_seed(rec.seed),
+        )
+        if len(loader) == 0:
+            raise DataError(
+                f"{len(dataset)} training images do not fill one batch of {rec.batch_size}; "
+                "lower batch_size or raise max_train_images"
+            )
+        return loader
+
+    def val_loader(self) -> DataLoader:
+        """Loader of the validation cells: PIL rotation stacks or raw cells for the gather TTA."""
+        rec = self.recipe
+        dataset = CellDataset(self.splits.val, rec.preprocess, raw=use_gather(rec.val_tta))
+        return DataLoader(dataset, batch_size=rec.val_batch_size or rec.batch_size, shuffle=False,
+                          num_workers=rec.num_workers, pin_memory=self.device.type == "cuda")
+
+    def _restore(self, payload: dict) -> None:
+        mismatch = [name for name, mine, theirs in (
+            ("recipe", self.recipe.identity(), {k: v for k, v in payload["recipe"].items()
+                                                if k in self.recipe.identity()}),
+            ("seed", self.recipe.seed, payload["seed"]),
+            ("training data", self.splits.fingerprint, payload["data_fingerprint"]),
+        ) if mine != theirs]
+        if mismatch:
+            raise UsageError(
+                f"{self.files.last} was written with a different {' and '.join(mismatch)}; resume with the "
+                "same data, recipe and --seed, or start a new --out"
+            )
+        self.net.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        restore_rng(payload["rng"])
+        self.state = state_from(payload)
+        if self.info.is_main:  # drop lines of an epoch that was cut short
+            write_metrics(self.files.metrics, self.state.history)
+        log.info("resuming %s at epoch %d", self.files.root, self.state.next_epoch)
+
+    def _log_setup(self) -> None:
+        if not self.info.is_main:
+            return
+        s: Splits = self.splits
+        log.info("recipe %s, seed %d, %s on %s%s", self.recipe.name, self.recipe.seed, self.recipe.arch,
+                 self.device, f" x{self.info.world_size}" if self.info.enabled else "")
+        log.info("train %d cells %s, validation %d cells %s, pos_weight n_hem/n_all = %.4f",
+                 len(s.train), class_counts(s.train), len(s.val), class_counts(s.val), self.pos_weight)
+        if s.synthetic:
+            log.warning("SYNTHETIC data: results only show that the pipeline works")
+
+    def run(self, stop_after: int | None = None) -> TrainResult:
+        """Run the remaining epochs (all, or up to ``stop_after`` done) and report."""
+        start = time.perf_counter()
+        last = self.recipe.epochs if stop_after is None else min(stop_after, self.recipe.epochs)
+        for epoch in range(self.state.next_epoch, last):
+            self._epoch(epoch)
+        seconds = time.perf_counter() - start
+        result = self.result(seconds)
+        if self.recorder is not None:
+            self.recorder.finish(result)
+        ddp.barrier(self.info)
+        return result
+
+    def _epoch(self, epoch: int) -> None:
+        tic = time.perf_counter()
+        lrs = current_lrs(self.optimizer)
+        train_loss, n_train, skipped = self._train_epoch(epoch)
+        if self.recorder is not None:
+            self.recorder.record(epoch, train_loss, n_train, skipped, lrs, tic)
+        self.scheduler.step()
+        self.state.next_epoch = epoch + 1
+        if self.info.is_main:
+            save_last(self.files.last, model=self.net, optimizer=self.optimizer, scheduler=self.scheduler,
+                      scaler=self.scaler, state=self.state, recipe=self.recipe.to_dict(),
+                      seed=self.recipe.seed, fingerprint=self.splits.fingerprint)
+        ddp.barrier(self.info)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, int, dict[str, str]]:
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        self.train_loader.dataset.set_epoch(epoch)
+        records = self.splits.train
+        loss_sum, seen, skipped = 0.0, 0, {}
+        bar = _bar(len(self.train_loader), f"epoch {epoch + 1}/{self.recipe.epochs} train", self.info.is_main)
+        tic = time.perf_counter()
+        for batch in self.train_loader:
+            skipped.update({str(records[int(i)].path): e for i, e in zip(batch["index"], batch["error"]) if e})
+            ok = torch.tensor([not e for e in batch["error"]])
+            if ok.any():
+                loss = self._step(batch["x"][ok], batch["label"][ok])
+                loss_sum, seen = loss_sum + loss * int(ok.sum()), seen + int(ok.sum())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}",
+                            img_s=f"{seen / max(time.perf_counter() - tic, 1e-9):.1f}")
+        bar.close()
+        loss_sum, seen = ddp.sum_across([loss_sum, float(seen)], self.info, self.device)
+        return loss_sum / max(seen, 1.0), int(seen), skipped
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, dtype=torch.float32, non_blocking=True)
+        with autocast(self.device, self.amp):
+            logits = self.model(x).reshape(-1)
+        loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def result(self, seconds: float) -> TrainResult:
+        """The run's result as it stands."""
+        best = self.state.history[self.state.best_epoch] if self.state.best_epoch >= 0 else {}
+        return TrainResult(
+            out=self.files.root, recipe=self.recipe.name, seed=self.recipe.seed, epochs=self.recipe.epochs,
+            epochs_done=self.state.next_epoch, best_epoch=self.state.best_epoch,
+            best_metrics={k: v for k, v in best.items() if k not in ("lr", "seconds")},
+            finished=self.state.next_epoch >= self.recipe.epochs, seconds=seconds,
+            synthetic=self.splits.synthetic, skipped=len(self.state.skipped),
+            data_fingerprint=self.splits.fingerprint,
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _bar(total: int, desc: str, enabled: bool) -> tqdm:
+    # disable=None: off when stderr is not a terminal (logs, CI), on in a console.
+    return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=False,
+                disable=None if enabled else True, dynamic_ncols=True)

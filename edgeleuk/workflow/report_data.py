@@ -1,0 +1,195 @@
+"""Read a predictions CSV (from ``predict`` or ``watch``) into what the report shows.
+
+Per-subject figures follow the paper's Figure 3: cells per subject, the share
+called ALL, the mean probability and, when true labels are known, the
+per-subject accuracy (in C-NMC every subject's cells share one class).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeleuk.errors import DataError, UsageError
+from edgeleuk.outputs import TRUTH_COLUMN
+
+REQUIRED_COLUMNS = ("path", "status", "prob_all", "label")
+UNKNOWN_SUBJECT = "(unknown)"
+_TRUE_NAMES = {"all": 1, "1": 1, "hem": 0, "0": 0}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the predictions file.
+
+    Attributes:
+        path: Image path as written by predict/watch.
+        ok: The image was classified.
+        error: Why not, when it was not.
+        prob: Probability of ALL.
+        called_all: The model's call at its threshold.
+        subject: Subject id, None when unknown.
+        adjustment: What decoding changed, as written.
+        truth: True class (1 = ALL, 0 = HEM) when known.
+    """
+
+    path: str
+    ok: bool
+    error: str | None
+    prob: float | None
+    called_all: bool | None
+    subject: str | None
+    adjustment: str
+    truth: int | None
+
+
+@dataclass(frozen=True)
+class SubjectSummary:
+    """One subject's line in the report table (like the paper's Figure 3)."""
+
+    subject: str
+    cells: int
+    errors: int
+    called_all: int
+    mean_prob: float
+    truth: int | None
+    correct: int | None
+
+    @property
+    def share_all(self) -> float:
+        return self.called_all / self.cells if self.cells else math.nan
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.correct is None or not self.cells else self.correct / self.cells
+
+
+def _parse_float(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _parse_truth(text: str | None) -> int | None:
+    return _TRUE_NAMES.get((text or "").strip().lower())
+
+
+def _row(raw: dict[str, str], truth_col: str | None) -> Row:
+    prob = _parse_float(raw.get("prob_all"))
+    ok = (raw.get("status") or "").strip().lower() == "ok" and prob is not None
+    label = (raw.get("label") or "").strip().lower()
+    return Row(
+        path=raw.get("path") or "",
+        ok=ok,
+        error=None if ok else (raw.get("error") or "not classified"),
+        prob=prob if ok else None,
+        called_all=(label == "all") if ok else None,
+        subject=(raw.get("subject") or "").strip() or None,
+        adjustment=raw.get("adjustment") or "",
+        truth=_parse_truth(raw.get(truth_col)) if truth_col else None,
+    )
+
+
+def load_rows(path: Path) -> list[Row]:
+    """Parse a predictions CSV.
+
+    Raises:
+        UsageError: The file is missing or lacks the prediction columns.
+        DataError: The file holds no rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"predictions file not found: {path} (write one with `edgeleuk predict` or `watch`)")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise UsageError(
+                f"{path} is not a predictions CSV: missing column(s) {missing} (has {columns}); "
+                "use the CSV written by `edgeleuk predict --format csv` or `edgeleuk watch`"
+            )
+        truth_col = TRUTH_COLUMN if TRUTH_COLUMN in columns else None
+        rows = [_row(raw, truth_col) for raw in reader]
+    if not rows:
+        raise DataError(f"{path} holds no predictions yet")
+    return rows
+
+
+def _subject_key(name: str) -> tuple:
+    """ALL patients (numeric ids) first, then healthy ``H<n>``, numbers by value, unknown last."""
+    return (name == UNKNOWN_SUBJECT,) + tuple(
+        (0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t
+    )
+
+
+def summarise_subjects(rows: list[Row]) -> list[SubjectSummary]:
+    """Per-subject summaries, sorted by subject id."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r.subject or UNKNOWN_SUBJECT].append(r)
+    out = []
+    for name in sorted(groups, key=_subject_key):
+        good = [r for r in groups[name] if r.ok]
+        truths = {r.truth for r in good}
+        truth = truths.pop() if len(truths) == 1 else None
+        known = [r for r in good if r.truth is not None]
+        correct = sum(r.called_all == bool(r.truth) for r in known) if len(known) == len(good) and good else None
+        out.append(SubjectSummary(
+            subject=name,
+            cells=len(good),
+            errors=len(groups[name]) - len(good),
+            called_all=sum(bool(r.called_all) for r in good),
+            mean_prob=sum(r.prob for r in good) / len(good) if good else math.nan,
+            truth=truth,
+            correct=correct,
+        ))
+    return out
+
+
+@dataclass(frozen=True)
+class ThresholdEstimate:
+    """The decision threshold used for the calls, as far as the file tells.
+
+    Attributes:
+        value: Where to draw it, or None when the calls do not pin it down.
+        note: How it was found.
+    """
+
+    value: float | None
+    note: str
+
+
+def estimate_threshold(rows: list[Row], given: float | None = None) -> ThresholdEstimate:
+    """The threshold behind the calls: ``given`` if set, else bracketed by the calls themselves.
+
+    Every cell with ``prob >= threshold`` was called ALL, so the threshold lies
+    above the highest HEM call and at or below the lowest ALL call.
+    """
+    if given is not None:
+        return ThresholdEstimate(given, "given")
+    called_all = [r.prob for r in rows if r.ok and r.called_all]
+    called_hem = [r.prob for r in rows if r.ok and not r.called_all]
+    if called_all and called_hem:
+        lo, hi = max(called_hem), min(called_all)
+        return ThresholdEstimate(hi, f"between {lo:.3f} and {hi:.3f} (read from the calls; line drawn at {hi:.3f})")
+    return ThresholdEstimate(None, "not determined (all calls are one class)")
+
+
+def find_synthetic_root(paths: list[str], marker: str = "SYNTHETIC.txt") -> Path | None:
+    """The first folder above any image that holds ``marker`` (written by ``edgeleuk synth``)."""
+    checked: set[Path] = set()
+    for p in paths:
+        for folder in Path(p).resolve().parents:
+            if folder in checked:
+                break  # this folder and everything above it were checked already
+            checked.add(folder)
+            if (folder / marker).is_file():
+                return folder
+    return None

@@ -1,0 +1,185 @@
+"""Render the report as one self-contained HTML page (inline CSS, SVG and images; no network)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from edgeleuk.workflow.report_data import Row, SubjectSummary
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", "DejaVu Sans", Arial, sans-serif; margin: 24px auto;
+       max-width: 1100px; color: #222; line-height: 1.4; padding: 0 16px; }
+h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px;
+     border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.meta { color: #555; font-size: 13px; }
+.banner { padding: 10px 14px; border-radius: 6px; margin: 12px 0; font-size: 14px; }
+.synthetic { background: #fff3cd; border: 2px solid #e0a800; font-weight: 600; }
+.notice { background: #eef3f8; border: 1px solid #b8c9dc; }
+table { border-collapse: collapse; font-size: 13px; margin-top: 8px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e4e4e4; text-align: right; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+.bar { display: block; height: 10px; background: #c0392b; }
+.barbg { display: inline-block; width: 80px; height: 10px; background: #e8e8e8; margin-right: 6px;
+         vertical-align: middle; }
+.hist text { font-size: 11px; fill: #333; } .hist .svg-title { font-size: 13px; font-weight: 600; }
+.hist .grid { stroke: #eee; } .hist .axis { stroke: #888; }
+.hist .threshold { stroke: #111; stroke-width: 1.5; stroke-dasharray: 5 3; }
+.hist .threshold-label { font-weight: 600; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 8px; }
+.card { width: 124px; font-size: 11px; text-align: center; border: 1px solid #ddd; border-radius: 4px;
+        padding: 5px; background: #fafafa; }
+.card img, .card .noimg { width: 112px; height: 112px; display: block; margin: 0 auto 3px; }
+.card .noimg { background: #eee; color: #888; line-height: 112px; }
+.card .name { color: #666; overflow-wrap: anywhere; }
+.all { color: #c0392b; font-weight: 600; } .hem { color: #2e6da4; font-weight: 600; }
+.wrong { background: #fdecea; }
+.stats td { text-align: left; } .small { font-size: 12px; color: #666; }
+"""
+
+NOT_DIAGNOSTIC = (
+    "Research software, not a diagnostic device: these are per-cell model outputs, not a diagnosis. "
+    "A qualified person must review every smear; do not base clinical decisions on this page."
+)
+
+
+@dataclass(frozen=True)
+class Card:
+    """A thumbnail with its caption."""
+
+    row: Row
+    uri: str | None
+
+
+@dataclass
+class Page:
+    """Everything the page shows; built by :mod:`edgeleuk.workflow.report`."""
+
+    source: Path
+    generated: str
+    rows: list[Row]
+    subjects: list[SubjectSummary]
+    threshold_note: str
+    histogram_svg: str
+    synthetic_root: Path | None = None
+    overall: dict | None = None
+    confident: list[Card] = field(default_factory=list)
+    borderline: list[Card] = field(default_factory=list)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _cls(truth: int | None) -> str:
+    return "–" if truth is None else ('<span class="all">ALL</span>' if truth else '<span class="hem">HEM</span>')
+
+
+def _subject_table(subjects: list[SubjectSummary]) -> str:
+    with_truth = any(s.truth is not None for s in subjects)
+    head = ["subject", "cells", "errors", "called ALL", "share ALL", "mean prob."]
+    if with_truth:
+        head += ["true class", "accuracy"]
+    lines = ["<table><tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{h}</th>' for i, h in enumerate(head))]
+    for s in subjects:
+        share = s.share_all
+        bar = "" if math.isnan(share) else (
+            f'<span class="barbg"><span class="bar" style="width:{80 * share:.0f}px"></span></span>'
+        )
+        cells = [
+            f'<td class="l">{escape(s.subject)}</td>', f"<td>{s.cells}</td>", f"<td>{s.errors or ''}</td>",
+            f"<td>{s.called_all}</td>", f"<td>{bar}{_pct(share)}</td>",
+            f"<td>{'–' if math.isnan(s.mean_prob) else f'{s.mean_prob:.3f}'}</td>",
+        ]
+        wrong = ""
+        if with_truth:
+            cells += [f"<td>{_cls(s.truth)}</td>", f"<td>{_pct(s.accuracy)}</td>"]
+            wrong = ' class="wrong"' if s.accuracy is not None and s.accuracy < 0.5 else ""
+        lines.append(f"<tr{wrong}>" + "".join(cells) + "</tr>")
+    lines.append("</table>")
+    if any(s.accuracy is not None and s.accuracy < 0.5 for s in subjects):
+        lines.append('<p class="small">Rows in red: most of the subject\'s cells were called wrongly.</p>')
+    return "\n".join(lines)
+
+
+def _card(card: Card) -> str:
+    r = card.row
+    img = (f'<img src="{card.uri}" alt="{escape(Path(r.path).name)}">' if card.uri
+           else '<div class="noimg">image not found</div>')
+    call = '<span class="all">ALL</span>' if r.called_all else '<span class="hem">HEM</span>'
+    truth = "" if r.truth is None else f"<br>true class {'ALL' if r.truth else 'HEM'}"
+    return (
+        f'<div class="card">{img}{call} p={r.prob:.3f}{truth}<br>'
+        f'<span class="name">{escape(r.subject or "")} {escape(Path(r.path).name)}</span></div>'
+    )
+
+
+def _cards(title: str, explain: str, cards: list[Card]) -> str:
+    if not cards:
+        return f"<h2>{title}</h2><p class='small'>No classified cells.</p>"
+    return f"<h2>{title}</h2><p class='small'>{explain}</p><div class='cards'>" + "".join(
+        _card(c) for c in cards
+    ) + "</div>"
+
+
+def _errors(rows: list[Row]) -> str:
+    bad = [r for r in rows if not r.ok]
+    if not bad:
+        return "<h2>Files not classified</h2><p class='small'>None: every file was classified.</p>"
+    lines = [f"<h2>Files not classified ({len(bad)})</h2>",
+             '<table><tr><th class="l">file</th><th class="l">reason</th></tr>']
+    lines += [f'<tr><td class="l">{escape(r.path)}</td><td class="l">{escape(r.error or "")}</td></tr>' for r in bad]
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _overall(page: Page) -> str:
+    ok = [r for r in page.rows if r.ok]
+    n_all = sum(bool(r.called_all) for r in ok)
+    items = [
+        ("cells classified", f"{len(ok)} of {len(page.rows)}"),
+        ("called ALL", f"{n_all} ({_pct(n_all / len(ok) if ok else None)})"),
+        ("subjects", str(len(page.subjects))),
+        ("threshold", page.threshold_note),
+    ]
+    m = page.overall
+    if m:
+        items += [
+            ("cell accuracy (true labels known)", _pct(m["accuracy"])),
+            ("sensitivity / specificity", f"{_pct(m['sensitivity'])} / {_pct(m['specificity'])}"),
+            ("weighted F1", f"{m['f1']:.4f}"),
+        ]
+    body = "".join(f'<tr><th class="l">{escape(k)}</th><td>{escape(v)}</td></tr>' for k, v in items)
+    return f'<table class="stats">{body}</table>'
+
+
+def render_page(page: Page) -> str:
+    """The whole HTML document as text."""
+    synthetic = ""
+    if page.synthetic_root is not None:
+        synthetic = (
+            '<div class="banner synthetic">SYNTHETIC DATA: these images were drawn by <code>edgeleuk synth</code> '
+            f"({escape(str(page.synthetic_root))}). Every number and picture below only shows that the "
+            "pipeline works; it says nothing about leukaemia diagnosis.</div>"
+        )
+    title = "edgeleuk report" + (" (SYNTHETIC data)" if synthetic else "")
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<div class="meta">{escape(str(page.source))} · generated {escape(page.generated)}</div>',
+        synthetic,
+        f'<div class="banner notice">{escape(NOT_DIAGNOSTIC)}</div>',
+        "<h2>Summary</h2>", _overall(page),
+        "<h2>Subjects</h2>", _subject_table(page.subjects),
+        "<h2>Probabilities</h2>", page.histogram_svg,
+        _cards("Most confident ALL calls", "The cells the model is surest are ALL blasts.", page.confident),
+        _cards("Closest to the threshold", "The least certain calls: review these first.", page.borderline),
+        _errors(page.rows),
+        f'<p class="small">{escape(NOT_DIAGNOSTIC)}</p>',
+        "</body></html>",
+    ])

@@ -1,0 +1,219 @@
+"""``edgeleuk watch``: classify cell images as the microscope writes them into a folder.
+
+Each new image gets one row in a CSV with the same columns as ``edgeleuk
+predict`` (plus ``true_label``, filled when the file name carries the class, as
+C-NMC names do), written and fsync'ed before the next image: a crash loses
+nothing already classified, and a restart reads the CSV and skips every file in
+it. A file is read only once its size and mtime have stayed the same across two
+polls; one that still fails to decode is retried (see
+:mod:`edgeleuk.workflow.arrivals`). Bad files become error rows, as in
+``predict``. Ctrl-C stops cleanly with a summary.
+
+Why polling rather than file-system events: microscope PCs often write to
+network shares (SMB/NFS) where inotify/ReadDirectoryChangesW events are missing
+or late, an event only says a file was touched (we still have to wait until it
+is complete, which is what polling measures), and a listing of one folder every
+half second costs nothing next to a network forward pass. It also keeps the
+runtime free of extra dependencies (``watchdog``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeleuk.data import subject_from_name
+from edgeleuk.errors import UsageError
+from edgeleuk.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
+from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
+from edgeleuk.workflow.csvlog import CsvLog
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (*CSV_COLUMNS, TRUTH_COLUMN)
+_CLASS_SUFFIX = re.compile(r"_(all|hem)$", re.IGNORECASE)  # C-NMC training names end in the class
+
+
+@dataclass
+class WatchSummary:
+    """What one ``watch`` session did.
+
+    Attributes:
+        folder: The watched folder.
+        out: The CSV appended to.
+        resumed: Rows already in the CSV when the session started (not classified again).
+        classified: Images classified in this session.
+        called_all: Of those, called ALL.
+        failed: Files recorded as errors in this session.
+        stopped: Why the session ended.
+        seconds: Wall time of the session.
+    """
+
+    folder: Path
+    out: Path
+    resumed: int = 0
+    classified: int = 0
+    called_all: int = 0
+    failed: int = 0
+    stopped: str = ""
+    seconds: float = 0.0
+
+    @property
+    def written(self) -> int:
+        return self.classified + self.failed
+
+    def describe(self) -> str:
+        share = f" ({100 * self.called_all / self.classified:.1f}%)" if self.classified else ""
+        lines = [
+            f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
+            f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
+            f"{self.failed} unreadable file(s) recorded as errors",
+            f"  {self.out}: {self.resumed + self.written} row(s) "
+            f"({self.resumed} from earlier sessions); run `edgeleuk watch` again to continue",
+        ]
+        return "\n".join(lines)
+
+
+def _true_label(path: Path, subject: str | None, meta) -> str | None:
+    """The class a C-NMC style name states (``UID_<subject>_..._all.bmp``), else None."""
+    match = _CLASS_SUFFIX.search(path.stem)
+    if match is None or subject is None:
+        return None
+    return meta.label_name(match.group(1).lower() == "all")
+
+
+def _csv_row(folder: Path, path: Path, prediction, meta) -> dict[str, str]:
+    """One output row, formatted exactly as ``predict`` writes its CSV."""
+    subject = prediction.subject or subject_from_name(path.name)
+    rel = path.relative_to(folder).as_posix()
+    values = ResultRow(rel, prediction, subject, _true_label(path, subject, meta)).as_dict(with_truth=True)
+    return {k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else str(v)) for k, v in values.items()}
+
+
+@dataclass
+class _Session:
+    """The state one watch loop works on."""
+
+    folder: Path
+    classifier: object
+    sink: CsvLog
+    tracker: ArrivalTracker
+    summary: WatchSummary
+    recursive: bool
+    batch: int
+
+
+def _record(session: _Session, path: Path, prediction) -> None:
+    row = _csv_row(session.folder, path, prediction, session.classifier.meta)
+    session.sink.append(row)
+    s = session.summary
+    if prediction.status == "ok":
+        s.classified += 1
+        s.called_all += prediction.label == session.classifier.meta.label_name(True)
+        log.info("%s: %s (p=%.3f)", row["path"], row["label"].upper(), prediction.prob_all)
+    else:
+        s.failed += 1
+        log.warning("%s: not classified: %s", row["path"], prediction.error)
+
+
+def _process(session: _Session, ready: list[Path], max_files: int | None) -> bool:
+    """Classify ready files in small batches; True once ``max_files`` rows were written."""
+    for start in range(0, len(ready), session.batch):
+        chunk = ready[start:start + session.batch]
+        for path, prediction in zip(chunk, session.classifier.predict_paths(chunk), strict=True):
+            if not session.tracker.accept(path, failed=prediction.status != "ok"):
+                continue  # still being written or retried: it comes back on a later poll
+            _record(session, path, prediction)
+            if max_files is not None and session.summary.written >= max_files:
+                return True
+    return False
+
+
+def _loop(
+    session: _Session, interval: float, stop: threading.Event, max_files: int | None, max_idle: float | None
+) -> str:
+    """Poll until stopped; returns why it stopped."""
+    last_activity = time.monotonic()
+    while not stop.is_set():
+        ready = session.tracker.poll(list_arrivals(session.folder, session.recursive))
+        if ready:
+            if _process(session, ready, max_files):
+                return f"{max_files} file(s) done"
+            last_activity = time.monotonic()
+        elif session.tracker.waiting:
+            last_activity = time.monotonic()  # a file is still being written: not idle
+        elif max_idle is not None and time.monotonic() - last_activity >= max_idle:
+            return f"no new files for {max_idle:g} s"
+        stop.wait(interval)
+    return "stop requested"
+
+
+def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
+    return {ArrivalTracker.key(folder / r["path"]) for r in rows if r.get("path")}
+
+
+def watch_folder(
+    folder: Path,
+    model: Path | None = None,
+    out: Path = Path("predictions.csv"),
+    backend: str = "auto",
+    interval: float = 0.5,
+    *,
+    recursive: bool = False,
+    classifier=None,
+    stop_event: threading.Event | None = None,
+    max_files: int | None = None,
+    max_idle: float | None = None,
+    batch: int = 8,
+) -> WatchSummary:
+    """Classify images as they appear in ``folder`` until stopped.
+
+    Args:
+        folder: Folder the microscope writes into.
+        model: Exported ``.onnx``/``.xml`` model (uses its threshold); ignored when ``classifier`` is given.
+        out: CSV to append to; rows already in it are not classified again.
+        backend: Inference backend for ``model``.
+        interval: Seconds between folder polls.
+        recursive: Also watch sub-folders.
+        classifier: An already loaded :class:`edgeleuk.runtime.classifier.Classifier`.
+        stop_event: Set it (from another thread) to stop after the current file.
+        max_files: Stop after writing this many rows (tests, batch jobs).
+        max_idle: Stop after this many seconds without new files (tests, batch jobs).
+        batch: Most files per engine call.
+
+    Returns:
+        The session summary; Ctrl-C ends the session normally.
+
+    Raises:
+        UsageError: The folder or model is missing, or ``out`` is not a predictions CSV.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"watch folder not found: {folder} (create it, or point at the microscope's output folder)")
+    if interval <= 0:
+        raise UsageError(f"interval must be positive, got {interval}")
+    if classifier is None:
+        if model is None:
+            raise UsageError("give --model (an exported .onnx or .xml)")
+        from edgeleuk.runtime.classifier import Classifier
+
+        classifier = Classifier.load(model, backend=backend)
+    summary = WatchSummary(folder=folder, out=Path(out))
+    started = time.monotonic()
+    with CsvLog(out, COLUMNS) as sink:
+        if sink.trimmed_bytes:
+            log.warning("%s ended in a torn row (a crash mid-write); it was dropped and will be redone", out)
+        summary.resumed = len(sink.rows)
+        tracker = ArrivalTracker(done=_resumed_keys(folder, sink.rows))
+        session = _Session(folder, classifier, sink, tracker, summary, recursive, max(1, batch))
+        log.info("watching %s (%d file(s) already in %s); Ctrl-C stops", folder, summary.resumed, out)
+        try:
+            summary.stopped = _loop(session, interval, stop_event or threading.Event(), max_files, max_idle)
+        except KeyboardInterrupt:
+            summary.stopped = "interrupted (Ctrl-C)"
+    summary.seconds = time.monotonic() - started
+    return summary

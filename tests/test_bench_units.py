@@ -1,0 +1,260 @@
+"""Pure parts of edgeleuk.bench: percentiles, timing loops, gates, machine info, planning, report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeleuk.bench.cases import Case, ModelFile, plan_cases
+from edgeleuk.bench.machine import MachineInfo, parse_cpuinfo
+from edgeleuk.bench.memory import run_measured
+from edgeleuk.bench.options import BenchOptions
+from edgeleuk.bench.parity import Gate, Parity, check_gate, compare, gate_for, normalise_precision
+from edgeleuk.bench.report import OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row
+from edgeleuk.bench.timing import Latency, measure_throughput, percentiles, repeat_for
+from edgeleuk.bench.worker import Measurement
+from edgeleuk.errors import UsageError
+
+
+class FakeClock:
+    """A clock that advances by ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.t, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+def test_percentiles_on_known_inputs():
+    p = percentiles(list(range(1, 101)))
+    assert p == pytest.approx({"p50": 50.5, "p90": 90.1, "p99": 99.01})
+    assert percentiles([7.0]) == {"p50": 7.0, "p90": 7.0, "p99": 7.0}
+    assert percentiles([4.0, 1.0, 3.0, 2.0], qs=(0, 100)) == {"p0": 1.0, "p100": 4.0}
+
+
+def test_percentiles_refuse_empty():
+    with pytest.raises(ValueError):
+        percentiles([])
+
+
+def test_latency_from_seconds_in_ms():
+    lat = Latency.from_seconds([0.001, 0.002, 0.003])
+    assert lat.p50_ms == pytest.approx(2.0)
+    assert lat.runs == 3 and lat.mean_ms == pytest.approx(2.0)
+
+
+def test_repeat_for_runs_at_least_min_runs_even_when_budget_spent():
+    calls = []
+    times = repeat_for(calls.append, budget_s=0.0, min_runs=10, max_runs=100, clock=FakeClock(1.0))
+    assert len(times) == 10 and calls == list(range(10))
+
+
+def test_repeat_for_stops_at_budget_and_at_max_runs():
+    # Each call takes 1 tick of 0.1 s; the budget of 1 s is reached after a handful of calls.
+    times = repeat_for(lambda i: None, budget_s=1.0, min_runs=2, max_runs=1000, clock=FakeClock(0.1))
+    assert 2 <= len(times) < 10
+    assert len(repeat_for(lambda i: None, budget_s=1e9, min_runs=1, max_runs=7, clock=FakeClock(0.1))) == 7
+
+
+def test_measure_throughput_counts_cells_and_cycles():
+    cells = np.arange(5)
+    seen = []
+    rate = measure_throughput(lambda b: seen.extend(b.tolist()), cells, batch=2, budget_s=0.0, min_batches=4,
+                              clock=FakeClock(0.5))
+    assert seen == [0, 1, 2, 3, 4, 0, 1, 2]  # in order, wrapping round
+    assert rate == pytest.approx(8 / 2.0)  # 8 cells over 4 clock reads after start
+
+
+# --- parity and gates ---------------------------------------------------------------------------
+
+def test_compare_counts_label_disagreements_and_deltas():
+    ref_logit = np.array([-2.0, -0.1, 0.1, 3.0])
+    row_logit = ref_logit + np.array([0.0, 0.2, 0.0, -0.5])
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    p = compare(ref_logit, sig(ref_logit), row_logit, sig(row_logit), threshold=0.5)
+    assert (p.n, p.disagreements) == (4, 1)
+    assert p.agreement == pytest.approx(0.75)
+    assert p.max_dlogit == pytest.approx(0.5)
+    assert p.max_dprob == pytest.approx(abs(sig(0.1) - sig(-0.1)), rel=1e-6)
+
+
+def test_compare_rejects_mismatched_lengths():
+    with pytest.raises(ValueError):
+        compare(np.zeros(3), np.zeros(3), np.zeros(2), np.zeros(2), 0.5)
+
+
+@pytest.mark.parametrize("spelling,canonical", [
+    ("fp32", "fp32"), ("float32", "fp32"), ("FP16", "fp16"), ("bf16", "bf16"), ("int8", "int8"),
+    ("int8-mixed", "int8"), (None, "fp32"), ("weird", "fp32"),
+])
+def test_normalise_precision(spelling, canonical):
+    assert normalise_precision(spelling) == canonical
+
+
+def _parity(n: int, wrong: int, dlogit: float = 0.0) -> Parity:
+    return Parity(n=n, agreement=(n - wrong) / n, disagreements=wrong, max_dprob=0.0, max_dlogit=dlogit)
+
+
+def test_fp32_gate_demands_every_label_and_tiny_logit_deltas():
+    gate = gate_for("fp32")
+    assert check_gate(gate, _parity(1000, 0, 5e-5)) == []
+    assert any("agreement" in f for f in check_gate(gate, _parity(1000, 1, 0.0)))
+    assert any("dlogit" in f for f in check_gate(gate, _parity(10, 0, 2e-4)))
+
+
+def test_fp16_and_bf16_gates_allow_half_a_percent():
+    for name in ("fp16", "bf16"):
+        gate = gate_for(name)
+        assert check_gate(gate, _parity(200, 1, 0.3)) == []  # 99.5% exactly, logit delta not gated
+        assert check_gate(gate, _parity(200, 2)) != []
+        assert check_gate(gate, _parity(32, 1)) != []  # 96.9%: one flip among few cells already fails
+
+
+def test_int8_gate_checks_agreement_and_f1_drop():
+    gate = gate_for("int8")
+    assert check_gate(gate, _parity(100, 1), f1=0.90, ref_f1=0.904) == []
+    assert any("F1 drop" in f for f in check_gate(gate, _parity(100, 0), f1=0.89, ref_f1=0.90))
+    assert check_gate(gate, _parity(100, 2)) != []
+    assert check_gate(gate, _parity(100, 0), f1=None, ref_f1=0.9) == []  # no labels: F1 not gated
+
+
+def test_gate_describe_mentions_limits():
+    assert Gate("fp32", 1.0, 1e-4).describe() == "fp32: agreement >= 100.0%, max|dlogit| <= 0.0001"
+    assert "F1 drop <= 0.5 point" in gate_for("int8").describe()
+
+
+# --- options -------------------------------------------------------------------------------------
+
+def test_options_batch_sizes_and_quick():
+    assert BenchOptions(batch=8).batch_sizes(100) == (1, 2, 4, 8)
+    assert BenchOptions(batch=6).batch_sizes(100) == (1, 2, 4, 6)
+    assert BenchOptions(batch=8).batch_sizes(3) == (1, 2, 3)
+    assert BenchOptions(batch=8, quick=True).batch_sizes(100) == (1, 8)
+    q = BenchOptions(quick=True).effective()
+    assert q.budget_s <= 0.2 and q.min_runs <= 3
+    assert BenchOptions().effective() == BenchOptions()
+
+
+@pytest.mark.parametrize("kwargs", [{"backend": "tpu"}, {"n": 0}, {"threads": 0}, {"min_runs": 5, "max_runs": 2}])
+def test_options_reject_bad_values(kwargs):
+    with pytest.raises(UsageError):
+        BenchOptions(**kwargs)
+
+
+# --- machine --------------------------------------------------------------------------------------
+
+CPUINFO = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_int8
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_int8
+"""
+
+
+def test_parse_cpuinfo_reads_model_cores_and_bf16():
+    cpu = parse_cpuinfo(CPUINFO)
+    assert cpu.model == "Intel(R) Xeon(R) Platinum 8480+"
+    assert cpu.logical == 2 and cpu.bf16 and cpu.int8_dot
+
+
+def test_parse_cpuinfo_without_bf16():
+    cpu = parse_cpuinfo("processor : 0\nmodel name : Old CPU\nflags : fpu sse2 avx2\n")
+    assert not cpu.bf16 and not cpu.int8_dot and cpu.logical == 1
+
+
+def _machine(**kw) -> MachineInfo:
+    base = dict(cpu="Test CPU", logical_cores=2, usable_cores=2, bf16=False, int8_dot=True, gpus=(),
+                libraries={"numpy": "2.0"}, threads=2)
+    return MachineInfo(**{**base, **kw})
+
+
+def test_machine_header_says_bf16_and_gpu():
+    text = "\n".join(_machine().header_lines())
+    assert "bf16 instructions (avx512_bf16/amx_bf16): no" in text and "GPU: none" in text
+    text = "\n".join(_machine(bf16=True, gpus=("NVIDIA H100",)).header_lines())
+    assert "amx_bf16): yes" in text and "GPU: NVIDIA H100" in text
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+def test_run_measured_reports_the_childs_own_peak():
+    small = run_measured([sys.executable, "-c", "print('hi')"])
+    big = run_measured([sys.executable, "-c", "b = bytearray(300_000_000); b[::4096] = b'x' * len(b[::4096])"])
+    assert small.returncode == 0 and small.stdout.strip() == "hi"
+    assert big.peak_rss - small.peak_rss > 250_000_000
+
+
+def test_run_measured_passes_exit_status():
+    assert run_measured([sys.executable, "-c", "import sys; sys.exit(3)"]).returncode == 3
+
+
+# --- planning -------------------------------------------------------------------------------------
+
+def _mf(name: str, kind: str = "onnx", precision: str = "fp32") -> ModelFile:
+    return ModelFile(Path(name), kind, precision, 1000, None, 0.5)
+
+
+def test_plan_rows_for_fp32_onnx_and_int8_ir():
+    avail = {"cpu": None, "openvino": None, "cuda": "no GPU", "torch": None}
+    cases = plan_cases([_mf("m.onnx"), _mf("q.xml", "ir", "int8")], "all", True, True, avail)
+    labels = [c.label for c in cases]
+    assert labels == ["torch eager fp32", "cpu fp32", "openvino fp32", "openvino bf16", "cuda fp32", "openvino int8"]
+    assert next(c for c in cases if c.backend == "cuda").skip == "no GPU"
+    assert next(c for c in cases if c.precision == "bf16").ov_precision == "bf16"
+
+
+def test_plan_marks_bf16_unavailable_without_cpu_support_and_filters_backend():
+    avail = {"cpu": None, "openvino": None, "cuda": None, "torch": None}
+    cases = plan_cases([_mf("m.onnx")], "openvino", False, False, avail)
+    assert [c.label for c in cases] == ["torch eager fp32", "openvino fp32", "openvino bf16"]
+    assert "no --checkpoint" in cases[0].skip
+    assert "avx512_bf16" in cases[2].skip
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def _measured(p50: float, cells_per_s: float) -> Measurement:
+    return Measurement(status=OK, engine={"engine": "x 1.0"}, load_s=0.1, warmup_s=0.2,
+                       latency={"p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "runs": 10, "mean_ms": p50},
+                       throughput={1: cells_per_s}, peak_rss=100_000_000, isolated=True)
+
+
+def _report(rows: list[Row], explicit: str | None = None, synthetic: bool = True) -> BenchReport:
+    return BenchReport(machine=_machine(), options={}, cells={"source": "test cells", "synthetic": synthetic},
+                       models=[_mf("m.onnx")], rows=rows, explicit_backend=explicit)
+
+
+def test_report_markdown_has_both_tables_and_synthetic_line():
+    torch_row = Row(Case("torch", None, "fp32"), OK, measurement=_measured(100.0, 10.0))
+    cpu = Row(Case("cpu", Path("m.onnx"), "fp32"), OK, size_bytes=2_000_000, measurement=_measured(40.0, 25.0),
+              parity=_parity(8, 0), gate=gate_for("fp32"), speedup_latency=2.5, speedup_throughput=2.5)
+    md = _report([torch_row, cpu]).to_markdown()
+    assert "SYNTHETIC" in md and "### Speed" in md and "### Parity" in md
+    assert "| cpu fp32 (m.onnx) | ok | 2.0 |" in md
+    assert "40.0 / 40.0 / 40.0 (10)" in md and "2.50" in md and "100.00% (8/8)" in md
+    assert "SYNTHETIC" not in _report([torch_row, cpu], synthetic=False).to_markdown()
+
+
+def test_report_exit_codes():
+    ok = Row(Case("cpu", Path("m.onnx"), "fp32"), OK)
+    failed = Row(Case("cpu", Path("m.onnx"), "fp32"), PARITY_FAILED, gate=gate_for("fp32"), failures=["x"])
+    cuda_gone = Row(Case("cuda", Path("m.onnx"), "fp32"), UNAVAILABLE, reason="no GPU")
+    assert _report([ok, cuda_gone]).exit_code() == 0  # --backend all: unavailable rows are not failures
+    assert _report([ok, failed]).exit_code() == 1
+    assert _report([cuda_gone], explicit="cuda").exit_code() == 2
+    md = _report([ok, failed]).to_markdown()
+    assert "**FAIL**" in md and "PARITY FAILED" in md
+
+
+def test_report_says_parity_not_checked_without_reference():
+    row = Row(Case("cpu", Path("m.onnx"), "fp32"), OK, measurement=_measured(1.0, 1.0))
+    md = _report([row]).to_markdown()
+    assert "PARITY NOT CHECKED" in md and "not checked" in md

@@ -1,0 +1,94 @@
+"""Model-file metadata: ONNX metadata_props, IR rt_info, checkpoints, and ``edgeleuk info``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from runtime_support import EXPORT_INFO, build_ir, build_onnx
+from typer.testing import CliRunner
+
+from edgeleuk.cli import app
+from edgeleuk.errors import UsageError
+from edgeleuk.meta import ModelMeta, Preprocess
+from edgeleuk.runtime import modelfile
+from edgeleuk.runtime.modelfile import describe_model_file, parse_metadata, read_model_meta
+
+META = ModelMeta(arch="seresnext_tiny", preprocess=Preprocess(rotations=4), threshold=0.37,
+                 threshold_source="calibrated", recipe="unit")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("meta")
+    onnx_path = build_onnx(folder / "m.onnx", META)
+    return {"onnx": onnx_path, "ir": build_ir(onnx_path, folder / "m.xml")}
+
+
+@pytest.mark.parametrize("kind", ["onnx", "ir"])
+def test_read_model_meta_round_trips(models: dict[str, Path], kind: str) -> None:
+    meta, export = read_model_meta(models[kind])
+    assert meta == META
+    assert export == EXPORT_INFO
+
+
+def test_onnx_metadata_without_the_onnx_package(monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]) -> None:
+    """The runtime extra has onnxruntime but maybe not onnx: metadata still reads."""
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    meta, _ = read_model_meta(models["onnx"])
+    assert meta.threshold == pytest.approx(0.37)
+
+
+def test_model_without_edgeleuk_metadata_is_refused(tmp_path: Path) -> None:
+    path = build_onnx(tmp_path / "foreign.onnx", with_meta=False)
+    with pytest.raises(UsageError, match="not exported by edgeleuk"):
+        read_model_meta(path)
+
+
+def test_malformed_metadata_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="malformed"):
+        parse_metadata({"edgeleuk.meta": json.dumps({"colour": "red"})}, "x.onnx")
+    with pytest.raises(UsageError, match="malformed"):
+        parse_metadata({"edgeleuk.meta": "{not json"}, "x.onnx")
+
+
+def test_corrupt_model_file_is_a_usage_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(UsageError, match="cannot read model file"):
+        read_model_meta(bad)
+
+
+def test_ir_reader_accepts_onnx_style_rt_info(models: dict[str, Path]) -> None:
+    """OpenVINO's ONNX reader files metadata_props under rt_info['framework']."""
+    import openvino as ov
+
+    raw = modelfile.ir_metadata(ov.Core().read_model(str(models["onnx"])))
+    assert ModelMeta.from_json(raw["edgeleuk.meta"]) == META
+
+
+def test_describe_shows_contract_threshold_and_export(models: dict[str, Path]) -> None:
+    text = describe_model_file(models["ir"])
+    assert "OpenVINO IR model" in text
+    assert "uint8 RGB [N, 450, 450, 3]" in text
+    assert "rotations:     4 (0, 90, 180, 270 degrees)" in text
+    assert "threshold:     0.37 (calibrated)" in text
+    assert "precision: fp32" in text
+
+
+def test_info_command(models: dict[str, Path], tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["info", str(models["onnx"])])
+    assert ok.exit_code == 0, ok.output
+    assert "ONNX model" in ok.stdout and "arch:          seresnext_tiny" in ok.stdout
+    missing = runner.invoke(app, ["info", str(tmp_path / "none.onnx")])
+    assert missing.exit_code == 2
+    assert "model file not found" in missing.stderr
+
+
+def test_info_on_a_checkpoint(tiny_checkpoint: Path) -> None:
+    text = describe_model_file(tiny_checkpoint)
+    assert "edgeleuk checkpoint (PyTorch)" in text
+    assert "arch:          seresnext_tiny" in text

@@ -1,0 +1,69 @@
+"""OpenVINO backend: explicit precision read back, hint and threads, devices, thread safety."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_support import build_ir, build_onnx, gray_cell
+
+from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.runtime import BackendOptions, open_backend
+from edgeleuk.runtime.openvino import compile_config
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ov")
+    return build_ir(build_onnx(folder / "tiny.onnx"), folder / "tiny.xml")
+
+
+def test_fp32_is_asked_for_explicitly_and_read_back(model: Path) -> None:
+    assert compile_config(BackendOptions())["INFERENCE_PRECISION_HINT"] == "f32"
+    info = open_backend(model, "openvino").info()
+    assert info.precision == "f32"
+    assert info.providers == ("CPU",)
+    assert info.details["hint"] == "LATENCY"
+
+
+def test_bf16_only_when_requested(model: Path) -> None:
+    assert compile_config(BackendOptions(precision="bf16"))["INFERENCE_PRECISION_HINT"] == "bf16"
+    info = open_backend(model, "openvino", BackendOptions(precision="bf16")).info()
+    assert info.precision in ("bf16", "f32")  # f32 on CPUs without bf16 support (a warning is logged)
+
+
+def test_hint_and_threads_reach_the_compiled_model(model: Path) -> None:
+    info = open_backend(model, "openvino", BackendOptions(hint="throughput", threads=1)).info()
+    assert info.details["hint"] == "THROUGHPUT"
+    assert info.details["threads"] == "1"
+
+
+def test_bad_options_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="precision"):
+        compile_config(BackendOptions(precision="int4"))
+    with pytest.raises(UsageError, match="hint"):
+        compile_config(BackendOptions(hint="fast"))
+
+
+def test_missing_device_names_what_is_there(model: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="OpenVINO device 'NPU7' not found; available: .*CPU"):
+        open_backend(model, "openvino", BackendOptions(device="npu7"))
+
+
+def test_metadata_comes_from_rt_info(model: Path) -> None:
+    raw = open_backend(model, "openvino").metadata()
+    assert set(raw) == {"edgeleuk.meta", "edgeleuk.export"}
+
+
+def test_concurrent_runs_match_sequential(model: Path) -> None:
+    backend = open_backend(model, "openvino")
+    batches = [np.stack([gray_cell(level + k, seed=k)]) for k, level in enumerate(range(20, 240, 20))]
+    sequential = [backend.run(b)[0] for b in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda b: backend.run(b)[0], batches))
+    for s, p in zip(sequential, parallel):
+        np.testing.assert_array_equal(s, p)
