@@ -188,7 +188,9 @@ def predict(
     folder: Path = typer.Argument(..., help="Folder of cell images."),
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
-    out: Path = typer.Option(Path("predictions.csv"), help="Output file (written atomically)."),
+    out: Path = typer.Option(
+        Path("predictions.csv"), help="Output file, written atomically (default .jsonl/.zip for those formats)."
+    ),
     batch: int = typer.Option(8, min=1, help="Images per inference batch."),
     threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: backend's)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: the model's)."),
@@ -198,7 +200,18 @@ def predict(
     precision: Precision = typer.Option(Precision.f32, help="OpenVINO CPU inference precision."),
     device: Optional[str] = typer.Option(None, help="OpenVINO device name (CPU, GPU, ...)."),
 ) -> None:
-    """Classify every image in FOLDER; one output row per input file."""
+    """Classify every image in FOLDER; one output row per input file.
+
+    Bad files (empty, corrupt, not an image, wrong bit depth) become error rows.
+    Other sizes are padded or cropped (never resized) and flagged.
+    The output is written atomically: complete or absent.
+    --format cnmc writes the challenge zip (isbi_valid.predict, one 0/1 line per
+    N.bmp in numeric order); if any image failed it writes nothing and exits 1.
+
+    Exit codes: 0 at least one file classified (failures are listed);
+    1 none classified, --strict with any failed file, or cnmc refused;
+    2 usage error (missing model or folder, no images, backend unavailable).
+    """
     from edgeleuk.predict import PredictOptions, predict as run_predict
 
     opts = PredictOptions(

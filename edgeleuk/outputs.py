@@ -74,7 +74,9 @@ def write_csv(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
         writer.writeheader()
         for row in rows:
             values = row.as_dict(truth)
-            writer.writerow({k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else v) for k, v in values.items()})
+            writer.writerow(
+                {k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else v) for k, v in values.items()}
+            )
 
 
 def write_jsonl(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
@@ -103,7 +105,8 @@ def check_cnmc_names(paths: Sequence[str]) -> None:
         missing = sorted(set(range(1, max(numbers, default=0) + 1)) - set(numbers))
         dupes = len(numbers) - len(set(numbers))
         raise UsageError(
-            f"--format cnmc needs images numbered 1..N without gaps: missing {missing[:5]}, {dupes} duplicate(s)"
+            f"--format cnmc needs images numbered 1..N without gaps; found {len(numbers)} numbered "
+            f"{numbers[0]}..{numbers[-1]}: missing {missing[:5]}, {dupes} duplicate(s)"
         )
 
 
@@ -128,9 +131,8 @@ def write_cnmc(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
         )
     ordered = sorted(rows, key=lambda r: int(Path(r.path).stem))
     text = "".join(f"{int(r.prediction.label == positive)}\n" for r in ordered)
-    with atomic_path(out, suffix=".zip") as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(CNMC_MEMBER, text)
+    with atomic_path(out, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(CNMC_MEMBER, text)
 
 
 Writer = Callable[[Path, Sequence[ResultRow], str], None]

@@ -67,7 +67,11 @@ class PredictOptions:
 def _list_inputs(folder: Path, recursive: bool) -> list[Path]:
     paths = list_images(folder, recursive=recursive)
     if not paths:
-        hint = "" if recursive or not any(p.is_dir() for p in folder.iterdir()) else "; add --recursive for sub-folders"
+        hint = (
+            ""
+            if recursive or not any(p.is_dir() for p in folder.iterdir())
+            else "; add --recursive for sub-folders"
+        )
         raise DataError(f"no images in {folder} (looked for {', '.join(SUPPORTED_EXTENSIONS)}){hint}")
     return paths
 
@@ -111,7 +115,9 @@ def _indexed_records(folder: Path, paths: Sequence[Path]) -> dict[str, Record]:
             continue
         found = {
             os.path.abspath(r.path): r
-            for split in ("train", "prelim") if index.has(split) for r in index.split(split)
+            for split in ("train", "prelim")
+            if index.has(split)
+            for r in index.split(split)
         }
         found = {k: r for k, r in found.items() if k in wanted}
         if found:
@@ -148,19 +154,23 @@ def _classify(clf: Classifier, paths: Sequence[Path], show: bool) -> list[Predic
     return results
 
 
-def _rows(folder: Path, paths: Sequence[Path], predictions: Sequence[Prediction], clf: Classifier) -> list[ResultRow]:
+def _rows(
+    folder: Path, paths: Sequence[Path], predictions: Sequence[Prediction], clf: Classifier
+) -> list[ResultRow]:
     if len(predictions) != len(paths):  # the pipeline promises one result per file
         raise RuntimeError(f"{len(paths)} files but {len(predictions)} predictions")
     truth = known_truth(folder, paths)
     rows = []
-    for path, pred in zip(paths, predictions):
+    for path, pred in zip(paths, predictions, strict=True):
         label, subject = truth[path]
         true_name = None if label is None else clf.meta.label_name(bool(label))
         rows.append(ResultRow(path.relative_to(folder).as_posix(), pred, subject or pred.subject, true_name))
     return rows
 
 
-def predict(folder: Path, model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None) -> PredictSummary:
+def predict(
+    folder: Path, model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None
+) -> PredictSummary:
     """Classify every image in ``folder`` and write one row per file to ``out``.
 
     Args:
@@ -188,8 +198,15 @@ def predict(folder: Path, model: Path, out: Path = DEFAULT_OUT, options: Predict
     out = _output_path(out, options.fmt)
     _check_writable(out)
     clf = Classifier.load(
-        model, options.backend, threshold=options.threshold, batch_size=options.batch, workers=options.workers,
-        threads=options.threads, precision=options.precision, device=options.device, hint=options.hint,
+        model,
+        options.backend,
+        threshold=options.threshold,
+        batch_size=options.batch,
+        workers=options.workers,
+        threads=options.threads,
+        precision=options.precision,
+        device=options.device,
+        hint=options.hint,
     )
     log.info("classifying %d file(s) from %s on %s", len(paths), folder, clf.info.name)
     started = time.perf_counter()
@@ -203,7 +220,15 @@ def predict(folder: Path, model: Path, out: Path = DEFAULT_OUT, options: Predict
     except SubmissionRefused as exc:
         refused = str(exc)
     return PredictSummary(
-        folder=folder, out=None if refused else out, fmt=options.fmt, rows=tuple(rows), backend=clf.info,
-        threshold=clf.threshold, threshold_source=clf.threshold_source, seconds=seconds, positive=positive,
-        synthetic=_is_synthetic(folder), refused=refused,
+        folder=folder,
+        out=None if refused else out,
+        fmt=options.fmt,
+        rows=tuple(rows),
+        backend=clf.info,
+        threshold=clf.threshold,
+        threshold_source=clf.threshold_source,
+        seconds=seconds,
+        positive=positive,
+        synthetic=_is_synthetic(folder),
+        refused=refused,
     )

@@ -24,7 +24,7 @@ class PredictSummary:
         rows: One row per input file, in output order.
         backend: What ran, read back from the engine.
         threshold: Decision threshold used.
-        threshold_source: Where it came from (model metadata or command line).
+        threshold_source: Where it came from (model metadata or "override").
         seconds: Wall time of decoding plus inference.
         positive: Class name of ALL (the positive class).
         synthetic: The data came from ``edgeleuk synth`` (figures are SYNTHETIC).
@@ -93,8 +93,10 @@ class PredictSummary:
         rate = self.total / self.seconds if self.seconds > 0 else float("inf")
         lines = ["SYNTHETIC data: these numbers only show that the pipeline works."] if self.synthetic else []
         lines += [
-            f"classified {self.total} file(s) from {self.folder} in {self.seconds:.1f} s ({rate:.1f}/s) "
-            f"on {b.name} [{', '.join(b.providers)}, {b.precision}]",
+            (
+                f"classified {self.total} file(s) from {self.folder} in {self.seconds:.1f} s ({rate:.1f}/s) "
+                f"on {b.name} [{', '.join(b.providers)}, {b.precision}]"
+            ),
             f"  ok {self.ok}, failed {self.failed}",
         ]
         if self.ok:
@@ -118,7 +120,10 @@ class PredictSummary:
         shares = self.subject_shares()
         if not shares:
             return []
-        lines = ["  per subject (share of cells called ALL):", f"    {'subject':<10}{'cells':>6}{'ALL':>6}{'share':>8}"]
+        lines = [
+            "  per subject (share of cells called ALL):",
+            f"    {'subject':<10}{'cells':>6}{'ALL':>6}{'share':>8}",
+        ]
         lines += [f"    {s:<10}{n:>6}{k:>6}{k / n:>8.1%}" for s, (n, k) in shares.items()]
         return lines
 
@@ -133,8 +138,10 @@ class PredictSummary:
         tag = " (SYNTHETIC)" if self.synthetic else ""
         return [
             f"  metrics against the true labels{tag}, {m['n']} cells ({m['n_all']} ALL, {m['n_hem']} HEM):",
-            f"    accuracy {f(m['accuracy'])}  sensitivity {f(m['sensitivity'])}  specificity "
-            f"{f(m['specificity'])}  F1 (weighted) {f(m['f1'])}  AUC {f(m['auc'])}",
+            (
+                f"    accuracy {f(m['accuracy'])}  sensitivity {f(m['sensitivity'])}  specificity "
+                f"{f(m['specificity'])}  F1 (weighted) {f(m['f1'])}  AUC {f(m['auc'])}"
+            ),
             f"    confusion [[tn, fp], [fn, tp]] = {m['confusion']}",
         ]
 

@@ -47,13 +47,13 @@ class Stain:
 
 def subject_stain(rng: np.random.Generator) -> Stain:
     """Draw one subject's stain colours (RGB) and size scale."""
-    nuc = np.array([112.0, 58.0, 142.0]) + rng.normal(0.0, 1.0, 3) * np.array([9.0, 7.0, 9.0])
-    cyto = np.array([196.0, 168.0, 214.0]) + rng.normal(0.0, 1.0, 3) * np.array([7.0, 7.0, 6.0])
+    nuc = np.array([112.0, 58.0, 142.0]) + rng.normal(0.0, 1.0, 3) * np.array([5.0, 4.0, 5.0])
+    cyto = np.array([196.0, 168.0, 214.0]) + rng.normal(0.0, 1.0, 3) * np.array([4.0, 4.0, 4.0])
     return Stain(
         nucleus=tuple(float(v) for v in nuc),
         cytoplasm=tuple(float(v) for v in cyto),
-        size_scale=float(np.clip(rng.normal(1.0, 0.05), 0.88, 1.12)),
-        brightness=float(np.clip(rng.normal(1.0, 0.06), 0.85, 1.15)),
+        size_scale=float(np.clip(rng.normal(1.0, 0.03), 0.92, 1.08)),
+        brightness=float(np.clip(rng.normal(1.0, 0.03), 0.92, 1.08)),
     )
 
 
@@ -121,14 +121,14 @@ class CellLooks:
 def sample_looks(rng: np.random.Generator, looks_all: bool, stain: Stain) -> CellLooks:
     """Draw the class-dependent parameters of a cell that looks like ALL or HEM."""
     if looks_all:
-        cell_r, frac = rng.normal(112.0, 13.0), rng.normal(0.80, 0.045)
+        cell_r, frac = rng.normal(112.0, 13.0), rng.normal(0.82, 0.04)
         wobble, cleft = rng.uniform(0.03, 0.08), rng.random() < 0.3
         fine, coarse, dark = rng.uniform(0.07, 0.12), rng.uniform(0.02, 0.06), rng.uniform(0.95, 1.05)
         nucleoli = int(rng.choice(4, p=[0.2, 0.4, 0.3, 0.1]))
     else:
-        cell_r, frac = rng.normal(97.0, 12.0), rng.normal(0.63, 0.05)
+        cell_r, frac = rng.normal(97.0, 12.0), rng.normal(0.60, 0.05)
         wobble, cleft = rng.uniform(0.01, 0.04), rng.random() < 0.05
-        fine, coarse, dark = rng.uniform(0.03, 0.06), rng.uniform(0.14, 0.24), rng.uniform(0.80, 0.92)
+        fine, coarse, dark = rng.uniform(0.03, 0.06), rng.uniform(0.16, 0.26), rng.uniform(0.72, 0.86)
         nucleoli = int(rng.random() < 0.12)
     return CellLooks(
         cell_r=float(np.clip(cell_r * stain.size_scale, 62.0, 135.0)),
@@ -179,8 +179,10 @@ def render_cell(rng: np.random.Generator, looks: CellLooks, stain: Stain) -> np.
         shade = shade + np.float32(0.45) * spot
 
     cyto_tex = 1.0 + np.float32(0.04) * _noise(rng, 4)
-    cyto = np.asarray(stain.cytoplasm, np.float32)[None, None, :] * cyto_tex[:, :, None]
-    nucl = np.asarray(stain.nucleus, np.float32)[None, None, :] * shade[:, :, None]
+    # Per-cell colour jitter, same law for both classes, so colour cannot fingerprint a subject.
+    tint = rng.normal(0.0, 5.0, 3).astype(np.float32)
+    cyto = (np.asarray(stain.cytoplasm, np.float32) + tint)[None, None, :] * cyto_tex[:, :, None]
+    nucl = (np.asarray(stain.nucleus, np.float32) + tint)[None, None, :] * shade[:, :, None]
     rgb = cell[:, :, None] * (cyto * (1 - nuc[:, :, None]) + nucl * nuc[:, :, None])
     rgb = rgb * np.float32(stain.brightness)
     rgb += rng.standard_normal(rgb.shape).astype(np.float32) * np.float32(2.5) * cell[:, :, None]

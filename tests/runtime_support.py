@@ -45,17 +45,24 @@ def build_onnx(path: Path, meta: ModelMeta | None = None, *, with_meta: bool = T
         helper.make_node("Sigmoid", ["logit"], ["prob"]),
     ]
     graph = helper.make_graph(
-        nodes, "brightness",
+        nodes,
+        "brightness",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", SIZE, SIZE, 3])],
-        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N"]),
-         helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N"])],
+        [
+            helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N"]),
+        ],
         initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeleuk-tests")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeleuk-tests"
+    )
     model.ir_version = 8
     if with_meta:
         meta = meta or ModelMeta(arch="seresnext_tiny", recipe="runtime-test")
-        helper.set_model_props(model, {"edgeleuk.meta": meta.to_json(), "edgeleuk.export": json.dumps(EXPORT_INFO)})
+        helper.set_model_props(
+            model, {"edgeleuk.meta": meta.to_json(), "edgeleuk.export": json.dumps(EXPORT_INFO)}
+        )
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -96,12 +103,16 @@ def write_bad_files(folder: Path) -> dict[str, str]:
     good = cv2.imencode(".bmp", gray_cell(100))[1].tobytes()
     (folder / "truncated.bmp").write_bytes(good[: len(good) // 3])
     cv2.imwrite(str(folder / "float.tiff"), np.zeros((20, 20, 3), np.float32))
-    return {"zero.bmp": "empty", "text.bmp": "not an image", "truncated.bmp": "truncated",
-            "float.tiff": "wrong depth"}
+    return {
+        "zero.bmp": "empty",
+        "text.bmp": "not an image",
+        "truncated.bmp": "truncated",
+        "float.tiff": "wrong depth",
+    }
 
 
 def write_flagged_files(folder: Path) -> dict[str, str]:
-    """Files that decode with adjustments (flagged, not failed); returns name -> expected adjustment prefix."""
+    """Files that decode with adjustments (flagged, not failed); returns name -> adjustment prefix."""
     folder.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(folder / "small_gray.bmp"), np.full((300, 300), 200, np.uint8))
     cv2.imwrite(str(folder / "deep.png"), np.full((SIZE, SIZE, 3), 40000, np.uint16))

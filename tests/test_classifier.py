@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import build_onnx, expected_logit, gray_cell, write_bad_files, write_bmp, write_flagged_files
+from runtime_support import (
+    build_onnx,
+    expected_logit,
+    gray_cell,
+    write_bad_files,
+    write_bmp,
+    write_flagged_files,
+)
 
 import edgeleuk
 from edgeleuk.errors import UsageError
@@ -44,11 +51,16 @@ def test_single_image_and_threshold_override(model: Path) -> None:
     clf = Classifier.load(model, backend="cpu", threshold=0.9)
     (only,) = clf.predict_arrays(gray_cell(170))
     assert only.label == "hem" and 0.5 < only.prob_all < 0.9
-    assert clf.threshold_source == "command line"
+    assert clf.threshold_source == "override"
 
 
 @pytest.mark.parametrize(
-    "bad", [np.zeros((2, 450, 450, 3), np.float32), np.zeros((2, 300, 300, 3), np.uint8), np.zeros((450, 450), np.uint8)]
+    "bad",
+    [
+        np.zeros((2, 450, 450, 3), np.float32),
+        np.zeros((2, 300, 300, 3), np.uint8),
+        np.zeros((450, 450), np.uint8),
+    ],
 )
 def test_predict_arrays_rejects_arrays_off_contract(model: Path, bad: np.ndarray) -> None:
     clf = Classifier.load(model, backend="cpu")
@@ -68,8 +80,15 @@ def test_predict_paths_keeps_every_file_in_order(model: Path, tmp_path: Path, ba
     good = [write_bmp(tmp_path / f"UID_{k + 1}_1_1_all.bmp", gray_cell(200, seed=k)) for k in range(3)]
     bad = write_bad_files(tmp_path)
     flagged = write_flagged_files(tmp_path)
-    paths = [good[0], tmp_path / "zero.bmp", good[1], tmp_path / "missing.bmp", *(tmp_path / n for n in bad),
-             *(tmp_path / n for n in flagged), good[2]]
+    paths = [
+        good[0],
+        tmp_path / "zero.bmp",
+        good[1],
+        tmp_path / "missing.bmp",
+        *(tmp_path / n for n in bad),
+        *(tmp_path / n for n in flagged),
+        good[2],
+    ]
     clf = Classifier.load(model, backend=backend, batch_size=3, workers=2)
     results = clf.predict_paths(paths)
     assert [r.path for r in results] == [str(p) for p in paths]

@@ -16,8 +16,13 @@ from edgeleuk.meta import ModelMeta, Preprocess
 from edgeleuk.runtime import modelfile
 from edgeleuk.runtime.modelfile import describe_model_file, parse_metadata, read_model_meta
 
-META = ModelMeta(arch="seresnext_tiny", preprocess=Preprocess(rotations=4), threshold=0.37,
-                 threshold_source="calibrated", recipe="unit")
+META = ModelMeta(
+    arch="seresnext_tiny",
+    preprocess=Preprocess(rotations=4),
+    threshold=0.37,
+    threshold_source="calibrated",
+    recipe="unit",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,9 @@ def test_read_model_meta_round_trips(models: dict[str, Path], kind: str) -> None
     assert export == EXPORT_INFO
 
 
-def test_onnx_metadata_without_the_onnx_package(monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]) -> None:
+def test_onnx_metadata_without_the_onnx_package(
+    monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]
+) -> None:
     """The runtime extra has onnxruntime but maybe not onnx: metadata still reads."""
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     meta, _ = read_model_meta(models["onnx"])

@@ -65,5 +65,5 @@ def test_concurrent_runs_match_sequential(model: Path) -> None:
     sequential = [backend.run(b)[0] for b in batches]
     with ThreadPoolExecutor(max_workers=4) as pool:
         parallel = list(pool.map(lambda b: backend.run(b)[0], batches))
-    for s, p in zip(sequential, parallel):
+    for s, p in zip(sequential, parallel, strict=True):
         np.testing.assert_array_equal(s, p)

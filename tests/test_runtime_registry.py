@@ -101,10 +101,14 @@ def test_cuda_refuses_when_both_wheels_are_installed(monkeypatch: pytest.MonkeyP
     assert "both onnxruntime and onnxruntime-gpu are installed: uninstall onnxruntime" in reason
 
 
-def test_cuda_refuses_a_session_that_fell_back_to_cpu(monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]) -> None:
+def test_cuda_refuses_a_session_that_fell_back_to_cpu(
+    monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]
+) -> None:
     """ORT quietly runs on CPU when the CUDA provider cannot start; the backend must say so."""
     monkeypatch.setattr(cuda_mod.CudaBackend, "availability", classmethod(lambda cls: None))
-    monkeypatch.setattr(cuda_mod.CudaBackend, "_providers", lambda self, ort, options: ["CPUExecutionProvider"])
+    monkeypatch.setattr(
+        cuda_mod.CudaBackend, "_providers", lambda self, ort, options: ["CPUExecutionProvider"]
+    )
     with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider did not start"):
         cuda_mod.CudaBackend(models["onnx"], cuda_mod.BackendOptions())
 
@@ -115,7 +119,9 @@ def _expected_auto() -> str:
     return "openvino" if HAS_OPENVINO else "cpu"
 
 
-def test_auto_picks_what_is_installed_and_logs_why(models: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_picks_what_is_installed_and_logs_why(
+    models: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="edgeleuk.runtime.registry"):
         backend, why = choose_backend(models["onnx"], "auto")
     expected = _expected_auto()
@@ -126,7 +132,9 @@ def test_auto_picks_what_is_installed_and_logs_why(models: dict[str, Path], capl
         assert f"skipped cuda: {cuda_mod.CudaBackend.availability()}" in why
 
 
-def test_auto_falls_back_to_cpu_with_the_reason(monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]) -> None:
+def test_auto_falls_back_to_cpu_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]
+) -> None:
     monkeypatch.setattr(cuda_mod.CudaBackend, "availability", classmethod(lambda cls: "no GPU here"))
     monkeypatch.setattr(OpenVINOBackend, "availability", classmethod(lambda cls: "openvino is not installed"))
     backend, why = choose_backend(models["onnx"], "auto")
@@ -136,13 +144,21 @@ def test_auto_falls_back_to_cpu_with_the_reason(monkeypatch: pytest.MonkeyPatch,
 
 def test_auto_with_nothing_available_raises(monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]) -> None:
     monkeypatch.setattr(OpenVINOBackend, "availability", classmethod(lambda cls: "openvino is not installed"))
-    with pytest.raises(BackendUnavailable, match="no backend can run tiny.xml: openvino: openvino is not installed"):
+    with pytest.raises(
+        BackendUnavailable, match="no backend can run tiny.xml: openvino: openvino is not installed"
+    ):
         choose_backend(models["ir"], "auto")
 
 
-def test_explicit_unavailable_backend_does_not_fall_back(monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]) -> None:
-    monkeypatch.setattr(OpenVINOBackend, "availability", classmethod(lambda cls: "openvino is not installed: pip"))
-    with pytest.raises(BackendUnavailable, match="backend openvino is not available: openvino is not installed"):
+def test_explicit_unavailable_backend_does_not_fall_back(
+    monkeypatch: pytest.MonkeyPatch, models: dict[str, Path]
+) -> None:
+    monkeypatch.setattr(
+        OpenVINOBackend, "availability", classmethod(lambda cls: "openvino is not installed: pip")
+    )
+    with pytest.raises(
+        BackendUnavailable, match="backend openvino is not available: openvino is not installed"
+    ):
         open_backend(models["onnx"], "openvino")
 
 

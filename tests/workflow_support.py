@@ -22,15 +22,20 @@ GAIN = 12.0
 SIZE = 450
 
 
-def build_brightness_onnx(path: Path, meta: ModelMeta | None = None) -> Path:
-    """Write the brightness model to ``path`` (.onnx) with edgeleuk metadata."""
+def build_brightness_onnx(
+    path: Path, meta: ModelMeta | None = None, gain: float = GAIN, centre: float = 127.5
+) -> Path:
+    """Write the brightness model to ``path`` (.onnx) with edgeleuk metadata.
+
+    ``logit = gain * (mean pixel - centre) / 255``; :func:`prob_for_grey` assumes the defaults.
+    """
     import onnx
     from onnx import TensorProto, helper
 
     meta = meta or ModelMeta(arch="seresnext_tiny", recipe="workflow-test")
     consts = {
-        "scale": np.array(GAIN / 255.0, np.float32),
-        "shift": np.array(-GAIN / 2.0, np.float32),
+        "scale": np.array(gain / 255.0, np.float32),
+        "shift": np.array(-gain * centre / 255.0, np.float32),
         "axes": np.array([1, 2, 3], np.int64),
     }
     nodes = [
@@ -50,13 +55,20 @@ def build_brightness_onnx(path: Path, meta: ModelMeta | None = None) -> Path:
         ],
         initializer=[onnx.numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgeleuk-tests")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgeleuk-tests"
+    )
     model.ir_version = 9
     export_info = {
-        "edgeleuk_version": "test", "profile": "hand-built", "precision": "fp32", "opset": 18,
+        "edgeleuk_version": "test",
+        "profile": "hand-built",
+        "precision": "fp32",
+        "opset": 18,
         "input": {"name": "image", "dtype": "uint8", "shape": ["N", SIZE, SIZE, 3], "layout": "NHWC RGB"},
     }
-    helper.set_model_props(model, {"edgeleuk.meta": meta.to_json(), "edgeleuk.export": json.dumps(export_info)})
+    helper.set_model_props(
+        model, {"edgeleuk.meta": meta.to_json(), "edgeleuk.export": json.dumps(export_info)}
+    )
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

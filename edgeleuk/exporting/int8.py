@@ -9,6 +9,7 @@ are and the convolutions become INT8. NNCF is imported only here.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.profile import ExportProfile
 
 log = logging.getLogger(__name__)
+_AUTO_NAME = re.compile(r"^[A-Za-z]+_\d+$")  # OpenVINO's counter-based default names
 
 
 def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile) -> Any:
@@ -48,8 +50,21 @@ def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile) -> A
         raise EdgeleukError(f"NNCF quantization failed: {exc}") from exc
 
 
+def stabilise_names(model: Any) -> None:
+    """Give unnamed nodes names from their position in the graph.
+
+    OpenVINO names unnamed nodes from a process-wide counter (``Constant_24296``),
+    so the same export done twice in one process would write different ``.xml``.
+    Names are cosmetic: inputs and outputs are found by their tensor names.
+    """
+    for i, op in enumerate(model.get_ordered_ops()):
+        if op.get_type_name() not in ("Parameter", "Result") and _AUTO_NAME.match(op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}.{i}")
+
+
 def save_ir(model: Any, xml_path: Path) -> None:
-    """Write ``model`` as IR (``.xml`` + ``.bin`` beside it), weights uncompressed."""
+    """Write ``model`` as IR (``.xml`` + ``.bin`` beside it), weights uncompressed, names stable."""
     import openvino as ov
 
+    stabilise_names(model)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)

@@ -26,7 +26,6 @@ import numpy as np
 
 from edgeleuk.errors import UsageError
 from edgeleuk.imageio import Decoded
-from edgeleuk.meta import ModelMeta
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import parse_metadata
 from edgeleuk.runtime.pipeline import decoded_batches
@@ -72,8 +71,11 @@ def _subject(path: Path) -> str | None:
 
 def _failed(path: Path | None, error: str, adjustments: tuple[str, ...] = ()) -> Prediction:
     return Prediction(
-        path=None if path is None else str(path), status="error", error=error,
-        subject=None if path is None else _subject(path), adjustments=adjustments,
+        path=None if path is None else str(path),
+        status="error",
+        error=error,
+        subject=None if path is None else _subject(path),
+        adjustments=adjustments,
     )
 
 
@@ -82,7 +84,8 @@ class Classifier:
 
     Thread-safe: one instance may be shared by threads; ``predict_*`` keep no
     state between calls and every backend serves concurrent ``run`` calls
-    (ONNX Runtime sessions are thread-safe; OpenVINO gets an InferRequest per call).
+    (ONNX Runtime sessions are thread-safe; each concurrent OpenVINO call
+    borrows its own InferRequest from a pool).
     """
 
     def __init__(
@@ -106,11 +109,13 @@ class Classifier:
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
         self.backend = backend
-        self.meta, self.export_info = parse_metadata(backend.metadata(), getattr(backend, "model_path", "model"))
+        self.meta, self.export_info = parse_metadata(
+            backend.metadata(), getattr(backend, "model_path", "model")
+        )
         self.threshold = float(self.meta.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise UsageError(f"threshold must lie in [0, 1], got {self.threshold}")
-        self.threshold_source = self.meta.threshold_source if threshold is None else "command line"
+        self.threshold_source = self.meta.threshold_source if threshold is None else "override"
         self.batch_size = batch_size
         self.workers = workers
         self.selection = selection
@@ -164,17 +169,26 @@ class Classifier:
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, probs = [], []
         for start in range(0, len(batch), self.batch_size):
-            lo, pr = self.backend.run(batch[start:start + self.batch_size])
+            lo, pr = self.backend.run(batch[start : start + self.batch_size])
             logits.append(lo)
             probs.append(pr)
         return np.concatenate(logits), np.concatenate(probs)
 
-    def _prediction(self, path: Path | None, logit: float, prob: float, adjustments: tuple[str, ...]) -> Prediction:
+    def _prediction(
+        self, path: Path | None, logit: float, prob: float, adjustments: tuple[str, ...]
+    ) -> Prediction:
         if not (math.isfinite(prob) and math.isfinite(logit)):
-            return _failed(path, f"model returned a non-finite output (logit {logit}, prob {prob})", adjustments)
+            return _failed(
+                path, f"model returned a non-finite output (logit {logit}, prob {prob})", adjustments
+            )
         return Prediction(
-            path=None if path is None else str(path), status="ok", prob_all=float(prob), label=self._label(prob),
-            subject=None if path is None else _subject(path), adjustments=adjustments, logit=float(logit),
+            path=None if path is None else str(path),
+            status="ok",
+            prob_all=float(prob),
+            label=self._label(prob),
+            subject=None if path is None else _subject(path),
+            adjustments=adjustments,
+            logit=float(logit),
         )
 
     def _check_arrays(self, images: np.ndarray) -> np.ndarray:
@@ -202,7 +216,9 @@ class Classifier:
         if len(images) == 0:
             return []
         logits, probs = self._run(images)
-        return [self._prediction(None, float(lo), float(pr), ()) for lo, pr in zip(logits, probs)]
+        return [
+            self._prediction(None, float(lo), float(pr), ()) for lo, pr in zip(logits, probs, strict=True)
+        ]
 
     def _predict_decoded(self, batch: Sequence[tuple[Path, Decoded]]) -> list[Prediction]:
         out = [_failed(path, d.error or "not decoded", d.adjustments) for path, d in batch]
@@ -211,12 +227,12 @@ class Classifier:
             return out
         try:
             logits, probs = self._run(np.stack([batch[i][1].image for i in good]))
-        except Exception as exc:  # an engine fault: report these files, keep going
+        except Exception as exc:  # noqa: BLE001 - an engine fault: report these files, keep going
             log.error("inference failed for a batch of %d: %s", len(good), exc)
             for i in good:
                 out[i] = _failed(batch[i][0], f"inference failed: {exc}", batch[i][1].adjustments)
             return out
-        for i, lo, pr in zip(good, logits, probs):
+        for i, lo, pr in zip(good, logits, probs, strict=True):
             out[i] = self._prediction(batch[i][0], float(lo), float(pr), batch[i][1].adjustments)
         return out
 

@@ -18,7 +18,13 @@ from typing import Any
 
 from edgeleuk.errors import BackendUnavailable
 from edgeleuk.runtime.base import BackendOptions
-from edgeleuk.runtime.ort_common import CPU_DIST, GPU_DIST, OrtBackend, import_ort, installed_ort_distributions
+from edgeleuk.runtime.ort_common import (
+    CPU_DIST,
+    GPU_DIST,
+    OrtBackend,
+    import_ort,
+    installed_ort_distributions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +57,10 @@ def _why(lines: list[str]) -> str:
     hits = [ln.strip() for ln in lines if any(w in ln.lower() for w in _REASON_WORDS)]
     if hits:
         return " | ".join(hits[-3:])
-    return ("no error was reported; usually the CUDA 12 / cuDNN 9 libraries are not on the library path "
-            "or no GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)")
+    return (
+        "no error was reported; usually the CUDA 12 / cuDNN 9 libraries are not on the library path "
+        "or no GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+    )
 
 
 class CudaBackend(OrtBackend):
@@ -69,14 +77,19 @@ class CudaBackend(OrtBackend):
                 fix = f"pip uninstall -y {CPU_DIST} && {fix}"
             return f"{GPU_DIST} is not installed: {fix}"
         if CPU_DIST in wheels:
-            return (f"both {CPU_DIST} and {GPU_DIST} are installed: uninstall {CPU_DIST} (they share one module and "
-                    f"the CPU build wins): pip uninstall -y {CPU_DIST} {GPU_DIST} && pip install 'edgeleuk[gpu]'")
+            return (
+                f"both {CPU_DIST} and {GPU_DIST} are installed: uninstall {CPU_DIST} "
+                f"(they share one module and the CPU build wins): "
+                f"pip uninstall -y {CPU_DIST} {GPU_DIST} && pip install 'edgeleuk[gpu]'"
+            )
         try:
             ort = import_ort()
         except BackendUnavailable as exc:
             return str(exc)
         if CUDA not in ort.get_available_providers():
-            return f"{GPU_DIST} offers no {CUDA} (it has {ort.get_available_providers()}): reinstall {GPU_DIST}"
+            return (
+                f"{GPU_DIST} offers no {CUDA} (it has {ort.get_available_providers()}): reinstall {GPU_DIST}"
+            )
         return None
 
     def _providers(self, ort: Any, options: BackendOptions) -> list[Any]:
@@ -85,7 +98,9 @@ class CudaBackend(OrtBackend):
             if TENSORRT in ort.get_available_providers():
                 providers.insert(0, TENSORRT)
             else:
-                log.warning("TensorRT was asked for but this onnxruntime-gpu build has no %s; using CUDA", TENSORRT)
+                log.warning(
+                    "TensorRT was asked for but this onnxruntime-gpu build has no %s; using CUDA", TENSORRT
+                )
         return providers
 
     def _create_session(self, ort: Any, so: Any, providers: list[Any]) -> Any:
@@ -100,4 +115,6 @@ class CudaBackend(OrtBackend):
     def _check_session(self, session: Any) -> None:
         in_use = session.get_providers()
         if CUDA not in in_use:
-            raise BackendUnavailable(f"{CUDA} did not start (session runs on {in_use}): {_why(self._load_log)}")
+            raise BackendUnavailable(
+                f"{CUDA} did not start (session runs on {in_use}): {_why(self._load_log)}"
+            )

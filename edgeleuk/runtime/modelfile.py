@@ -36,7 +36,9 @@ def model_kind(path: Path) -> str:
     """
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"model file not found: {path} (export one with `edgeleuk export CKPT --out model.onnx`)")
+        raise UsageError(
+            f"model file not found: {path} (export one with `edgeleuk export CKPT --out model.onnx`)"
+        )
     kind = MODEL_KINDS.get(path.suffix.lower())
     if kind is None:
         raise UsageError(f"{path}: unsupported model file; expected an exported .onnx or OpenVINO IR .xml")
@@ -127,7 +129,10 @@ def format_meta(meta: ModelMeta) -> list[str]:
     lines = [
         f"arch:          {meta.arch}",
         f"input:         uint8 RGB [N, {pre.input_size}, {pre.input_size}, 3]",
-        f"preprocess:    centre crop {pre.crop}, scale {pre.scale:.6g}, mean {list(pre.mean)}, std {list(pre.std)}",
+        (
+            f"preprocess:    centre crop {pre.crop}, scale {pre.scale:.6g}, "
+            f"mean {list(pre.mean)}, std {list(pre.std)}"
+        ),
         f"rotations:     {pre.rotations} ({', '.join(f'{a:g}' for a in pre.angles)} degrees)",
         f"threshold:     {meta.threshold:.6g} ({meta.threshold_source})",
         f"classes:       {', '.join(f'{k}={v}' for k, v in sorted(meta.class_names.items()))}",

@@ -99,16 +99,20 @@ class OpenVINOBackend(Backend):
         try:
             self._compiled = core.compile_model(model, self.device, config)
         except Exception as exc:
-            raise BackendUnavailable(f"OpenVINO could not compile the model for {self.device}: {exc}") from exc
+            raise BackendUnavailable(
+                f"OpenVINO could not compile the model for {self.device}: {exc}"
+            ) from exc
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._precision = self._property("INFERENCE_PRECISION_HINT")
         if self._precision != options.precision:
-            log.warning("asked OpenVINO for %s but %s runs in %s", options.precision, self.device, self._precision)
+            log.warning(
+                "asked OpenVINO for %s but %s runs in %s", options.precision, self.device, self._precision
+            )
 
     def _property(self, name: str) -> str:
         try:
             value = self._compiled.get_property(name)
-        except Exception:  # not every device reports every property
+        except Exception:  # noqa: BLE001 - not every device reports every property
             return "unknown"
         return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
@@ -131,7 +135,7 @@ class OpenVINOBackend(Backend):
     def info(self) -> BackendInfo:
         try:
             devices = tuple(str(d) for d in self._compiled.get_property("EXECUTION_DEVICES"))
-        except Exception:
+        except Exception:  # noqa: BLE001 - plugins without the property: report what was asked
             devices = (self.device,)
         return BackendInfo(
             name=self.name,

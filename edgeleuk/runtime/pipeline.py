@@ -24,7 +24,7 @@ def default_workers() -> int:
 def _decode(path: Path, size: int) -> Decoded:
     try:
         return decode_image(path, size)
-    except Exception as exc:  # decode_image promises not to raise; never lose the file if it does
+    except Exception as exc:  # noqa: BLE001 - decode_image promises not to raise; never lose the file if it does
         return Decoded(image=None, adjustments=(), error=f"decoder crashed: {exc!r}")
 
 
@@ -50,7 +50,9 @@ def decoded_batches(
     window = batch_size * (prefetch + 1)
     source = iter(paths)
     pending: deque[tuple[Path, Future[Decoded]]] = deque()
-    with ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="edgeleuk-decode") as pool:
+    with ThreadPoolExecutor(
+        max_workers=workers or default_workers(), thread_name_prefix="edgeleuk-decode"
+    ) as pool:
 
         def top_up() -> None:
             while len(pending) < window:

@@ -82,7 +82,9 @@ def choose_backend(
     return _open_explicit(path, kind, backend, options), "requested"
 
 
-def open_backend(model_path: Path | str, backend: str = "auto", options: BackendOptions | None = None) -> Backend:
+def open_backend(
+    model_path: Path | str, backend: str = "auto", options: BackendOptions | None = None
+) -> Backend:
     """Open ``model_path`` on ``backend`` (``auto``, ``cuda``, ``openvino`` or ``cpu``).
 
     ``auto`` tries cuda (only if a session really starts on the CUDA provider),

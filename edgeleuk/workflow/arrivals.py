@@ -1,15 +1,17 @@
 """Decide when a file the microscope is writing is complete enough to read.
 
 A file counts as complete once its size and modification time are the same on
-two consecutive polls (and it is not empty). Writers that pause longer than a
-poll can still be caught mid-file, so a file that then fails to decode is not
-reported at once: if it changes again it goes back to waiting, and only after
-it failed ``max_attempts`` times while unchanged is it reported as an error.
+two consecutive polls (an empty one must stay empty for ``give_up_s``). Writers
+that pause longer than a poll can still be caught mid-file, so a file that then
+fails to decode is not reported at once: it is read again on later polls, goes
+back to waiting if it changes, and is reported as an error only once it has
+stayed unchanged for ``give_up_s`` seconds while failing.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,17 +60,18 @@ class ArrivalTracker:
 
     Attributes:
         done: Resolved paths already handled (e.g. read from an earlier run's CSV).
-        max_attempts: Failed reads of an unchanged file before it is reported as an error.
+        give_up_s: How long an unchanged file may keep failing to read before it is an error.
     """
 
     done: set[str] = field(default_factory=set)
-    max_attempts: int = 3
+    give_up_s: float = 10.0
     _seen: dict[str, Signature] = field(default_factory=dict)
-    _failures: dict[str, int] = field(default_factory=dict)
+    _since: dict[str, float] = field(default_factory=dict)  # when the current signature was first seen
 
     @staticmethod
     def key(path: Path) -> str:
-        return str(Path(path).resolve())
+        # abspath, not resolve(): no system call per file per poll on folders of thousands.
+        return os.path.abspath(path)
 
     @property
     def waiting(self) -> int:
@@ -77,7 +80,7 @@ class ArrivalTracker:
 
     def poll(self, paths: list[Path]) -> list[Path]:
         """Record this poll's listing and return the files that are ready to read."""
-        ready, current = [], {}
+        ready, current, now = [], {}, time.monotonic()
         for path in paths:
             key = self.key(path)
             if key in self.done:
@@ -86,10 +89,15 @@ class ArrivalTracker:
             if sig is None:
                 continue
             current[key] = sig
-            if sig[0] > 0 and self._seen.get(key) == sig:
-                ready.append(path)
+            if self._seen.get(key) == sig:
+                # An empty file is usually one just created; it is read (and reported) only
+                # if it stays empty for give_up_s.
+                if sig[0] > 0 or now - self._since[key] >= self.give_up_s:
+                    ready.append(path)
+            else:
+                self._since[key] = now
         # Files that vanished (renamed by their writer, deleted) stop being tracked.
-        self._failures = {k: n for k, n in self._failures.items() if k in current}
+        self._since = {k: v for k, v in self._since.items() if k in current}
         self._seen = current
         return ready
 
@@ -104,15 +112,10 @@ class ArrivalTracker:
         if failed:
             if signature(path) != self._seen.get(key):
                 self._seen.pop(key, None)  # still changing: wait until stable again
-                self._failures.pop(key, None)
                 return False
-            self._failures[key] = self._failures.get(key, 0) + 1
-            if self._failures[key] < self.max_attempts:
+            if time.monotonic() - self._since.get(key, 0.0) < self.give_up_s:
                 return False
-        self._finish(key)
-        return True
-
-    def _finish(self, key: str) -> None:
         self.done.add(key)
         self._seen.pop(key, None)
-        self._failures.pop(key, None)
+        self._since.pop(key, None)
+        return True

@@ -35,6 +35,7 @@ class CalibrationResult:
         target: Requested sensitivity.
         chosen: Operating point at the calibrated threshold.
         previous: Operating point at the model's threshold before calibration.
+        previous_source: Where that threshold came from (``default`` for a fresh export).
         split: Data split the scores came from.
         n_failed: Labelled files that could not be classified (left out).
         source: The ``threshold_source`` string stored in the model.
@@ -44,12 +45,13 @@ class CalibrationResult:
     target: float
     chosen: OperatingPoint
     previous: OperatingPoint
+    previous_source: str
     split: str
     n_failed: int
     source: str
 
     def describe(self) -> str:
-        rows = [("calibrated", self.chosen), ("previous", self.previous)]
+        rows = [("calibrated", self.chosen), ("before", self.previous)]
         n_all, n_hem = self.chosen.tp + self.chosen.fn, self.chosen.tn + self.chosen.fp
         lines = [
             f"calibration on the {self.split} split: {n_all} ALL + {n_hem} HEM cells"
@@ -63,7 +65,12 @@ class CalibrationResult:
                 f"{name:<12}{op.threshold:>10.4f}{op.sensitivity:>13.4f}{op.specificity:>13.4f}"
                 f"{op.weighted_f1:>13.4f}"
             )
-        lines += ["", f"wrote {self.out}", f"threshold source: {self.source}"]
+        lines += [
+            f"(before = the threshold the model carried until now: {self.previous_source})",
+            "",
+            f"wrote {self.out}",
+            f"threshold source: {self.source}",
+        ]
         return "\n".join(lines)
 
 
@@ -156,15 +163,30 @@ def calibrate_model(
         f"n={labels.size} ({chosen.tp + chosen.fn} ALL, {chosen.tn + chosen.fp} HEM), {today}"
     )
     calibration = {
-        "target_sensitivity": sensitivity, "sensitivity": chosen.sensitivity, "specificity": chosen.specificity,
-        "weighted_f1": chosen.weighted_f1, "previous_threshold": meta.threshold,
-        "previous_threshold_source": meta.threshold_source, "data": str(data), "split": split,
-        "n_all": chosen.tp + chosen.fn, "n_hem": chosen.tn + chosen.fp, "n_failed": failed, "date": today,
+        "target_sensitivity": sensitivity,
+        "sensitivity": chosen.sensitivity,
+        "specificity": chosen.specificity,
+        "weighted_f1": chosen.weighted_f1,
+        "previous_threshold": meta.threshold,
+        "previous_threshold_source": meta.threshold_source,
+        "data": str(data),
+        "split": split,
+        "n_all": chosen.tp + chosen.fn,
+        "n_hem": chosen.tn + chosen.fp,
+        "n_failed": failed,
+        "date": today,
     }
     new_meta = meta.replace(
         threshold=chosen.threshold, threshold_source=source, extra={**meta.extra, "calibration": calibration}
     )
     write_model_with_meta(model, out, new_meta)
     return CalibrationResult(
-        out=out, target=sensitivity, chosen=chosen, previous=previous, split=split, n_failed=failed, source=source
+        out=out,
+        target=sensitivity,
+        chosen=chosen,
+        previous=previous,
+        previous_source=meta.threshold_source,
+        split=split,
+        n_failed=failed,
+        source=source,
     )

@@ -49,13 +49,15 @@ class CsvLog:
         self._fh: IO[str] | None = None
         self._writer: csv.DictWriter | None = None
 
-    def __enter__(self) -> CsvLog:
+    def __enter__(self) -> CsvLog:  # noqa: PYI034 (typing.Self needs Python 3.11)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self.trimmed_bytes = _trim_torn_line(self.path)
             self.rows = self._read_existing()
         self._fh = open(self.path, "a", encoding="utf-8", newline="")
-        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+        self._writer = csv.DictWriter(
+            self._fh, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore"
+        )
         if self._fh.tell() == 0:
             self._writer.writeheader()
             self._sync()

@@ -38,7 +38,9 @@ def write_model_with_meta(src: Path, out: Path, meta: ModelMeta) -> Path:
     src, out = Path(src), Path(out)
     kind = model_kind(src)
     if out.suffix.lower() != src.suffix.lower():
-        raise UsageError(f"--out {out} must have the same suffix as the model ({src.suffix}): a copy is written")
+        raise UsageError(
+            f"--out {out} must have the same suffix as the model ({src.suffix}): a copy is written"
+        )
     if kind == "onnx":
         _write_onnx(src, out, meta.to_json())
     else:

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.errors import UsageError
-from edgeleuk.workflow.report_data import Row, estimate_threshold, find_synthetic_root, load_rows, summarise_subjects
+from edgeleuk.workflow.report_data import (
+    Row,
+    ThresholdEstimate,
+    estimate_threshold,
+    find_synthetic_root,
+    load_rows,
+    summarise_subjects,
+)
 from edgeleuk.workflow.report_html import Card, Page, render_page
 from edgeleuk.workflow.report_svg import histogram_svg
 from edgeleuk.workflow.thumbs import thumbnail_uri
@@ -55,13 +62,16 @@ def _overall_metrics(rows: list[Row]) -> dict | None:
     return binary_metrics([r.truth for r in ok], [int(bool(r.called_all)) for r in ok], threshold=0.5)
 
 
-def _histogram(rows: list[Row], threshold: float | None) -> str:
+def _histogram(rows: list[Row], threshold: ThresholdEstimate) -> str:
     ok = [r for r in rows if r.ok]
     if ok and all(r.truth is not None for r in ok):
         groups = {"ALL": [r.prob for r in ok if r.truth == 1], "HEM": [r.prob for r in ok if r.truth == 0]}
     else:
         groups = {"cells": [r.prob for r in ok]}
-    return histogram_svg(groups, threshold, title=f"Probability of ALL, {len(ok)} cells")
+    band = (
+        (threshold.low, threshold.high) if threshold.low is not None and threshold.high is not None else None
+    )
+    return histogram_svg(groups, band, title=f"Probability of ALL, {len(ok)} cells")
 
 
 def build_page(
@@ -76,7 +86,7 @@ def build_page(
     est = estimate_threshold(rows, threshold)
     ok = [r for r in rows if r.ok]
     confident = sorted((r for r in ok if r.called_all), key=lambda r: -r.prob)[:n_thumbs]
-    centre = est.value if est.value is not None else 0.5
+    centre = est.centre if est.centre is not None else 0.5
     borderline = sorted(ok, key=lambda r: abs(r.prob - centre))[:n_thumbs]
     borderline.sort(key=lambda r: r.prob)
     return Page(
@@ -84,8 +94,8 @@ def build_page(
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         rows=rows,
         subjects=summarise_subjects(rows),
-        threshold_note=f"{est.value:.4f}" if est.note == "given" else est.note,
-        histogram_svg=_histogram(rows, est.value),
+        threshold_note=est.describe(),
+        histogram_svg=_histogram(rows, est),
         synthetic_root=find_synthetic_root([str(_locate(r.path, bases)) for r in rows]),
         overall=_overall_metrics(rows),
         confident=_cards(confident, bases),
@@ -94,7 +104,10 @@ def build_page(
 
 
 def write_report(
-    predictions: Path, out: Path = Path("report.html"), images: Path | None = None, threshold: float | None = None
+    predictions: Path,
+    out: Path = Path("report.html"),
+    images: Path | None = None,
+    threshold: float | None = None,
 ) -> Path:
     """Write the HTML report for a predictions CSV.
 

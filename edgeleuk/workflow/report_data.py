@@ -140,46 +140,68 @@ def summarise_subjects(rows: list[Row]) -> list[SubjectSummary]:
         truths = {r.truth for r in good}
         truth = truths.pop() if len(truths) == 1 else None
         known = [r for r in good if r.truth is not None]
-        correct = sum(r.called_all == bool(r.truth) for r in known) if len(known) == len(good) and good else None
-        out.append(SubjectSummary(
-            subject=name,
-            cells=len(good),
-            errors=len(groups[name]) - len(good),
-            called_all=sum(bool(r.called_all) for r in good),
-            mean_prob=sum(r.prob for r in good) / len(good) if good else math.nan,
-            truth=truth,
-            correct=correct,
-        ))
+        correct = (
+            sum(r.called_all == bool(r.truth) for r in known) if len(known) == len(good) and good else None
+        )
+        out.append(
+            SubjectSummary(
+                subject=name,
+                cells=len(good),
+                errors=len(groups[name]) - len(good),
+                called_all=sum(bool(r.called_all) for r in good),
+                mean_prob=sum(r.prob for r in good) / len(good) if good else math.nan,
+                truth=truth,
+                correct=correct,
+            )
+        )
     return out
 
 
 @dataclass(frozen=True)
 class ThresholdEstimate:
-    """The decision threshold used for the calls, as far as the file tells.
+    """The decision threshold behind the calls, as far as the file tells: ``low < t <= high``.
 
     Attributes:
-        value: Where to draw it, or None when the calls do not pin it down.
-        note: How it was found.
+        low: Highest probability called HEM (the threshold lies above it).
+        high: Lowest probability called ALL (the threshold lies at or below it).
+        given: True when the caller stated the threshold (then ``low == high``).
     """
 
-    value: float | None
-    note: str
+    low: float | None
+    high: float | None
+    given: bool = False
+
+    @property
+    def centre(self) -> float | None:
+        """A single value to sort cells by distance from, when one is known."""
+        if self.low is None or self.high is None:
+            return self.high if self.low is None else self.low
+        return (self.low + self.high) / 2
+
+    def describe(self) -> str:
+        if self.given:
+            return f"{self.high:.4f}"
+        if self.low is None and self.high is None:
+            return "unknown (no classified cells)"
+        if self.low is None:
+            return f"at most {self.high:.3f} (every cell was called ALL)"
+        if self.high is None:
+            return f"above {self.low:.3f} (every cell was called HEM)"
+        return f"between {self.low:.3f} and {self.high:.3f} (read from the calls)"
 
 
 def estimate_threshold(rows: list[Row], given: float | None = None) -> ThresholdEstimate:
     """The threshold behind the calls: ``given`` if set, else bracketed by the calls themselves.
 
     Every cell with ``prob >= threshold`` was called ALL, so the threshold lies
-    above the highest HEM call and at or below the lowest ALL call.
+    above the highest HEM call and at or below the lowest ALL call. (The CSV does
+    not store the threshold itself.)
     """
     if given is not None:
-        return ThresholdEstimate(given, "given")
+        return ThresholdEstimate(given, given, given=True)
     called_all = [r.prob for r in rows if r.ok and r.called_all]
     called_hem = [r.prob for r in rows if r.ok and not r.called_all]
-    if called_all and called_hem:
-        lo, hi = max(called_hem), min(called_all)
-        return ThresholdEstimate(hi, f"between {lo:.3f} and {hi:.3f} (read from the calls; line drawn at {hi:.3f})")
-    return ThresholdEstimate(None, "not determined (all calls are one class)")
+    return ThresholdEstimate(max(called_hem, default=None), min(called_all, default=None))
 
 
 def find_synthetic_root(paths: list[str], marker: str = "SYNTHETIC.txt") -> Path | None:

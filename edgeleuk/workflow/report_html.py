@@ -27,7 +27,7 @@ th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .hist text { font-size: 11px; fill: #333; } .hist .svg-title { font-size: 13px; font-weight: 600; }
 .hist .grid { stroke: #eee; } .hist .axis { stroke: #888; }
 .hist .threshold { stroke: #111; stroke-width: 1.5; stroke-dasharray: 5 3; }
-.hist .threshold-label { font-weight: 600; }
+.hist .threshold-label { font-weight: 600; } .hist .threshold-band { fill: #000; fill-opacity: 0.08; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 8px; }
 .card { width: 124px; font-size: 11px; text-align: center; border: 1px solid #ddd; border-radius: 4px;
         padding: 5px; background: #fafafa; }
@@ -74,7 +74,11 @@ def _pct(x: float | None) -> str:
 
 
 def _cls(truth: int | None) -> str:
-    return "–" if truth is None else ('<span class="all">ALL</span>' if truth else '<span class="hem">HEM</span>')
+    return (
+        "–"
+        if truth is None
+        else ('<span class="all">ALL</span>' if truth else '<span class="hem">HEM</span>')
+    )
 
 
 def _subject_table(subjects: list[SubjectSummary]) -> str:
@@ -82,15 +86,22 @@ def _subject_table(subjects: list[SubjectSummary]) -> str:
     head = ["subject", "cells", "errors", "called ALL", "share ALL", "mean prob."]
     if with_truth:
         head += ["true class", "accuracy"]
-    lines = ["<table><tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{h}</th>' for i, h in enumerate(head))]
+    lines = [
+        "<table><tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{h}</th>' for i, h in enumerate(head))
+    ]
     for s in subjects:
         share = s.share_all
-        bar = "" if math.isnan(share) else (
-            f'<span class="barbg"><span class="bar" style="width:{80 * share:.0f}px"></span></span>'
+        bar = (
+            ""
+            if math.isnan(share)
+            else (f'<span class="barbg"><span class="bar" style="width:{80 * share:.0f}px"></span></span>')
         )
         cells = [
-            f'<td class="l">{escape(s.subject)}</td>', f"<td>{s.cells}</td>", f"<td>{s.errors or ''}</td>",
-            f"<td>{s.called_all}</td>", f"<td>{bar}{_pct(share)}</td>",
+            f'<td class="l">{escape(s.subject)}</td>',
+            f"<td>{s.cells}</td>",
+            f"<td>{s.errors or ''}</td>",
+            f"<td>{s.called_all}</td>",
+            f"<td>{bar}{_pct(share)}</td>",
             f"<td>{'–' if math.isnan(s.mean_prob) else f'{s.mean_prob:.3f}'}</td>",
         ]
         wrong = ""
@@ -106,8 +117,11 @@ def _subject_table(subjects: list[SubjectSummary]) -> str:
 
 def _card(card: Card) -> str:
     r = card.row
-    img = (f'<img src="{card.uri}" alt="{escape(Path(r.path).name)}">' if card.uri
-           else '<div class="noimg">image not found</div>')
+    img = (
+        f'<img src="{card.uri}" alt="{escape(Path(r.path).name)}">'
+        if card.uri
+        else '<div class="noimg">image not found</div>'
+    )
     call = '<span class="all">ALL</span>' if r.called_all else '<span class="hem">HEM</span>'
     truth = "" if r.truth is None else f"<br>true class {'ALL' if r.truth else 'HEM'}"
     return (
@@ -119,18 +133,24 @@ def _card(card: Card) -> str:
 def _cards(title: str, explain: str, cards: list[Card]) -> str:
     if not cards:
         return f"<h2>{title}</h2><p class='small'>No classified cells.</p>"
-    return f"<h2>{title}</h2><p class='small'>{explain}</p><div class='cards'>" + "".join(
-        _card(c) for c in cards
-    ) + "</div>"
+    return (
+        f"<h2>{title}</h2><p class='small'>{explain}</p><div class='cards'>"
+        + "".join(_card(c) for c in cards)
+        + "</div>"
+    )
 
 
 def _errors(rows: list[Row]) -> str:
     bad = [r for r in rows if not r.ok]
     if not bad:
         return "<h2>Files not classified</h2><p class='small'>None: every file was classified.</p>"
-    lines = [f"<h2>Files not classified ({len(bad)})</h2>",
-             '<table><tr><th class="l">file</th><th class="l">reason</th></tr>']
-    lines += [f'<tr><td class="l">{escape(r.path)}</td><td class="l">{escape(r.error or "")}</td></tr>' for r in bad]
+    lines = [
+        f"<h2>Files not classified ({len(bad)})</h2>",
+        '<table><tr><th class="l">file</th><th class="l">reason</th></tr>',
+    ]
+    lines += [
+        f'<tr><td class="l">{escape(r.path)}</td><td class="l">{escape(r.error or "")}</td></tr>' for r in bad
+    ]
     lines.append("</table>")
     return "\n".join(lines)
 
@@ -155,31 +175,48 @@ def _overall(page: Page) -> str:
     return f'<table class="stats">{body}</table>'
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the current folder when it lies below it (shorter, and no user names)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def render_page(page: Page) -> str:
     """The whole HTML document as text."""
     synthetic = ""
     if page.synthetic_root is not None:
         synthetic = (
             '<div class="banner synthetic">SYNTHETIC DATA: these images were drawn by <code>edgeleuk synth</code> '
-            f"({escape(str(page.synthetic_root))}). Every number and picture below only shows that the "
+            f"({escape(_shown(page.synthetic_root))}). Every number and picture below only shows that the "
             "pipeline works; it says nothing about leukaemia diagnosis.</div>"
         )
     title = "edgeleuk report" + (" (SYNTHETIC data)" if synthetic else "")
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<div class="meta">{escape(str(page.source))} · generated {escape(page.generated)}</div>',
-        synthetic,
-        f'<div class="banner notice">{escape(NOT_DIAGNOSTIC)}</div>',
-        "<h2>Summary</h2>", _overall(page),
-        "<h2>Subjects</h2>", _subject_table(page.subjects),
-        "<h2>Probabilities</h2>", page.histogram_svg,
-        _cards("Most confident ALL calls", "The cells the model is surest are ALL blasts.", page.confident),
-        _cards("Closest to the threshold", "The least certain calls: review these first.", page.borderline),
-        _errors(page.rows),
-        f'<p class="small">{escape(NOT_DIAGNOSTIC)}</p>',
-        "</body></html>",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
+            f"<h1>{escape(title)}</h1>",
+            f'<div class="meta">{escape(str(page.source))} · generated {escape(page.generated)}</div>',
+            synthetic,
+            f'<div class="banner notice">{escape(NOT_DIAGNOSTIC)}</div>',
+            "<h2>Summary</h2>",
+            _overall(page),
+            "<h2>Subjects</h2>",
+            _subject_table(page.subjects),
+            "<h2>Probabilities</h2>",
+            page.histogram_svg,
+            _cards(
+                "Most confident ALL calls", "The cells the model is surest are ALL blasts.", page.confident
+            ),
+            _cards(
+                "Closest to the threshold", "The least certain calls: review these first.", page.borderline
+            ),
+            _errors(page.rows),
+            f'<p class="small">{escape(NOT_DIAGNOSTIC)}</p>',
+            "</body></html>",
+        ]
+    )

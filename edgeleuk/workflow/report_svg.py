@@ -1,7 +1,8 @@
 """A probability histogram drawn as inline SVG (no plotting library, no network).
 
 Bars are stacked by true class when labels are known (ALL red, HEM blue),
-otherwise grey; the decision threshold is a dashed vertical line.
+otherwise grey; the decision threshold is a dashed vertical line, or a shaded
+band when only its bracket is known (the highest HEM and the lowest ALL call).
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ def _y_ticks(top: int) -> list[int]:
 
 
 def histogram_svg(
-    groups: dict[str, Sequence[float]], threshold: float | None, bins: int = 20, title: str = ""
+    groups: dict[str, Sequence[float]],
+    threshold: tuple[float, float] | None,
+    bins: int = 20,
+    title: str = "",
 ) -> str:
     """Draw stacked histograms of probabilities in [0, 1].
 
     Args:
         groups: Series name (``ALL``, ``HEM`` or ``cells``) to probabilities; stacked in this order.
-        threshold: Decision threshold to mark, or None.
+        threshold: ``(low, high)`` bracket of the decision threshold (equal when known exactly), or None.
         bins: Number of equal-width bins on [0, 1].
         title: Caption drawn above the plot.
 
@@ -54,8 +58,10 @@ def histogram_svg(
         return TOP + plot_h - v / ticks[-1] * plot_h
 
     parts = [
-        f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-        f'height="{HEIGHT}" role="img" aria-label="{escape(title or "histogram")}" class="hist">',
+        (
+            f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
+            f'aria-label="{escape(title or "histogram")}" class="hist">'
+        ),
         f'<text x="{LEFT}" y="16" class="svg-title">{escape(title)}</text>',
     ]
     for t in ticks:
@@ -68,18 +74,34 @@ def histogram_svg(
     )
     parts += _bars(counts, edges, x, y)
     parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(0):.1f}" y2="{y(0):.1f}" class="axis"/>')
-    if threshold is not None and 0.0 <= threshold <= 1.0:
-        tx = x(threshold)
-        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{TOP - 10}" y2="{y(0):.1f}" class="threshold"/>')
-        anchor = "end" if threshold > 0.8 else "start"
-        dx = -4 if anchor == "end" else 4
-        parts.append(
-            f'<text x="{tx + dx:.1f}" y="{TOP - 4}" text-anchor="{anchor}" class="threshold-label">'
-            f"threshold {threshold:.3f}</text>"
-        )
+    if threshold is not None:
+        parts += _threshold_marks(*threshold, x, y)
     parts += _legend(list(counts))
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _threshold_marks(low: float, high: float, x, y) -> list[str]:
+    low, high = (float(np.clip(v, 0.0, 1.0)) for v in (low, high))
+    x0, x1 = x(low), x(high)
+    top, bottom = TOP - 10, y(0)
+    parts = []
+    if x1 - x0 >= 1.0:
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{bottom - top:.1f}" '
+            'class="threshold-band"/>'
+        )
+        text = f"threshold {low:.3f}–{high:.3f}"
+    else:
+        text = f"threshold {high:.3f}"
+    for xv in {x0, x1}:
+        parts.append(f'<line x1="{xv:.1f}" x2="{xv:.1f}" y1="{top}" y2="{bottom:.1f}" class="threshold"/>')
+    right = high > 0.7  # keep the label inside the plot
+    tx, anchor = (x0 - 4, "end") if right else (x1 + 4, "start")
+    parts.append(
+        f'<text x="{tx:.1f}" y="{TOP - 4}" text-anchor="{anchor}" class="threshold-label">{text}</text>'
+    )
+    return parts
 
 
 def _bars(counts: dict[str, np.ndarray], edges: np.ndarray, x, y) -> list[str]:
@@ -104,7 +126,9 @@ def _legend(names: list[str]) -> list[str]:
     parts = []
     for i, name in enumerate(names):
         lx = WIDTH - RIGHT - 110 * (len(names) - i)
-        parts.append(f'<rect x="{lx}" y="6" width="12" height="12" fill="{COLOURS.get(name, COLOURS["cells"])}"/>')
+        parts.append(
+            f'<rect x="{lx}" y="6" width="12" height="12" fill="{COLOURS.get(name, COLOURS["cells"])}"/>'
+        )
         label = f"true {name}" if name in ("ALL", "HEM") else name
         parts.append(f'<text x="{lx + 16}" y="16">{escape(label)}</text>')
     return parts

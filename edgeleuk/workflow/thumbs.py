@@ -28,7 +28,7 @@ def thumbnail_uri(
     img = decoded.image
     if crop is not None and crop < min(img.shape[:2]):
         top, left = (img.shape[0] - crop) // 2, (img.shape[1] - crop) // 2
-        img = img[top:top + crop, left:left + crop]
+        img = img[top : top + crop, left : left + crop]
     bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     small = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])

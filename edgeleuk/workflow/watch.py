@@ -68,14 +68,15 @@ class WatchSummary:
 
     def describe(self) -> str:
         share = f" ({100 * self.called_all / self.classified:.1f}%)" if self.classified else ""
-        lines = [
-            f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
-            f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
-            f"{self.failed} unreadable file(s) recorded as errors",
-            f"  {self.out}: {self.resumed + self.written} row(s) "
-            f"({self.resumed} from earlier sessions); run `edgeleuk watch` again to continue",
-        ]
-        return "\n".join(lines)
+        return "\n".join(
+            [
+                f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
+                f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
+                + f"{self.failed} unreadable file(s) recorded as errors",
+                f"  {self.out}: {self.resumed + self.written} row(s) ({self.resumed} from earlier sessions); "
+                + "run `edgeleuk watch` again to continue",
+            ]
+        )
 
 
 def _true_label(path: Path, subject: str | None, meta) -> str | None:
@@ -123,7 +124,7 @@ def _record(session: _Session, path: Path, prediction) -> None:
 def _process(session: _Session, ready: list[Path], max_files: int | None) -> bool:
     """Classify ready files in small batches; True once ``max_files`` rows were written."""
     for start in range(0, len(ready), session.batch):
-        chunk = ready[start:start + session.batch]
+        chunk = ready[start : start + session.batch]
         for path, prediction in zip(chunk, session.classifier.predict_paths(chunk), strict=True):
             if not session.tracker.accept(path, failed=prediction.status != "ok"):
                 continue  # still being written or retried: it comes back on a later poll
@@ -152,6 +153,14 @@ def _loop(
     return "stop requested"
 
 
+def _open_classifier(model: Path | None, backend: str):
+    if model is None:
+        raise UsageError("give --model (an exported .onnx or .xml)")
+    from edgeleuk.runtime.classifier import Classifier
+
+    return Classifier.load(model, backend=backend)
+
+
 def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
     return {ArrivalTracker.key(folder / r["path"]) for r in rows if r.get("path")}
 
@@ -169,6 +178,7 @@ def watch_folder(
     max_files: int | None = None,
     max_idle: float | None = None,
     batch: int = 8,
+    give_up_s: float = 10.0,
 ) -> WatchSummary:
     """Classify images as they appear in ``folder`` until stopped.
 
@@ -184,6 +194,8 @@ def watch_folder(
         max_files: Stop after writing this many rows (tests, batch jobs).
         max_idle: Stop after this many seconds without new files (tests, batch jobs).
         batch: Most files per engine call.
+        give_up_s: Seconds an unchanged file may keep failing to decode (a writer that
+            paused mid-file) before it is recorded as an error row.
 
     Returns:
         The session summary; Ctrl-C ends the session normally.
@@ -193,22 +205,19 @@ def watch_folder(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise UsageError(f"watch folder not found: {folder} (create it, or point at the microscope's output folder)")
+        raise UsageError(
+            f"watch folder not found: {folder} (create it, or point at the microscope's output folder)"
+        )
     if interval <= 0:
         raise UsageError(f"interval must be positive, got {interval}")
-    if classifier is None:
-        if model is None:
-            raise UsageError("give --model (an exported .onnx or .xml)")
-        from edgeleuk.runtime.classifier import Classifier
-
-        classifier = Classifier.load(model, backend=backend)
+    classifier = classifier or _open_classifier(model, backend)
     summary = WatchSummary(folder=folder, out=Path(out))
     started = time.monotonic()
     with CsvLog(out, COLUMNS) as sink:
         if sink.trimmed_bytes:
             log.warning("%s ended in a torn row (a crash mid-write); it was dropped and will be redone", out)
         summary.resumed = len(sink.rows)
-        tracker = ArrivalTracker(done=_resumed_keys(folder, sink.rows))
+        tracker = ArrivalTracker(done=_resumed_keys(folder, sink.rows), give_up_s=give_up_s)
         session = _Session(folder, classifier, sink, tracker, summary, recursive, max(1, batch))
         log.info("watching %s (%d file(s) already in %s); Ctrl-C stops", folder, summary.resumed, out)
         try:

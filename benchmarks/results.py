@@ -1,0 +1,122 @@
+"""Render benchmarks/RESULTS.md from a bench report: targets, predict memory, the full table, notes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgeleuk.bench.report import OK, BenchReport, Row
+
+MEMORY_LIMIT = 1e9  # bytes: "predict-path peak memory with OpenVINO INT8 < 1 GB"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance target of the issue, as a ratio over torch eager fp32 in the same run.
+
+    Attributes:
+        name: What is measured.
+        row: Bench row label (``cpu fp32``, ``openvino bf16``, ``openvino int8``).
+        min_speedup: Required cells/s ratio over torch eager fp32.
+        gate: The accuracy condition, in words (the row's parity gate).
+        needs_bf16: Only meaningful on CPUs with native bf16.
+    """
+
+    name: str
+    row: str
+    min_speedup: float
+    gate: str
+    needs_bf16: bool = False
+
+
+TARGETS = (
+    Target("ONNX Runtime CPU fp32", "cpu fp32", 2.2, "100% agreement, max|dlogit| <= 1e-4"),
+    Target("OpenVINO bf16", "openvino bf16", 5.0, ">= 99.5% agreement", needs_bf16=True),
+    Target("OpenVINO INT8 IR", "openvino int8", 8.0, "INT8 gate (>= 99% agreement, F1 drop <= 0.5 point)"),
+)
+
+
+def _row(report: BenchReport, label: str) -> Row | None:
+    return next((r for r in report.rows if r.case.label == label), None)
+
+
+def _target_line(report: BenchReport, t: Target) -> str:
+    row = _row(report, t.row)
+    if row is None or row.measurement is None or row.status not in (OK, "parity failed"):
+        why = "row missing" if row is None else f"{row.status}: {row.reason}"
+        return f"| {t.name} >= {t.min_speedup:g}x, {t.gate} | not measured ({why}) | no |"
+    thr, lat = row.speedup_throughput, row.speedup_latency
+    agree = "n/a" if row.parity is None else f"{row.parity.agreement:.2%}"
+    gate_ok = row.status == OK and row.parity is not None
+    met = gate_ok and thr is not None and thr >= t.min_speedup
+    verdict = "yes" if met else ("no (gate failed)" if not gate_ok else "no (speed)")
+    if t.needs_bf16 and not report.machine.bf16:
+        verdict += " (CPU lacks bf16)"
+    return (f"| {t.name} >= {t.min_speedup:g}x, {t.gate} | {thr:.2f}x cells/s ({lat:.2f}x batch-1 latency), "
+            f"agreement {agree}, gate {'passed' if gate_ok else 'FAILED'} | {verdict} |")
+
+
+def targets_table(report: BenchReport, memory: dict[str, Any]) -> list[str]:
+    """The issue's targets with the measured figures and a verdict each."""
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [_target_line(report, t) for t in TARGETS]
+    mb = memory["peak_rss"] / 1e6
+    lines.append(f"| predict-path peak memory, OpenVINO INT8 < 1 GB | {mb:.0f} MB peak RSS "
+                 f"({memory['cells']} cells) | {'yes' if memory['peak_rss'] < MEMORY_LIMIT else 'no'} |")
+    return lines
+
+
+def _notes(report: BenchReport, ctx: dict[str, Any]) -> list[str]:
+    cfg = ctx["config"]
+    exports = ", ".join(f"{k} {v / 60:.1f} min" for k, v in ctx["export_s"].items()) or "reused from the cache"
+    return [
+        "Weights are RANDOM (seed 0): no pretrained or trained SE-ResNeXt50 weights are reachable offline. "
+        "Speed does not depend on the weights; the F1/sensitivity/specificity columns are meaningless here.",
+        "Cells are SYNTHETIC (`edgeleuk synth`), labelled prelim split; they only exercise the pipeline.",
+        f"Load average (1 min) {ctx['load_before']:.2f} before and {ctx['load_after']:.2f} after the bench: "
+        "other processes shared the 2 cores during the run. Rows run one after another, so load changes "
+        "between rows move the ratios; rerun on an idle machine for cleaner absolute numbers.",
+        f"Every engine got {cfg.threads} threads (torch.set_num_threads, ORT intra-op threads, OpenVINO "
+        "INFERENCE_NUM_THREADS); each row ran in its own process.",
+        f"The export parity gates ran on {cfg.gate_n} cells (the INT8 profile asks for 200; eager torch on "
+        f"the full net costs seconds per cell on 2 cores). Export time this run: {exports}.",
+        f"n = {cfg.n} cells per row, batch sizes up to {cfg.batch}, {cfg.budget_s:g} s per timing loop, "
+        f"at least {cfg.min_runs} latency runs (fewer cells than a real evaluation: eager torch is slow).",
+        "GPU rows (cuda fp32/fp16) are listed as unavailable: this machine has no GPU.",
+    ] + (["--quick: the timing loops were shortened; do not quote these numbers."] if ctx.get("quick") else [])
+
+
+def render_results(report: BenchReport, memory: dict[str, Any], ctx: dict[str, Any]) -> str:
+    """The whole RESULTS.md text."""
+    md = report.to_markdown().replace("## edgeleuk bench", "## Full bench report", 1)
+    md = md.replace("\n### ", "\n#### ")
+    lines = [
+        f"# Standard benchmark: the paper's network ({ctx['config'].arch}) on CPU engines",
+        "",
+        "> SYNTHETIC data and RANDOM weights: the speed and parity figures are real, the accuracy figures "
+        "are not. Generated by `benchmarks/standard.py`; do not edit by hand.",
+        "",
+        f"Regenerate: `python benchmarks/standard.py` (or `make bench`); this run took "
+        f"{ctx['total_s'] / 60:.1f} min including exports (cached in `{ctx['config'].work}`).",
+        "",
+        "## Targets (2-core x86 CPU; ratios over torch eager fp32 in the same run; 450 -> 300 crop, "
+        "8-rotation TTA inside every cell)",
+        "",
+        *targets_table(report, memory),
+        "",
+        "The speed ratio is best cells/s (any batch size or throughput mode) over torch's best cells/s; "
+        "the batch-1 latency ratio is shown beside it.",
+        "",
+        "## Predict-path peak memory",
+        "",
+        f"`{memory['command']}`: peak resident memory {memory['peak_rss'] / 1e6:.0f} MB "
+        f"(whole process, read with wait4), {memory['cells']} cells in {memory['wall_s']:.1f} s.",
+        "",
+        md,
+        "",
+        "## Notes",
+        "",
+        *[f"- {n}" for n in _notes(report, ctx)],
+        "",
+    ]
+    return "\n".join(lines)

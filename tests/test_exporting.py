@@ -1,0 +1,137 @@
+"""Float32 ONNX export of the tiny checkpoint: contract, gate, metadata, atomicity, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgeleuk.checkpoint import load_checkpoint, sha256_file
+from edgeleuk.errors import GateFailed
+from edgeleuk.exporting import export_model, load_profile
+from edgeleuk.exporting.metadata import EXPORT_KEY, META_KEY
+from edgeleuk.meta import ModelMeta, Preprocess
+from edgeleuk.reference import TorchReference
+
+EPOCH = 1_700_000_000
+
+
+def _profile(**changes):
+    return load_profile("cpu-fp32").replace(parity_n=6, source_date_epoch=EPOCH, **changes)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("export") / "tiny.onnx"
+    return export_model(tiny_checkpoint, out, _profile(), calib=synth_root)
+
+
+def _props(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def test_export_passes_gate_on_ort_and_openvino(exported) -> None:
+    assert exported.path.is_file() and exported.files == (exported.path,)
+    assert exported.gate.passed and exported.gate.n == 6 and exported.gate.labelled
+    checks = {c.engine: c for c in exported.gate.checks}
+    assert set(checks) == {"onnxruntime", "openvino"}
+    for check in checks.values():
+        assert check.status == "passed" and check.agreement == 1.0
+        assert check.max_abs_logit_delta <= 1e-4
+    text = exported.describe()
+    assert "PASSED" in text and "MB" in text and "SYNTHETIC" in text
+
+
+def test_graph_contract_and_batch_sizes(exported) -> None:
+    model = onnx.load(str(exported.path))
+    (inp,) = model.graph.input
+    assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["N", 450, 450, 3]
+    assert [o.name for o in model.graph.output] == ["logit", "prob"]
+    assert [n.op_type for n in model.graph.node].count("Gather") == 1  # all rotations in one gather
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(3).integers(0, 256, (5, 450, 450, 3), dtype=np.uint8)
+    five_logit, five_prob = session.run(None, {"image": images})
+    ones = np.concatenate([session.run(["logit"], {"image": images[i : i + 1]})[0] for i in range(5)])
+    assert five_logit.shape == (5,) and five_logit.dtype == np.float32
+    np.testing.assert_allclose(ones, five_logit, atol=1e-5)
+    np.testing.assert_allclose(five_prob, 1 / (1 + np.exp(-five_logit.astype(np.float64))), atol=1e-6)
+
+
+def test_metadata_round_trips(exported, tiny_checkpoint: Path) -> None:
+    props = _props(exported.path)
+    ckpt = load_checkpoint(tiny_checkpoint)
+    assert ModelMeta.from_json(props[META_KEY]) == ckpt.meta
+    info = json.loads(props[EXPORT_KEY])
+    assert info["source_sha256"] == sha256_file(tiny_checkpoint)
+    assert info["precision"] == "fp32" and info["opset"] == 17 and info["rotations"] == 8
+    assert info["input"]["dtype"] == "uint8" and info["input"]["shape"] == ["N", 450, 450, 3]
+    assert info["gate"]["passed"] is True and len(info["gate"]["checks"]) == 2
+    assert info["exported_at"] == "2023-11-14T22:13:20+00:00"
+    from edgeleuk.runtime.modelfile import describe_model_file, read_model_meta
+
+    meta, export = read_model_meta(exported.path)
+    assert meta == ckpt.meta and export["profile"]["name"] == "cpu-fp32"
+    assert "seresnext_tiny" in describe_model_file(exported.path)
+
+
+def test_export_is_byte_identical_with_fixed_time(exported, tiny_checkpoint: Path, synth_root: Path,
+                                                   tmp_path: Path) -> None:
+    again = export_model(tiny_checkpoint, tmp_path / "again.onnx", _profile(), calib=synth_root)
+    assert again.path.read_bytes() == exported.path.read_bytes()
+
+
+def test_only_timestamp_differs_without_fixed_time(exported, tiny_checkpoint: Path, synth_root: Path,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH + 60))  # the env var beats the profile
+    other = export_model(tiny_checkpoint, tmp_path / "other.onnx", _profile(), calib=synth_root)
+    assert other.path.read_bytes() != exported.path.read_bytes()
+    a, b = json.loads(_props(exported.path)[EXPORT_KEY]), json.loads(_props(other.path)[EXPORT_KEY])
+    assert b.pop("exported_at") == "2023-11-14T22:14:20+00:00"
+    a.pop("exported_at")
+    assert a == b
+    strip = [onnx.load(str(p)) for p in (exported.path, other.path)]
+    for model in strip:
+        del model.metadata_props[:]
+    assert strip[0].SerializeToString() == strip[1].SerializeToString()
+
+
+def test_corrupted_parity_fails_and_leaves_nothing(tiny_checkpoint: Path, synth_root: Path,
+                                                   tmp_path: Path) -> None:
+    ckpt = load_checkpoint(tiny_checkpoint)
+    wrong = ckpt.meta.replace(preprocess=Preprocess(mean=(0.5, 0.5, 0.5)))
+    old = tmp_path / "model.onnx"
+    old.write_bytes(b"previous model")
+    with pytest.raises(GateFailed, match="max \\|logit delta\\|") as err:
+        export_model(ckpt, old, _profile(gate_engines=("onnxruntime",)), calib=synth_root,
+                     reference=TorchReference(ckpt, meta=wrong))
+    assert "no file was written" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp files either
+    assert old.read_bytes() == b"previous model"
+
+
+def test_cli_export_and_info(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgeleuk.cli import app
+
+    profile = tmp_path / "quick.toml"
+    profile.write_text('name = "quick"\ngate_engines = ["onnxruntime"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
+    out = tmp_path / "cli.onnx"
+    result = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--profile", str(profile),
+                                      "--calib", str(synth_root)])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and out.is_file()
+    info = CliRunner().invoke(app, ["info", str(out)])
+    assert info.exit_code == 0 and "quick" in info.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nprecisoin = "fp32"\n')
+    result = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(tmp_path / "x.onnx"),
+                                      "--profile", str(bad)])
+    assert result.exit_code == 2 and "precisoin" in result.output
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,70 @@
+"""INT8 OpenVINO IR by NNCF: gated on OpenVINO CPU, metadata in rt_info, atomic .xml + .bin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from edgeleuk.errors import DataError
+from edgeleuk.exporting import export_model, load_profile
+
+EPOCH = 1_700_000_000
+
+
+def _profile():
+    # Tests only: a small calibration set (the shipped profile uses >= 300 images).
+    return load_profile("openvino-int8").replace(calib_size=24, allow_small_calib=True, parity_n=12,
+                                                 source_date_epoch=EPOCH)
+
+
+@pytest.fixture(scope="module")
+def int8_export(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    return export_model(tiny_checkpoint, tmp_path_factory.mktemp("int8") / "tiny.onnx", _profile(),
+                        calib=synth_root)
+
+
+def test_int8_ir_passes_gate(int8_export) -> None:
+    assert int8_export.path.suffix == ".xml"  # .onnx was turned into the IR name
+    assert [f.suffix for f in int8_export.files] == [".bin", ".xml"] and all(f.is_file() for f in int8_export.files)
+    (check,) = int8_export.gate.checks
+    assert check.engine == "openvino" and check.status == "passed"
+    assert check.agreement >= 0.99 and check.f1_model is not None
+    assert check.f1_reference - check.f1_model <= 0.005
+
+
+def test_int8_ir_is_quantized_and_keeps_contract(int8_export) -> None:
+    model = ov.Core().read_model(str(int8_export.path))
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    (inp,) = model.inputs
+    assert inp.get_element_type() == ov.Type.u8 and inp.get_partial_shape()[0].is_dynamic
+    compiled = ov.Core().compile_model(model, "CPU")
+    images = np.random.default_rng(0).integers(0, 256, (5, 450, 450, 3), dtype=np.uint8)
+    out = compiled(images)
+    assert out["logit"].shape == (5,) and out["prob"].dtype == np.float32
+
+
+def test_int8_metadata_in_rt_info(int8_export) -> None:
+    from edgeleuk.runtime.modelfile import read_model_meta
+
+    meta, export = read_model_meta(int8_export.path)
+    assert meta.arch == "seresnext_tiny"
+    assert export["precision"] == "int8" and export["gate"]["passed"] is True
+    assert export["profile"]["allow_small_calib"] is True and export["profile"]["calib_size"] == 24
+    assert json.loads(json.dumps(export)) == export
+
+
+def test_int8_export_is_deterministic(int8_export, tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
+    again = export_model(tiny_checkpoint, tmp_path / "tiny.xml", _profile(), calib=synth_root)
+    for a, b in zip(int8_export.files, again.files):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_int8_needs_enough_calibration_images(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
+    prof = _profile().replace(calib_size=5000)
+    with pytest.raises(DataError, match="calibration needs 5000"):
+        export_model(tiny_checkpoint, tmp_path / "big.xml", prof, calib=synth_root)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,152 @@
+"""End-to-end training runs on tiny synthetic data: outputs, resume, errors, skipped images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from edgeleuk.checkpoint import load_checkpoint, safe_torch_load
+from edgeleuk.errors import UsageError
+from edgeleuk.training import train
+from edgeleuk.training.recipe import load_recipe
+from edgeleuk.training.rundir import read_metrics
+
+METRIC_KEYS = {"epoch", "train_loss", "val_loss", "confusion", "accuracy", "sensitivity", "specificity",
+               "precision", "recall", "f1", "auc", "lr", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "smoke"
+    return train(synth_root, recipe="smoke", out=out, seed=3), out
+
+
+def test_one_epoch_of_smoke_writes_everything(smoke_run):
+    result, out = smoke_run
+    assert result.finished and result.epochs_done == 1 and result.best_epoch == 0
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "summary.json", "train.log", "curves.png",
+                 "subjects.png", "subjects.json", "val_predictions.csv"):
+        assert (out / name).is_file(), name
+    lines = read_metrics(out / "metrics.jsonl")
+    assert len(lines) == 1 and METRIC_KEYS <= set(lines[0])
+    assert set(lines[0]["lr"]) == {"stages_1_2", "stages_3_5", "classifier"}
+    assert result.synthetic and "SYNTHETIC" in result.describe()
+
+
+def test_best_checkpoint_carries_its_provenance(smoke_run, synth_root):
+    result, out = smoke_run
+    ckpt = load_checkpoint(out / "best.pt")
+    meta = ckpt.meta
+    assert (meta.arch, meta.recipe, meta.seed) == ("seresnext_tiny", "smoke", 3)
+    assert meta.preprocess == load_recipe("smoke").preprocess
+    assert meta.val_metrics["f1"] == pytest.approx(result.best_metrics["f1"])
+    assert meta.data_fingerprint == result.data_fingerprint and meta.extra["synthetic"] is True
+    ckpt.build_model()
+    state = safe_torch_load(out / "last.pt")  # weights_only=True
+    assert state["next_epoch"] == 1 and state["seed"] == 3
+
+
+def test_existing_run_needs_resume(smoke_run, synth_root):
+    _, out = smoke_run
+    with pytest.raises(UsageError, match="--resume"):
+        train(synth_root, recipe="smoke", out=out, seed=3)
+    again = train(synth_root, recipe="smoke", out=out, seed=3, resume=True)  # finished: returned as is
+    assert again.best_metrics == smoke_run[0].best_metrics
+
+
+def _two_epochs():
+    return load_recipe("smoke").replace(epochs=2, lr_milestones=(1,))
+
+
+def test_resume_equals_uninterrupted(synth_root, tmp_path):
+    recipe = _two_epochs()
+    full = train(synth_root, recipe=recipe, out=tmp_path / "full", seed=1)
+    part = train(synth_root, recipe=recipe, out=tmp_path / "part", seed=1, stop_after=1)
+    assert not part.finished and part.epochs_done == 1 and not (tmp_path / "part" / "summary.json").exists()
+    resumed = train(synth_root, recipe=recipe, out=tmp_path / "part", seed=1, resume=True)
+    assert resumed.finished
+    a, b = (safe_torch_load(tmp_path / d / "last.pt") for d in ("full", "part"))
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in ("exp_avg", "exp_avg_sq"))
+
+    def strip(lines):
+        return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+    full_lines = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    assert len(full_lines) == 2 and full_lines[1]["lr"]["classifier"] == pytest.approx(1e-4)
+    assert strip(full_lines) == strip(read_metrics(tmp_path / "part" / "metrics.jsonl"))
+
+
+def test_resume_refuses_another_seed(synth_root, tmp_path):
+    train(synth_root, recipe=_two_epochs(), out=tmp_path / "r", seed=1, stop_after=1)
+    with pytest.raises(UsageError, match="seed"):
+        train(synth_root, recipe=_two_epochs(), out=tmp_path / "r", seed=2, resume=True)
+
+
+def test_unreadable_images_are_skipped_and_listed(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    recipe = load_recipe("smoke").replace(max_train_images=None, max_val_images=None, batch_size=8)
+    bad_train = sorted(root.glob("training_data/fold_0/all/*.bmp"))[0]
+    bad_val = sorted((root / "prelim").glob("*.bmp"))[0]
+    bad_train.write_bytes(b"BM broken")
+    bad_val.write_bytes(b"")
+    result = train(root, recipe=recipe, out=tmp_path / "run")
+    listed = (tmp_path / "run" / "skipped.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == sorted([str(bad_train), str(bad_val)])
+    n_val = len(list((root / "prelim").glob("*.bmp")))
+    line = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    assert line["val_images"] == n_val - 1 and line["skipped"] == 2
+    assert result.skipped == 2 and "skipped.txt" in result.describe()
+
+
+def test_single_process_without_torchrun(monkeypatch):
+    from edgeleuk.training import distributed as ddp
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info, device = ddp.setup("cpu")
+    assert (info.rank, info.world_size, info.is_main, info.enabled) == (0, 1, True, False)
+    assert device.type == "cpu"
+    model = torch.nn.Linear(2, 1)
+    assert ddp.wrap(model, info, device) is model and ddp.unwrap(model) is model
+    assert ddp.sum_across([1.0, 2.0], info, device) == [1.0, 2.0]
+    assert ddp.per_process_batch(16, info) == 16
+
+
+def test_gather_and_pil_validation_agree(tiny_checkpoint):
+    from edgeleuk.checkpoint import load_checkpoint as load
+    from edgeleuk.training.augment import rotation_stack
+    from edgeleuk.training.evaluate import gather_available, tta_logits
+
+    if not gather_available():
+        pytest.skip("edgeleuk.tta.TTAClassifier not available")
+    from edgeleuk.tta import TTAClassifier
+
+    ckpt = load(tiny_checkpoint)
+    net = ckpt.build_model()
+    imgs = np.random.default_rng(1).integers(0, 256, (2, 450, 450, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        pil = tta_logits(net, torch.stack([rotation_stack(i, ckpt.meta.preprocess) for i in imgs]), None)
+        gat = tta_logits(net, torch.from_numpy(imgs), TTAClassifier(net, ckpt.meta))
+    torch.testing.assert_close(pil, gat, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_train_runs(synth_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeleuk.cli import app
+
+    res = CliRunner().invoke(app, ["train", str(synth_root), "--recipe", "smoke", "--out", str(tmp_path / "c"),
+                                   "--seed", "2", "--pretrained", "none"])
+    assert res.exit_code == 0, res.output
+    assert "best epoch 0" in res.output and json.loads((tmp_path / "c" / "summary.json").read_text())["seed"] == 2
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "--recipe", "smoke",
+                                   "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "not found" in res.output

@@ -1,0 +1,94 @@
+"""The gather-based rotation TTA must be bit-exact with the paper's PIL path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from edgeleuk.checkpoint import Checkpoint, load_checkpoint
+from edgeleuk.errors import UsageError
+from edgeleuk.meta import ModelMeta, Preprocess
+from edgeleuk.reference import TorchReference
+from edgeleuk.tta import TTAClassifier, check_batch, crop_offset, rotated_views, rotation_index_map
+
+
+def _pil_views(image: np.ndarray, pre: Preprocess) -> np.ndarray:
+    cropped = T.CenterCrop(pre.crop)(Image.fromarray(image))
+    return np.stack([
+        np.asarray(TF.rotate(cropped, a, interpolation=TF.InterpolationMode.NEAREST)) for a in pre.angles
+    ])
+
+
+@pytest.mark.parametrize("rotations", [1, 4, 8])
+def test_gather_is_bit_exact_with_pil_rotate(rotations: int) -> None:
+    pre = Preprocess(rotations=rotations)
+    images = np.random.default_rng(rotations).integers(0, 256, (2, 450, 450, 3), dtype=np.uint8)
+    views = rotated_views(images, pre)
+    assert views.shape == (2, rotations, 300, 300, 3)
+    for img, got in zip(images, views):
+        np.testing.assert_array_equal(got, _pil_views(img, pre))
+
+
+@pytest.mark.parametrize(("size", "crop"), [(64, 33), (65, 32), (40, 40)])
+def test_gather_handles_odd_crops_like_torchvision(size: int, crop: int) -> None:
+    pre = Preprocess(input_size=size, crop=crop, rotations=8)
+    images = np.random.default_rng(size).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(rotated_views(images, pre)[0], _pil_views(images[0], pre))
+
+
+def test_index_map_structure() -> None:
+    ident = rotation_index_map(5, 0.0)
+    np.testing.assert_array_equal(ident, np.arange(1, 26))
+    quarter = rotation_index_map(6, 90.0)
+    assert sorted(quarter) == list(range(1, 37))  # a pure permutation, no fill
+    diagonal = rotation_index_map(6, 45.0)
+    assert (diagonal == 0).any() and diagonal.max() <= 36  # corners are zero fill
+    assert crop_offset(450, 300) == 75
+
+
+def test_check_batch_rejects_wrong_input() -> None:
+    pre = Preprocess()
+    with pytest.raises(UsageError, match="uint8"):
+        check_batch(np.zeros((1, 450, 450, 3), np.float32), pre)
+    with pytest.raises(UsageError):
+        check_batch(np.zeros((1, 300, 300, 3), np.uint8), pre)
+
+
+def test_tta_classifier_matches_torch_reference(tiny_checkpoint) -> None:
+    ckpt = load_checkpoint(tiny_checkpoint)
+    # Non-trivial mean/std so the folded normalisation is exercised.
+    meta = ckpt.meta.replace(preprocess=Preprocess(mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3), rotations=4))
+    ckpt = Checkpoint(meta=meta, state_dict=ckpt.state_dict)
+    images = np.random.default_rng(1).integers(0, 256, (3, 450, 450, 3), dtype=np.uint8)
+    with torch.no_grad():
+        logit, prob = TTAClassifier(ckpt.build_model(), meta).eval()(torch.from_numpy(images))
+    ref_logit, ref_prob = TorchReference(ckpt).predict_arrays(images)
+    assert logit.dtype == torch.float32 and logit.shape == (3,)
+    np.testing.assert_allclose(logit.numpy(), ref_logit, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(prob.numpy(), ref_prob, atol=1e-6, rtol=0)
+
+
+def test_tta_classifier_half_keeps_io_types(tiny_checkpoint) -> None:
+    ckpt = load_checkpoint(tiny_checkpoint)
+    model = TTAClassifier(ckpt.build_model(), ckpt.meta, half=True).eval()
+    assert next(model.net.parameters()).dtype == torch.float16
+    with torch.no_grad():
+        logit, prob = model(torch.zeros(2, 450, 450, 3, dtype=torch.uint8))
+    assert logit.dtype == prob.dtype == torch.float32 and logit.shape == (2,)
+
+
+def test_index_part_does_not_import_torch() -> None:
+    code = ("import sys, edgeleuk.tta as t; from edgeleuk.meta import Preprocess; "
+            "t.gather_index(Preprocess()); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_meta_default_is_paper_tta() -> None:
+    assert ModelMeta().preprocess.angles == [0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0]

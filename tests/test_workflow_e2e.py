@@ -1,0 +1,61 @@
+"""The workflow on a real exported model: export -> calibrate -> predict/watch -> report (slow)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeleuk.exporting import export_model, load_profile
+
+    out = tmp_path_factory.mktemp("e2e") / "tiny.onnx"
+    export_model(tiny_checkpoint, out, load_profile("cpu-fp32").replace(parity_n=6), calib=synth_root)
+    return out
+
+
+def test_calibrate_watch_report_on_exported_tiny_model(
+    tmp_path: Path, exported: Path, synth_root: Path
+) -> None:
+    from edgeleuk.data import discover
+    from edgeleuk.predict import PredictOptions, predict
+    from edgeleuk.runtime.modelfile import read_model_meta
+    from edgeleuk.workflow.calibrate import calibrate_model
+    from edgeleuk.workflow.report import write_report
+    from edgeleuk.workflow.watch import watch_folder
+
+    calibrated = tmp_path / "calibrated.onnx"
+    result = calibrate_model(exported, data=synth_root, sensitivity=0.9, out=calibrated, backend="cpu")
+    assert result.chosen.sensitivity >= 0.9
+    meta, export = read_model_meta(calibrated)
+    assert meta.threshold == result.chosen.threshold and meta.threshold_source.startswith("calibrated")
+    assert export == read_model_meta(exported)[1]  # the export record is kept as it was
+
+    # predict takes the calibrated threshold from the model by default.
+    summary = predict(
+        synth_root / "prelim", calibrated, tmp_path / "p.csv", PredictOptions(backend="cpu", progress=False)
+    )
+    assert summary.threshold == pytest.approx(result.chosen.threshold)
+    assert summary.threshold_source.startswith("calibrated")
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    train = discover(synth_root).split("train")[:4]
+    for rec in train:
+        shutil.copy(rec.path, incoming / rec.path.name)
+    watched = tmp_path / "watch.csv"
+    session = watch_folder(
+        incoming, model=calibrated, out=watched, backend="cpu", interval=0.05, max_idle=0.3
+    )
+    assert session.classified == 4
+
+    html = write_report(watched, out=tmp_path / "r.html", images=incoming).read_text(encoding="utf-8")
+    for rec in train:
+        assert f'<td class="l">{rec.subject}</td>' in html
+    assert "true class" in html  # C-NMC names carry the class, so watch filled true_label
+    assert "not a diagnostic device" in html
