@@ -1,0 +1,46 @@
+"""The command line as a new user meets it: help, synth, and exit codes for mistakes."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from edgeleuk.cli import app
+
+runner = CliRunner()
+
+
+def _edgeleuk(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeleuk", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_command():
+    proc = _edgeleuk("--help")
+    assert proc.returncode == 0, proc.stderr
+    for cmd in ("synth", "train", "sweep", "compare", "export", "info", "predict", "bench", "demo",
+                "calibrate", "watch", "report", "import-checkpoint"):
+        assert cmd in proc.stdout
+
+
+def test_no_arguments_shows_help():
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output and result.exit_code in (0, 2)
+
+
+def test_synth_then_help_as_a_new_user(tmp_path):
+    proc = _edgeleuk("synth", str(tmp_path / "x"), "--subjects", "6", "--cells-per-subject", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "SYNTHETIC" in proc.stdout.upper()
+    assert list((tmp_path / "x").rglob("*.bmp"))
+
+
+def test_missing_checkpoint_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert "not found" in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_bad_enum_choice_is_rejected():
+    result = runner.invoke(app, ["predict", ".", "--model", "m.onnx", "--backend", "tpu"])
+    assert result.exit_code == 2
