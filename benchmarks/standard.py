@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from results import Target, render_results  # noqa: E402  (benchmarks/results.py)
+from results import render_results
 
 log = logging.getLogger("standard")
 REPO = HERE.parent
@@ -103,7 +103,7 @@ def _exported_from(model: Path, ckpt_sha: str) -> bool:
 
     try:
         return model.is_file() and read_model_meta(model)[1].get("source_sha256") == ckpt_sha
-    except Exception:  # unreadable or half-written cache: export again
+    except Exception:  # noqa: BLE001  (unreadable or half-written cache: export again)
         return False
 
 

@@ -108,7 +108,7 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     console.print(exp8.describe())
     preds = out / "predictions.csv"
     pred = _stage(console, res, "5/6 predict the final-test folder", lambda: predict(
-        _final_folder(data), model=onnx_path, out=preds, options=PredictOptions()))
+        _split_folder(data, "final"), model=onnx_path, out=preds, options=PredictOptions()))
     console.print(pred.describe())
     bench_json = out / "bench.json"
     report = _stage(console, res, "6/6 bench every backend on the preliminary test", lambda: run_bench(
@@ -117,7 +117,11 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     md = report.to_markdown()
     (out / "bench.md").write_text(f"> {SYNTHETIC_NOTE}\n\n{md}\n", encoding="utf-8")
     console.print(md)
-    html = write_report(preds, out=out / "report.html")
+    # The report reads best on labelled cells: classify the preliminary test too.
+    prelim_dir = _split_folder(data, "prelim")
+    prelim_preds = out / "predictions-prelim.csv"
+    predict(prelim_dir, model=onnx_path, out=prelim_preds, options=PredictOptions())
+    html = write_report(prelim_preds, out=out / "report.html", images=prelim_dir)
     res.artefacts.update(data=data, checkpoint=ckpt, onnx=onnx_path, int8=int8_path, predictions=preds,
                          bench=out / "bench.md", report=Path(html))
     _print_epilogue(console, res)
@@ -128,11 +132,11 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     return res
 
 
-def _final_folder(data: Path) -> Path:
+def _split_folder(data: Path, split: str) -> Path:
     from edgeleuk.data import discover
 
-    final = discover(data).split("final")
-    return final[0].path.parent if final else data
+    records = discover(data).split(split)
+    return records[0].path.parent if records else data
 
 
 def _print_epilogue(console: Console, res: DemoResult) -> None:

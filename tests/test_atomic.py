@@ -30,3 +30,15 @@ def test_failure_without_previous_file_leaves_nothing(tmp_path):
             tmp.write_bytes(b"x")
             raise ValueError
     assert list(dest.parent.iterdir()) == []
+
+
+def test_result_gets_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        dest = tmp_path / "report.html"
+        atomic_write_text(dest, "x")
+        assert dest.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)

@@ -77,7 +77,7 @@ def test_measure_throughput_counts_cells_and_cycles():
 def test_compare_counts_label_disagreements_and_deltas():
     ref_logit = np.array([-2.0, -0.1, 0.1, 3.0])
     row_logit = ref_logit + np.array([0.0, 0.2, 0.0, -0.5])
-    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + np.exp(-x))
     p = compare(ref_logit, sig(ref_logit), row_logit, sig(row_logit), threshold=0.5)
     assert (p.n, p.disagreements) == (4, 1)
     assert p.agreement == pytest.approx(0.75)
@@ -171,8 +171,8 @@ def test_parse_cpuinfo_without_bf16():
 
 
 def _machine(**kw) -> MachineInfo:
-    base = dict(cpu="Test CPU", logical_cores=2, usable_cores=2, bf16=False, int8_dot=True, gpus=(),
-                libraries={"numpy": "2.0"}, threads=2)
+    base = {"cpu": "Test CPU", "logical_cores": 2, "usable_cores": 2, "bf16": False, "int8_dot": True, "gpus": (),
+                "libraries": {"numpy": "2.0"}, "threads": 2}
     return MachineInfo(**{**base, **kw})
 
 
@@ -185,11 +185,23 @@ def test_machine_header_says_bf16_and_gpu():
 
 # --- memory ---------------------------------------------------------------------------------------
 
+HOLD = "import time; b = bytearray({n}); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.3); print('hi')"
+
+
 def test_run_measured_reports_the_childs_own_peak():
-    small = run_measured([sys.executable, "-c", "print('hi')"])
-    big = run_measured([sys.executable, "-c", "b = bytearray(300_000_000); b[::4096] = b'x' * len(b[::4096])"])
+    small = run_measured([sys.executable, "-c", HOLD.format(n=1000)])
+    big = run_measured([sys.executable, "-c", HOLD.format(n=300_000_000)])
     assert small.returncode == 0 and small.stdout.strip() == "hi"
     assert big.peak_rss - small.peak_rss > 250_000_000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux inherits ru_maxrss across fork/exec")
+def test_run_measured_is_not_inflated_by_a_big_parent():
+    ballast = bytearray(400_000_000)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # make the parent's peak large
+    small = run_measured([sys.executable, "-c", HOLD.format(n=1000)])
+    assert small.peak_rss < 200_000_000
+    del ballast
 
 
 def test_run_measured_passes_exit_status():

@@ -21,7 +21,7 @@ EPOCH = 1_700_000_000
 
 
 def _profile(**changes):
-    return load_profile("cpu-fp32").replace(parity_n=6, source_date_epoch=EPOCH, **changes)
+    return load_profile("cpu-fp32").replace(**{"parity_n": 6, "source_date_epoch": EPOCH, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +135,19 @@ def test_cli_export_and_info(tiny_checkpoint: Path, synth_root: Path, tmp_path: 
                                       "--profile", str(bad)])
     assert result.exit_code == 2 and "precisoin" in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_full_seresnext50_passes_fp32_gate(synth_root: Path, tmp_path: Path) -> None:
+    """The paper's network (random weights: none can be downloaded here) at 450 -> 300 with 8 rotations."""
+    import torch
+
+    from edgeleuk.checkpoint import save_checkpoint
+    from edgeleuk.model import create_model
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "full.pt", create_model().state_dict(), ModelMeta())
+    prof = _profile(parity_n=2, batch_sizes=(1, 2), gate_engines=("onnxruntime",))
+    result = export_model(ckpt, tmp_path / "full.onnx", prof, calib=synth_root)
+    assert result.gate.passed and result.gate.checks[0].max_abs_logit_delta <= 1e-4
+    assert result.size_bytes > 90e6  # ~26M float32 weights plus the rotation index

@@ -8,7 +8,12 @@ import torch
 
 from edgeleuk.meta import Preprocess
 from edgeleuk.training.augment import (
-    AugmentParams, TrainTransform, apply_params, center_crop, draw_params, rotation_stack,
+    AugmentParams,
+    TrainTransform,
+    apply_params,
+    center_crop,
+    draw_params,
+    rotation_stack,
 )
 from edgeleuk.training.recipe import Augment
 

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from training_support import FAST_TOML, fast_recipe
 
 from edgeleuk.checkpoint import load_checkpoint, safe_torch_load
 from edgeleuk.errors import UsageError
@@ -59,12 +60,12 @@ def test_existing_run_needs_resume(smoke_run, synth_root):
 
 
 def _two_epochs():
-    return load_recipe("smoke").replace(epochs=2, lr_milestones=(1,))
+    return fast_recipe(epochs=2, lr_milestones=(1,))
 
 
 def test_resume_equals_uninterrupted(synth_root, tmp_path):
     recipe = _two_epochs()
-    full = train(synth_root, recipe=recipe, out=tmp_path / "full", seed=1)
+    train(synth_root, recipe=recipe, out=tmp_path / "full", seed=1)
     part = train(synth_root, recipe=recipe, out=tmp_path / "part", seed=1, stop_after=1)
     assert not part.finished and part.epochs_done == 1 and not (tmp_path / "part" / "summary.json").exists()
     resumed = train(synth_root, recipe=recipe, out=tmp_path / "part", seed=1, resume=True)
@@ -93,9 +94,9 @@ def test_resume_refuses_another_seed(synth_root, tmp_path):
 def test_unreadable_images_are_skipped_and_listed(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)
-    recipe = load_recipe("smoke").replace(max_train_images=None, max_val_images=None, batch_size=8)
-    bad_train = sorted(root.glob("training_data/fold_0/all/*.bmp"))[0]
-    bad_val = sorted((root / "prelim").glob("*.bmp"))[0]
+    recipe = fast_recipe(max_train_images=None, max_val_images=None, batch_size=8)
+    bad_train = min(root.glob("training_data/fold_0/all/*.bmp"))
+    bad_val = min((root / "prelim").glob("*.bmp"))
     bad_train.write_bytes(b"BM broken")
     bad_val.write_bytes(b"")
     result = train(root, recipe=recipe, out=tmp_path / "run")
@@ -143,10 +144,12 @@ def test_cli_train_runs(synth_root, tmp_path):
 
     from edgeleuk.cli import app
 
-    res = CliRunner().invoke(app, ["train", str(synth_root), "--recipe", "smoke", "--out", str(tmp_path / "c"),
+    recipe = tmp_path / "fast.toml"
+    recipe.write_text(FAST_TOML)
+    res = CliRunner().invoke(app, ["train", str(synth_root), "--recipe", str(recipe), "--out", str(tmp_path / "c"),
                                    "--seed", "2", "--pretrained", "none"])
     assert res.exit_code == 0, res.output
     assert "best epoch 0" in res.output and json.loads((tmp_path / "c" / "summary.json").read_text())["seed"] == 2
-    res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "--recipe", "smoke",
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "--recipe", str(recipe),
                                    "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "not found" in res.output

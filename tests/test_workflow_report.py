@@ -107,6 +107,20 @@ def test_report_without_truth_or_synthetic_marker(tmp_path: Path) -> None:
         assert f'<td class="l">{s}</td>' in html
 
 
+def test_images_not_found_says_how_to_fix_and_still_flags_synthetic(
+    tmp_path: Path, predicted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in the demo: the CSV sits above the synthetic data, its paths are relative to a sub-folder.
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "SYNTHETIC.txt").write_text("synthetic\n", encoding="utf-8")
+    shutil.copy(predicted[0], run / "predictions.csv")
+    monkeypatch.chdir(tmp_path)
+    html = write_report(run / "predictions.csv", out=run / "r.html").read_text(encoding="utf-8")
+    assert "--images FOLDER" in html and "data:image/jpeg" not in html
+    assert "SYNTHETIC DATA" in html
+
+
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not found"):
         write_report(tmp_path / "none.csv", out=tmp_path / "r.html")

@@ -144,11 +144,11 @@ class MachineInfo:
         load = "unknown" if self.load_avg is None else f"{self.load_avg:.2f}"
         return [
             f"- CPU: {self.cpu}; {self.usable_cores} usable of {self.logical_cores} logical cores",
-            f"- bf16 instructions (avx512_bf16/amx_bf16): {'yes' if self.bf16 else 'no'}; "
-            f"int8 dot products (VNNI/AMX): {'yes' if self.int8_dot else 'no'}",
+            (f"- bf16 instructions (avx512_bf16/amx_bf16): {'yes' if self.bf16 else 'no'}; "
+             f"int8 dot products (VNNI/AMX): {'yes' if self.int8_dot else 'no'}"),
             f"- GPU: {', '.join(self.gpus) if self.gpus else 'none'}",
-            f"- threads per engine: {self.threads} (torch.set_num_threads, ORT intra-op, OpenVINO "
-            f"INFERENCE_NUM_THREADS); thread env: {env}",
+            (f"- threads per engine: {self.threads} (torch.set_num_threads, ORT intra-op, OpenVINO "
+             f"INFERENCE_NUM_THREADS); thread env: {env}"),
             f"- load average before the run: {load}",
             f"- libraries: {libs}",
             f"- platform: {self.platform}",

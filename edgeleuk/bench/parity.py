@@ -66,7 +66,7 @@ def normalise_precision(name: str | None) -> str:
         return "fp32"
     key = str(name).strip().lower()
     for alias, canonical in _ALIASES.items():
-        if key == alias or key.startswith(alias + "-") or key.startswith(alias + "_"):
+        if key == alias or key.startswith((alias + "-", alias + "_")):
             return canonical
     return "fp32"
 

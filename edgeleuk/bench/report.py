@@ -21,6 +21,17 @@ SYNTHETIC_LINE = (
 )
 
 
+def best_throughput(m: Measurement | None) -> tuple[float, str] | None:
+    """Best cells/s of a measurement over its plain batch sizes and throughput mode, and how."""
+    if m is None or not m.throughput:
+        return None
+    b, best = max(m.throughput.items(), key=lambda kv: kv[1])
+    how = f"batch {b}"
+    if m.mode and m.mode["cells_per_s"] > best:
+        best, how = m.mode["cells_per_s"], "throughput mode"
+    return best, how
+
+
 @dataclass
 class Row:
     """One measured (or skipped) row.
@@ -54,14 +65,7 @@ class Row:
     @property
     def best_throughput(self) -> tuple[float, str] | None:
         """Best cells/s over the plain batch sizes and the engine's throughput mode, and how."""
-        m = self.measurement
-        if m is None or not m.throughput:
-            return None
-        b, best = max(m.throughput.items(), key=lambda kv: kv[1])
-        how = f"batch {b}"
-        if m.mode and m.mode["cells_per_s"] > best:
-            best, how = m.mode["cells_per_s"], "throughput mode"
-        return best, how
+        return best_throughput(self.measurement)
 
     def to_dict(self) -> dict[str, Any]:
         m = None
@@ -201,8 +205,8 @@ class BenchReport:
             [[n, s, _mb(r.size_bytes), *_speed_cells(r)] for n, s, r in zip(names, status, self.rows)])
         lines += ["", "### Parity with the PyTorch original and accuracy", ""]
         if not self.parity_checked:
-            lines += ["**PARITY NOT CHECKED**: no PyTorch reference ran (see below), so agreement, "
-                      "max|dprob| and the gates are n/a.", ""]
+            lines += [("**PARITY NOT CHECKED**: no PyTorch reference ran (see below), so agreement, "
+                       "max|dprob| and the gates are n/a."), ""]
         lines += _table(
             ["row", "gate", "agreement with torch", "max abs dprob", "max abs dlogit", "F1 (weighted)",
              "sensitivity", "specificity", "verdict"],

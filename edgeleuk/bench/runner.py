@@ -19,7 +19,7 @@ from edgeleuk.bench.machine import collect_machine
 from edgeleuk.bench.memory import run_measured
 from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.parity import check_gate, compare, gate_for, label_metrics
-from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row
+from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
 from edgeleuk.errors import BackendUnavailable, UsageError
 
@@ -66,7 +66,8 @@ def _run_isolated(spec: WorkSpec, images: Path, tmp: Path) -> Measurement:
     if done.stderr.strip():
         log.debug("worker stderr for %s:\n%s", spec.case.label, done.stderr)
     result = Measurement.from_dict(json.loads(out.read_text(encoding="utf-8")))
-    result.peak_rss = done.peak_rss  # the child's own peak, read by wait4
+    # The worker's own VmHWM at its end is exact; the parent's samples are the fallback.
+    result.peak_rss = result.peak_rss or done.peak_rss
     return result
 
 
@@ -116,9 +117,8 @@ def _build_rows(cases: list[Case], results: list[Measurement | None], files: dic
 
 
 def _speedups(row: Row, ref: Measurement) -> None:
-    ref_row = Row(case=row.case, status=OK, measurement=ref)
     row.speedup_latency = ref.latency["p50_ms"] / row.measurement.latency["p50_ms"]
-    row.speedup_throughput = row.best_throughput[0] / ref_row.best_throughput[0]
+    row.speedup_throughput = row.best_throughput[0] / best_throughput(ref)[0]
 
 
 def _notes(files: list[ModelFile], checkpoint: Path | None, cells: Cells, opts: BenchOptions) -> list[str]:
@@ -144,6 +144,21 @@ def _notes(files: list[ModelFile], checkpoint: Path | None, cells: Cells, opts: 
     else:
         notes.append("peak RSS marked * was read in one shared process and only ever grows: not per-row figures")
     return notes
+
+
+def _spread_note(rows: list[Row], threshold: float) -> list[str]:
+    """How far the reference's logits lie from the decision threshold: what agreement can show."""
+    ref = rows[0].measurement if rows and rows[0].status == OK else None
+    if ref is None or not ref.logits:
+        return []
+    logits = np.asarray(ref.logits)
+    cut = float(np.log(threshold / (1.0 - threshold)))
+    margin = float(np.min(np.abs(logits - cut)))
+    return [f"torch logits over the {logits.size} cells: {logits.min():.4g} .. {logits.max():.4g} "
+            f"(std {logits.std():.2g}); the threshold {threshold:g} is logit {cut:.4g}, nearest cell "
+            f"{margin:.2g} away. Label agreement tests an engine only where its max|dlogit| is comparable to "
+            "such margins; near-constant logits (e.g. random weights) put every cell at about the same margin, "
+            "so agreement there is all or nothing"]
 
 
 def run_bench(
@@ -184,7 +199,7 @@ def run_bench(
     options_dict = {**asdict(replace(opts, extra_models=())), "extra_models": [str(p) for p in opts.extra_models]}
     report = BenchReport(
         machine=machine, options=options_dict, cells=cells.to_dict(), models=files, rows=rows,
-        notes=_notes(files, checkpoint, cells, opts),
+        notes=_spread_note(rows, files[0].threshold) + _notes(files, checkpoint, cells, opts),
         explicit_backend=None if opts.backend == "all" else opts.backend)
     if json_out is not None:
         report.write_json(json_out)

@@ -169,7 +169,7 @@ def measure_safely(spec: WorkSpec, cells: np.ndarray) -> Measurement:
         return Measurement(status="unavailable", reason=str(exc))
     except ImportError as exc:
         return Measurement(status="unavailable", reason=f"{exc} (install the package that provides it)")
-    except Exception as exc:  # one broken row must not hide the others
+    except Exception as exc:  # noqa: BLE001  (one broken row must not hide the others)
         traceback.print_exc()
         return Measurement(status="error", reason=f"{type(exc).__name__}: {exc}")
 

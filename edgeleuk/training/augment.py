@@ -47,8 +47,8 @@ def draw_params(rng: np.random.Generator, augment: Augment, size: int) -> Augmen
     hflip = bool(rng.random() < augment.hflip)
     angle = float(rng.uniform(-augment.degrees, augment.degrees))
     max_shift = augment.translate * size
-    dx = int(round(rng.uniform(-max_shift, max_shift)))
-    dy = int(round(rng.uniform(-max_shift, max_shift)))
+    dx = round(rng.uniform(-max_shift, max_shift))
+    dy = round(rng.uniform(-max_shift, max_shift))
     return AugmentParams(vflip=vflip, hflip=hflip, angle=angle, shift=(dx, dy))
 
 

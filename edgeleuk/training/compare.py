@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def mann_whitney(first: SweepCurves, other: SweepCurves) -> dict[str, Any]:
 
     res = mannwhitneyu(first.best_f1, other.best_f1, alternative="greater")
     return {"first": first.name, "other": other.name, "u": float(res.statistic), "p": float(res.pvalue),
-            "n_first": int(len(first.best_f1)), "n_other": int(len(other.best_f1))}
+            "n_first": len(first.best_f1), "n_other": len(other.best_f1)}
 
 
 def compare_sweeps(sweeps: Sequence[str | Path], out: str | Path = "compare") -> CompareReport:

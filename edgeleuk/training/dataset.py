@@ -67,7 +67,7 @@ def stratified_cap(records: Sequence[Record], cap: int | None) -> list[Record]:
     rng = np.random.default_rng(0)
     by_class = {label: [r for r in records if r.label == label] for label in CLASS_NAMES}
     out: list[Record] = []
-    for label, group in by_class.items():
+    for group in by_class.values():
         share = max(1, round(cap * len(group) / len(records))) if group else 0
         picked = rng.permutation(len(group))[:share]
         out.extend(group[i] for i in sorted(picked))

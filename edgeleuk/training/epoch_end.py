@@ -15,7 +15,12 @@ from edgeleuk.checkpoint import save_checkpoint
 from edgeleuk.training.evaluate import EvalResult, evaluate
 from edgeleuk.training.plots import plot_curves, plot_subjects
 from edgeleuk.training.rundir import (
-    SYNTHETIC_NOTE, TrainResult, append_metrics, write_predictions, write_skipped, write_summary,
+    SYNTHETIC_NOTE,
+    TrainResult,
+    append_metrics,
+    write_predictions,
+    write_skipped,
+    write_summary,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,7 +86,7 @@ class EpochRecorder:
         val_metrics["loss"] = ev.loss
         meta = t.meta.replace(val_metrics=val_metrics,
                               extra={"epoch": epoch, "synthetic": t.splits.synthetic,
-                                     "val_images": int(len(ev.labels)), "pos_weight": t.pos_weight})
+                                     "val_images": len(ev.labels), "pos_weight": t.pos_weight})
         save_checkpoint(t.files.best, t.net.state_dict(), meta)
         write_predictions(t.files.predictions, ev.prediction_rows(t.splits.val))
         subjects = ev.subject_accuracy(t.splits.val, t.meta.threshold)
@@ -107,7 +112,7 @@ class EpochRecorder:
             if t.files.subjects.is_file():
                 subjects = json.loads(t.files.subjects.read_text(encoding="utf-8"))["accuracy"]
                 plot_subjects(subjects, t.files.subjects_png, synthetic)
-        except Exception as exc:  # a figure must never cost the finished run its summary
+        except Exception as exc:  # noqa: BLE001 - a figure must never cost a finished run its summary
             log.warning("could not draw the figures: %s", exc)
         if synthetic:
             log.warning(SYNTHETIC_NOTE)

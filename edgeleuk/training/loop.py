@@ -31,8 +31,8 @@ from edgeleuk.model import create_model, load_pretrained
 from edgeleuk.training import distributed as ddp
 from edgeleuk.training.augment import TrainTransform
 from edgeleuk.training.dataset import CellDataset, Splits, class_counts, pos_weight, select_records
-from edgeleuk.training.evaluate import autocast, use_gather
 from edgeleuk.training.epoch_end import EpochRecorder
+from edgeleuk.training.evaluate import autocast, use_gather
 from edgeleuk.training.recipe import Recipe, load_recipe
 from edgeleuk.training.rundir import RunFiles, TrainResult, read_summary, write_metrics
 from edgeleuk.training.schedule import build_optimizer, build_scheduler, current_lrs

@@ -37,6 +37,8 @@ def _save(fig: Any, path: Path, synthetic: bool) -> Path:
 def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, synthetic: bool = False) -> Path:
     """Figure 2: training loss, validation loss and validation weighted F1 per epoch."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(ncols=3, figsize=(10, 3.2))
     panels = [("train_loss", "Training set loss"), ("val_loss", "Preliminary test set loss"),
@@ -45,6 +47,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, synthetic: boo
         ax.plot(epochs, [h[key] for h in history], marker="o")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout(rect=(0, 0, 1, 0.93 if synthetic else 1))
     return _save(fig, path, synthetic)
@@ -59,7 +62,9 @@ def plot_subjects(subjects: Mapping[str, Mapping[str, Any]], path: Path, synthet
         synthetic: Label the figure as synthetic.
     """
     plt = _pyplot()
-    names = sorted(subjects)
+    from matplotlib.patches import Patch
+
+    names = sorted(subjects, key=_subject_key)
     colors = ["tab:green" if subjects[n].get("healthy") else "tab:red" for n in names]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) + 1.5), 3.2))
     ax.bar(range(len(names)), [subjects[n]["accuracy"] for n in names], color=colors, width=0.6)
@@ -67,16 +72,24 @@ def plot_subjects(subjects: Mapping[str, Mapping[str, Any]], path: Path, synthet
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
     ax.set_title("Per-subject accuracy on the preliminary test set (best epoch)", fontsize=10)
-    ax.bar([], [], color="tab:red", label="ALL patient")
-    ax.bar([], [], color="tab:green", label="healthy (H)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(handles=[Patch(color="tab:red", label="ALL patient"), Patch(color="tab:green", label="healthy (H)")],
+              fontsize=8, loc="lower right")
     fig.tight_layout(rect=(0, 0, 1, 0.92 if synthetic else 1))
     return _save(fig, path, synthetic)
+
+
+def _subject_key(name: str) -> tuple:
+    """Patients before healthy subjects, then by number: 4, 10, H2, H11."""
+    healthy = name.upper().startswith("H")
+    digits = name[1:] if healthy else name
+    return (healthy, int(digits) if digits.isdigit() else 1 << 30, name)
 
 
 def plot_sweep_curves(curves: Mapping[str, np.ndarray], path: Path, synthetic: bool = False) -> Path:
     """Figure 4: mean +- std validation F1 per epoch of several sweeps (runs x epochs arrays)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, f1 in curves.items():
         epochs = np.arange(f1.shape[1])
@@ -84,6 +97,7 @@ def plot_sweep_curves(curves: Mapping[str, np.ndarray], path: Path, synthetic: b
         ax.plot(epochs, mean, marker="o", label=f"{name} (n={f1.shape[0]})")
         ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("weighted F1 (preliminary test)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

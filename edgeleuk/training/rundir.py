@@ -146,10 +146,8 @@ class TrainResult:
         files = RunFiles(self.out)
         m = self.best_metrics
         state = "finished" if self.finished else f"stopped after epoch {self.epochs_done - 1} (resume with --resume)"
-        lines = [
-            f"run {self.out} ({self.recipe}, seed {self.seed}): {state}, "
-            f"{self.epochs_done}/{self.epochs} epochs in {self.seconds:.0f} s",
-        ]
+        lines = [(f"run {self.out} ({self.recipe}, seed {self.seed}): {state}, "
+                  f"{self.epochs_done}/{self.epochs} epochs in {self.seconds:.0f} s")]
         if m:
             shown = ", ".join(f"{label} {_fmt(m.get(key))}" for key, label in (
                 ("f1", "weighted F1"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),

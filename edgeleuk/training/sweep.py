@@ -21,13 +21,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.errors import UsageError
 from edgeleuk.training.rundir import SYNTHETIC_NOTE, RunFiles, TrainResult, read_summary
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeleuk.training.recipe import Recipe
 
 log = logging.getLogger("edgeleuk.training")
 
@@ -89,8 +92,8 @@ class SweepTable:
                 lines.append(f"| {label} | {s['min']:.2f} | {s['mean']:.2f} ± {s['std']:.2f} | {s['max']:.2f} |")
         if self.selected is not None:
             sel = self.selected
-            lines += ["", f"Selected model: seed {sel.seed}, epoch {sel.best_epoch}, weighted F1 "
-                          f"{100 * sel.best_metrics['f1']:.2f}: `{RunFiles(sel.out).best}`"]
+            lines += ["", (f"Selected model: seed {sel.seed}, epoch {sel.best_epoch}, weighted F1 "
+                           f"{100 * sel.best_metrics['f1']:.2f}: `{RunFiles(sel.out).best}`")]
         return "\n".join(lines)
 
 
@@ -108,13 +111,13 @@ def sweep_table(out: Path, runs: list[TrainResult]) -> SweepTable:
                       synthetic=any(r.synthetic for r in runs))
 
 
-def run_sweep(data: str | Path, recipe: str | Path = "train/paper.toml", seeds: int = 24,
+def run_sweep(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", seeds: int = 24,
               out: str | Path = "runs/sweep", pretrained: str | None = None, **train_kwargs: Any) -> SweepTable:
     """Train seeds ``0..seeds-1`` (skipping finished ones) and write Table 2.
 
     Args:
         data: C-NMC data root.
-        recipe: Recipe path or name.
+        recipe: Recipe, or a TOML path / name in ``train/``.
         seeds: Number of seeds.
         out: Sweep folder.
         pretrained: Passed to every run.
@@ -127,11 +130,11 @@ def run_sweep(data: str | Path, recipe: str | Path = "train/paper.toml", seeds: 
         UsageError: ``seeds < 1`` or a run folder that belongs to another recipe.
     """
     from edgeleuk.training.loop import train
-    from edgeleuk.training.recipe import load_recipe
+    from edgeleuk.training.recipe import Recipe, load_recipe
 
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
-    rec = load_recipe(recipe)
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
     runs = []
     for seed in range(seeds):

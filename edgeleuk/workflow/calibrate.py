@@ -13,12 +13,17 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeleuk.errors import DataError
+from edgeleuk.errors import DataError, UsageError
 from edgeleuk.workflow.modelwrite import write_model_with_meta
 from edgeleuk.workflow.threshold import OperatingPoint, operating_point, select_threshold
+
+if TYPE_CHECKING:
+    from edgeleuk.data import Record
+    from edgeleuk.meta import ModelMeta
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,7 @@ class CalibrationResult:
         return "\n".join(lines)
 
 
-def load_labelled(data: Path) -> tuple[str, list]:
+def load_labelled(data: Path) -> tuple[str, list[Record]]:
     """The first labelled split of ``data`` in :data:`CALIBRATION_SPLITS` order.
 
     Returns:
@@ -108,7 +113,7 @@ def load_labelled(data: Path) -> tuple[str, list]:
     return name, records
 
 
-def score_records(model: Path, records: list, backend: str) -> tuple[np.ndarray, np.ndarray, int]:
+def score_records(model: Path, records: list[Record], backend: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Run the model on labelled records.
 
     Returns:
@@ -127,6 +132,33 @@ def score_records(model: Path, records: list, backend: str) -> tuple[np.ndarray,
         scores.append(float(pred.prob_all))
         labels.append(int(record.label))
     return np.asarray(scores, np.float64), np.asarray(labels, np.int64), failed
+
+
+def _provenance(
+    meta: ModelMeta, chosen: OperatingPoint, target: float, data: Path, split: str, failed: int
+) -> tuple[str, dict[str, Any]]:
+    """The ``threshold_source`` line and the ``extra["calibration"]`` record stored in the model."""
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    n_all, n_hem = chosen.tp + chosen.fn, chosen.tn + chosen.fp
+    source = (
+        f"calibrated: sensitivity>={target:g} on {data.resolve()} ({split} split), "
+        f"n={n_all + n_hem} ({n_all} ALL, {n_hem} HEM), {today}"
+    )
+    record = {
+        "target_sensitivity": target,
+        "sensitivity": chosen.sensitivity,
+        "specificity": chosen.specificity,
+        "weighted_f1": chosen.weighted_f1,
+        "previous_threshold": meta.threshold,
+        "previous_threshold_source": meta.threshold_source,
+        "data": str(data.resolve()),
+        "split": split,
+        "n_all": n_all,
+        "n_hem": n_hem,
+        "n_failed": failed,
+        "date": today,
+    }
+    return source, record
 
 
 def calibrate_model(
@@ -150,32 +182,20 @@ def calibrate_model(
     """
     from edgeleuk.runtime.modelfile import read_model_meta
 
+    if not 0.0 <= sensitivity <= 1.0:  # before minutes of inference
+        raise UsageError(f"--sensitivity must lie in [0, 1], got {sensitivity}")
     model, data = Path(model), Path(data)
     out = Path(out) if out is not None else model
     meta, _ = read_model_meta(model)
     split, records = load_labelled(data)
     scores, labels, failed = score_records(model, records, backend)
+    if labels.size == 0:
+        raise DataError(
+            f"{data}: none of the {len(records)} labelled files could be classified (see the log)"
+        )
     chosen = select_threshold(scores, labels, sensitivity)  # also refuses one class left after failures
     previous = operating_point(scores, labels, meta.threshold)
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
-    source = (
-        f"calibrated: sensitivity>={sensitivity:g} on {data} ({split} split), "
-        f"n={labels.size} ({chosen.tp + chosen.fn} ALL, {chosen.tn + chosen.fp} HEM), {today}"
-    )
-    calibration = {
-        "target_sensitivity": sensitivity,
-        "sensitivity": chosen.sensitivity,
-        "specificity": chosen.specificity,
-        "weighted_f1": chosen.weighted_f1,
-        "previous_threshold": meta.threshold,
-        "previous_threshold_source": meta.threshold_source,
-        "data": str(data),
-        "split": split,
-        "n_all": chosen.tp + chosen.fn,
-        "n_hem": chosen.tn + chosen.fp,
-        "n_failed": failed,
-        "date": today,
-    }
+    source, calibration = _provenance(meta, chosen, sensitivity, data, split, failed)
     new_meta = meta.replace(
         threshold=chosen.threshold, threshold_source=source, extra={**meta.extra, "calibration": calibration}
     )

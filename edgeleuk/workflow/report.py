@@ -89,6 +89,8 @@ def build_page(
     centre = est.centre if est.centre is not None else 0.5
     borderline = sorted(ok, key=lambda r: abs(r.prob - centre))[:n_thumbs]
     borderline.sort(key=lambda r: r.prob)
+    located = [_locate(r.path, bases) for r in rows]
+    found = [p for p in located if p.exists()]
     return Page(
         source=predictions,
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -96,7 +98,8 @@ def build_page(
         subjects=summarise_subjects(rows),
         threshold_note=est.describe(),
         histogram_svg=_histogram(rows, est),
-        synthetic_root=find_synthetic_root([str(_locate(r.path, bases)) for r in rows]),
+        synthetic_root=find_synthetic_root(found, near=None if found else predictions.resolve().parent),
+        images_missing=not found,
         overall=_overall_metrics(rows),
         confident=_cards(confident, bases),
         borderline=_cards(borderline, bases),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.outputs import TRUTH_COLUMN
+from edgeleuk.synth import MARKER as SYNTH_MARKER
 
 REQUIRED_COLUMNS = ("path", "status", "prob_all", "label")
 UNKNOWN_SUBJECT = "(unknown)"
@@ -204,14 +205,29 @@ def estimate_threshold(rows: list[Row], given: float | None = None) -> Threshold
     return ThresholdEstimate(max(called_hem, default=None), min(called_all, default=None))
 
 
-def find_synthetic_root(paths: list[str], marker: str = "SYNTHETIC.txt") -> Path | None:
-    """The first folder above any image that holds ``marker`` (written by ``edgeleuk synth``)."""
+def find_synthetic_root(
+    paths: list[Path], near: Path | None = None, marker: str = SYNTH_MARKER
+) -> Path | None:
+    """Where ``edgeleuk synth``'s marker file sits, if the data look synthetic.
+
+    Args:
+        paths: Image files; every folder above them is checked.
+        near: Also check this folder, the folders above it and those up to two
+            levels below it (the CSV's folder, for when the images were not found).
+        marker: Marker file name.
+    """
+    starts = [Path(p).resolve().parent for p in paths] + ([Path(near).resolve()] if near is not None else [])
     checked: set[Path] = set()
-    for p in paths:
-        for folder in Path(p).resolve().parents:
+    for start in starts:
+        for folder in (start, *start.parents):
             if folder in checked:
                 break  # this folder and everything above it were checked already
             checked.add(folder)
             if (folder / marker).is_file():
                 return folder
+    if near is not None:
+        for pattern in (f"*/{marker}", f"*/*/{marker}"):
+            hit = next(iter(sorted(Path(near).glob(pattern))), None)
+            if hit is not None:
+                return hit.parent
     return None

@@ -64,6 +64,7 @@ class Page:
     threshold_note: str
     histogram_svg: str
     synthetic_root: Path | None = None
+    images_missing: bool = False
     overall: dict | None = None
     confident: list[Card] = field(default_factory=list)
     borderline: list[Card] = field(default_factory=list)
@@ -130,9 +131,9 @@ def _card(card: Card) -> str:
     )
 
 
-def _cards(title: str, explain: str, cards: list[Card]) -> str:
+def _cards(title: str, explain: str, cards: list[Card], empty: str) -> str:
     if not cards:
-        return f"<h2>{title}</h2><p class='small'>No classified cells.</p>"
+        return f"<h2>{title}</h2><p class='small'>{empty}</p>"
     return (
         f"<h2>{title}</h2><p class='small'>{explain}</p><div class='cards'>"
         + "".join(_card(c) for c in cards)
@@ -175,6 +176,16 @@ def _overall(page: Page) -> str:
     return f'<table class="stats">{body}</table>'
 
 
+def _missing_images_note(page: Page) -> str:
+    if not page.images_missing:
+        return ""
+    return (
+        '<div class="banner synthetic">None of the images named in this file were found, so there are no '
+        "thumbnails. The paths are relative to the folder that was classified: rerun with "
+        "<code>edgeleuk report CSV --images FOLDER</code>.</div>"
+    )
+
+
 def _shown(path: Path) -> str:
     """A path relative to the current folder when it lies below it (shorter, and no user names)."""
     try:
@@ -203,6 +214,7 @@ def render_page(page: Page) -> str:
             f'<div class="meta">{escape(str(page.source))} · generated {escape(page.generated)}</div>',
             synthetic,
             f'<div class="banner notice">{escape(NOT_DIAGNOSTIC)}</div>',
+            _missing_images_note(page),
             "<h2>Summary</h2>",
             _overall(page),
             "<h2>Subjects</h2>",
@@ -210,10 +222,16 @@ def render_page(page: Page) -> str:
             "<h2>Probabilities</h2>",
             page.histogram_svg,
             _cards(
-                "Most confident ALL calls", "The cells the model is surest are ALL blasts.", page.confident
+                "Most confident ALL calls",
+                "The cells the model is surest are ALL blasts.",
+                page.confident,
+                "No cell was called ALL.",
             ),
             _cards(
-                "Closest to the threshold", "The least certain calls: review these first.", page.borderline
+                "Closest to the threshold",
+                "The least certain calls: review these first.",
+                page.borderline,
+                "No cell was classified.",
             ),
             _errors(page.rows),
             f'<p class="small">{escape(NOT_DIAGNOSTIC)}</p>',

@@ -19,18 +19,26 @@ runtime free of extra dependencies (``watchdog``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeleuk.data import subject_from_name
 from edgeleuk.errors import UsageError
 from edgeleuk.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
 from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
 from edgeleuk.workflow.csvlog import CsvLog
+
+if TYPE_CHECKING:
+    from edgeleuk.meta import ModelMeta
+    from edgeleuk.runtime.classifier import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ class WatchSummary:
         )
 
 
-def _true_label(path: Path, subject: str | None, meta) -> str | None:
+def _true_label(path: Path, subject: str | None, meta: ModelMeta) -> str | None:
     """The class a C-NMC style name states (``UID_<subject>_..._all.bmp``), else None."""
     match = _CLASS_SUFFIX.search(path.stem)
     if match is None or subject is None:
@@ -87,7 +95,7 @@ def _true_label(path: Path, subject: str | None, meta) -> str | None:
     return meta.label_name(match.group(1).lower() == "all")
 
 
-def _csv_row(folder: Path, path: Path, prediction, meta) -> dict[str, str]:
+def _csv_row(folder: Path, path: Path, prediction: Prediction, meta: ModelMeta) -> dict[str, str]:
     """One output row, formatted exactly as ``predict`` writes its CSV."""
     subject = prediction.subject or subject_from_name(path.name)
     rel = path.relative_to(folder).as_posix()
@@ -100,7 +108,7 @@ class _Session:
     """The state one watch loop works on."""
 
     folder: Path
-    classifier: object
+    classifier: Classifier
     sink: CsvLog
     tracker: ArrivalTracker
     summary: WatchSummary
@@ -108,7 +116,7 @@ class _Session:
     batch: int
 
 
-def _record(session: _Session, path: Path, prediction) -> None:
+def _record(session: _Session, path: Path, prediction: Prediction) -> None:
     row = _csv_row(session.folder, path, prediction, session.classifier.meta)
     session.sink.append(row)
     s = session.summary
@@ -121,8 +129,10 @@ def _record(session: _Session, path: Path, prediction) -> None:
         log.warning("%s: not classified: %s", row["path"], prediction.error)
 
 
-def _process(session: _Session, ready: list[Path], max_files: int | None) -> bool:
-    """Classify ready files in small batches; True once ``max_files`` rows were written."""
+def _process(
+    session: _Session, ready: list[Path], max_files: int | None, stop: threading.Event
+) -> str | None:
+    """Classify ready files in small batches; says why to stop, if it is time to."""
     for start in range(0, len(ready), session.batch):
         chunk = ready[start : start + session.batch]
         for path, prediction in zip(chunk, session.classifier.predict_paths(chunk), strict=True):
@@ -130,8 +140,10 @@ def _process(session: _Session, ready: list[Path], max_files: int | None) -> boo
                 continue  # still being written or retried: it comes back on a later poll
             _record(session, path, prediction)
             if max_files is not None and session.summary.written >= max_files:
-                return True
-    return False
+                return f"{max_files} file(s) done"
+        if stop.is_set():
+            return "stop requested"
+    return None
 
 
 def _loop(
@@ -142,8 +154,9 @@ def _loop(
     while not stop.is_set():
         ready = session.tracker.poll(list_arrivals(session.folder, session.recursive))
         if ready:
-            if _process(session, ready, max_files):
-                return f"{max_files} file(s) done"
+            reason = _process(session, ready, max_files, stop)
+            if reason:
+                return reason
             last_activity = time.monotonic()
         elif session.tracker.waiting:
             last_activity = time.monotonic()  # a file is still being written: not idle
@@ -153,12 +166,67 @@ def _loop(
     return "stop requested"
 
 
-def _open_classifier(model: Path | None, backend: str):
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[list[int]]:
+    """Turn the first Ctrl-C into ``stop.set()``, so the loop ends between rows.
+
+    A KeyboardInterrupt could land between writing a row and counting it; the
+    event is checked only at safe points. A second Ctrl-C interrupts at once
+    (a stuck engine). Yields a list that gets one item per Ctrl-C handled.
+    Signal handlers can only be installed from the main thread; elsewhere
+    (tests, embedding) this does nothing.
+    """
+    presses: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield presses
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        presses.append(signum)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield presses
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _open_classifier(model: Path | None, backend: str) -> Classifier:
     if model is None:
         raise UsageError("give --model (an exported .onnx or .xml)")
     from edgeleuk.runtime.classifier import Classifier
 
     return Classifier.load(model, backend=backend)
+
+
+def _start_session(
+    folder: Path,
+    classifier: Classifier,
+    sink: CsvLog,
+    summary: WatchSummary,
+    recursive: bool,
+    batch: int,
+    give_up_s: float,
+) -> _Session:
+    """Pick up where an earlier session's CSV left off and say what runs."""
+    if sink.trimmed_bytes:
+        log.warning(
+            "%s ended in a torn row (a crash mid-write); it was dropped and will be redone", sink.path
+        )
+    summary.resumed = len(sink.rows)
+    tracker = ArrivalTracker(done=_resumed_keys(folder, sink.rows), give_up_s=give_up_s)
+    log.info(
+        "watching %s on %s, threshold %.4g (%s); %d file(s) already in %s; Ctrl-C stops",
+        folder,
+        classifier.info.name,
+        classifier.threshold,
+        classifier.threshold_source,
+        summary.resumed,
+        sink.path,
+    )
+    return _Session(folder, classifier, sink, tracker, summary, recursive, max(1, batch))
 
 
 def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
@@ -173,7 +241,7 @@ def watch_folder(
     interval: float = 0.5,
     *,
     recursive: bool = False,
-    classifier=None,
+    classifier: Classifier | None = None,
     stop_event: threading.Event | None = None,
     max_files: int | None = None,
     max_idle: float | None = None,
@@ -190,7 +258,7 @@ def watch_folder(
         interval: Seconds between folder polls.
         recursive: Also watch sub-folders.
         classifier: An already loaded :class:`edgeleuk.runtime.classifier.Classifier`.
-        stop_event: Set it (from another thread) to stop after the current file.
+        stop_event: Set it (from another thread) to stop after the current batch.
         max_files: Stop after writing this many rows (tests, batch jobs).
         max_idle: Stop after this many seconds without new files (tests, batch jobs).
         batch: Most files per engine call.
@@ -214,15 +282,14 @@ def watch_folder(
     summary = WatchSummary(folder=folder, out=Path(out))
     started = time.monotonic()
     with CsvLog(out, COLUMNS) as sink:
-        if sink.trimmed_bytes:
-            log.warning("%s ended in a torn row (a crash mid-write); it was dropped and will be redone", out)
-        summary.resumed = len(sink.rows)
-        tracker = ArrivalTracker(done=_resumed_keys(folder, sink.rows), give_up_s=give_up_s)
-        session = _Session(folder, classifier, sink, tracker, summary, recursive, max(1, batch))
-        log.info("watching %s (%d file(s) already in %s); Ctrl-C stops", folder, summary.resumed, out)
-        try:
-            summary.stopped = _loop(session, interval, stop_event or threading.Event(), max_files, max_idle)
-        except KeyboardInterrupt:
-            summary.stopped = "interrupted (Ctrl-C)"
+        session = _start_session(folder, classifier, sink, summary, recursive, batch, give_up_s)
+        stop = stop_event or threading.Event()
+        with _ctrl_c_sets(stop) as presses:
+            try:
+                summary.stopped = _loop(session, interval, stop, max_files, max_idle)
+            except KeyboardInterrupt:
+                summary.stopped = "interrupted (Ctrl-C twice)"
+            if presses and summary.stopped == "stop requested":
+                summary.stopped = "interrupted (Ctrl-C)"
     summary.seconds = time.monotonic() - started
     return summary

@@ -1,0 +1,133 @@
+"""Where the time goes: per-operator profiles of the standard benchmark's models, as Markdown.
+
+    python benchmarks/profile_full.py      # after benchmarks/standard.py has exported the models
+
+ONNX Runtime's profiler (per op type), OpenVINO's per-layer performance counters
+(per layer type and the kernel that ran it, e.g. ``brgconv_avx512_amx`` vs ``jit_avx512``)
+and the torch profiler (per aten op) on the same cells, with the same thread count.
+Writes benchmarks/profiles/PROFILE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TOP = 10
+
+
+def _table(title: str, totals: dict[str, float], unit_ms: float, runs: int) -> list[str]:
+    whole = sum(totals.values()) or 1.0
+    lines = [f"### {title}", "", f"{whole / runs * unit_ms:.1f} ms per cell in profiled ops ({runs} cells)", "",
+             "| op / kernel | ms per cell | share |", "|---|---|---|"]
+    for name, t in sorted(totals.items(), key=lambda kv: -kv[1])[:TOP]:
+        lines.append(f"| {name} | {t / runs * unit_ms:.1f} | {t / whole:.1%} |")
+    return lines + [""]
+
+
+def profile_ort(model: Path, cells: np.ndarray, threads: int, opt_level: str = "ORT_ENABLE_ALL") -> list[str]:
+    """ONNX Runtime's own profiler: time per operator type."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, opt_level)
+    session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    session.run(None, {"image": cells[:1]})  # warm-up outside the profile
+    so.enable_profiling = True
+    session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    t0 = time.perf_counter()
+    for cell in cells:
+        session.run(None, {"image": cell[None]})
+    wall = (time.perf_counter() - t0) / len(cells)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = defaultdict(float)
+    for ev in events:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            totals[ev["args"].get("op_name", "?")] += ev["dur"]  # microseconds
+    title = f"ONNX Runtime CPU fp32, {opt_level} (wall {wall * 1e3:.0f} ms per cell, first run excluded)"
+    return _table(title, totals, 1e-3, len(cells))
+
+
+def profile_openvino(model: Path, cells: np.ndarray, threads: int, precision: str) -> list[str]:
+    """OpenVINO performance counters: time per (layer type, kernel)."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(str(model), "CPU", {
+        "PERF_COUNT": True, "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    request.infer({0: cells[:1]})
+    totals: dict[str, float] = defaultdict(float)
+    t0 = time.perf_counter()
+    for cell in cells:
+        request.infer({0: cell[None]})
+        for info in request.profiling_info:
+            if info.status == ov.ProfilingInfo.Status.EXECUTED:
+                totals[f"{info.node_type} [{info.exec_type}]"] += info.real_time.total_seconds()
+    wall = (time.perf_counter() - t0) / len(cells)
+    title = f"OpenVINO {model.suffix[1:]} at {precision} (wall {wall * 1e3:.0f} ms per cell)"
+    return _table(title, totals, 1e3, len(cells))
+
+
+def profile_torch(ckpt: Path, cells: np.ndarray, threads: int) -> list[str]:
+    """The torch profiler on the paper's eager path (TorchReference)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from edgeleuk.checkpoint import load_checkpoint
+    from edgeleuk.reference import TorchReference
+
+    torch.set_num_threads(threads)
+    ref = TorchReference(load_checkpoint(ckpt))
+    ref.predict_arrays(cells[:1])
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for cell in cells:
+            ref.predict_arrays(cell[None])
+    wall = (time.perf_counter() - t0) / len(cells)
+    totals = {e.key: e.self_cpu_time_total for e in prof.key_averages()}  # microseconds
+    return _table(f"torch eager fp32, the paper's path (wall {wall * 1e3:.0f} ms per cell, profiler on)",
+                  totals, 1e-3, len(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeleuk" / "bench-standard"
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, default=cache)
+    ap.add_argument("--arch", default="legacy_seresnext50_32x4d")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cells", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=HERE / "profiles" / "PROFILE.md")
+    ap.add_argument("--skip-torch", action="store_true")
+    args = ap.parse_args(argv)
+    from edgeleuk.atomic import atomic_write_text
+    from edgeleuk.bench.cells import load_cells
+
+    cells = load_cells(args.work / "data", args.cells).images
+    onnx_model, int8 = args.work / f"{args.arch}-fp32.onnx", args.work / f"{args.arch}-int8.xml"
+    lines = [f"# Per-operator profiles ({args.arch}, {args.threads} threads, {len(cells)} SYNTHETIC cells, "
+             "8-rotation TTA per cell)", "", f"Load average before: {os.getloadavg()[0]:.2f}", ""]
+    lines += profile_ort(onnx_model, cells, args.threads)
+    lines += profile_ort(onnx_model, cells, args.threads, "ORT_ENABLE_EXTENDED")
+    for model, precision in ((onnx_model, "f32"), (onnx_model, "bf16"), (int8, "f32"), (int8, "bf16")):
+        lines += profile_openvino(model, cells, args.threads, precision)
+    if not args.skip_torch:
+        lines += profile_torch(args.work / f"{args.arch}-random.pt", cells, args.threads)
+    lines += [f"Load average after: {os.getloadavg()[0]:.2f}", ""]
+    atomic_write_text(args.out, "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
