@@ -212,8 +212,9 @@ def _labels_for(folder: Path, csvs: list[Path], images: list[Path]) -> tuple[Pat
     A CSV whose name claims the folder must be valid (else DataError); an
     unclaimed CSV beside it counts only if its names match the folder exactly.
     """
-    for path in sorted((p for p in csvs if _claims(p, folder)), key=lambda p: len(p.parts), reverse=True):
-        return path, read_labels_csv(path)
+    claimed = sorted((p for p in csvs if _claims(p, folder)), key=lambda p: (-len(p.parts), p.name))
+    if claimed:  # the nearest one wins
+        return claimed[0], read_labels_csv(claimed[0])
     stems = {p.stem for p in images}
     for path in sorted(p for p in csvs if p.parent in (folder, folder.parent)):
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,16 +68,17 @@ def _fail(message: str) -> Decoded:
 def _read_bytes(path: Path) -> bytes | Decoded:
     """Read the whole file, turning every OS problem into a failed :class:`Decoded`."""
     try:
-        if path.is_dir():
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
             return _fail("is a directory, not an image file")
+        if not stat.S_ISREG(mode):  # a pipe would block the reader forever
+            return _fail("not a regular file (device, pipe or socket)")
         data = path.read_bytes()
     except FileNotFoundError:
         hint = " (broken symbolic link)" if path.is_symlink() else ""
         return _fail(f"file not found{hint}")
     except PermissionError:
         return _fail("cannot read file: permission denied (check the file's permissions)")
-    except IsADirectoryError:
-        return _fail("is a directory, not an image file")
     except OSError as exc:
         reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
         return _fail(f"cannot read file: {reason}")

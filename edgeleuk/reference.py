@@ -48,7 +48,8 @@ class TorchReference:
             TF.rotate(cropped, angle, interpolation=TF.InterpolationMode.NEAREST)
             for angle in self.meta.preprocess.angles
         ]
-        return torch.stack([self._normalize(self._to_tensor(img)) for img in rotated])
+        # Normalize once on the stack: the same arithmetic per element as per view, fewer calls.
+        return self._normalize(torch.stack([self._to_tensor(img) for img in rotated]))
 
     @torch.inference_mode()
     def predict_arrays(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

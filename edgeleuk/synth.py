@@ -64,8 +64,8 @@ class SynthSummary:
 
     def describe(self) -> str:
         lines = [
-            f"Wrote {self.total} SYNTHETIC cell images to {self.out} (seed {self.seed}) "
-            f"in {self.seconds:.1f} s.",
+            (f"Wrote {self.total} SYNTHETIC cell images to {self.out} (seed {self.seed}) "
+             f"in {self.seconds:.1f} s."),
             "These are drawn cells, not real blood: they only exercise the pipeline and say",
             "nothing about leukaemia diagnosis. Label every figure made from them SYNTHETIC.",
             "",

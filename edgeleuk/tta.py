@@ -13,7 +13,7 @@ built on first access so that importing this module does not import torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -21,14 +21,10 @@ from PIL import Image
 from edgeleuk.errors import UsageError
 from edgeleuk.meta import Preprocess
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
-
 
 def crop_offset(size: int, crop: int) -> int:
     """Top/left offset of a centre crop, rounded exactly as ``torchvision``'s ``center_crop``."""
-    return int(round((size - crop) / 2.0))
+    return round((size - crop) / 2.0)
 
 
 def rotation_index_map(crop: int, angle: float) -> np.ndarray:

@@ -12,6 +12,9 @@ import pytest
 
 # Two cores on CI: keep torch from oversubscribing when several things run.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Idle OpenMP threads sleep instead of spinning: with other processes on the same cores a
+# spinning barrier made a 2-thread training step 5-10x slower (measured, trainer helper).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

@@ -151,3 +151,25 @@ def test_full_seresnext50_passes_fp32_gate(synth_root: Path, tmp_path: Path) -> 
     result = export_model(ckpt, tmp_path / "full.onnx", prof, calib=synth_root)
     assert result.gate.passed and result.gate.checks[0].max_abs_logit_delta <= 1e-4
     assert result.size_bytes > 90e6  # ~26M float32 weights plus the rotation index
+
+
+def test_cli_gate_breach_exits_1_without_file(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import edgeleuk.reference
+    from edgeleuk.cli import app
+
+    class WrongStd(TorchReference):
+        def __init__(self, ckpt, **kwargs):
+            super().__init__(ckpt, meta=ckpt.meta.replace(preprocess=Preprocess(std=(0.5, 0.5, 0.5))))
+
+    monkeypatch.setattr(edgeleuk.reference, "TorchReference", WrongStd)
+    profile = tmp_path / "quick.toml"
+    profile.write_text('name = "quick"\ngate_engines = ["onnxruntime"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--profile", str(profile),
+                                      "--calib", str(synth_root)])
+    assert result.exit_code == 1
+    assert "parity gate FAILED" in result.output and "no file was written" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quick.toml"]

@@ -68,3 +68,13 @@ def test_int8_needs_enough_calibration_images(tiny_checkpoint: Path, synth_root:
     with pytest.raises(DataError, match="calibration needs 5000"):
         export_model(tiny_checkpoint, tmp_path / "big.xml", prof, calib=synth_root)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fp32_ir_profile_passes_fp32_gate(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
+    prof = load_profile("cpu-fp32").replace(format="openvino", gate_engines=("openvino",), parity_n=5)
+    result = export_model(tiny_checkpoint, tmp_path / "fp32.xml", prof, calib=synth_root)
+    (check,) = result.gate.checks
+    assert check.status == "passed" and check.max_abs_logit_delta <= 1e-4
+    model = ov.Core().read_model(str(result.path))
+    assert not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    assert model.get_rt_info(["edgeleuk", "meta"]).astype(str).startswith("{")

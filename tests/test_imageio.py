@@ -9,7 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeleuk.imageio import Decoded, decode_bytes, decode_image, fit_to_size, is_image_name, supported_extensions
+from edgeleuk.imageio import (
+    Decoded,
+    decode_bytes,
+    decode_image,
+    fit_to_size,
+    is_image_name,
+    supported_extensions,
+)
 
 
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -91,6 +98,13 @@ def test_bad_files_give_errors_not_exceptions(tmp_path, kind, needle):
     assert needle in d.error
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX named pipes")
+def test_named_pipe_does_not_block(tmp_path):
+    os.mkfifo(tmp_path / "pipe.bmp")
+    d = decode_image(tmp_path / "pipe.bmp")
+    assert not d.ok and "not a regular file" in d.error
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read chmod 000 files")
 def test_unreadable_file(good_bmp):
     path, _ = good_bmp
@@ -100,6 +114,20 @@ def test_unreadable_file(good_bmp):
     finally:
         path.chmod(0o644)
     assert not d.ok and "permission denied" in d.error
+
+
+@pytest.mark.parametrize("exc, needle", [(PermissionError(13, "Permission denied"), "permission denied"),
+                                         (OSError(5, "Input/output error"), "Input/output error")])
+def test_os_errors_while_reading(good_bmp, monkeypatch, exc, needle):
+    """Root reads chmod 000 files, so the unreadable case is simulated at the OS call."""
+    path, _ = good_bmp
+
+    def refuse(self):
+        raise exc
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    d = decode_image(path)
+    assert not d.ok and needle in d.error
 
 
 def test_grayscale_is_replicated(tmp_path):

@@ -19,8 +19,13 @@ from edgeleuk.errors import GateFailed, UsageError
 from edgeleuk.exporting.calib import ImageSet, gate_and_calib_sets
 from edgeleuk.exporting.gate import GateReport, run_gate
 from edgeleuk.exporting.graph import export_onnx
-from edgeleuk.exporting.metadata import export_info, export_time, metadata_strings, set_ir_metadata, \
-    set_onnx_metadata
+from edgeleuk.exporting.metadata import (
+    export_info,
+    export_time,
+    metadata_strings,
+    set_ir_metadata,
+    set_onnx_metadata,
+)
 from edgeleuk.exporting.profile import DEFAULT_PROFILE, ExportProfile, load_profile
 from edgeleuk.exporting.staging import output_files, staged
 from edgeleuk.exporting.structure import check_onnx_file
@@ -56,8 +61,8 @@ class ExportResult:
         p = self.profile
         kind = "OpenVINO IR" if p.format == "openvino" else f"ONNX opset {p.opset}"
         lines = [
-            f"wrote {self.path} ({p.name}: {p.precision} {kind}, {self.size_bytes / 1e6:.1f} MB) "
-            f"in {self.seconds:.1f} s",
+            (f"wrote {self.path} ({p.name}: {p.precision} {kind}, {self.size_bytes / 1e6:.1f} MB) "
+             f"in {self.seconds:.1f} s"),
             self.gate.describe(),
         ]
         if "SYNTHETIC" in self.gate.data:

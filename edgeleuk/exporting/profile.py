@@ -76,8 +76,9 @@ class ExportProfile:
             )
         if self.precision == "int8" and self.calib_size < 1:
             raise ConfigError(f"{where}: int8 needs calib_size >= 1")
-        if not 7 <= self.opset <= 20:
-            raise ConfigError(f"{where}: opset {self.opset} outside 7..20 (torch's ONNX exporter)")
+        if not 13 <= self.opset <= 20:
+            raise ConfigError(f"{where}: opset {self.opset} outside 13..20 (what the exported graph needs and "
+                              "torch's TorchScript exporter writes)")
         unknown = sorted(set(self.gate_engines) - set(ENGINES))
         if unknown or not self.gate_engines:
             raise ConfigError(f"{where}: gate_engines {list(self.gate_engines)}; choose from {list(ENGINES)}")

@@ -48,7 +48,9 @@ class EpochRecorder:
                lrs: dict[str, float], tic: float) -> dict[str, Any]:
         """Validate after ``epoch``, update ``best.pt``, append the metrics line; return that line."""
         t, state = self.t, self.t.state
+        val_tic = time.perf_counter()
         ev = self._validate(epoch)
+        val_seconds = time.perf_counter() - val_tic
         state.skipped.update(skipped)
         state.skipped.update({str(t.splits.val[i].path): why for i, why in ev.skipped.items()})
         metrics = ev.metrics
@@ -57,7 +59,8 @@ class EpochRecorder:
             state.best_f1, state.best_epoch = float(metrics["f1"]), epoch
             self._save_best(epoch, ev)
         line = {"epoch": epoch, "train_loss": train_loss, "val_loss": ev.loss, **_plain(metrics),
-                "lr": lrs, "seconds": round(time.perf_counter() - tic, 3), "train_images": n_train,
+                "lr": lrs, "seconds": round(time.perf_counter() - tic, 3),
+                "val_seconds": round(val_seconds, 3), "train_images": n_train,
                 "val_images": len(ev.labels), "skipped": len(state.skipped)}
         append_metrics(t.files.metrics, line)
         state.history.append(line)

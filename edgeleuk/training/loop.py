@@ -156,12 +156,13 @@ class Trainer:
         rec = self.recipe
         dataset = CellDataset(self.splits.val, rec.preprocess, raw=use_gather(rec.val_tta))
         return DataLoader(dataset, batch_size=rec.val_batch_size or rec.batch_size, shuffle=False,
-                          num_workers=rec.num_workers, pin_memory=self.device.type == "cuda")
+                          num_workers=rec.num_workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=rec.num_workers > 0)
 
     def _restore(self, payload: dict) -> None:
+        identity = self.recipe.identity()
         mismatch = [name for name, mine, theirs in (
-            ("recipe", self.recipe.identity(), {k: v for k, v in payload["recipe"].items()
-                                                if k in self.recipe.identity()}),
+            ("recipe", identity, {k: payload["recipe"].get(k) for k in identity}),
             ("seed", self.recipe.seed, payload["seed"]),
             ("training data", self.splits.fingerprint, payload["data_fingerprint"]),
         ) if mine != theirs]
@@ -232,19 +233,23 @@ class Trainer:
             if ok.any():
                 loss = self._step(batch["x"][ok], batch["label"][ok])
                 loss_sum, seen = loss_sum + loss * int(ok.sum()), seen + int(ok.sum())
+            elif self.info.enabled:  # every DDP rank must join the gradient all-reduce
+                self._step(batch["x"], batch["label"], weight=0.0)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}",
                             img_s=f"{seen / max(time.perf_counter() - tic, 1e-9):.1f}")
         bar.close()
+        if skipped and not self.info.is_main:  # rank 0 lists its own; the others log theirs
+            log.warning("rank %d skipped unreadable images: %s", self.info.rank, sorted(skipped))
         loss_sum, seen = ddp.sum_across([loss_sum, float(seen)], self.info, self.device)
         return loss_sum / max(seen, 1.0), int(seen), skipped
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0) -> float:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, dtype=torch.float32, non_blocking=True)
         with autocast(self.device, self.amp):
             logits = self.model(x).reshape(-1)
-        loss = self.criterion(logits.float(), y)
+        loss = self.criterion(logits.float(), y) * weight
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -253,7 +258,7 @@ class Trainer:
 
     def result(self, seconds: float) -> TrainResult:
         """The run's result as it stands."""
-        best = self.state.history[self.state.best_epoch] if self.state.best_epoch >= 0 else {}
+        best = next((h for h in self.state.history if h["epoch"] == self.state.best_epoch), {})
         return TrainResult(
             out=self.files.root, recipe=self.recipe.name, seed=self.recipe.seed, epochs=self.recipe.epochs,
             epochs_done=self.state.next_epoch, best_epoch=self.state.best_epoch,
