@@ -108,19 +108,6 @@ def test_unreadable_images_are_skipped_and_listed(synth_root, tmp_path):
     assert result.skipped == 2 and "skipped.txt" in result.describe()
 
 
-def test_single_process_without_torchrun(monkeypatch):
-    from edgeleuk.training import distributed as ddp
-
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    info, device = ddp.setup("cpu")
-    assert (info.rank, info.world_size, info.is_main, info.enabled) == (0, 1, True, False)
-    assert device.type == "cpu"
-    model = torch.nn.Linear(2, 1)
-    assert ddp.wrap(model, info, device) is model and ddp.unwrap(model) is model
-    assert ddp.sum_across([1.0, 2.0], info, device) == [1.0, 2.0]
-    assert ddp.per_process_batch(16, info) == 16
-
-
 def test_gather_and_pil_validation_agree(tiny_checkpoint):
     from edgeleuk.checkpoint import load_checkpoint as load
     from edgeleuk.training.augment import rotation_stack
