@@ -30,6 +30,7 @@ import hashlib
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
 
     Args:
         root: Folder to list.
-        recursive: Descend into sub-folders (symbolic links to folders are not followed).
+        recursive: Descend into sub-folders, following links to folders once each.
 
     Raises:
         DataError: ``root`` is missing or not a folder.
@@ -121,12 +122,15 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder" if root.exists() else f"folder not found: {root}")
-    found, todo = [], [root]
+    found, todo, seen = [], deque([root]), {root.resolve()}
     while todo:
-        images, dirs = _image_entries(todo.pop())
+        images, dirs = _image_entries(todo.popleft())
         found.extend(images)
-        if recursive:
-            todo.extend(d for d in dirs if not d.is_symlink())
+        for d in sorted(dirs) if recursive else ():
+            real = d.resolve()
+            if real not in seen:  # a link back up the tree must not loop forever
+                seen.add(real)
+                todo.append(d)
     return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
 
 
@@ -168,26 +172,31 @@ class _Scan:
     csvs: list[Path] = dataclasses.field(default_factory=list)
 
 
-def _class_dirs(folder: Path, subdirs: list[Path]) -> dict[int, Path]:
+def _class_dirs(subdirs: list[Path]) -> dict[int, Path]:
+    """The ``all``/``hem`` sub-folders (any case) by label."""
     return {CLASS_DIRS[d.name.lower()]: d for d in subdirs if d.name.lower() in CLASS_DIRS}
 
 
 def _scan(root: Path) -> _Scan:
     """Walk folders up to ``MAX_DEPTH`` below root, noting folds, N.bmp folders and CSVs."""
-    scan, todo = _Scan(), [(root, 0)]
+    # Breadth-first, so a folder reached by a link is indexed under its shortest path.
+    scan, todo, seen = _Scan(), deque([(root, 0)]), set()
     while todo:
-        folder, depth = todo.pop()
+        folder, depth = todo.popleft()
+        if folder.resolve() in seen:  # reached again through a symbolic link
+            continue
+        seen.add(folder.resolve())
         images, dirs = _image_entries(folder)
         scan.csvs.extend(p for p in folder.glob("*.csv") if not p.name.startswith("."))
         m = _FOLD_RE.fullmatch(folder.name)
-        if m and _class_dirs(folder, dirs):
+        if m and _class_dirs(dirs):
             scan.folds.append((int(m.group(1)), folder))
             continue
         if images and all(_NUMBERED_RE.fullmatch(p.stem) for p in images):
             scan.numbered.append(folder)
             continue
         if depth < MAX_DEPTH:
-            todo.extend((d, depth + 1) for d in dirs if not d.is_symlink())
+            todo.extend((d, depth + 1) for d in sorted(dirs))
     return scan
 
 
@@ -245,7 +254,7 @@ def _train_records(folds: list[tuple[int, Path]]) -> list[Record]:
     recs = []
     for fold, folder in folds:
         _, dirs = _image_entries(folder)
-        for label, class_dir in sorted(_class_dirs(folder, dirs).items(), reverse=True):
+        for label, class_dir in sorted(_class_dirs(dirs).items(), reverse=True):
             for path in list_images(class_dir):
                 recs.append(Record(path, label, subject_from_name(path.name), "train", fold))
     return recs

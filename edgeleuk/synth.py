@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ PRELIM_SHARE, FINAL_SHARE = 0.25, 0.15  # of each class's subjects; the rest tra
 FOLDS = 3
 MARKER = "SYNTHETIC.txt"
 _LAYOUT_NAMES = ("training_data", "prelim", "final", "prelim_labels.csv", MARKER)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,9 @@ def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int =
         UsageError: Bad counts, or ``out`` already holds data.
     """
     if subjects < 5:
-        raise UsageError(f"--subjects must be at least 5 (train and prelim need both classes), got {subjects}")
+        raise UsageError(
+            f"--subjects must be at least 5 (train and prelim each need both classes), got {subjects}"
+        )
     if cells_per_subject < 1:
         raise UsageError(f"--cells-per-subject must be at least 1, got {cells_per_subject}")
     out = Path(out)
@@ -212,6 +216,9 @@ def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int =
     subj = assign_subjects(subjects, seed)
     plan = _plan(subj, cells_per_subject, seed)
     stains = [subject_stain(np.random.default_rng([seed, 0, i])) for i in range(len(subj))]
+    log.info("drawing %d SYNTHETIC cells into %s", len(plan), out)
+    # The marker goes first, so even an interrupted run's files are flagged SYNTHETIC.
+    atomic_write_text(out / MARKER, _marker_text(subjects, cells_per_subject, seed))
     for sub in ("training_data", "prelim", "final"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     counts: dict[str, Counter] = {"train": Counter(), "prelim": Counter(), "final": Counter()}
@@ -224,7 +231,6 @@ def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int =
         _write_bmp(dest, render_cell(rng, looks, stains[cell.subject_index]))
         counts[cell.subject.split]["all" if is_all else "hem"] += 1
     atomic_write_text(out / "prelim_labels.csv", _labels_csv(plan))
-    atomic_write_text(out / MARKER, _marker_text(subjects, cells_per_subject, seed))
     return SynthSummary(
         out=out, seed=seed, subjects=subj, counts={k: dict(v) for k, v in counts.items()},
         seconds=time.perf_counter() - start,

@@ -98,7 +98,7 @@ def _outline(dx: np.ndarray, dy: np.ndarray, r: np.ndarray, radius: float,
     z = (dx * inv) + 1j * (dy * inv)  # e^{i theta} without arctan2
     zk = z
     wobble = np.zeros_like(r)
-    for a, p in zip(amps, phases):  # harmonics k = 2, 3, ... (k = 1 would only shift the centre)
+    for a, p in zip(amps, phases, strict=True):  # harmonics k = 2, 3, ... (k = 1 would only shift the centre)
         zk = zk * z
         rot = np.complex64(np.cos(p) + 1j * np.sin(p))
         wobble += np.float32(a) * (zk * rot).real.astype(np.float32)

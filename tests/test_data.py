@@ -114,12 +114,24 @@ def test_plain_folder_layout(tmp_path):
     idx = discover(tmp_path)
     assert idx.layout == "folder"
     images = idx.split("images")
-    assert [r.path.relative_to(tmp_path).as_posix() for r in images] == ["2.bmp", "10.bmp", "b.PNG", "sub/a.jpg"]
+    rel = [r.path.relative_to(tmp_path).as_posix() for r in images]
+    assert rel == ["2.bmp", "10.bmp", "b.PNG", "sub/a.jpg"]
     assert all(r.label is None and r.split == "images" for r in images)
     with pytest.raises(DataError, match="no 'train' images"):
         idx.split("train")
     with pytest.raises(UsageError, match="unknown split"):
         idx.split("validation")
+
+
+def test_symlinked_folders_are_followed_without_looping(synth_root, tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    os.symlink(synth_root / "training_data", root / "training_data")
+    os.symlink(root, root / "loop")  # a link back up the tree
+    idx = discover(root)
+    assert idx.counts()["train"]["images"] == 36
+    assert all("loop" not in r.path.parts for r in idx.split("train"))  # shortest path wins
+    assert len(list_images(root, recursive=True)) == 36
 
 
 def test_images_split_keeps_known_labels(synth_root):
@@ -133,7 +145,8 @@ def test_list_images_natural_order_and_broken_files(tmp_path):
         (tmp_path / f"{n}.bmp").write_bytes(b"")
     (tmp_path / "dir.bmp").mkdir()
     os.symlink(tmp_path / "gone.bmp", tmp_path / "20.bmp")  # broken link: kept, decode reports it
-    assert [p.name for p in list_images(tmp_path)] == ["1.bmp", "2.bmp", "3.bmp", "10.bmp", "11.bmp", "20.bmp"]
+    names = [p.name for p in list_images(tmp_path)]
+    assert names == ["1.bmp", "2.bmp", "3.bmp", "10.bmp", "11.bmp", "20.bmp"]
     assert natural_key("a/2.bmp") < natural_key("a/10.bmp")
 
 
@@ -179,10 +192,11 @@ def test_labels_csv_wrong_columns(synth_root, tmp_path):
 
 
 def test_labels_csv_bad_label_and_mismatch(synth_root, tmp_path):
-    with pytest.raises(DataError, match="not 0 .HEM. or 1"):
-        discover(_prelim_with_csv(synth_root, tmp_path / "a", "Patient_ID,new_names,labels\nUID_1_1_1_all.bmp,1.bmp,2\n"))
+    header = "Patient_ID,new_names,labels\n"
+    with pytest.raises(DataError, match=r"not 0 \(HEM\) or 1"):
+        discover(_prelim_with_csv(synth_root, tmp_path / "a", header + "UID_1_1_1_all.bmp,1.bmp,2\n"))
     with pytest.raises(DataError, match="disagree"):
-        discover(_prelim_with_csv(synth_root, tmp_path / "b", "Patient_ID,new_names,labels\nUID_1_1_1_all.bmp,1.bmp,1\n"))
+        discover(_prelim_with_csv(synth_root, tmp_path / "b", header + "UID_1_1_1_all.bmp,1.bmp,1\n"))
 
 
 def test_unrelated_csv_is_ignored(synth_root, tmp_path):

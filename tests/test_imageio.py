@@ -122,7 +122,7 @@ def test_os_errors_while_reading(good_bmp, monkeypatch, exc, needle):
     """Root reads chmod 000 files, so the unreadable case is simulated at the OS call."""
     path, _ = good_bmp
 
-    def refuse(self):
+    def refuse(_path):
         raise exc
 
     monkeypatch.setattr(Path, "read_bytes", refuse)
