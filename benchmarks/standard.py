@@ -35,6 +35,8 @@ from results import render_results
 
 log = logging.getLogger("standard")
 REPO = HERE.parent
+PREDICT_DEFAULT_BATCH = 8  # `edgeleuk predict --batch` default
+PREDICT_BATCHES = (1, 4, PREDICT_DEFAULT_BATCH)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,11 @@ def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Pa
 
 
 def predict_memory(cfg: StandardConfig, model: Path, data: Path) -> dict:
-    """Peak RSS of ``edgeleuk predict`` with the INT8 IR on OpenVINO, in its own process."""
+    """Peak RSS of ``edgeleuk predict`` with the INT8 IR on OpenVINO, in its own process, per batch size.
+
+    Activations grow with the batch (each cell is 8 rotated 300x300 views), so the
+    default batch and smaller ones are measured.
+    """
     from edgeleuk.bench.memory import run_measured
     from edgeleuk.data import discover
 
@@ -144,11 +150,14 @@ def predict_memory(cfg: StandardConfig, model: Path, data: Path) -> dict:
     out = cfg.work / "predict-out.csv"
     argv = [sys.executable, "-m", "edgeleuk", "predict", str(subset), "--model", str(model), "--backend",
             "openvino", "--threads", str(cfg.threads), "--out", str(out)]
-    done = run_measured(argv, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
-    return {"command": "edgeleuk " + " ".join(argv[3:]), "cells": len(cells), "peak_rss": done.peak_rss,
-            "wall_s": done.wall_s}
+    runs = []
+    for batch in PREDICT_BATCHES:
+        done = run_measured([*argv, "--batch", str(batch)], timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
+        runs.append({"batch": batch, "peak_rss": done.peak_rss, "wall_s": done.wall_s})
+    return {"command": "edgeleuk " + " ".join(argv[3:]) + " --batch B", "cells": len(cells), "runs": runs,
+            "default_batch": PREDICT_DEFAULT_BATCH}
 
 
 def run(cfg: StandardConfig, quick: bool = False) -> Path:

@@ -33,7 +33,9 @@ def _report(rows: list[Row], bf16: bool = True) -> BenchReport:
                        models=[ModelFile(Path("m.onnx"), "onnx", "fp32", 1, None, 0.5)], rows=rows)
 
 
-MEMORY = {"command": "edgeleuk predict x", "cells": 8, "peak_rss": 400_000_000, "wall_s": 3.0}
+MEMORY = {"command": "edgeleuk predict x", "cells": 8, "default_batch": 8,
+          "runs": [{"batch": 1, "peak_rss": 300_000_000, "wall_s": 3.0},
+                   {"batch": 8, "peak_rss": 400_000_000, "wall_s": 3.0}]}
 
 
 def test_targets_table_verdicts():
@@ -43,18 +45,18 @@ def test_targets_table_verdicts():
         _row("openvino", "int8", 9.0, status=PARITY_FAILED, wrong=2),
     ])
     lines = results.targets_table(report, MEMORY)
-    cpu, bf16, int8, mem = lines[2:]
+    cpu, bf16, int8, int8_bf16, mem = lines[2:]
     assert cpu.endswith("| yes |") and "2.50x cells/s" in cpu
     assert bf16.endswith("| no (speed) |")
     assert "no (gate failed)" in int8 and "gate FAILED" in int8
-    assert "400 MB" in mem and mem.endswith("| yes |")
+    assert "not measured (row missing)" in int8_bf16
+    assert "400 MB at --batch 8" in mem and mem.endswith("| yes |")
 
 
-def test_missing_row_and_memory_over_limit():
-    lines = results.targets_table(_report([_row("cpu", "fp32", 2.5)], bf16=False),
-                                  {**MEMORY, "peak_rss": 1_500_000_000})
-    assert "not measured (row missing)" in lines[3] and "(CPU lacks bf16)" not in lines[3]
-    assert lines[-1].endswith("| no |")
+def test_memory_over_limit_at_default_batch_says_which_batches_fit():
+    runs = [{"batch": 1, "peak_rss": 400_000_000, "wall_s": 1.0}, {"batch": 8, "peak_rss": 1_200_000_000, "wall_s": 1.0}]
+    lines = results.targets_table(_report([_row("cpu", "fp32", 2.5)], bf16=False), {**MEMORY, "runs": runs})
+    assert lines[-1].endswith("| no at the default --batch 8; yes at --batch 1 |")
 
 
 def test_render_results_mentions_synthetic_random_weights_and_command():

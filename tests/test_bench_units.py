@@ -218,7 +218,9 @@ def test_plan_rows_for_fp32_onnx_and_int8_ir():
     avail = {"cpu": None, "openvino": None, "cuda": "no GPU", "torch": None}
     cases = plan_cases([_mf("m.onnx"), _mf("q.xml", "ir", "int8")], "all", True, True, avail)
     labels = [c.label for c in cases]
-    assert labels == ["torch eager fp32", "cpu fp32", "openvino fp32", "openvino bf16", "cuda fp32", "openvino int8"]
+    assert labels == ["torch eager fp32", "cpu fp32", "openvino fp32", "openvino bf16", "cuda fp32", "openvino int8",
+                      "openvino int8+bf16"]
+    assert cases[-1].precision == "int8" and cases[-1].ov_precision == "bf16"  # gated as int8
     assert next(c for c in cases if c.backend == "cuda").skip == "no GPU"
     assert next(c for c in cases if c.precision == "bf16").ov_precision == "bf16"
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edgeleuk.errors import DataError
+from edgeleuk.training.augment import TrainTransform
 from edgeleuk.training.dataset import CellDataset, class_counts, pos_weight, select_records, stratified_cap
 from edgeleuk.training.recipe import load_recipe
 
@@ -77,3 +78,18 @@ def test_unreadable_cell_is_flagged_not_raised(tmp_path, synth_root):
     assert bad["x"].shape == good["x"].shape == (8, 3, 300, 300)
     raw = CellDataset(records, recipe.preprocess, raw=True)[0]
     assert raw["x"].dtype == torch.uint8 and raw["x"].shape == (450, 450, 3)
+
+
+def test_augmentation_depends_on_seed_epoch_and_cell_only(synth_root):
+    recipe = load_recipe("smoke")
+    records = select_records(synth_root, recipe).train[:2]
+    tf = TrainTransform(recipe.augment, recipe.preprocess)
+
+    def sample(seed, epoch, index):
+        ds = CellDataset(records, recipe.preprocess, tf, seed=seed)
+        ds.set_epoch(epoch)
+        return ds[index]["x"]
+
+    assert torch.equal(sample(0, 1, 0), sample(0, 1, 0))  # fresh dataset, same draw: resumable
+    assert not torch.equal(sample(0, 1, 0), sample(0, 2, 0))
+    assert not torch.equal(sample(0, 1, 0), sample(1, 1, 0))

@@ -13,6 +13,7 @@ from training_support import FAST_TOML, fast_recipe
 from edgeleuk.checkpoint import load_checkpoint, safe_torch_load
 from edgeleuk.errors import UsageError
 from edgeleuk.training import train
+from edgeleuk.training.dataset import select_records
 from edgeleuk.training.recipe import load_recipe
 from edgeleuk.training.rundir import read_metrics
 
@@ -46,6 +47,9 @@ def test_best_checkpoint_carries_its_provenance(smoke_run, synth_root):
     assert meta.preprocess == load_recipe("smoke").preprocess
     assert meta.val_metrics["f1"] == pytest.approx(result.best_metrics["f1"])
     assert meta.data_fingerprint == result.data_fingerprint and meta.extra["synthetic"] is True
+    train_cells = select_records(synth_root, load_recipe("smoke")).train
+    n_hem = sum(r.path.name.endswith("_hem.bmp") for r in train_cells)
+    assert meta.extra["pos_weight"] == pytest.approx(n_hem / (len(train_cells) - n_hem))  # loss weight used
     ckpt.build_model()
     state = safe_torch_load(out / "last.pt")  # weights_only=True
     assert state["next_epoch"] == 1 and state["seed"] == 3
@@ -57,6 +61,8 @@ def test_existing_run_needs_resume(smoke_run, synth_root):
         train(synth_root, recipe="smoke", out=out, seed=3)
     again = train(synth_root, recipe="smoke", out=out, seed=3, resume=True)  # finished: returned as is
     assert again.best_metrics == smoke_run[0].best_metrics
+    with pytest.raises(UsageError, match="seed 3"):
+        train(synth_root, recipe="smoke", out=out, seed=4, resume=True)
 
 
 def _two_epochs():
@@ -76,6 +82,8 @@ def test_resume_equals_uninterrupted(synth_root, tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in ("exp_avg", "exp_avg_sq"))
+    assert a["scheduler"] == b["scheduler"] and a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["python"] == b["rng"]["python"]
 
     def strip(lines):
         return [{k: v for k, v in line.items() if "seconds" not in k} for line in lines]
@@ -140,3 +148,14 @@ def test_cli_train_runs(synth_root, tmp_path):
     res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "--recipe", str(recipe),
                                    "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_fresh_start_discards_lines_of_a_crashed_first_epoch(synth_root, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 0, "f1": 0.1}\n')
+    (out / "skipped.txt").write_text("gone.bmp\tstale\n")
+    train(synth_root, recipe=fast_recipe(), out=out, resume=True)  # nothing to resume: starts afresh
+    lines = read_metrics(out / "metrics.jsonl")
+    assert len(lines) == 1 and "train_loss" in lines[0]
+    assert not (out / "skipped.txt").exists()

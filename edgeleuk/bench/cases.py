@@ -75,9 +75,11 @@ class Case:
 
     @property
     def label(self) -> str:
-        """Short row name, e.g. ``openvino bf16`` or ``openvino int8``."""
+        """Short row name, e.g. ``openvino bf16``, ``openvino int8`` or ``openvino int8+bf16``."""
         if self.backend == "torch":
             return "torch eager fp32"
+        if self.precision == "int8" and self.ov_precision == "bf16":
+            return f"{self.backend} int8+bf16"  # int8 layers, bf16 for the layers left unquantized
         return f"{self.backend} {self.precision}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,15 +95,22 @@ class Case:
 
 
 def rows_for_file(mf: ModelFile, bf16_cpu: bool) -> list[Case]:
-    """Every row a model file can give, before filtering by ``--backend``."""
+    """Every row a model file can give, before filtering by ``--backend``.
+
+    An fp32 file also runs OpenVINO in bf16; an int8 file also runs with bf16 for the
+    layers NNCF leaves in float (e.g. grouped convolutions), both on bf16 CPUs only.
+    """
+    no_bf16 = None if bf16_cpu else "this CPU has no avx512_bf16/amx_bf16: OpenVINO would not compute in bf16"
     if mf.kind == "ir":
-        return [Case("openvino", mf.path, mf.precision)]
-    rows = [Case("cpu", mf.path, mf.precision), Case("openvino", mf.path, mf.precision)]
+        rows = [Case("openvino", mf.path, mf.precision)]
+    else:
+        rows = [Case("cpu", mf.path, mf.precision), Case("openvino", mf.path, mf.precision)]
     if mf.precision == "fp32":
-        no_bf16 = None if bf16_cpu else (
-            "this CPU has no avx512_bf16/amx_bf16: OpenVINO would not compute in bf16")
         rows.append(Case("openvino", mf.path, "bf16", ov_precision="bf16", skip=no_bf16))
-    rows.append(Case("cuda", mf.path, mf.precision))
+    elif mf.precision == "int8":
+        rows.append(Case("openvino", mf.path, "int8", ov_precision="bf16", skip=no_bf16))
+    if mf.kind == "onnx":
+        rows.append(Case("cuda", mf.path, mf.precision))
     return rows
 
 

@@ -49,12 +49,16 @@ class ImageSet:
         return len(self.images)
 
 
+def spread_indices(total: int, n: int) -> np.ndarray:
+    """``n`` indices evenly spaced over ``range(total)`` (all of them if ``n >= total``), deterministic."""
+    if n >= total:
+        return np.arange(total)
+    return np.linspace(0, total - 1, n).round().astype(int)
+
+
 def spread(records: list[Record], n: int) -> list[Record]:
     """``n`` records evenly spaced over the stable order (covers folds and classes), deterministic."""
-    if n >= len(records):
-        return list(records)
-    picks = np.linspace(0, len(records) - 1, n).round().astype(int)
-    return [records[i] for i in picks]
+    return [records[i] for i in spread_indices(len(records), n)]
 
 
 def _first_split(index: DataIndex, order: tuple[str, ...]) -> str:

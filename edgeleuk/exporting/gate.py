@@ -172,23 +172,52 @@ def check_engine(name: str, path: Path, profile: ExportProfile, data: ImageSet,
     return check
 
 
-def run_gate(path: Path, profile: ExportProfile, data: ImageSet, reference: Any) -> GateReport:
+@dataclass(frozen=True)
+class ReferenceOutputs:
+    """The PyTorch reference's answers on the gate cells, computed once per export.
+
+    Shared by accuracy-controlled INT8 quantization and every gate engine.
+
+    Attributes:
+        logits: float64 [N] mean-over-rotations logits.
+        probs: float32 [N] sigmoid of the logits.
+        threshold: Probability at or above which a cell is called ALL.
+    """
+
+    logits: np.ndarray
+    probs: np.ndarray
+    threshold: float
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The reference's calls, 1 = ALL."""
+        return (self.probs >= self.threshold).astype(np.int64)
+
+
+def reference_outputs(reference: Any, data: ImageSet) -> ReferenceOutputs:
+    """Run the reference on the gate cells.
+
+    Args:
+        reference: Object with ``predict_arrays`` and ``meta``, normally a ``TorchReference``.
+        data: Gate cells.
+    """
+    started = time.perf_counter()
+    logits, probs = reference.predict_arrays(data.images)
+    log.info("parity gate: PyTorch reference on %d cells in %.1f s", len(data), time.perf_counter() - started)
+    return ReferenceOutputs(logits.astype(np.float64), probs, reference.meta.threshold)
+
+
+def run_gate(path: Path, profile: ExportProfile, data: ImageSet, ref: ReferenceOutputs) -> GateReport:
     """Gate the file at ``path``.
 
     Args:
         path: The exported file (``.onnx`` or ``.xml``) as written.
         profile: Thresholds and engines.
         data: Gate cells.
-        reference: Object with ``predict_arrays`` and ``meta``, normally a ``TorchReference``.
+        ref: The PyTorch reference's outputs on ``data`` (:func:`reference_outputs`).
     """
-    started = time.perf_counter()
-    ref_logits, ref_probs = reference.predict_arrays(data.images)
-    log.info("parity gate: PyTorch reference on %d cells in %.1f s", len(data), time.perf_counter() - started)
-    ref = (ref_logits.astype(np.float64), ref_probs)
-    threshold = reference.meta.threshold
-    checks = []
-    for name in profile.gate_engines:
-        checks.append(check_engine(name, path, profile, data, ref, threshold))
+    checks = [check_engine(name, path, profile, data, (ref.logits, ref.probs), ref.threshold)
+              for name in profile.gate_engines]
     thresholds = {"max_abs_logit_delta": profile.max_abs_logit_delta, "min_agreement": profile.min_agreement,
                   "max_f1_drop": profile.max_f1_drop, "batch_sizes": list(profile.batch_sizes)}
     return GateReport(data=data.source, n=len(data), labelled=data.labels is not None,

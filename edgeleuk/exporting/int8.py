@@ -1,9 +1,13 @@
 """INT8 OpenVINO IR by NNCF post-training quantization of the float32 graph.
 
 The float32 ONNX (preprocessing and TTA inside) is read by OpenVINO and
-quantized with ``nncf.quantize`` on uint8 calibration images fed exactly as the
-deployed model receives them; the gather, cast and normalisation stay as they
-are and the convolutions become INT8. NNCF is imported only here.
+quantized on uint8 calibration images fed exactly as the deployed model receives
+them, one image (eight views) per NNCF sample; the gather, cast and
+normalisation stay as they are and the convolutions become INT8. With labelled
+gate cells and ``accuracy_control`` on, :mod:`edgeleuk.exporting.int8_accuracy`
+runs NNCF's accuracy-controlled variant; otherwise plain ``nncf.quantize`` runs.
+Either way a record of what ran goes into the model file. NNCF is imported only
+here and there.
 """
 
 from __future__ import annotations
@@ -15,39 +19,97 @@ from typing import Any
 
 from edgeleuk.errors import EdgeleukError
 from edgeleuk.exporting.calib import ImageSet
+from edgeleuk.exporting.gate import ReferenceOutputs
 from edgeleuk.exporting.profile import ExportProfile
 
 log = logging.getLogger(__name__)
 _AUTO_NAME = re.compile(r"^[A-Za-z]+_\d+$")  # OpenVINO's counter-based default names
+_WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
+_PASS_THROUGH = ("Convert", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Multiply", "Subtract")
 
 
-def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile) -> Any:
-    """Quantize a float32 ONNX file into an INT8 ``openvino.Model``.
-
-    Args:
-        onnx_path: The float32 export (same contract as every edgeleuk model).
-        calib: Calibration images, one per NNCF sample.
-        profile: Supplies the NNCF preset.
-
-    Raises:
-        EdgeleukError: NNCF is missing or quantization failed.
-    """
+def _import_nncf() -> tuple[Any, Any]:
     try:
         import nncf
         import openvino as ov
     except ImportError as exc:
         raise EdgeleukError(f"INT8 export needs NNCF and OpenVINO: pip install 'edgeleuk[train]' ({exc})") from exc
+    return nncf, ov
+
+
+def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate: ImageSet,
+                  ref: ReferenceOutputs) -> tuple[Any, dict[str, Any]]:
+    """Quantize a float32 ONNX file into an INT8 ``openvino.Model``.
+
+    Args:
+        onnx_path: The float32 export (same contract as every edgeleuk model).
+        calib: Calibration images, one per NNCF sample.
+        profile: Supplies the NNCF preset and the accuracy-control settings.
+        gate: The gate cells; their labels, if any, drive accuracy control.
+        ref: The PyTorch reference's outputs on ``gate``.
+
+    Returns:
+        The quantized model, and the record of how it was made (stored in the file).
+
+    Raises:
+        EdgeleukError: NNCF is missing or quantization failed.
+    """
+    nncf, ov = _import_nncf()
     model = ov.Core().read_model(str(onnx_path))
     # Batch 1 per sample, uint8 as deployed: calibration sees what inference sees.
     dataset = nncf.Dataset([img[None] for img in calib.images])
+    record: dict[str, Any] = {"calibration": calib.source, "calibration_images": len(calib),
+                              "preset": profile.int8_preset, "nncf_version": nncf.__version__}
     log.info("NNCF: quantizing on %d calibration images (%s)", len(calib), calib.source)
     try:
-        return nncf.quantize(
-            model, dataset, preset=nncf.QuantizationPreset(profile.int8_preset), subset_size=len(calib),
-            target_device=nncf.TargetDevice.CPU,
-        )
+        if profile.accuracy_control and gate.labels is not None:
+            from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control
+
+            quantized, controlled = quantize_with_f1_control(model, dataset, len(calib), gate, ref, profile)
+            record.update(controlled)
+        else:
+            quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(profile.int8_preset),
+                                      subset_size=len(calib), target_device=nncf.TargetDevice.CPU)
+            why = "no labels" if profile.accuracy_control else "off in the profile"
+            record.update(method="nncf.quantize", accuracy_control=f"off ({why})")
+            log.info("NNCF: accuracy control off (%s)", why)
+    except EdgeleukError:
+        raise
     except Exception as exc:  # NNCF raises assorted types; keep the cause
         raise EdgeleukError(f"NNCF quantization failed: {exc}") from exc
+    in_float, total = float_layers(quantized)
+    record["layers_in_float"] = f"{in_float} of {total}"
+    return quantized, record
+
+
+def _int8_weights(node: Any, depth: int = 4) -> bool:
+    # INT8 weights reach a layer as Constant -> FakeQuantize, or (as NNCF saves them) as an
+    # int8 Constant -> Convert -> Subtract/Multiply, possibly through a Reshape.
+    kind = node.get_type_name()
+    if kind == "FakeQuantize" or (kind == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8")):
+        return True
+    if depth == 0 or kind not in _PASS_THROUGH:
+        return False
+    return any(_int8_weights(inp.get_source_output().get_node(), depth - 1) for inp in node.inputs())
+
+
+def float_layers(model: Any) -> tuple[int, int]:
+    """How many weighted layers (convolutions, matmuls) run without INT8 weights, of how many."""
+    weighted = [op for op in model.get_ordered_ops() if op.get_type_name() in _WEIGHTED]
+    in_float = sum(not _int8_weights(op.input_value(1).get_node()) for op in weighted)
+    return in_float, len(weighted)
+
+
+def describe_quantization(record: dict[str, Any]) -> str:
+    """One or two lines for people: which NNCF method ran and what accuracy control did."""
+    head = (f"INT8: {record['method']} on {record['calibration_images']} calibration cells, "
+            f"{record['layers_in_float']} weighted layers left in float")
+    if record["accuracy_control"] != "on":
+        return f"{head}\n  accuracy control: {record['accuracy_control']}"
+    flt, full = record["float"], record["fully_quantized"]
+    return (f"{head}\n  accuracy control on {record['validation_cells']} labelled gate cells: float weighted F1 "
+            f"{flt['f1']:.4f}; fully INT8 F1 {full['f1']:.4f}, agreement {100 * full['agreement']:.2f} % "
+            f"-> {record['restoration']}")
 
 
 def stabilise_names(model: Any) -> None:

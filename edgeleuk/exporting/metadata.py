@@ -53,8 +53,8 @@ def input_contract(ckpt: Checkpoint) -> dict[str, Any]:
 
 
 def export_info(ckpt: Checkpoint, profile: ExportProfile, gate: dict[str, Any] | None,
-                exported_at: str) -> dict[str, Any]:
-    """The ``edgeleuk.export`` record: provenance, contract, profile and the gate's verdict."""
+                exported_at: str, quantization: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``edgeleuk.export`` record: provenance, contract, profile, how INT8 was made, the gate's verdict."""
     meta, pre = ckpt.meta, ckpt.meta.preprocess
     return {
         "edgeleuk_version": __version__,
@@ -74,6 +74,7 @@ def export_info(ckpt: Checkpoint, profile: ExportProfile, gate: dict[str, Any] |
         "format": profile.format,
         "opset": profile.opset,
         "exported_at": exported_at,
+        "quantization": quantization,
         "gate": gate,
     }
 

@@ -1,9 +1,11 @@
 """``export_model``: checkpoint -> gated model file (ONNX, or OpenVINO IR for INT8).
 
-Steps: build the graph (preprocessing and TTA inside), write it to a private
-staging folder, check its structure, run the parity gate on the file as
-written, then store metadata (with the gate report) and rename into place. A
-gate breach raises :class:`~edgeleuk.errors.GateFailed` and leaves no file.
+Steps: decode the gate (and calibration) cells once, run the PyTorch reference
+on the gate cells once (shared by INT8 accuracy control and every gate engine),
+build the graph (preprocessing and TTA inside), write it to a private staging
+folder, check its structure, run the parity gate on the file as written, then
+store metadata (with the gate report) and move into place. A gate breach raises
+:class:`~edgeleuk.errors.GateFailed` and leaves no file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from edgeleuk.checkpoint import Checkpoint, load_checkpoint
 from edgeleuk.errors import GateFailed, UsageError
 from edgeleuk.exporting.calib import ImageSet, gate_and_calib_sets
-from edgeleuk.exporting.gate import GateReport, run_gate
+from edgeleuk.exporting.gate import GateReport, ReferenceOutputs, reference_outputs, run_gate
 from edgeleuk.exporting.graph import export_onnx
 from edgeleuk.exporting.metadata import (
     export_info,
@@ -44,6 +46,7 @@ class ExportResult:
         gate: The parity gate's report (also stored in the file).
         seconds: Wall time of the whole export.
         exported_at: Timestamp stored in the file.
+        quantization: How the INT8 model was made (NNCF method, accuracy control), or None.
     """
 
     path: Path
@@ -52,6 +55,7 @@ class ExportResult:
     gate: GateReport
     seconds: float
     exported_at: str
+    quantization: dict[str, Any] | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -63,8 +67,12 @@ class ExportResult:
         lines = [
             (f"wrote {self.path} ({p.name}: {p.precision} {kind}, {self.size_bytes / 1e6:.1f} MB) "
              f"in {self.seconds:.1f} s"),
-            self.gate.describe(),
         ]
+        if self.quantization is not None:
+            from edgeleuk.exporting.int8 import describe_quantization
+
+            lines.append(describe_quantization(self.quantization))
+        lines.append(self.gate.describe())
         if "SYNTHETIC" in self.gate.data:
             lines.append("note: the gate ran on SYNTHETIC cells (no --calib data); its F1 says nothing "
                          "about real cells")
@@ -87,31 +95,31 @@ def output_path(out: str | Path, profile: ExportProfile) -> Path:
                      f"use e.g. --out model{profile.suffix}")
 
 
-def _gate_or_fail(path: Path, profile: ExportProfile, data: ImageSet, reference: Any) -> GateReport:
+def _gate_or_fail(path: Path, profile: ExportProfile, data: ImageSet, ref: ReferenceOutputs) -> GateReport:
     started = time.perf_counter()
-    report = run_gate(path, profile, data, reference)
+    report = run_gate(path, profile, data, ref)
     log.info("parity gate took %.1f s", time.perf_counter() - started)
     if not report.passed:
         raise GateFailed(f"{report.describe()}\nexport refused: no file was written")
     return report
 
 
-def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, reference: Any,
+def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, ref: ReferenceOutputs,
                 exported_at: str) -> GateReport:
     import onnx
 
     model = export_onnx(ckpt, profile.opset, half=profile.precision == "fp16")
     onnx.save(model, str(dest))
     check_onnx_file(dest, ckpt.meta, fp16=profile.precision == "fp16")
-    report = _gate_or_fail(dest, profile, data, reference)
-    # Metadata does not touch the computation: the gated graph is what gets renamed into place.
+    report = _gate_or_fail(dest, profile, data, ref)
+    # Metadata does not touch the computation: the gated graph is what gets moved into place.
     set_onnx_metadata(model, metadata_strings(ckpt, export_info(ckpt, profile, report.to_dict(), exported_at)))
     onnx.save(model, str(dest))
     return report
 
 
 def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
-              reference: Any, exported_at: str) -> GateReport:
+              ref: ReferenceOutputs, exported_at: str) -> tuple[GateReport, dict[str, Any] | None]:
     import onnx
     import openvino as ov
 
@@ -120,12 +128,17 @@ def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageS
     fp32 = dest.with_name("float32.onnx")
     onnx.save(export_onnx(ckpt, profile.opset), str(fp32))
     check_onnx_file(fp32, ckpt.meta)
-    model = quantize_onnx(fp32, calib, profile) if profile.precision == "int8" else ov.Core().read_model(str(fp32))
+    record = None
+    if profile.precision == "int8":
+        model, record = quantize_onnx(fp32, calib, profile, data, ref)
+    else:
+        model = ov.Core().read_model(str(fp32))
     save_ir(model, dest)
-    report = _gate_or_fail(dest, profile, data, reference)
-    set_ir_metadata(model, metadata_strings(ckpt, export_info(ckpt, profile, report.to_dict(), exported_at)))
+    report = _gate_or_fail(dest, profile, data, ref)
+    info = export_info(ckpt, profile, report.to_dict(), exported_at, quantization=record)
+    set_ir_metadata(model, metadata_strings(ckpt, info))
     save_ir(model, dest)
-    return report
+    return report, record
 
 
 def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
@@ -158,11 +171,13 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
         from edgeleuk.reference import TorchReference
 
         reference = TorchReference(checkpoint)
+    ref = reference_outputs(reference, data)
+    record = None
     with staged(dest) as stage:
         draft = stage / dest.name
         if prof.format == "onnx":
-            report = _write_onnx(checkpoint, prof, draft, data, reference, exported_at)
+            report = _write_onnx(checkpoint, prof, draft, data, ref, exported_at)
         else:
-            report = _write_ir(checkpoint, prof, draft, data, calib_set, reference, exported_at)
+            report, record = _write_ir(checkpoint, prof, draft, data, calib_set, ref, exported_at)
     return ExportResult(path=dest, files=output_files(dest), profile=prof, gate=report,
-                        seconds=time.perf_counter() - started, exported_at=exported_at)
+                        seconds=time.perf_counter() - started, exported_at=exported_at, quantization=record)

@@ -43,6 +43,14 @@ class ExportProfile:
         allow_small_calib: Permit ``calib_size`` below 300 (tests and demos only; the
             model file records it).
         int8_preset: NNCF preset, ``performance`` (symmetric) or ``mixed``.
+        accuracy_control: INT8 only: when the gate cells carry labels, quantize with
+            ``nncf.quantize_with_accuracy_control`` (weighted F1 as the metric, floored by
+            label agreement with the PyTorch reference; see ``exporting.int8_accuracy``),
+            which keeps the layers that cost the most F1 in float. Without labels plain
+            ``nncf.quantize`` runs and the model file says so.
+        accuracy_control_n: Most labelled gate cells used as NNCF's validation set.
+        accuracy_control_max_reverts: Most layer groups accuracy control may return to
+            float (each costs one validation pass); the gate judges whatever results.
         source_date_epoch: Fixed export time (Unix seconds) for byte-identical
             files; the ``SOURCE_DATE_EPOCH`` environment variable overrides it.
     """
@@ -61,6 +69,9 @@ class ExportProfile:
     calib_size: int = 0
     allow_small_calib: bool = False
     int8_preset: Literal["performance", "mixed"] = "performance"
+    accuracy_control: bool = False
+    accuracy_control_n: int = 200
+    accuracy_control_max_reverts: int = 10
     source_date_epoch: int | None = None
 
     def __post_init__(self) -> None:
@@ -88,6 +99,17 @@ class ExportProfile:
             raise ConfigError(f"{where}: parity_n must be >= every batch size, batch sizes >= 1")
         if not 0.0 < self.min_agreement <= 1.0:
             raise ConfigError(f"{where}: min_agreement must lie in (0, 1]")
+        if self.accuracy_control:
+            self._check_accuracy_control(where)
+
+    def _check_accuracy_control(self, where: str) -> None:
+        if self.precision != "int8":
+            raise ConfigError(f"{where}: accuracy_control applies to int8 only; remove it or set precision = \"int8\"")
+        if self.max_f1_drop is None or self.min_agreement >= 1.0:
+            raise ConfigError(f"{where}: accuracy_control needs max_f1_drop and a min_agreement below 1 "
+                              "(they are its target)")
+        if self.accuracy_control_n < 1 or self.accuracy_control_max_reverts < 1:
+            raise ConfigError(f"{where}: accuracy_control_n and accuracy_control_max_reverts must be >= 1")
 
     @property
     def suffix(self) -> str:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from edgeleuk.data import Record
-from edgeleuk.errors import UsageError
+from edgeleuk.errors import DataError, UsageError
 from edgeleuk.meta import ModelMeta
 
 
@@ -142,7 +142,7 @@ def evaluate(net: nn.Module, loader: DataLoader, *, meta: ModelMeta, pos_weight:
             progress(len(ok))
     net.train(was_training)
     if not logits:
-        raise UsageError("no validation image could be read; see skipped.txt")
+        raise DataError("no validation image could be read; see skipped.txt in the run folder")
     result = EvalResult(logits=torch.cat(logits).numpy(), labels=torch.cat(labels).numpy(),
                         indices=torch.cat(indices).numpy(), skipped=skipped)
     target = torch.from_numpy(result.labels).double()

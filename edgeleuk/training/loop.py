@@ -71,6 +71,9 @@ def train(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", ou
     rec = rec.replace(seed=rec.seed if seed is None else int(seed))
     files = RunFiles(Path(out))
     done = _check_out(files, resume)
+    if done is not None and (done.recipe, done.seed) != (rec.name, rec.seed):
+        raise UsageError(f"{files.root} holds a finished {done.recipe!r} run with seed {done.seed}, "
+                         f"not {rec.name!r} with seed {rec.seed}; choose another --out")
     if done is not None:
         log.info("%s already finished; nothing to do", files.root)
         return done
@@ -129,6 +132,9 @@ class Trainer:
         self.state = TrainState()
         if payload is not None:
             self._restore(payload)
+        elif info.is_main:  # a first epoch that crashed before last.pt may have left lines behind
+            write_metrics(files.metrics, [])
+            files.skipped.unlink(missing_ok=True)
         self.recorder = EpochRecorder(self) if info.is_main else None
         self._log_setup()
 
