@@ -33,6 +33,14 @@ def _table(title: str, totals: dict[str, float], unit_ms: float, runs: int) -> l
     return lines + [""]
 
 
+def _ms_per_call(fn, inputs: list) -> float:
+    fn(inputs[0])  # warm-up
+    t0 = time.perf_counter()
+    for x in inputs:
+        fn(x)
+    return (time.perf_counter() - t0) / len(inputs) * 1e3
+
+
 def profile_ort(model: Path, cells: np.ndarray, threads: int, opt_level: str = "ORT_ENABLE_ALL") -> list[str]:
     """ONNX Runtime's own profiler: time per operator type."""
     import onnxruntime as ort
@@ -55,6 +63,24 @@ def profile_ort(model: Path, cells: np.ndarray, threads: int, opt_level: str = "
             totals[ev["args"].get("op_name", "?")] += ev["dur"]  # microseconds
     title = f"ONNX Runtime CPU fp32, {opt_level} (wall {wall * 1e3:.0f} ms per cell, first run excluded)"
     return _table(title, totals, 1e-3, len(cells))
+
+
+def ort_settings(model: Path, cells: np.ndarray, threads: int) -> list[str]:
+    """Wall time per cell for ONNX Runtime settings that could matter on 2 cores."""
+    import onnxruntime as ort
+
+    rows = []
+    for level in ("ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_BASIC"):
+        for spin in ("1", "0"):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+            so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+            session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+            ms = _ms_per_call(lambda c, s=session: s.run(None, {"image": c[None]}), list(cells))
+            rows.append(f"| {level} | {'on' if spin == '1' else 'off'} | {ms:.0f} |")
+    return [f"### ONNX Runtime CPU settings ({threads} intra-op threads, batch 1)", "",
+            "| graph optimization | thread spinning | ms per cell |", "|---|---|---|", *rows, ""]
 
 
 def profile_openvino(model: Path, cells: np.ndarray, threads: int, precision: str) -> list[str]:
@@ -100,6 +126,34 @@ def profile_torch(ckpt: Path, cells: np.ndarray, threads: int) -> list[str]:
                   totals, 1e-3, len(cells))
 
 
+def torch_variants(ckpt: Path, cells: np.ndarray, threads: int) -> list[str]:
+    """What the paper's eager path spends on preprocessing, and what other torch modes would give."""
+    import torch
+
+    from edgeleuk.checkpoint import load_checkpoint
+    from edgeleuk.reference import TorchReference
+
+    torch.set_num_threads(threads)
+    ref = TorchReference(load_checkpoint(ckpt))
+    rows = [("the reference path: PIL crop + 8 rotations + ToTensor, network, mean (per cell)",
+             _ms_per_call(lambda c: ref.predict_arrays(c[None]), list(cells))),
+             ("  of which PIL crop + 8 rotations + ToTensor", _ms_per_call(ref.views, list(cells)))]
+    views = [ref.views(c) for c in cells]
+    with torch.inference_mode():
+        rows.append(("network alone, NCHW, eager (8 views)", _ms_per_call(ref.net, views)))
+        net_cl = ref.net.to(memory_format=torch.channels_last)
+        views_cl = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        rows.append(("network alone, channels_last, eager", _ms_per_call(net_cl, views_cl)))
+    ref.net.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(ref.net, views[0]).eval()))
+        rows.append(("network alone, TorchScript trace + freeze + optimize_for_inference (BN folded)",
+                     _ms_per_call(frozen, views)))
+    lines = [f"### torch variants ({threads} threads, torch.inference_mode, {len(cells)} cells)", "",
+             "| variant | ms per cell |", "|---|---|"]
+    return lines + [f"| {name} | {ms:.0f} |" for name, ms in rows] + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeleuk" / "bench-standard"
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -115,14 +169,17 @@ def main(argv: list[str] | None = None) -> int:
 
     cells = load_cells(args.work / "data", args.cells).images
     onnx_model, int8 = args.work / f"{args.arch}-fp32.onnx", args.work / f"{args.arch}-int8.xml"
-    lines = [f"# Per-operator profiles ({args.arch}, {args.threads} threads, {len(cells)} SYNTHETIC cells, "
-             "8-rotation TTA per cell)", "", f"Load average before: {os.getloadavg()[0]:.2f}", ""]
+    title = (f"# Per-operator profiles ({args.arch}, {args.threads} threads, {len(cells)} SYNTHETIC cells, "
+             "8-rotation TTA per cell)")
+    lines = [title, "", f"Load average before: {os.getloadavg()[0]:.2f}", ""]
     lines += profile_ort(onnx_model, cells, args.threads)
     lines += profile_ort(onnx_model, cells, args.threads, "ORT_ENABLE_EXTENDED")
+    lines += ort_settings(onnx_model, cells, args.threads)
     for model, precision in ((onnx_model, "f32"), (onnx_model, "bf16"), (int8, "f32"), (int8, "bf16")):
         lines += profile_openvino(model, cells, args.threads, precision)
     if not args.skip_torch:
-        lines += profile_torch(args.work / f"{args.arch}-random.pt", cells, args.threads)
+        ckpt = args.work / f"{args.arch}-random.pt"
+        lines += profile_torch(ckpt, cells, args.threads) + torch_variants(ckpt, cells, args.threads)
     lines += [f"Load average after: {os.getloadavg()[0]:.2f}", ""]
     atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))

@@ -118,8 +118,8 @@ def render_results(report: BenchReport, memory: dict[str, Any], ctx: dict[str, A
         "",
         "## Predict-path peak memory",
         "",
-        f"`{memory['command']}` on {memory['cells']} cells; peak resident memory of the whole process "
-        "(its VmHWM high-water mark: interpreter, OpenVINO, model, decoding and activations):",
+        (f"`{memory['command']}` on {memory['cells']} cells; peak resident memory of the whole process "
+         "(its VmHWM high-water mark: interpreter, OpenVINO, model, decoding and activations):"),
         "",
         "| --batch | peak RSS MB | wall s (incl. start-up and model compile) |",
         "|---|---|---|",

@@ -8,6 +8,7 @@ says nothing about leukaemia diagnosis.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from edgeleuk.config import resolve_named
+from edgeleuk.errors import UsageError
 
 SYNTHETIC_NOTE = (
     "SYNTHETIC DATA: these cells were drawn by `edgeleuk synth`; every figure below only shows "
@@ -33,6 +35,8 @@ class DemoScale:
         cells_per_subject: Cells per subject.
         recipe: Training recipe name in ``train/``.
         bench_n: Cells used by the benchmark.
+        bench_budget_s: Seconds per benchmark timing loop (the demo shows the harness; use
+            ``edgeleuk bench`` or ``benchmarks/standard.py`` for careful numbers).
         int8_profile: Export profile for the INT8 IR (the shipped one calibrates on >= 300 cells).
     """
 
@@ -41,10 +45,13 @@ class DemoScale:
     recipe: str
     bench_n: int
     int8_profile: str = "openvino-int8"
+    bench_budget_s: float = 1.5
 
 
 FULL = DemoScale(subjects=24, cells_per_subject=40, recipe="demo", bench_n=64)
-FAST = DemoScale(subjects=10, cells_per_subject=8, recipe="smoke", bench_n=8)
+FAST = DemoScale(subjects=10, cells_per_subject=8, recipe="smoke", bench_n=8,
+                 int8_profile="openvino-int8-smoke")
+MARKER = ".edgeleuk-demo"
 
 
 @dataclass
@@ -72,7 +79,7 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     Args:
         out: Folder for every artefact (created; existing content is overwritten).
         fast: Tiny scale (smoke recipe, few cells) for tests and a quick look.
-        console: Where to print; stderr by default.
+        console: Where to print; stdout by default.
 
     Returns:
         The artefact paths and stage timings.
@@ -84,39 +91,41 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     from edgeleuk.training import train
     from edgeleuk.workflow.report import write_report
 
-    console = console or Console(stderr=True)
+    console = console or Console(soft_wrap=True)
     scale = FAST if fast else FULL
     out = Path(out)
+    _prepare_out(out)
     res = DemoResult(out=out)
     data = out / "data"
     console.print(f"[bold yellow]{SYNTHETIC_NOTE}")
 
     summary = _stage(console, res, "1/6 synthesise C-NMC-layout data", lambda: make_synthetic(
         data, subjects=scale.subjects, cells_per_subject=scale.cells_per_subject, seed=0))
-    console.print(summary.describe())
+    console.print(summary.describe(), markup=False, highlight=False)
     recipe = resolve_named(scale.recipe, "train")
     run = _stage(console, res, "2/6 train", lambda: train(
         data, recipe=str(recipe), out=out / "run", seed=0, pretrained=None, resume=False))
-    console.print(run.describe())
+    console.print(run.describe(), markup=False, highlight=False)
     ckpt = out / "run" / "best.pt"
     onnx_path, int8_path = out / "model.onnx", out / "model-int8.xml"
     exp = _stage(console, res, "3/6 export fp32 ONNX (parity gate vs PyTorch)", lambda: export_model(
         ckpt, out=onnx_path, profile=str(resolve_named("cpu-fp32", "export")), calib=data))
-    console.print(exp.describe())
+    console.print(exp.describe(), markup=False, highlight=False)
     exp8 = _stage(console, res, "4/6 export OpenVINO INT8 IR (NNCF, parity gate)", lambda: export_model(
         ckpt, out=int8_path, profile=str(resolve_named(scale.int8_profile, "export")), calib=data))
-    console.print(exp8.describe())
+    console.print(exp8.describe(), markup=False, highlight=False)
     preds = out / "predictions.csv"
     pred = _stage(console, res, "5/6 predict the final-test folder", lambda: predict(
         _split_folder(data, "final"), model=onnx_path, out=preds, options=PredictOptions()))
-    console.print(pred.describe())
+    console.print(pred.describe(), markup=False, highlight=False)
     bench_json = out / "bench.json"
     report = _stage(console, res, "6/6 bench every backend on the preliminary test", lambda: run_bench(
         onnx_path, checkpoint=ckpt, data=data, json_out=bench_json,
-        options=BenchOptions(backend="all", n=scale.bench_n, batch=8, extra_models=(int8_path,))))
+        options=BenchOptions(backend="all", n=scale.bench_n, batch=8, extra_models=(int8_path,),
+                             budget_s=scale.bench_budget_s, quick=fast)))
     md = report.to_markdown()
     (out / "bench.md").write_text(f"> {SYNTHETIC_NOTE}\n\n{md}\n", encoding="utf-8")
-    console.print(md)
+    console.print(md, markup=False, highlight=False)
     # The report reads best on labelled cells: classify the preliminary test too.
     prelim_dir = _split_folder(data, "prelim")
     prelim_preds = out / "predictions-prelim.csv"
@@ -132,6 +141,16 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     return res
 
 
+def _prepare_out(out: Path) -> None:
+    """Start from an empty folder; only ever delete a previous demo's own folder."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise UsageError(f"{out} exists and is not a previous demo folder; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `edgeleuk demo`; the next demo run replaces this folder\n")
+
+
 def _split_folder(data: Path, split: str) -> Path:
     from edgeleuk.data import discover
 
@@ -143,7 +162,7 @@ def _print_epilogue(console: Console, res: DemoResult) -> None:
     console.rule("[bold]demo finished")
     console.print(f"[bold yellow]{SYNTHETIC_NOTE}")
     for name, path in res.artefacts.items():
-        console.print(f"  {name:<12} {path}")
+        console.print(f"  {name:<12} {path}", markup=False, highlight=False)
     total = sum(res.seconds.values())
     console.print(f"  total {total:.0f} s: " + ", ".join(f"{k.split(' ', 1)[0]} {v:.0f}s" for k, v in res.seconds.items()))
     console.print(

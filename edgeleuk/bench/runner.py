@@ -56,8 +56,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _run_isolated(spec: WorkSpec, images: Path, tmp: Path) -> Measurement:
-    job, out = tmp / f"job-{id(spec)}.json", tmp / f"result-{id(spec)}.json"
+def _run_isolated(spec: WorkSpec, images: Path, tmp: Path, index: int) -> Measurement:
+    job, out = tmp / f"job-{index}.json", tmp / f"result-{index}.json"
     job.write_text(json.dumps({"spec": spec.to_dict(), "images": str(images), "out": str(out)}), encoding="utf-8")
     done = run_measured([sys.executable, "-m", "edgeleuk.bench.worker", str(job)], timeout=WORKER_TIMEOUT_S)
     if done.returncode != 0 or not out.is_file():
@@ -77,7 +77,7 @@ def _measure_all(cases: list[Case], cells: Cells, opts: BenchOptions, checkpoint
     with tempfile.TemporaryDirectory(prefix="edgeleuk-bench-") as tmp:
         images = Path(tmp) / "cells.npy"
         np.save(images, cells.images)
-        for case in cases:
+        for index, case in enumerate(cases):
             if case.skip:
                 results.append(None)
                 continue
@@ -86,7 +86,7 @@ def _measure_all(cases: list[Case], cells: Cells, opts: BenchOptions, checkpoint
                 min_runs=opts.min_runs, max_runs=opts.max_runs, warmup_runs=opts.warmup_runs,
                 batch_sizes=opts.batch_sizes(len(cells.images)), throughput_mode=opts.throughput_mode)
             log.info("bench: measuring %s", case.label)
-            results.append(_run_isolated(spec, images, Path(tmp)) if opts.isolate
+            results.append(_run_isolated(spec, images, Path(tmp), index) if opts.isolate
                            else measure_safely(spec, cells.images))
     return results
 
@@ -154,11 +154,11 @@ def _spread_note(rows: list[Row], threshold: float) -> list[str]:
     logits = np.asarray(ref.logits)
     cut = float(np.log(threshold / (1.0 - threshold)))
     margin = float(np.min(np.abs(logits - cut)))
-    return [f"torch logits over the {logits.size} cells: {logits.min():.4g} .. {logits.max():.4g} "
-            f"(std {logits.std():.2g}); the threshold {threshold:g} is logit {cut:.4g}, nearest cell "
-            f"{margin:.2g} away. Label agreement tests an engine only where its max|dlogit| is comparable to "
-            "such margins; near-constant logits (e.g. random weights) put every cell at about the same margin, "
-            "so agreement there is all or nothing"]
+    return [(f"torch logits over the {logits.size} cells: {logits.min():.4g} .. {logits.max():.4g} "
+             f"(std {logits.std():.2g}); the threshold {threshold:g} is logit {cut:.4g}, nearest cell "
+             f"{margin:.2g} away. Label agreement tests an engine only where its max|dlogit| is comparable to "
+             "such margins; near-constant logits (e.g. random weights) put every cell at about the same margin, "
+             "so agreement there is all or nothing")]
 
 
 def run_bench(

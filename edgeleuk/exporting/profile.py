@@ -51,6 +51,9 @@ class ExportProfile:
         accuracy_control_n: Most labelled gate cells used as NNCF's validation set.
         accuracy_control_max_reverts: Most layer groups accuracy control may return to
             float (each costs one validation pass); the gate judges whatever results.
+        accuracy_control_rank_n: Cells NNCF ranks layer groups on, once per group: the
+            main cost of accuracy control when it has to restore (the cells whose label
+            flipped first, then those that moved most).
         source_date_epoch: Fixed export time (Unix seconds) for byte-identical
             files; the ``SOURCE_DATE_EPOCH`` environment variable overrides it.
     """
@@ -72,6 +75,7 @@ class ExportProfile:
     accuracy_control: bool = False
     accuracy_control_n: int = 200
     accuracy_control_max_reverts: int = 10
+    accuracy_control_rank_n: int = 20
     source_date_epoch: int | None = None
 
     def __post_init__(self) -> None:
@@ -108,8 +112,8 @@ class ExportProfile:
         if self.max_f1_drop is None or self.min_agreement >= 1.0:
             raise ConfigError(f"{where}: accuracy_control needs max_f1_drop and a min_agreement below 1 "
                               "(they are its target)")
-        if self.accuracy_control_n < 1 or self.accuracy_control_max_reverts < 1:
-            raise ConfigError(f"{where}: accuracy_control_n and accuracy_control_max_reverts must be >= 1")
+        if min(self.accuracy_control_n, self.accuracy_control_max_reverts, self.accuracy_control_rank_n) < 1:
+            raise ConfigError(f"{where}: accuracy_control_n, _max_reverts and _rank_n must be >= 1")
 
     @property
     def suffix(self) -> str:

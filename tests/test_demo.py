@@ -1,0 +1,34 @@
+"""The newcomer path end to end at toy scale: synth -> train -> export fp32 + INT8 -> predict -> bench -> report."""
+
+import csv
+
+import pytest
+
+from edgeleuk.demo import MARKER, run_demo
+from edgeleuk.errors import UsageError
+
+
+@pytest.mark.slow
+def test_fast_demo_runs_every_stage(tmp_path):
+    out = tmp_path / "demo"
+    res = run_demo(out, fast=True)
+    for name in ("checkpoint", "onnx", "int8", "predictions", "bench", "report"):
+        assert res.artefacts[name].is_file(), name
+    assert (out / "model-int8.bin").is_file()
+    rows = list(csv.DictReader(res.artefacts["predictions"].open()))
+    final_images = list((out / "data").rglob("final*/*.bmp")) or [
+        p for p in (out / "data").rglob("*.bmp") if "final" in str(p.parent)]
+    assert len(rows) == len(final_images) > 0
+    assert all(r["status"] == "ok" for r in rows)
+    bench = res.artefacts["bench"].read_text()
+    assert "SYNTHETIC" in bench and "torch" in bench and "openvino" in bench
+    assert "SYNTHETIC" in res.artefacts["report"].read_text().upper()
+    assert len(res.seconds) == 6
+
+
+def test_demo_refuses_to_wipe_a_foreign_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(UsageError, match="not a previous demo folder"):
+        run_demo(tmp_path, fast=True)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert not (tmp_path / MARKER).exists()
