@@ -37,18 +37,19 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
 @contextlib.contextmanager
 def atomic_open(dest: str | os.PathLike[str], mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file for writing that replaces ``dest`` only when closed cleanly."""
-    with atomic_path(dest) as tmp:
-        with open(tmp, mode, **kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(dest) as tmp, open(tmp, mode, **kwargs) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 text to ``dest`` atomically (complete or absent)."""
     with atomic_open(dest, "w", encoding="utf-8") as fh:
         fh.write(text)
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes to ``dest`` atomically (complete or absent)."""
     with atomic_open(dest, "wb") as fh:
         fh.write(data)

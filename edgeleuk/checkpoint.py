@@ -7,7 +7,6 @@ loads with ``weights_only=True``: a pickle that carries code is refused.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import nn
 
 from edgeleuk.atomic import atomic_path
 from edgeleuk.errors import CheckpointError
+from edgeleuk.files import sha256_file  # re-exported: exporting records the source checkpoint's hash
 from edgeleuk.meta import PAPER_ARCH, ModelMeta, Preprocess
 
 FORMAT = "edgeleuk.checkpoint/1"
@@ -49,14 +49,6 @@ class Checkpoint:
         return model.eval()
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def safe_torch_load(path: str | Path) -> Any:
     """``torch.load`` with ``weights_only=True`` and a clear error for code-carrying pickles."""
     path = Path(path)
@@ -71,6 +63,22 @@ def safe_torch_load(path: str | Path) -> Any:
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A bare state dict from a ``.pt``/``.pth`` file, loaded with ``weights_only=True``.
+
+    A ``{"state_dict": ...}`` wrapper, as many training scripts save, is unwrapped.
+
+    Raises:
+        CheckpointError: Missing file, unsafe pickle, or no state dict inside.
+    """
+    obj = safe_torch_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a state dict")
+    return obj
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: ModelMeta) -> Path:
@@ -131,11 +139,7 @@ def import_paper_checkpoint(src: str | Path, out: str | Path) -> Checkpoint:
     Raises:
         CheckpointError: Unsafe pickle, or keys that do not match the architecture.
     """
-    state = safe_torch_load(src)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{src} does not hold a state dict")
+    state = load_state_dict(src)
     meta = ModelMeta(
         arch=PAPER_ARCH,
         preprocess=Preprocess(),

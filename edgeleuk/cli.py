@@ -8,11 +8,12 @@ torch-free commands start fast.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,6 +29,8 @@ app = typer.Typer(
 
 
 class BackendChoice(str, enum.Enum):
+    """Inference backends; ``auto`` picks the first that really starts (cuda, openvino, cpu)."""
+
     auto = "auto"
     cuda = "cuda"
     openvino = "openvino"
@@ -35,6 +38,8 @@ class BackendChoice(str, enum.Enum):
 
 
 class BenchBackend(str, enum.Enum):
+    """What ``bench`` measures: every backend, one of them, or the PyTorch original."""
+
     all = "all"
     cuda = "cuda"
     openvino = "openvino"
@@ -43,24 +48,35 @@ class BenchBackend(str, enum.Enum):
 
 
 class Precision(str, enum.Enum):
+    """OpenVINO CPU inference precision."""
+
     f32 = "f32"
     bf16 = "bf16"
 
 
 class Hint(str, enum.Enum):
+    """OpenVINO performance hint."""
+
     latency = "latency"
     throughput = "throughput"
 
 
 class OutFormat(str, enum.Enum):
+    """Prediction file formats."""
+
     csv = "csv"
     jsonl = "jsonl"
     cnmc = "cnmc"
 
 
-def _fail(exc: EdgeleukError) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(exc.exit_code)
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Report an EdgeleukError as ``error: ...`` on stderr and exit with its code (1 or 2), no traceback."""
+    try:
+        yield
+    except EdgeleukError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 @app.callback()
@@ -81,10 +97,8 @@ def synth(
     """Write a SYNTHETIC data set in the public C-NMC release layout (pipeline testing only)."""
     from edgeleuk.synth import make_synthetic
 
-    try:
+    with _exit_codes():
         summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(summary.describe())
 
 
@@ -96,10 +110,8 @@ def import_checkpoint(
     """Convert the paper's published model.pt into an edgeleuk checkpoint."""
     from edgeleuk.checkpoint import import_paper_checkpoint
 
-    try:
+    with _exit_codes():
         ckpt = import_paper_checkpoint(src, out)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(f"wrote {out} ({ckpt.meta.arch}, {len(ckpt.state_dict)} tensors)")
 
 
@@ -108,17 +120,15 @@ def train(
     data: Path = typer.Argument(..., help="C-NMC data root (public release or the paper's layout)."),
     recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML (or a name in train/)."),
     out: Path = typer.Option(..., help="Run folder (checkpoints, metrics.jsonl, plots)."),
-    seed: Optional[int] = typer.Option(None, help="Seed; overrides the recipe's."),
-    pretrained: Optional[str] = typer.Option(None, help="'imagenet' or a local state-dict file."),
+    seed: int | None = typer.Option(None, help="Seed; overrides the recipe's."),
+    pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in OUT."),
 ) -> None:
     """Train the classifier with a recipe (the paper's by default)."""
     from edgeleuk.training import train as train_run
 
-    try:
+    with _exit_codes():
         result = train_run(data, recipe=recipe, out=out, seed=seed, pretrained=pretrained, resume=resume)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(result.describe())
 
 
@@ -128,15 +138,13 @@ def sweep(
     recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML."),
     seeds: int = typer.Option(24, help="Number of seeds (0..N-1)."),
     out: Path = typer.Option(..., help="Sweep folder; each seed in OUT/seed-N."),
-    pretrained: Optional[str] = typer.Option(None, help="'imagenet' or a local state-dict file."),
+    pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
 ) -> None:
     """Train one run per seed and write the paper's Table 2 (Markdown + JSON)."""
     from edgeleuk.training.sweep import run_sweep
 
-    try:
+    with _exit_codes():
         table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(table.to_markdown())
 
 
@@ -148,10 +156,8 @@ def compare(
     """Compare sweeps: mean +- std curves (Figure 4) and one-sided Mann-Whitney U tests."""
     from edgeleuk.training.compare import compare_sweeps
 
-    try:
+    with _exit_codes():
         report = compare_sweeps(sweeps, out=out)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(report.to_markdown())
 
 
@@ -160,27 +166,25 @@ def export(
     ckpt: Path = typer.Argument(..., help="edgeleuk checkpoint."),
     out: Path = typer.Option(Path("model.onnx"), help="Output .onnx (or .xml for an OpenVINO IR profile)."),
     profile: str = typer.Option("export/cpu-fp32.toml", help="Export profile TOML (or a name in export/)."),
-    calib: Optional[Path] = typer.Option(None, help="Real images for the parity gate and INT8 calibration."),
+    calib: Path | None = typer.Option(None, help="Real images for the parity gate and INT8 calibration."),
 ) -> None:
     """Export one ONNX graph with preprocessing and rotation TTA folded in, through the parity gate."""
     from edgeleuk.exporting import export_model
 
-    try:
+    with _exit_codes():
         result = export_model(ckpt, out=out, profile=profile, calib=calib)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(result.describe())
 
 
 @app.command()
-def info(model: Path = typer.Argument(..., help="Exported .onnx or OpenVINO .xml, or a checkpoint .pt.")) -> None:
+def info(
+    model: Path = typer.Argument(..., help="Exported .onnx or OpenVINO .xml, or a checkpoint .pt."),
+) -> None:
     """Print the metadata stored in a model file."""
     from edgeleuk.runtime.modelfile import describe_model_file
 
-    try:
+    with _exit_codes():
         typer.echo(describe_model_file(model))
-    except EdgeleukError as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -189,16 +193,20 @@ def predict(
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     out: Path = typer.Option(
-        Path("predictions.csv"), help="Output file, written atomically (default .jsonl/.zip for those formats)."
+        Path("predictions.csv"),
+        help="Output file, written atomically (default .jsonl/.zip for those formats).",
     ),
     batch: int = typer.Option(8, min=1, help="Images per inference batch."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: backend's)."),
-    threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: the model's)."),
+    threads: int | None = typer.Option(None, min=1, help="Inference threads (default: backend's)."),
+    threshold: float | None = typer.Option(None, help="Decision threshold (default: the model's)."),
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),
     fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
     strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
     precision: Precision = typer.Option(Precision.f32, help="OpenVINO CPU inference precision."),
-    device: Optional[str] = typer.Option(None, help="OpenVINO device name (CPU, GPU, ...)."),
+    device: str | None = typer.Option(None, help="OpenVINO device name (CPU, GPU, ...)."),
+    hint: Hint = typer.Option(
+        Hint.latency, help="OpenVINO performance hint (throughput can help on large folders)."
+    ),
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
 
@@ -212,16 +220,15 @@ def predict(
     1 none classified, --strict with any failed file, or cnmc refused;
     2 usage error (missing model or folder, no images, backend unavailable).
     """
-    from edgeleuk.predict import PredictOptions, predict as run_predict
+    from edgeleuk.predict import PredictOptions
+    from edgeleuk.predict import predict as run_predict
 
     opts = PredictOptions(
         backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
-        fmt=fmt.value, precision=precision.value, device=device,
+        fmt=fmt.value, precision=precision.value, device=device, hint=hint.value,
     )
-    try:
+    with _exit_codes():
         summary = run_predict(folder, model=model, out=out, options=opts)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(summary.describe())
     raise typer.Exit(summary.exit_code(strict=strict))
 
@@ -229,13 +236,13 @@ def predict(
 @app.command()
 def bench(
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for the torch reference row."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint for the torch reference row."),
     backend: BenchBackend = typer.Option(BenchBackend.all, help="Backend(s) to measure."),
-    data: Optional[Path] = typer.Option(None, help="Images (labelled C-NMC layout gives F1)."),
+    data: Path | None = typer.Option(None, help="Images (labelled C-NMC layout gives F1)."),
     n: int = typer.Option(32, min=1, help="Number of cells."),
     batch: int = typer.Option(8, min=1, help="Largest batch size tried for throughput."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON record here."),
+    threads: int | None = typer.Option(None, min=1, help="Inference threads."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON record here."),
     extra_model: list[Path] = typer.Option([], "--extra-model", help="More model files (e.g. INT8 IR)."),
     quick: bool = typer.Option(False, help="Few timed runs: checks the harness, numbers are rough."),
 ) -> None:
@@ -243,12 +250,11 @@ def bench(
     from edgeleuk.bench import BenchOptions, run_bench
 
     opts = BenchOptions(
-        backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model), quick=quick,
+        backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
+        quick=quick,
     )
-    try:
+    with _exit_codes():
         report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(report.to_markdown())
     raise typer.Exit(report.exit_code())
 
@@ -261,10 +267,8 @@ def demo(
     """Synthesise data, train, export (fp32 + INT8), predict and bench: the whole pipeline."""
     from edgeleuk.demo import run_demo
 
-    try:
+    with _exit_codes():
         run_demo(out, fast=fast)
-    except EdgeleukError as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -278,10 +282,8 @@ def calibrate(
     """Pick the decision threshold that reaches a target sensitivity with the best specificity."""
     from edgeleuk.workflow.calibrate import calibrate_model
 
-    try:
+    with _exit_codes():
         point = calibrate_model(model, data=data, sensitivity=sensitivity, out=out, backend=backend.value)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(point.describe())
 
 
@@ -292,14 +294,20 @@ def watch(
     out: Path = typer.Option(Path("predictions.csv"), help="CSV to append one row per image to."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
+    recursive: bool = typer.Option(False, help="Also watch sub-folders."),
 ) -> None:
-    """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes."""
+    """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
+
+    A file is read once its size has stopped changing; one row per image is
+    appended to OUT and flushed to disk at once, so nothing classified is lost
+    in a crash. Files already in OUT are not classified again.
+    """
     from edgeleuk.workflow.watch import watch_folder
 
-    try:
-        summary = watch_folder(folder, model=model, out=out, backend=backend.value, interval=interval)
-    except EdgeleukError as exc:
-        _fail(exc)
+    with _exit_codes():
+        summary = watch_folder(
+            folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive
+        )
     typer.echo(summary.describe())
 
 
@@ -307,21 +315,20 @@ def watch(
 def report(
     predictions: Path = typer.Argument(..., help="predictions.csv from predict or watch."),
     out: Path = typer.Option(Path("report.html"), help="Self-contained HTML report."),
-    images: Optional[Path] = typer.Option(
+    images: Path | None = typer.Option(
         None, help="Folder the CSV's relative paths start from (the folder given to predict/watch)."
     ),
 ) -> None:
     """Write a self-contained HTML patient-level report."""
     from edgeleuk.workflow.report import write_report
 
-    try:
+    with _exit_codes():
         path = write_report(predictions, out=out, images=images)
-    except EdgeleukError as exc:
-        _fail(exc)
     typer.echo(f"wrote {path}")
 
 
 def main() -> None:
+    """Console-script entry point (``edgeleuk``)."""
     app()
 
 

@@ -103,7 +103,11 @@ def load_toml(cls: type[T], path: str | Path) -> T:
 
 
 def resolve_named(name_or_path: str | Path, folder: str, repo_root: Path | None = None) -> Path:
-    """Accept ``paper`` or ``train/paper.toml``: bare names resolve in the repo's folder."""
+    """Accept ``paper`` or ``train/paper.toml``: bare names resolve in the repo's folder.
+
+    Raises:
+        ConfigError: Neither a file nor a name in ``folder``; the message lists the names there.
+    """
     p = Path(name_or_path)
     if p.is_file():
         return p
@@ -111,4 +115,8 @@ def resolve_named(name_or_path: str | Path, folder: str, repo_root: Path | None 
     for cand in (root / folder / p.name, root / folder / f"{p.name}.toml"):
         if cand.is_file():
             return cand
-    raise ConfigError(f"no such file: {name_or_path} (also looked in {root / folder})")
+    known = sorted(c.stem for c in (root / folder).glob("*.toml"))
+    raise ConfigError(
+        f"no such file: {name_or_path} (also looked in {root / folder}; names there: "
+        f"{', '.join(known) or 'none'})"
+    )

@@ -24,7 +24,6 @@ from 73 subjects, prelim 1,867 (1,219 / 648) from 28, final 2,586 unlabelled.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import logging
@@ -36,7 +35,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeleuk.errors import DataError, UsageError
-from edgeleuk.imageio import SUPPORTED_EXTENSIONS, is_image_name
+from edgeleuk.files import image_entries, list_images, natural_key, read_csv, synthetic_root
+from edgeleuk.imageio import SUPPORTED_EXTENSIONS
+
+__all__ = [
+    "SPLITS",
+    "DataIndex",
+    "Record",
+    "discover",
+    "fingerprint",
+    "is_healthy",
+    "label_from_name",
+    "list_images",
+    "natural_key",
+    "read_labels_csv",
+    "subject_from_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +60,7 @@ CLASS_DIRS = {"all": 1, "hem": 0}
 MAX_DEPTH = 3  # how far below the root the release's folders may sit
 _FOLD_RE = re.compile(r"fold_?(\d+)", re.IGNORECASE)
 _UID_RE = re.compile(r"UID_([A-Za-z]*\d+)_", re.IGNORECASE)
+_CLASS_SUFFIX_RE = re.compile(r"_(all|hem)$", re.IGNORECASE)  # training names end in their class
 _NUMBERED_RE = re.compile(r"\d+")
 
 
@@ -79,59 +94,17 @@ def is_healthy(subject: str | None) -> bool | None:
     return None if subject is None else subject.upper().startswith("H")
 
 
-def natural_key(path: str | os.PathLike[str]) -> tuple:
-    """Sort key that orders digit runs by value: ``2.bmp`` before ``10.bmp``."""
-    parts = []
-    for part in Path(path).parts:
-        parts.append(tuple((0, int(t), t) if t.isdigit() else (1, 0, t.lower())
-                           for t in re.split(r"(\d+)", part) if t))
-    return tuple(parts)
+def label_from_name(name: str | os.PathLike[str]) -> int | None:
+    """The class a C-NMC training file name states (``UID_H10_43_1_hem.bmp`` -> 0), else None.
 
-
-def _image_entries(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(images, sub-folders) of one folder; hidden entries (``.name``) skipped."""
-    images, dirs = [], []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        raise DataError(f"cannot list {folder}: {exc.strerror or exc}") from exc
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue  # hidden files, and half-written temp files of atomic writers
-        try:
-            is_dir = entry.is_dir()
-        except OSError:
-            is_dir = False
-        if is_dir:
-            dirs.append(Path(entry.path))
-        elif is_image_name(entry.name):  # unreadable/broken files stay: decode reports them
-            images.append(Path(entry.path))
-    return images, dirs
-
-
-def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
-    """Image files in a folder, in natural order (``2.bmp`` before ``10.bmp``).
-
-    Args:
-        root: Folder to list.
-        recursive: Descend into sub-folders, following links to folders once each.
-
-    Raises:
-        DataError: ``root`` is missing or not a folder.
+    Only names that also carry a ``UID_<subject>_`` prefix count, so an
+    arbitrary ``..._all.png`` from elsewhere is not taken as a label.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder" if root.exists() else f"folder not found: {root}")
-    found, todo, seen = [], deque([root]), {root.resolve()}
-    while todo:
-        images, dirs = _image_entries(todo.popleft())
-        found.extend(images)
-        for d in sorted(dirs) if recursive else ():
-            real = d.resolve()
-            if real not in seen:  # a link back up the tree must not loop forever
-                seen.add(real)
-                todo.append(d)
-    return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
+    path = Path(name)
+    match = _CLASS_SUFFIX_RE.search(path.stem)
+    if match is None or subject_from_name(path) is None:
+        return None
+    return CLASS_DIRS[match.group(1).lower()]
 
 
 def read_labels_csv(path: Path) -> list[tuple[str, str, int]]:
@@ -140,20 +113,14 @@ def read_labels_csv(path: Path) -> list[tuple[str, str, int]]:
     Raises:
         DataError: Wrong columns, a label other than 0/1, or duplicate names.
     """
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in LABEL_COLUMNS if c not in header]
-            if missing:
-                raise DataError(
-                    f"{path} has columns {header}; a C-NMC labels CSV needs {','.join(LABEL_COLUMNS)} "
-                    "(labels: 1 = ALL, 0 = HEM)"
-                )
-            reader.fieldnames = header
-            rows = [(r["Patient_ID"].strip(), r["new_names"].strip(), r["labels"].strip()) for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read labels CSV {path}: {exc}") from exc
+    header, raw = read_csv(path)
+    missing = [c for c in LABEL_COLUMNS if c not in header]
+    if missing:
+        raise DataError(
+            f"{path} has columns {header}; a C-NMC labels CSV needs {','.join(LABEL_COLUMNS)} "
+            "(labels: 1 = ALL, 0 = HEM)"
+        )
+    rows = [tuple((r.get(c) or "").strip() for c in LABEL_COLUMNS) for r in raw]
     out, seen = [], set()
     for line, (pid, name, label) in enumerate(rows, start=2):
         if label not in ("0", "1"):
@@ -186,7 +153,7 @@ def _scan(root: Path) -> _Scan:
         if folder.resolve() in seen:  # reached again through a symbolic link
             continue
         seen.add(folder.resolve())
-        images, dirs = _image_entries(folder)
+        images, dirs = image_entries(folder)
         scan.csvs.extend(p for p in folder.glob("*.csv") if not p.name.startswith("."))
         m = _FOLD_RE.fullmatch(folder.name)
         if m and _class_dirs(dirs):
@@ -253,7 +220,7 @@ def _prelim_records(folder: Path, csv_path: Path, rows: list, images: list[Path]
 def _train_records(folds: list[tuple[int, Path]]) -> list[Record]:
     recs = []
     for fold, folder in folds:
-        _, dirs = _image_entries(folder)
+        _, dirs = image_entries(folder)
         for label, class_dir in sorted(_class_dirs(dirs).items(), reverse=True):
             for path in list_images(class_dir):
                 recs.append(Record(path, label, subject_from_name(path.name), "train", fold))
@@ -275,7 +242,8 @@ class DataIndex:
     Attributes:
         root: The folder searched.
         layout: "public" (C-NMC release), "paper" (the paper's code) or "folder".
-        synthetic: True when the root holds ``SYNTHETIC.txt`` (written by ``edgeleuk synth``).
+        synthetic: True when ``SYNTHETIC.txt`` (written by ``edgeleuk synth``) sits in the root
+            or up to three folders above it.
         sources: Per split, the folders and labels CSVs it was read from.
     """
 
@@ -284,7 +252,7 @@ class DataIndex:
         self.root = root
         self.layout = layout
         self.sources = sources
-        self.synthetic = (root / "SYNTHETIC.txt").is_file()
+        self.synthetic = synthetic_root(root) is not None
         self._splits = {k: v for k, v in splits.items() if v}
 
     def has(self, name: str) -> bool:

@@ -17,8 +17,9 @@ from typing import Any
 
 from rich.console import Console
 
+from edgeleuk.atomic import atomic_write_text
 from edgeleuk.config import resolve_named
-from edgeleuk.errors import UsageError
+from edgeleuk.errors import GateFailed, UsageError
 
 SYNTHETIC_NOTE = (
     "SYNTHETIC DATA: these cells were drawn by `edgeleuk synth`; every figure below only shows "
@@ -84,12 +85,10 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     Returns:
         The artefact paths and stage timings.
     """
-    from edgeleuk.bench import BenchOptions, run_bench
     from edgeleuk.exporting import export_model
     from edgeleuk.predict import PredictOptions, predict
     from edgeleuk.synth import make_synthetic
     from edgeleuk.training import train
-    from edgeleuk.workflow.report import write_report
 
     console = console or Console(soft_wrap=True)
     scale = FAST if fast else FULL
@@ -118,27 +117,40 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     pred = _stage(console, res, "5/6 predict the final-test folder", lambda: predict(
         _split_folder(data, "final"), model=onnx_path, out=preds, options=PredictOptions()))
     console.print(pred.describe(), markup=False, highlight=False)
-    bench_json = out / "bench.json"
-    report = _stage(console, res, "6/6 bench every backend on the preliminary test", lambda: run_bench(
-        onnx_path, checkpoint=ckpt, data=data, json_out=bench_json,
+    report = _stage(console, res, "6/6 bench every backend on the preliminary test",
+                    lambda: _bench(out, ckpt, data, onnx_path, int8_path, scale, fast))
+    console.print(report.to_markdown(), markup=False, highlight=False)
+    html = _report(out, data, onnx_path)
+    res.artefacts.update(data=data, checkpoint=ckpt, onnx=onnx_path, int8=int8_path, predictions=preds,
+                         bench=out / "bench.md", report=html)
+    _print_epilogue(console, res)
+    if report.exit_code() != 0:
+        raise GateFailed("the benchmark's parity gate failed; see bench.md")
+    return res
+
+
+def _bench(out: Path, ckpt: Path, data: Path, onnx_path: Path, int8_path: Path, scale: DemoScale,
+           fast: bool) -> Any:
+    """Bench every backend plus the INT8 IR; writes ``bench.json`` and a SYNTHETIC-labelled ``bench.md``."""
+    from edgeleuk.bench import BenchOptions, run_bench
+
+    report = run_bench(
+        onnx_path, checkpoint=ckpt, data=data, json_out=out / "bench.json",
         options=BenchOptions(backend="all", n=scale.bench_n, batch=8, extra_models=(int8_path,),
-                             budget_s=scale.bench_budget_s, quick=fast)))
-    md = report.to_markdown()
-    (out / "bench.md").write_text(f"> {SYNTHETIC_NOTE}\n\n{md}\n", encoding="utf-8")
-    console.print(md, markup=False, highlight=False)
-    # The report reads best on labelled cells: classify the preliminary test too.
+                             budget_s=scale.bench_budget_s, quick=fast))
+    atomic_write_text(out / "bench.md", f"> {SYNTHETIC_NOTE}\n\n{report.to_markdown()}\n")
+    return report
+
+
+def _report(out: Path, data: Path, onnx_path: Path) -> Path:
+    """The HTML report, on the preliminary test: it reads best on labelled cells."""
+    from edgeleuk.predict import PredictOptions, predict
+    from edgeleuk.workflow.report import write_report
+
     prelim_dir = _split_folder(data, "prelim")
     prelim_preds = out / "predictions-prelim.csv"
     predict(prelim_dir, model=onnx_path, out=prelim_preds, options=PredictOptions())
-    html = write_report(prelim_preds, out=out / "report.html", images=prelim_dir)
-    res.artefacts.update(data=data, checkpoint=ckpt, onnx=onnx_path, int8=int8_path, predictions=preds,
-                         bench=out / "bench.md", report=Path(html))
-    _print_epilogue(console, res)
-    if report.exit_code() != 0:
-        from edgeleuk.errors import GateFailed
-
-        raise GateFailed("the benchmark's parity gate failed; see bench.md")
-    return res
+    return Path(write_report(prelim_preds, out=out / "report.html", images=prelim_dir))
 
 
 def _prepare_out(out: Path) -> None:
@@ -164,13 +176,16 @@ def _print_epilogue(console: Console, res: DemoResult) -> None:
     for name, path in res.artefacts.items():
         console.print(f"  {name:<12} {path}", markup=False, highlight=False)
     total = sum(res.seconds.values())
-    console.print(f"  total {total:.0f} s: " + ", ".join(f"{k.split(' ', 1)[0]} {v:.0f}s" for k, v in res.seconds.items()))
+    stages = ", ".join(f"{k.split(' ', 1)[0]} {v:.0f}s" for k, v in res.seconds.items())
+    console.print(f"  total {total:.0f} s: {stages}")
     console.print(
         "\nOn real C-NMC data, run each stage by hand:\n"
         "  edgeleuk train C-NMC/ --recipe train/paper.toml --out runs/paper --pretrained seresnext50.pth\n"
         "  edgeleuk export runs/paper/best.pt --out model.onnx --calib C-NMC/\n"
-        "  edgeleuk export runs/paper/best.pt --out model-int8.xml --profile export/openvino-int8.toml --calib C-NMC/\n"
+        "  edgeleuk export runs/paper/best.pt --out model-int8.xml --profile export/openvino-int8.toml "
+        "--calib C-NMC/\n"
         "  edgeleuk predict C-NMC/final/ --model model.onnx --out predictions.csv\n"
-        "  edgeleuk bench --model model.onnx --checkpoint runs/paper/best.pt --data C-NMC/ --extra-model model-int8.xml\n"
+        "  edgeleuk bench --model model.onnx --checkpoint runs/paper/best.pt --data C-NMC/ "
+        "--extra-model model-int8.xml\n"
         "  edgeleuk report predictions.csv --out report.html"
     )

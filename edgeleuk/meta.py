@@ -92,6 +92,7 @@ class ModelMeta:
         return d
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as JSON with sorted keys (the string stored in exported models)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
@@ -115,10 +116,13 @@ class ModelMeta:
 
     @classmethod
     def from_json(cls, text: str) -> ModelMeta:
+        """Inverse of :meth:`to_json`; unknown keys are an error."""
         return cls.from_dict(json.loads(text))
 
     def replace(self, **changes: Any) -> ModelMeta:
+        """A copy with some fields changed (e.g. a calibrated threshold)."""
         return dataclasses.replace(self, **changes)
 
     def label_name(self, positive: bool) -> str:
+        """Class name of a call: the positive class (ALL, index 1) when ``positive``, else HEM."""
         return self.class_names[1 if positive else 0]

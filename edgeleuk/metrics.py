@@ -1,4 +1,4 @@
-"""Classification metrics for ALL (1, positive) vs HEM (0), numpy only.
+"""Classification metrics for ALL (1, positive) vs HEM (0): numpy, no scikit-learn, no torch.
 
 Definitions follow scikit-learn so numbers match the C-NMC leaderboard, which
 ranked by weighted F1 (``f1_score(average="weighted")``):
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.data import is_healthy
 from edgeleuk.errors import UsageError
 
 
@@ -30,7 +31,12 @@ class MetricsInputError(UsageError, ValueError):
     """Inputs that cannot be scored: empty, unequal lengths, labels not 0/1, NaN scores."""
 
 
-def _labels(y_true: Any) -> np.ndarray:
+def check_labels(y_true: Any) -> np.ndarray:
+    """True labels as an int64 vector.
+
+    Raises:
+        MetricsInputError: Not one-dimensional, empty, or a value other than 0 (HEM) / 1 (ALL).
+    """
     y = np.asarray(y_true)
     if y.ndim != 1:
         raise MetricsInputError(f"y_true must be one-dimensional, got shape {y.shape}")
@@ -42,7 +48,12 @@ def _labels(y_true: Any) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _scores(y_score: Any, n: int) -> np.ndarray:
+def check_scores(y_score: Any, n: int) -> np.ndarray:
+    """Scores as a float64 vector of length ``n``.
+
+    Raises:
+        MetricsInputError: Another length or shape, NaN or infinity.
+    """
     s = np.asarray(y_score, dtype=np.float64)
     if s.shape != (n,):
         raise MetricsInputError(f"scores have shape {s.shape} but y_true has {n} samples")
@@ -58,8 +69,8 @@ def predict_labels(y_score: Any, threshold: float = 0.5) -> np.ndarray:
 
 def confusion(y_true: Any, y_pred: Any) -> list[list[int]]:
     """Confusion matrix ``[[tn, fp], [fn, tp]]`` with ALL as the positive class."""
-    t = _labels(y_true)
-    p = _labels(y_pred)
+    t = check_labels(y_true)
+    p = check_labels(y_pred)
     if p.shape != t.shape:
         raise MetricsInputError(f"y_pred has shape {p.shape} but y_true has {t.shape}")
     return [[int(np.sum((t == i) & (p == j))) for j in (0, 1)] for i in (0, 1)]
@@ -67,8 +78,8 @@ def confusion(y_true: Any, y_pred: Any) -> list[list[int]]:
 
 def roc_auc(y_true: Any, y_score: Any) -> float | None:
     """Area under the ROC curve (ties count half); None if ``y_true`` has one class only."""
-    t = _labels(y_true)
-    s = _scores(y_score, t.size)
+    t = check_labels(y_true)
+    s = check_scores(y_score, t.size)
     n_pos = int(t.sum())
     n_neg = t.size - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -88,8 +99,12 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _weighted(cm: np.ndarray) -> tuple[float, float, float]:
-    """Support-weighted precision, recall and F1 over the classes (scikit-learn "weighted")."""
+def weighted_prf(cm: np.ndarray) -> tuple[float, float, float]:
+    """Support-weighted precision, recall and F1 over the classes (scikit-learn "weighted").
+
+    Args:
+        cm: Confusion matrix ``[[tn, fp], [fn, tp]]`` holding at least one cell.
+    """
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
     tp = np.diag(cm).astype(np.float64)
@@ -121,11 +136,11 @@ def binary_metrics(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] 
     Raises:
         MetricsInputError: Empty input, unequal lengths, labels not 0/1, NaN scores.
     """
-    t = _labels(y_true)
-    s = _scores(y_score, t.size)
+    t = check_labels(y_true)
+    s = check_scores(y_score, t.size)
     cm = np.asarray(confusion(t, predict_labels(s, threshold)))
     (tn, fp), (fn, tp) = cm.tolist()
-    precision, recall, f1 = _weighted(cm)
+    precision, recall, f1 = weighted_prf(cm)
     support = cm.sum(axis=1)
     per_class_f1 = [_ratio(2 * int(cm[c, c]), int(support[c] + cm[:, c].sum())) or 0.0 for c in (0, 1)]
     return {
@@ -161,8 +176,8 @@ def per_subject_accuracy(subjects: Sequence[str | None], y_true: Sequence[int] |
         ``{subject: {"n", "correct", "accuracy", "healthy"}}`` in sorted subject order;
         ``healthy`` is None for "unknown".
     """
-    t = _labels(y_true)
-    correct = predict_labels(_scores(y_score, t.size), threshold) == t
+    t = check_labels(y_true)
+    correct = predict_labels(check_scores(y_score, t.size), threshold) == t
     subj = ["unknown" if s is None else str(s) for s in subjects]
     if len(subj) != t.size:
         raise MetricsInputError(f"{len(subj)} subjects but {t.size} labels")
@@ -170,6 +185,6 @@ def per_subject_accuracy(subjects: Sequence[str | None], y_true: Sequence[int] |
     for name in sorted(set(subj)):
         mask = np.array([s == name for s in subj])
         n, k = int(mask.sum()), int(correct[mask].sum())
-        healthy = None if name == "unknown" else name.upper().startswith("H")
+        healthy = None if name == "unknown" else is_healthy(name)
         out[name] = {"n": n, "correct": k, "accuracy": k / n, "healthy": healthy}
     return out

@@ -177,11 +177,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    from edgeleuk.checkpoint import safe_torch_load
+    from edgeleuk.checkpoint import load_state_dict
 
-    obj = safe_torch_load(path)
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    return obj
+    return load_state_dict(path)

@@ -60,6 +60,16 @@ class ResultRow:
             row[TRUTH_COLUMN] = self.true_label
         return row
 
+    def as_csv(self, with_truth: bool) -> dict[str, str]:
+        """:meth:`as_dict` as CSV cells: empty for missing values, ``prob_all`` with 6 decimals.
+
+        ``predict`` and ``watch`` both write through this, so their files read alike.
+        """
+        return {
+            k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else str(v))
+            for k, v in self.as_dict(with_truth).items()
+        }
+
 
 def _has_truth(rows: Sequence[ResultRow]) -> bool:
     return any(r.true_label is not None for r in rows)
@@ -72,11 +82,7 @@ def write_csv(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
     with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        for row in rows:
-            values = row.as_dict(truth)
-            writer.writerow(
-                {k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else v) for k, v in values.items()}
-            )
+        writer.writerows(row.as_csv(truth) for row in rows)
 
 
 def write_jsonl(out: Path, rows: Sequence[ResultRow], positive: str) -> None:

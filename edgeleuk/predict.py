@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeleuk.data import Record, discover, list_images, subject_from_name
+from edgeleuk.data import Record, discover, label_from_name, list_images, subject_from_name
 from edgeleuk.errors import DataError, UsageError
+from edgeleuk.files import synthetic_root
 from edgeleuk.imageio import SUPPORTED_EXTENSIONS
 from edgeleuk.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names
 from edgeleuk.predict_summary import PredictSummary
 from edgeleuk.runtime.classifier import Classifier, Prediction
-from edgeleuk.synth import MARKER as SYNTH_MARKER
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("predictions.csv")
-_LABEL_SUFFIX = re.compile(r"_(all|hem)$", re.IGNORECASE)  # C-NMC training names end in the class
-_MARKER_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -96,11 +93,6 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc} (choose another --out)") from exc
 
 
-def _is_synthetic(folder: Path) -> bool:
-    folder = folder.resolve()
-    return any((d / SYNTH_MARKER).is_file() for d in [folder, *folder.parents][: _MARKER_DEPTH + 1])
-
-
 def _indexed_records(folder: Path, paths: Sequence[Path]) -> dict[str, Record]:
     """Labelled C-NMC records for ``paths``, found by :func:`edgeleuk.data.discover`."""
     roots = [folder]
@@ -132,10 +124,7 @@ def known_truth(folder: Path, paths: Sequence[Path]) -> dict[Path, tuple[int | N
     for path in paths:
         rec = records.get(os.path.abspath(path))
         subject = rec.subject if rec and rec.subject else subject_from_name(path.name)
-        label = rec.label if rec else None
-        match = _LABEL_SUFFIX.search(path.stem)
-        if label is None and match and subject is not None:
-            label = 1 if match.group(1).lower() == "all" else 0
+        label = rec.label if rec and rec.label is not None else label_from_name(path)
         truth[path] = (label, subject)
     return truth
 
@@ -168,6 +157,29 @@ def _rows(
     return rows
 
 
+def _load_classifier(model: Path, options: PredictOptions) -> Classifier:
+    return Classifier.load(
+        model,
+        options.backend,
+        threshold=options.threshold,
+        batch_size=options.batch,
+        workers=options.workers,
+        threads=options.threads,
+        precision=options.precision,
+        device=options.device,
+        hint=options.hint,
+    )
+
+
+def _write(out: Path, fmt: str, rows: Sequence[ResultRow], positive: str) -> str | None:
+    """Write the output; returns why nothing was written (a refused C-NMC submission), else None."""
+    try:
+        WRITERS[fmt](out, rows, positive)
+    except SubmissionRefused as exc:
+        return str(exc)
+    return None
+
+
 def predict(
     folder: Path, model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None
 ) -> PredictSummary:
@@ -197,28 +209,14 @@ def predict(
         check_cnmc_names([p.name for p in paths])
     out = _output_path(out, options.fmt)
     _check_writable(out)
-    clf = Classifier.load(
-        model,
-        options.backend,
-        threshold=options.threshold,
-        batch_size=options.batch,
-        workers=options.workers,
-        threads=options.threads,
-        precision=options.precision,
-        device=options.device,
-        hint=options.hint,
-    )
+    clf = _load_classifier(model, options)
     log.info("classifying %d file(s) from %s on %s", len(paths), folder, clf.info.name)
     started = time.perf_counter()
     predictions = _classify(clf, paths, options.progress)
     seconds = time.perf_counter() - started
     rows = _rows(folder, paths, predictions, clf)
     positive = clf.meta.label_name(True)
-    refused = None
-    try:
-        WRITERS[options.fmt](out, rows, positive)
-    except SubmissionRefused as exc:
-        refused = str(exc)
+    refused = _write(out, options.fmt, rows, positive)
     return PredictSummary(
         folder=folder,
         out=None if refused else out,
@@ -229,6 +227,6 @@ def predict(
         threshold_source=clf.threshold_source,
         seconds=seconds,
         positive=positive,
-        synthetic=_is_synthetic(folder),
+        synthetic=synthetic_root(folder) is not None,
         refused=refused,
     )

@@ -30,12 +30,13 @@ import numpy as np
 
 from edgeleuk.atomic import atomic_path, atomic_write_text
 from edgeleuk.errors import UsageError
+from edgeleuk.files import SYNTHETIC_MARKER
 from edgeleuk.synth_cells import AMBIGUOUS, render_cell, sample_looks, subject_stain
 
 ALL_SHARE = 2 / 3  # C-NMC training data are about 2:1 ALL:HEM
 PRELIM_SHARE, FINAL_SHARE = 0.25, 0.15  # of each class's subjects; the rest train
 FOLDS = 3
-MARKER = "SYNTHETIC.txt"
+MARKER = SYNTHETIC_MARKER  # read back by edgeleuk.files.synthetic_root
 _LAYOUT_NAMES = ("training_data", "prelim", "final", "prelim_labels.csv", MARKER)
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class SynthSummary:
         return sum(sum(c.values()) for c in self.counts.values())
 
     def describe(self) -> str:
+        """Counts per split, with the SYNTHETIC warning every user must see."""
         lines = [
             (f"Wrote {self.total} SYNTHETIC cell images to {self.out} (seed {self.seed}) "
              f"in {self.seconds:.1f} s."),

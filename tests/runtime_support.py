@@ -28,12 +28,25 @@ def expected_logit(images: np.ndarray) -> np.ndarray:
     return GAIN * (flat.mean(axis=1) / 255.0 - 0.5)
 
 
-def build_onnx(path: Path, meta: ModelMeta | None = None, *, with_meta: bool = True) -> Path:
-    """Write the brightness model as ONNX (opset 17) with edgeleuk metadata."""
+def build_onnx(
+    path: Path,
+    meta: ModelMeta | None = None,
+    *,
+    with_meta: bool = True,
+    gain: float = GAIN,
+    centre: float = 127.5,
+) -> Path:
+    """Write the brightness model as ONNX (opset 17) with edgeleuk metadata.
+
+    ``logit = gain * (mean pixel - centre) / 255``; :func:`expected_logit` assumes the defaults.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    consts = {"scale": np.array(GAIN / 255.0, np.float32), "shift": np.array(-GAIN / 2.0, np.float32)}
+    consts = {
+        "scale": np.array(gain / 255.0, np.float32),
+        "shift": np.array(-gain * centre / 255.0, np.float32),
+    }
     nodes = [
         helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
         # Three short reductions, not one over 607,500 values: fp32 engines then agree to ~1e-6.

@@ -14,21 +14,19 @@ def test_success_replaces_destination(tmp_path):
 def test_failure_leaves_old_file_and_no_temporary(tmp_path):
     dest = tmp_path / "out.csv"
     dest.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_open(dest) as fh:
-            fh.write("half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_open(dest) as fh:
+        fh.write("half")
+        raise RuntimeError("crash mid-write")
     assert dest.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
 def test_failure_without_previous_file_leaves_nothing(tmp_path):
     dest = tmp_path / "sub" / "model.onnx"
-    with pytest.raises(ValueError):
-        with atomic_path(dest) as tmp:
-            assert tmp.suffix == ".onnx" and tmp.parent == dest.parent
-            tmp.write_bytes(b"x")
-            raise ValueError
+    with pytest.raises(ValueError), atomic_path(dest) as tmp:
+        assert tmp.suffix == ".onnx" and tmp.parent == dest.parent
+        tmp.write_bytes(b"x")
+        raise ValueError
     assert list(dest.parent.iterdir()) == []
 
 

@@ -4,7 +4,11 @@ import pytest
 import torch
 
 from edgeleuk.checkpoint import (
-    Checkpoint, convert_paper_state_dict, import_paper_checkpoint, load_checkpoint, safe_torch_load,
+    Checkpoint,
+    convert_paper_state_dict,
+    import_paper_checkpoint,
+    load_checkpoint,
+    safe_torch_load,
     save_checkpoint,
 )
 from edgeleuk.errors import CheckpointError

@@ -11,7 +11,9 @@ runner = CliRunner()
 
 
 def _edgeleuk(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeleuk", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeleuk", *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_help_lists_every_command():
@@ -44,3 +46,16 @@ def test_missing_checkpoint_is_a_usage_error(tmp_path):
 def test_bad_enum_choice_is_rejected():
     result = runner.invoke(app, ["predict", ".", "--model", "m.onnx", "--backend", "tpu"])
     assert result.exit_code == 2
+
+
+def test_errors_go_to_stderr_with_the_usage_exit_code(tmp_path):
+    proc = _edgeleuk("info", str(tmp_path / "nope.onnx"))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("error: model file not found")
+
+
+def test_unknown_profile_name_lists_the_shipped_ones(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path / "x.pt"), "--profile", "no-such-profile"])
+    assert result.exit_code == 2
+    assert "no-such-profile" in result.output and "cpu-fp32" in result.output

@@ -16,6 +16,7 @@ from edgeleuk.data import (
     discover,
     fingerprint,
     is_healthy,
+    label_from_name,
     list_images,
     natural_key,
     read_labels_csv,
@@ -162,6 +163,24 @@ def test_list_images_natural_order_and_broken_files(tmp_path):
 )
 def test_subject_from_name(name, subject):
     assert subject_from_name(name) == subject
+
+
+@pytest.mark.parametrize(
+    "name, label",
+    [
+        ("UID_11_10_1_all.bmp", 1),
+        ("fold_0/hem/UID_H10_43_1_HEM.bmp", 0),
+        ("17.bmp", None),  # a test-set name states no class
+        ("patient_all.png", None),  # no UID_<subject>_: not a C-NMC name
+        ("UID_11_10_1.bmp", None),
+    ],
+)
+def test_label_from_name(name, label):
+    assert label_from_name(name) == label
+
+
+def test_synthetic_flag_found_from_a_sub_folder(synth_root):
+    assert discover(synth_root / "training_data").synthetic
 
 
 def test_missing_root_and_file_root(tmp_path):

@@ -1,4 +1,7 @@
-"""INT8 OpenVINO IR by NNCF: gated on OpenVINO CPU, metadata in rt_info, atomic .xml + .bin."""
+"""INT8 OpenVINO IR by NNCF: gated on OpenVINO CPU, metadata in rt_info, atomic .xml + .bin.
+
+The accuracy-control metric and its fallbacks are in test_exporting_int8_accuracy.py.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +58,12 @@ def test_int8_metadata_in_rt_info(int8_export) -> None:
     assert export["precision"] == "int8" and export["gate"]["passed"] is True
     assert export["profile"]["allow_small_calib"] is True and export["profile"]["calib_size"] == 24
     assert json.loads(json.dumps(export)) == export
+    quant = export["quantization"]
+    # The synthetic gate cells are labelled, so the shipped profile's accuracy control ran.
+    assert quant["method"] == "nncf.quantize_with_accuracy_control" and quant["accuracy_control"] == "on"
+    assert quant["calibration_images"] == 24 and quant["validation_cells"] == 12
+    assert quant["float"]["agreement"] == 1.0 and quant == int8_export.quantization
+    assert "accuracy control on 12 labelled gate cells" in int8_export.describe()
 
 
 def test_int8_export_is_deterministic(int8_export, tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
@@ -75,6 +84,7 @@ def test_fp32_ir_profile_passes_fp32_gate(tiny_checkpoint: Path, synth_root: Pat
     result = export_model(tiny_checkpoint, tmp_path / "fp32.xml", prof, calib=synth_root)
     (check,) = result.gate.checks
     assert check.status == "passed" and check.max_abs_logit_delta <= 1e-4
+    assert result.quantization is None and "INT8" not in result.describe()
     model = ov.Core().read_model(str(result.path))
     assert not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     assert model.get_rt_info(["edgeleuk", "meta"]).astype(str).startswith("{")

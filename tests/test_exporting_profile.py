@@ -22,6 +22,8 @@ def test_shipped_profiles_load_with_issue_thresholds() -> None:
     assert (fp16.precision, fp16.min_agreement) == ("fp16", 0.995) and "onnxruntime-cuda" in fp16.gate_engines
     assert (int8.format, int8.min_agreement, int8.max_f1_drop) == ("openvino", 0.99, 0.005)
     assert int8.calib_size >= MIN_INT8_CALIB and not int8.allow_small_calib
+    assert int8.accuracy_control and int8.accuracy_control_n == int8.parity_n  # F1 control on the gate cells
+    assert not fp32.accuracy_control and not fp16.accuracy_control
 
 
 @pytest.mark.parametrize(("text", "match"), [

@@ -15,7 +15,7 @@ import pytest
 from workflow_support import build_brightness_onnx, cell_bytes, prob_for_grey, write_cell
 
 from edgeleuk.errors import UsageError
-from edgeleuk.workflow.arrivals import ArrivalTracker
+from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
 from edgeleuk.workflow.watch import COLUMNS, watch_folder
 
 GREYS = [40, 120, 170, 230]  # well apart: probabilities from ~0.01 to ~0.99
@@ -53,6 +53,16 @@ def _write_in_pieces(folder: Path, pause: float) -> None:
     tmp = folder / ".incoming.bmp"
     tmp.write_bytes(cell_bytes(GREYS[3]))
     tmp.rename(folder / "UID_H1_1_1_hem.bmp")
+
+
+def test_list_arrivals_skips_hidden_files_and_tolerates_a_missing_folder(tmp_path: Path) -> None:
+    assert list_arrivals(tmp_path / "not-yet") == []  # the microscope has not made it yet
+    for name in ("10.bmp", "2.bmp", ".2.bmp.tmp.bmp", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "1.png").write_bytes(b"x")
+    assert [p.name for p in list_arrivals(tmp_path)] == ["2.bmp", "10.bmp"]
+    assert [p.name for p in list_arrivals(tmp_path, recursive=True)] == ["2.bmp", "10.bmp", "1.png"]
 
 
 def test_tracker_waits_for_two_identical_polls(tmp_path: Path) -> None:

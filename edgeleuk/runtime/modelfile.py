@@ -1,4 +1,4 @@
-"""Read the metadata an exported model file carries, without torch.
+"""Read (and rewrite) the metadata an exported model file carries, without torch.
 
 An exported ONNX graph stores two JSON strings in ``metadata_props`` and an
 OpenVINO IR stores the same two in ``rt_info``:
@@ -60,6 +60,26 @@ def ir_metadata(model: Any) -> dict[str, str]:
                 found[key] = model.get_rt_info(rt_path).astype(str)
                 break
     return found
+
+
+def set_onnx_metadata(proto: Any, strings: Mapping[str, str]) -> None:
+    """Replace entries of an ``onnx.ModelProto``'s ``metadata_props``, keeping the others in order."""
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in strings]
+    del proto.metadata_props[:]
+    for key, value in [*keep, *sorted(strings.items())]:  # sorted: repeated exports give the same bytes
+        proto.metadata_props.add(key=key, value=value)
+
+
+def set_ir_metadata(model: Any, strings: Mapping[str, str]) -> None:
+    """Store ``edgeleuk.*`` strings in an ``openvino.Model``'s rt_info (``edgeleuk.meta`` -> ``["edgeleuk", "meta"]``).
+
+    A model read from an ``.onnx`` file also holds the ONNX copy under
+    ``["framework", key]``; it is overwritten too, so no stale value survives.
+    """
+    for key, value in strings.items():
+        model.set_rt_info(value, key.split("."))
+        if model.has_rt_info(["framework", key]):
+            model.set_rt_info(value, ["framework", key])
 
 
 def _onnx_metadata(path: Path) -> dict[str, str]:

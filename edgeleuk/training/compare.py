@@ -63,6 +63,7 @@ class CompareReport:
         return any(s.synthetic for s in self.sweeps)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able record of the sweeps and the test results."""
         return {
             "sweeps": [{"name": s.name, "path": str(s.path), "runs": int(s.f1.shape[0]),
                         "best_f1": s.best_f1.tolist(), "best_f1_mean": float(s.best_f1.mean()),
@@ -75,6 +76,7 @@ class CompareReport:
         }
 
     def to_markdown(self) -> str:
+        """The comparison as a Markdown table (SYNTHETIC-labelled when any sweep was)."""
         lines = ["## Sweep comparison (validation weighted F1 of each run's best epoch)", ""]
         if self.synthetic:
             lines += [f"> {SYNTHETIC_NOTE}", ""]

@@ -73,6 +73,7 @@ def setup(preference: str) -> tuple[DistInfo, torch.device]:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group, if this process joined one."""
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -91,6 +92,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (a no-op in a single process)."""
     if info.enabled:
         dist.barrier()
 

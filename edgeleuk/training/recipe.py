@@ -34,6 +34,7 @@ class LearningRates:
     classifier: float = 1e-2
 
     def as_dict(self) -> dict[str, float]:
+        """Parameter group name -> learning rate, as ``edgeleuk.model.param_groups`` takes it."""
         return dataclasses.asdict(self)
 
 
@@ -145,6 +146,7 @@ class Recipe:
             raise ConfigError("train_folds must name at least one fold")
 
     def replace(self, **changes) -> Recipe:
+        """A copy with some fields changed (command-line overrides such as ``--seed``)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

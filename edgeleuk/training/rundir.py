@@ -134,15 +134,18 @@ class TrainResult:
     data_fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy (``summary.json``)."""
         d = asdict(self)
         d["out"] = str(self.out)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainResult:
+        """Inverse of :meth:`to_dict`."""
         return cls(**{**d, "out": Path(d["out"])})
 
     def describe(self) -> str:
+        """Best epoch, its validation metrics and where the run's files are."""
         files = RunFiles(self.out)
         m = self.best_metrics
         state = "finished" if self.finished else f"stopped after epoch {self.epochs_done - 1} (resume with --resume)"
@@ -167,6 +170,7 @@ def _fmt(value: Any) -> str:
 
 
 def write_summary(files: RunFiles, result: TrainResult) -> None:
+    """Write ``summary.json`` atomically."""
     atomic_write_text(files.summary, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
 
 

@@ -71,6 +71,7 @@ class SweepTable:
     synthetic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able record of every run and the summary rows."""
         sel = self.selected
         return {
             "recipe": self.recipe, "runs": len(self.runs), "seeds": [r.seed for r in self.runs],
@@ -82,6 +83,7 @@ class SweepTable:
         }
 
     def to_markdown(self) -> str:
+        """The paper's Table 2 as Markdown (SYNTHETIC-labelled on synthetic data)."""
         lines = [f"## Table 2: {self.recipe}, {len(self.runs)} runs (preliminary test set, best epoch)", ""]
         if self.synthetic:
             lines += [f"> {SYNTHETIC_NOTE}", ""]

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeleuk.imageio import is_image_name
+from edgeleuk.errors import DataError
+from edgeleuk.files import list_images
 
 Signature = tuple[int, int]  # (size in bytes, mtime in ns)
 
@@ -30,28 +31,17 @@ def signature(path: Path) -> Signature | None:
 
 
 def list_arrivals(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` sorted by path, skipping hidden names (temporary files).
+    """Image files in ``folder`` in natural order, skipping hidden names (temporary files).
 
-    Unlike ``edgeleuk.data.list_images`` an empty folder is normal here: the
-    microscope has not written anything yet.
+    The same listing as ``predict`` (:func:`edgeleuk.files.list_images`), except
+    that a folder that is missing or cannot be listed gives no files instead of an
+    error: the microscope may not have created it yet, or a network share may
+    hiccup; the next poll tries again.
     """
-    found: list[Path] = []
     try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return found
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        try:
-            if entry.is_dir():
-                if recursive:
-                    found.extend(list_arrivals(Path(entry.path), recursive=True))
-            elif entry.is_file() and is_image_name(entry.name):
-                found.append(Path(entry.path))
-        except OSError:  # vanished between listing and checking
-            continue
-    return sorted(found)
+        return list_images(folder, recursive=recursive)
+    except DataError:
+        return []
 
 
 @dataclass
@@ -70,6 +60,7 @@ class ArrivalTracker:
 
     @staticmethod
     def key(path: Path) -> str:
+        """The identity of a file across polls and sessions."""
         # abspath, not resolve(): no system call per file per poll on folders of thousands.
         return os.path.abspath(path)
 

@@ -56,6 +56,7 @@ class CalibrationResult:
     source: str
 
     def describe(self) -> str:
+        """The old and new operating points side by side, and where the model was written."""
         rows = [("calibrated", self.chosen), ("before", self.previous)]
         n_all, n_hem = self.chosen.tp + self.chosen.fn, self.chosen.tn + self.chosen.fp
         lines = [

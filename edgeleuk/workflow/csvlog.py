@@ -9,13 +9,13 @@ again.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 from edgeleuk.errors import UsageError
+from edgeleuk.files import read_csv
 
 
 def _trim_torn_line(path: Path) -> int:
@@ -69,16 +69,15 @@ class CsvLog:
             self._fh = None
 
     def _read_existing(self) -> list[dict[str, str]]:
-        text = self.path.read_text(encoding="utf-8")
-        if not text:
+        header, rows = read_csv(self.path)
+        if not header:  # empty file: the header is written on opening
             return []
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if reader.fieldnames != self.columns:
+        if header != self.columns:
             raise UsageError(
-                f"{self.path} exists with columns {reader.fieldnames}, not {self.columns}; "
+                f"{self.path} exists with columns {header}, not {self.columns}; "
                 "choose another --out (it is not a predictions file this command can continue)"
             )
-        return list(reader)
+        return rows
 
     def _sync(self) -> None:
         assert self._fh is not None

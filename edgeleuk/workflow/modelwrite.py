@@ -18,7 +18,13 @@ from pathlib import Path
 from edgeleuk.atomic import atomic_path
 from edgeleuk.errors import UsageError
 from edgeleuk.meta import ModelMeta
-from edgeleuk.runtime.modelfile import META_KEY, model_kind, read_model_meta
+from edgeleuk.runtime.modelfile import (
+    META_KEY,
+    model_kind,
+    read_model_meta,
+    set_ir_metadata,
+    set_onnx_metadata,
+)
 
 
 def write_model_with_meta(src: Path, out: Path, meta: ModelMeta) -> Path:
@@ -57,14 +63,10 @@ def _write_onnx(src: Path, out: Path, meta_json: str) -> None:
     except ImportError as exc:
         raise UsageError(
             "writing the threshold into an ONNX model needs the onnx package: "
-            "pip install onnx (it comes with 'edgeleuk[train]')"
+            "pip install onnx (it comes with 'edgeleuk[cpu]', 'edgeleuk[gpu]' and 'edgeleuk[train]')"
         ) from exc
     proto = onnx.load(str(src))  # with external data, so the copy is self-contained
-    props = [p for p in proto.metadata_props if p.key == META_KEY]
-    if props:
-        props[0].value = meta_json
-    else:
-        proto.metadata_props.add(key=META_KEY, value=meta_json)
+    set_onnx_metadata(proto, {META_KEY: meta_json})
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
 
@@ -73,9 +75,7 @@ def _write_ir(src: Path, out: Path, meta_json: str) -> None:
     import openvino as ov
 
     model = ov.Core().read_model(str(src))
-    model.set_rt_info(meta_json, META_KEY.split("."))
-    if model.has_rt_info(["framework", META_KEY]):  # IR converted from ONNX keeps a stale copy here
-        model.set_rt_info(meta_json, ["framework", META_KEY])
+    set_ir_metadata(model, {META_KEY: meta_json})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
     try:

@@ -7,16 +7,14 @@ per-subject accuracy (in C-NMC every subject's cells share one class).
 
 from __future__ import annotations
 
-import csv
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeleuk.errors import DataError, UsageError
+from edgeleuk.files import SYNTHETIC_MARKER, natural_key, read_csv, synthetic_root
 from edgeleuk.outputs import TRUTH_COLUMN
-from edgeleuk.synth import MARKER as SYNTH_MARKER
 
 REQUIRED_COLUMNS = ("path", "status", "prob_all", "label")
 UNKNOWN_SUBJECT = "(unknown)"
@@ -102,22 +100,20 @@ def load_rows(path: Path) -> list[Row]:
 
     Raises:
         UsageError: The file is missing or lacks the prediction columns.
-        DataError: The file holds no rows.
+        DataError: The file cannot be read or holds no rows.
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"predictions file not found: {path} (write one with `edgeleuk predict` or `watch`)")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise UsageError(
-                f"{path} is not a predictions CSV: missing column(s) {missing} (has {columns}); "
-                "use the CSV written by `edgeleuk predict --format csv` or `edgeleuk watch`"
-            )
-        truth_col = TRUTH_COLUMN if TRUTH_COLUMN in columns else None
-        rows = [_row(raw, truth_col) for raw in reader]
+    columns, raw = read_csv(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise UsageError(
+            f"{path} is not a predictions CSV: missing column(s) {missing} (has {columns}); "
+            "use the CSV written by `edgeleuk predict --format csv` or `edgeleuk watch`"
+        )
+    truth_col = TRUTH_COLUMN if TRUTH_COLUMN in columns else None
+    rows = [_row(r, truth_col) for r in raw]
     if not rows:
         raise DataError(f"{path} holds no predictions yet")
     return rows
@@ -125,9 +121,7 @@ def load_rows(path: Path) -> list[Row]:
 
 def _subject_key(name: str) -> tuple:
     """ALL patients (numeric ids) first, then healthy ``H<n>``, numbers by value, unknown last."""
-    return (name == UNKNOWN_SUBJECT,) + tuple(
-        (0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t
-    )
+    return name == UNKNOWN_SUBJECT, natural_key(name)
 
 
 def summarise_subjects(rows: list[Row]) -> list[SubjectSummary]:
@@ -180,6 +174,7 @@ class ThresholdEstimate:
         return (self.low + self.high) / 2
 
     def describe(self) -> str:
+        """The threshold as the report states it, with how it was known."""
         if self.given:
             return f"{self.high:.4f}"
         if self.low is None and self.high is None:
@@ -206,7 +201,7 @@ def estimate_threshold(rows: list[Row], given: float | None = None) -> Threshold
 
 
 def find_synthetic_root(
-    paths: list[Path], near: Path | None = None, marker: str = SYNTH_MARKER
+    paths: list[Path], near: Path | None = None
 ) -> Path | None:
     """Where ``edgeleuk synth``'s marker file sits, if the data look synthetic.
 
@@ -214,19 +209,15 @@ def find_synthetic_root(
         paths: Image files; every folder above them is checked.
         near: Also check this folder, the folders above it and those up to two
             levels below it (the CSV's folder, for when the images were not found).
-        marker: Marker file name.
     """
-    starts = [Path(p).resolve().parent for p in paths] + ([Path(near).resolve()] if near is not None else [])
-    checked: set[Path] = set()
-    for start in starts:
-        for folder in (start, *start.parents):
-            if folder in checked:
-                break  # this folder and everything above it were checked already
-            checked.add(folder)
-            if (folder / marker).is_file():
-                return folder
+    # Cells share a few folders: check each once, not once per image.
+    starts = {Path(p).resolve().parent for p in paths} | ({Path(near).resolve()} if near is not None else set())
+    for start in sorted(starts):
+        found = synthetic_root(start, levels=None)
+        if found is not None:
+            return found
     if near is not None:
-        for pattern in (f"*/{marker}", f"*/*/{marker}"):
+        for pattern in (f"*/{SYNTHETIC_MARKER}", f"*/*/{SYNTHETIC_MARKER}"):
             hit = next(iter(sorted(Path(near).glob(pattern))), None)
             if hit is not None:
                 return hit.parent

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeleuk.errors import DataError, UsageError
+from edgeleuk.metrics import check_labels, check_scores, weighted_prf
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,9 @@ class OperatingPoint:
     @property
     def weighted_f1(self) -> float:
         """F1 per class averaged with class support as weights (sklearn ``average="weighted"``)."""
-        f1_all = _f1(self.tp, self.fp, self.fn)
-        f1_hem = _f1(self.tn, self.fn, self.fp)
-        n_all, n_hem = self.tp + self.fn, self.tn + self.fp
-        total = n_all + n_hem
-        return (n_all * f1_all + n_hem * f1_hem) / total if total else float("nan")
-
-
-def _f1(tp: int, fp: int, fn: int) -> float:
-    # sklearn's zero_division default: an empty class scores 0.
-    denom = 2 * tp + fp + fn
-    return 2 * tp / denom if denom else 0.0
+        if self.tp + self.fn + self.tn + self.fp == 0:
+            return float("nan")
+        return weighted_prf(np.array([[self.tn, self.fp], [self.fn, self.tp]]))[2]
 
 
 def validate_scores(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,18 +77,11 @@ def validate_scores(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
         ``(scores, labels)`` as float64 and int arrays.
 
     Raises:
-        UsageError: Shapes differ, scores are not finite or labels are not 0/1.
+        UsageError: No cells, shapes differ, scores are not finite or labels are not 0/1.
         DataError: Only one class is present.
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel()
-    if s.shape != y.shape:
-        raise UsageError(f"{s.size} scores but {y.size} labels")
-    if not np.all(np.isfinite(s)):
-        raise UsageError("scores contain NaN or infinity")
-    if not np.isin(y, (0, 1)).all():
-        raise UsageError("labels must be 0 (HEM) or 1 (ALL)")
-    y = y.astype(np.int64)
+    y = check_labels(np.asarray(labels).ravel())
+    s = check_scores(np.asarray(scores, dtype=np.float64).ravel(), y.size)
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
         only = "ALL" if n_pos else "HEM"

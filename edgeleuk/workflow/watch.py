@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import signal
 import threading
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeleuk.data import subject_from_name
+from edgeleuk.data import label_from_name, subject_from_name
 from edgeleuk.errors import UsageError
 from edgeleuk.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
 from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = (*CSV_COLUMNS, TRUTH_COLUMN)
-_CLASS_SUFFIX = re.compile(r"_(all|hem)$", re.IGNORECASE)  # C-NMC training names end in the class
 
 
 @dataclass
@@ -75,6 +73,7 @@ class WatchSummary:
         return self.classified + self.failed
 
     def describe(self) -> str:
+        """What was classified, what failed and where the rows are."""
         share = f" ({100 * self.called_all / self.classified:.1f}%)" if self.classified else ""
         return "\n".join(
             [
@@ -87,20 +86,13 @@ class WatchSummary:
         )
 
 
-def _true_label(path: Path, subject: str | None, meta: ModelMeta) -> str | None:
-    """The class a C-NMC style name states (``UID_<subject>_..._all.bmp``), else None."""
-    match = _CLASS_SUFFIX.search(path.stem)
-    if match is None or subject is None:
-        return None
-    return meta.label_name(match.group(1).lower() == "all")
-
-
 def _csv_row(folder: Path, path: Path, prediction: Prediction, meta: ModelMeta) -> dict[str, str]:
     """One output row, formatted exactly as ``predict`` writes its CSV."""
     subject = prediction.subject or subject_from_name(path.name)
+    label = label_from_name(path)  # C-NMC training names state their class
+    truth = None if label is None else meta.label_name(bool(label))
     rel = path.relative_to(folder).as_posix()
-    values = ResultRow(rel, prediction, subject, _true_label(path, subject, meta)).as_dict(with_truth=True)
-    return {k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else str(v)) for k, v in values.items()}
+    return ResultRow(rel, prediction, subject, truth).as_csv(with_truth=True)
 
 
 @dataclass

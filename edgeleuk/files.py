@@ -1,0 +1,129 @@
+"""Torch-free file helpers shared by data, predict, watch, report, bench and export.
+
+* :func:`list_images`: the image files of a folder in natural order (``2.bmp`` before ``10.bmp``);
+* :func:`read_csv`: header and rows of a CSV (labels CSVs, predictions files);
+* :func:`sha256_file`: a file's identity, recorded in checkpoints, exports and bench records;
+* :func:`synthetic_root`: where ``edgeleuk synth``'s marker file sits above a path, so
+  every figure made from synthetic cells can say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from collections import deque
+from pathlib import Path
+
+from edgeleuk.errors import DataError
+from edgeleuk.imageio import is_image_name
+
+#: The file ``edgeleuk synth`` writes at the root of every synthetic data set.
+SYNTHETIC_MARKER = "SYNTHETIC.txt"
+
+
+def natural_key(path: str | os.PathLike[str]) -> tuple:
+    """Sort key that orders digit runs by value: ``2.bmp`` before ``10.bmp``, ``H2`` before ``H10``."""
+    parts = []
+    for part in Path(path).parts:
+        parts.append(tuple((0, int(t), t) if t.isdigit() else (1, 0, t.lower())
+                           for t in re.split(r"(\d+)", part) if t))
+    return tuple(parts)
+
+
+def image_entries(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(images, sub-folders) of one folder; hidden entries (``.name``) skipped.
+
+    Raises:
+        DataError: The folder cannot be listed.
+    """
+    images, dirs = [], []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise DataError(f"cannot list {folder}: {exc.strerror or exc}") from exc
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # hidden files, and half-written temp files of atomic writers
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            dirs.append(Path(entry.path))
+        elif is_image_name(entry.name):  # unreadable/broken files stay: decode reports them
+            images.append(Path(entry.path))
+    return images, dirs
+
+
+def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """Image files in a folder, in natural order (``2.bmp`` before ``10.bmp``).
+
+    Args:
+        root: Folder to list.
+        recursive: Descend into sub-folders, following links to folders once each.
+
+    Raises:
+        DataError: ``root`` is missing, not a folder, or cannot be listed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder" if root.exists() else f"folder not found: {root}")
+    found, todo, seen = [], deque([root]), {root.resolve()}
+    while todo:
+        images, dirs = image_entries(todo.popleft())
+        found.extend(images)
+        for d in sorted(dirs) if recursive else ():
+            real = d.resolve()
+            if real not in seen:  # a link back up the tree must not loop forever
+                seen.add(real)
+                todo.append(d)
+    return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
+
+
+def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSV file, header names stripped of spaces.
+
+    UTF-8 with or without a byte-order mark (spreadsheet programs add one). The
+    caller checks the columns, so each file kind can say what it expected.
+
+    Raises:
+        DataError: The file cannot be read or is not CSV text.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    return header, rows
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (model files can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def synthetic_root(path: str | os.PathLike[str], levels: int | None = 3) -> Path | None:
+    """The folder holding :data:`SYNTHETIC_MARKER` at or above ``path``, else None.
+
+    Args:
+        path: A file or folder; a file's own folder is where the search starts.
+        levels: How many folders above the start to check (None: up to the file system root).
+            Three reaches a data root from ``training_data/fold_0/all/``.
+    """
+    start = Path(path).resolve()
+    if not start.is_dir():
+        start = start.parent
+    folders = (start, *start.parents)
+    for folder in folders if levels is None else folders[: levels + 1]:
+        if (folder / SYNTHETIC_MARKER).is_file():
+            return folder
+    return None

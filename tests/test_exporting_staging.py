@@ -1,0 +1,87 @@
+"""Staged output: an IR's .xml never sits beside another export's .bin, even when a move fails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgeleuk.exporting import staging
+from edgeleuk.exporting.staging import staged
+
+
+def _write_pair(folder: Path, tag: str) -> None:
+    (folder / "m.xml").write_text(f"xml {tag}")
+    (folder / "m.bin").write_text(f"bin {tag}")
+
+
+def _visible(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in folder.iterdir() if p.is_file()}
+
+
+def test_pair_replaces_old_pair_and_leaves_no_stage(tmp_path: Path) -> None:
+    _write_pair(tmp_path, "old")
+    with staged(tmp_path / "m.xml") as stage:
+        _write_pair(stage, "new")
+    assert _visible(tmp_path) == {"m.xml": "xml new", "m.bin": "bin new"}
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+def test_first_export_and_onnx(tmp_path: Path) -> None:
+    with staged(tmp_path / "m.xml") as stage:
+        _write_pair(stage, "new")
+    with staged(tmp_path / "m.onnx") as stage:
+        (stage / "m.onnx").write_text("onnx")
+    assert _visible(tmp_path) == {"m.xml": "xml new", "m.bin": "bin new", "m.onnx": "onnx"}
+
+
+def test_every_intermediate_state_is_consistent_or_has_no_xml(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record what a reader would see after each rename, as if the process died right there."""
+    _write_pair(tmp_path, "old")
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        seen.append(_visible(tmp_path))
+
+    monkeypatch.setattr(staging.os, "replace", replace)
+    with staged(tmp_path / "m.xml") as stage:
+        _write_pair(stage, "new")
+    assert len(seen) == 4
+    for state in seen:
+        if "m.xml" in state:
+            tag = state["m.xml"].split()[1]
+            assert state.get("m.bin") == f"bin {tag}", state
+    assert seen[-1] == {"m.xml": "xml new", "m.bin": "bin new"}
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])
+def test_failed_move_restores_the_old_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int) -> None:
+    _write_pair(tmp_path, "old")
+    calls = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == fail_at:
+            raise OSError("disk trouble")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(staging.os, "replace", replace)
+    with pytest.raises(OSError, match="disk trouble"), staged(tmp_path / "m.xml") as stage:
+        _write_pair(stage, "new")
+    assert _visible(tmp_path) == {"m.xml": "xml old", "m.bin": "bin old"}
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+def test_failed_first_move_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def replace(src, dst):
+        raise OSError("read-only")
+
+    monkeypatch.setattr(staging.os, "replace", replace)
+    with pytest.raises(OSError), staged(tmp_path / "m.xml") as stage:
+        _write_pair(stage, "new")
+    assert list(tmp_path.iterdir()) == []
