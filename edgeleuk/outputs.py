@@ -82,7 +82,8 @@ def write_csv(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
     with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(row.as_csv(truth) for row in rows)
+        for row in rows:
+            writer.writerow(row.as_csv(truth))
 
 
 def write_jsonl(out: Path, rows: Sequence[ResultRow], positive: str) -> None:

@@ -74,7 +74,7 @@ class ExportResult:
             lines.append(describe_quantization(self.quantization))
         lines.append(self.gate.describe())
         if "SYNTHETIC" in self.gate.data:
-            lines.append("note: the gate ran on SYNTHETIC cells (no --calib data); its F1 says nothing "
+            lines.append("note: the gate ran on SYNTHETIC cells; its F1 says nothing "
                          "about real cells")
         return "\n".join(lines)
 

@@ -71,7 +71,9 @@ def set_onnx_metadata(proto: Any, strings: Mapping[str, str]) -> None:
 
 
 def set_ir_metadata(model: Any, strings: Mapping[str, str]) -> None:
-    """Store ``edgeleuk.*`` strings in an ``openvino.Model``'s rt_info (``edgeleuk.meta`` -> ``["edgeleuk", "meta"]``).
+    """Store ``edgeleuk.*`` strings in an ``openvino.Model``'s rt_info.
+
+    ``edgeleuk.meta`` goes under ``["edgeleuk", "meta"]``, ``edgeleuk.export`` under ``["edgeleuk", "export"]``.
 
     A model read from an ``.onnx`` file also holds the ONNX copy under
     ``["framework", key]``; it is overwritten too, so no stale value survives.

@@ -24,7 +24,7 @@ def default_workers() -> int:
 def _decode(path: Path, size: int) -> Decoded:
     try:
         return decode_image(path, size)
-    except Exception as exc:  # noqa: BLE001 - decode_image promises not to raise; never lose the file if it does
+    except Exception as exc:  # noqa: BLE001 - decode_image should not raise; if it does, keep the file
         return Decoded(image=None, adjustments=(), error=f"decoder crashed: {exc!r}")
 
 

@@ -211,7 +211,9 @@ def find_synthetic_root(
             levels below it (the CSV's folder, for when the images were not found).
     """
     # Cells share a few folders: check each once, not once per image.
-    starts = {Path(p).resolve().parent for p in paths} | ({Path(near).resolve()} if near is not None else set())
+    starts = {Path(p).resolve().parent for p in paths}
+    if near is not None:
+        starts.add(Path(near).resolve())
     for start in sorted(starts):
         found = synthetic_root(start, levels=None)
         if found is not None:

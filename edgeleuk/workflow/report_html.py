@@ -199,7 +199,8 @@ def render_page(page: Page) -> str:
     synthetic = ""
     if page.synthetic_root is not None:
         synthetic = (
-            '<div class="banner synthetic">SYNTHETIC DATA: these images were drawn by <code>edgeleuk synth</code> '
+            '<div class="banner synthetic">SYNTHETIC DATA: these images were drawn by '
+            "<code>edgeleuk synth</code> "
             f"({escape(_shown(page.synthetic_root))}). Every number and picture below only shows that the "
             "pipeline works; it says nothing about leukaemia diagnosis.</div>"
         )
