@@ -93,7 +93,7 @@ def _mb(n: int | None) -> str:
 def _speed_cells(row: Row) -> list[str]:
     m = row.measurement
     if m is None or m.status != OK:
-        return ["-"] * 8
+        return ["-"] * 9
     lat = m.latency or {}
     best = row.best_throughput
     mode = "-" if not m.mode else f"{m.mode['cells_per_s']:.2f}"
@@ -103,6 +103,7 @@ def _speed_cells(row: Row) -> list[str]:
         f"{lat['p50_ms']:.1f} / {lat['p90_ms']:.1f} / {lat['p99_ms']:.1f} ({lat['runs']})",
         "-" if best is None else f"{best[0]:.2f} ({best[1]})", mode,
         _mb(m.peak_rss) + ("" if m.isolated else "*"),
+        "-" if not m.load_avg else f"{m.load_avg[0]:.1f} -> {m.load_avg[1]:.1f}",
         _f(row.speedup_latency, ".2f", none), _f(row.speedup_throughput, ".2f", none),
     ]
 
@@ -201,7 +202,8 @@ class BenchReport:
         lines += ["### Speed (per cell; the rotation TTA runs inside every cell's inference)", ""]
         lines += _table(
             ["row", "status", "size MB", "load s", "warm-up s", "latency ms b=1 p50 / p90 / p99 (runs)",
-             "best cells/s (how)", "thr-mode cells/s", "peak RSS MB", "x torch latency", "x torch cells/s"],
+             "best cells/s (how)", "thr-mode cells/s", "peak RSS MB", "load avg", "x torch latency",
+             "x torch cells/s"],
             [[n, s, _mb(r.size_bytes), *_speed_cells(r)] for n, s, r in zip(names, status, self.rows)])
         lines += ["", "### Parity with the PyTorch original and accuracy", ""]
         if not self.parity_checked:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -83,6 +84,7 @@ class Measurement:
     mode: dict[str, Any] | None = None
     peak_rss: int | None = None
     isolated: bool = False
+    load_avg: tuple[float, float] | None = None
     logits: list[float] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
 
@@ -133,6 +135,7 @@ class _FirstPass:
 
 def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
     """Measure one row in this process (see the module docstring for the order of steps)."""
+    load_before = os.getloadavg()[0]  # other processes on the cores distort timings: record them
     (run, engine), load_s = timed(lambda: _open_engine(spec))
     _, warmup_s = timed(lambda: run(cells[:1]))
     for i in range(spec.warmup_runs):
@@ -156,6 +159,7 @@ def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
     return Measurement(
         status="ok", engine=engine, load_s=load_s, warmup_s=warmup_s, latency=latency.to_dict(),
         throughput=dict(sorted(throughput.items())), mode=mode, peak_rss=self_peak_rss(),
+        load_avg=(load_before, os.getloadavg()[0]),
         logits=np.concatenate(first.logits).astype(float).tolist(),
         probs=np.concatenate(first.probs).astype(float).tolist(),
     )

@@ -17,8 +17,12 @@ from edgeleuk.checkpoint import Checkpoint, sha256_file
 from edgeleuk.errors import ConfigError
 from edgeleuk.exporting.profile import ExportProfile
 
-META_KEY = "edgeleuk.meta"
-EXPORT_KEY = "edgeleuk.export"
+# One definition of the keys and writers, shared with the torch-free runtime that reads them back.
+from edgeleuk.runtime.modelfile import EXPORT_KEY, META_KEY, set_ir_metadata, set_onnx_metadata
+
+__all__ = ["EXPORT_KEY", "META_KEY", "export_info", "export_time", "input_contract", "metadata_strings",
+           "set_ir_metadata", "set_onnx_metadata"]
+
 INPUT_NAME, OUTPUT_NAMES = "image", ("logit", "prob")
 
 
@@ -82,18 +86,3 @@ def export_info(ckpt: Checkpoint, profile: ExportProfile, gate: dict[str, Any] |
 def metadata_strings(ckpt: Checkpoint, info: dict[str, Any]) -> dict[str, str]:
     """Both keys as the JSON strings stored in the file (sorted keys: stable bytes)."""
     return {META_KEY: ckpt.meta.to_json(), EXPORT_KEY: json.dumps(info, sort_keys=True)}
-
-
-def set_onnx_metadata(model: Any, strings: dict[str, str]) -> None:
-    """Replace the ``edgeleuk.*`` entries of an ``onnx.ModelProto``'s ``metadata_props``."""
-    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in strings]
-    del model.metadata_props[:]
-    for key, value in [*keep, *sorted(strings.items())]:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def set_ir_metadata(model: Any, strings: dict[str, str]) -> None:
-    """Store the strings in an ``openvino.Model``'s rt_info (``edgeleuk.meta`` -> ``["edgeleuk", "meta"]``)."""
-    for key, value in strings.items():
-        model.set_rt_info(value, key.split("."))
