@@ -159,3 +159,10 @@ def test_fresh_start_discards_lines_of_a_crashed_first_epoch(synth_root, tmp_pat
     lines = read_metrics(out / "metrics.jsonl")
     assert len(lines) == 1 and "train_loss" in lines[0]
     assert not (out / "skipped.txt").exists()
+
+
+def test_loader_workers_do_not_outlive_train(synth_root, tmp_path):
+    import multiprocessing
+
+    train(synth_root, recipe=fast_recipe(num_workers=1), out=tmp_path / "w1", seed=0)
+    assert multiprocessing.active_children() == []

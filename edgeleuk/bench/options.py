@@ -39,7 +39,7 @@ class BenchOptions:
     batch: int = 8
     threads: int | None = None
     extra_models: tuple[Path, ...] = ()
-    budget_s: float = 5.0
+    budget_s: float = 2.0
     min_runs: int = 10
     max_runs: int = 500
     warmup_runs: int = 2

@@ -146,7 +146,9 @@ class Trainer:
         loader = DataLoader(
             dataset, batch_size=ddp.per_process_batch(rec.batch_size, self.info), sampler=self.sampler,
             drop_last=True, num_workers=rec.num_workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=rec.num_workers > 0,
+            # Workers end with each pass: a library call must leave no process behind when train()
+            # returns (leftover loader workers crashed a later subprocess-heavy benchmark here).
+            persistent_workers=False,
             # Only seeds worker processes; no draw depends on it (see sample_rng).
             generator=torch.Generator().manual_seed(rec.seed),
         )
@@ -163,7 +165,7 @@ class Trainer:
         dataset = CellDataset(self.splits.val, rec.preprocess, raw=use_gather(rec.val_tta))
         return DataLoader(dataset, batch_size=rec.val_batch_size or rec.batch_size, shuffle=False,
                           num_workers=rec.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=rec.num_workers > 0)
+                          persistent_workers=False)
 
     def _restore(self, payload: dict) -> None:
         identity = self.recipe.identity()
