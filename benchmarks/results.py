@@ -30,7 +30,7 @@ class Target:
 
 
 TARGETS = (
-    Target("ONNX Runtime CPU fp32", "cpu fp32", 2.2, "100% agreement, max|dlogit| <= 1e-4"),
+    Target("ONNX Runtime CPU fp32", "cpu fp32", 2.2, "100% agreement, max abs dlogit <= 1e-4"),
     Target("OpenVINO bf16", "openvino bf16", 5.0, ">= 99.5% agreement", needs_bf16=True),
     Target("OpenVINO INT8 IR (float layers in f32)", "openvino int8", 8.0,
            "INT8 gate (>= 99% agreement, F1 drop <= 0.5 point)"),

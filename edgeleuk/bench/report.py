@@ -137,8 +137,10 @@ def _engine_line(engine: dict[str, Any]) -> str:
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"  # "max|dlogit|" must not split a cell
+
+    return [line(head), "|" + "|".join("---" for _ in head) + "|", *(line(r) for r in rows)]
 
 
 @dataclass
