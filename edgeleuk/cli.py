@@ -196,7 +196,7 @@ def predict(
         Path("predictions.csv"),
         help="Output file, written atomically (default .jsonl/.zip for those formats).",
     ),
-    batch: int = typer.Option(8, min=1, help="Images per inference batch."),
+    batch: int = typer.Option(4, min=1, help="Images per inference batch (x rotations views per call)."),
     threads: int | None = typer.Option(None, min=1, help="Inference threads (default: backend's)."),
     threshold: float | None = typer.Option(None, help="Decision threshold (default: the model's)."),
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),

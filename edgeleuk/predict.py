@@ -49,7 +49,9 @@ class PredictOptions:
     """
 
     backend: str = "auto"
-    batch: int = 8
+    # 4 cells = 32 rotated views per call: the full network with the INT8 IR stays under 1 GB
+    # (benchmarks/RESULTS.md), and larger batches do not add throughput on small CPUs.
+    batch: int = 4
     threads: int | None = None
     threshold: float | None = None
     recursive: bool = False
