@@ -139,8 +139,9 @@ def _notes(files: list[ModelFile], checkpoint: Path | None, cells: Cells, opts: 
     notes.append("latency: one cell per call (batch 1), percentiles over the runs in brackets; 'best cells/s' is "
                  "the best of plain batches " + ", ".join(map(str, opts.batch_sizes(len(cells.images))))
                  + " and the engine's throughput mode; speed-ups are against the torch row of this same run")
-    notes.append("load avg: the 1-minute load average when the row started and ended; above the core count, "
-                 "other processes took CPU from the row and its timings are inflated (engines suffer unequally)")
+    notes.append("load avg: the 1-minute load average when the row started and ended; it counts the row's own "
+                 "busy threads (about --threads while it runs alone); clearly above that, other processes took CPU "
+                 "from the row and its timings are inflated (engines suffer unequally)")
     if opts.isolate:
         notes.append("peak RSS: each row ran in its own process (interpreter, engine, model and cells included)")
     else:
