@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -51,12 +53,15 @@ def profile_ort(model: Path, cells: np.ndarray, threads: int, opt_level: str = "
     session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     session.run(None, {"image": cells[:1]})  # warm-up outside the profile
     so.enable_profiling = True
+    so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="edgeleuk-ort-profile-")) / "ort")
     session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     t0 = time.perf_counter()
     for cell in cells:
         session.run(None, {"image": cell[None]})
     wall = (time.perf_counter() - t0) / len(cells)
-    events = json.loads(Path(session.end_profiling()).read_text())
+    dump = Path(session.end_profiling())
+    events = json.loads(dump.read_text())
+    shutil.rmtree(dump.parent, ignore_errors=True)
     totals: dict[str, float] = defaultdict(float)
     for ev in events:
         if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):

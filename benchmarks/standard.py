@@ -35,8 +35,7 @@ from results import render_results
 
 log = logging.getLogger("standard")
 REPO = HERE.parent
-PREDICT_DEFAULT_BATCH = 8  # `edgeleuk predict --batch` default
-PREDICT_BATCHES = (1, 4, PREDICT_DEFAULT_BATCH)
+PREDICT_BATCHES = (1, 4, 8)  # plus whatever `edgeleuk predict --batch` defaults to
 
 
 @dataclass(frozen=True)
@@ -134,10 +133,11 @@ def predict_memory(cfg: StandardConfig, model: Path, data: Path) -> dict:
     """Peak RSS of ``edgeleuk predict`` with the INT8 IR on OpenVINO, in its own process, per batch size.
 
     Activations grow with the batch (each cell is 8 rotated 300x300 views), so the
-    default batch and smaller ones are measured.
+    default batch and a few others are measured.
     """
     from edgeleuk.bench.memory import run_measured
     from edgeleuk.data import discover
+    from edgeleuk.predict import PredictOptions
 
     folder = discover(data).split("prelim")[0].path.parent
     cells = sorted(folder.glob("*.bmp"))[: cfg.predict_cells]
@@ -150,14 +150,14 @@ def predict_memory(cfg: StandardConfig, model: Path, data: Path) -> dict:
     out = cfg.work / "predict-out.csv"
     argv = [sys.executable, "-m", "edgeleuk", "predict", str(subset), "--model", str(model), "--backend",
             "openvino", "--threads", str(cfg.threads), "--out", str(out)]
-    runs = []
-    for batch in PREDICT_BATCHES:
+    runs, default_batch = [], PredictOptions().batch
+    for batch in sorted({*PREDICT_BATCHES, default_batch}):
         done = run_measured([*argv, "--batch", str(batch)], timeout=1800)
         if done.returncode != 0:
             raise RuntimeError(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
         runs.append({"batch": batch, "peak_rss": done.peak_rss, "wall_s": done.wall_s})
     return {"command": "edgeleuk " + " ".join(argv[3:]) + " --batch B", "cells": len(cells), "runs": runs,
-            "default_batch": PREDICT_DEFAULT_BATCH}
+            "default_batch": default_batch}
 
 
 def run(cfg: StandardConfig, quick: bool = False) -> Path:
