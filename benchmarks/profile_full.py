@@ -159,6 +159,59 @@ def torch_variants(ckpt: Path, cells: np.ndarray, threads: int) -> list[str]:
     return lines + [f"| {name} | {ms:.0f} |" for name, ms in rows] + [""]
 
 
+def interleaved(work: Path, arch: str, cells: np.ndarray, threads: int, rounds: int = 3) -> list[str]:
+    """Batch-1 latency of every engine, alternating engines in one process so load drift hits all alike.
+
+    Sequential rows (as in ``edgeleuk bench``) see whatever else runs on the machine at
+    their moment; alternating short slices gives ratios that drift cannot bias.
+    """
+    import onnxruntime as ort
+    import openvino as ov
+    import torch
+
+    from edgeleuk.checkpoint import load_checkpoint
+    from edgeleuk.reference import TorchReference
+
+    torch.set_num_threads(threads)
+    ref = TorchReference(load_checkpoint(work / f"{arch}-random.pt"))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(work / f"{arch}-fp32.onnx"), so, providers=["CPUExecutionProvider"])
+    core = ov.Core()
+
+    def ov_run(name: str, precision: str):
+        compiled = core.compile_model(str(work / name), "CPU", {
+            "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+        return lambda x: compiled(x)
+
+    engines = {
+        "torch eager fp32 (reference path)": ref.predict_arrays,
+        "ONNX Runtime CPU fp32": lambda x: session.run(None, {"image": x}),
+        "OpenVINO f32": ov_run(f"{arch}-fp32.onnx", "f32"),
+        "OpenVINO bf16": ov_run(f"{arch}-fp32.onnx", "bf16"),
+        "OpenVINO int8": ov_run(f"{arch}-int8.xml", "f32"),
+        "OpenVINO int8+bf16": ov_run(f"{arch}-int8.xml", "bf16"),
+    }
+    times: dict[str, list[float]] = {k: [] for k in engines}
+    for fn in engines.values():
+        fn(cells[:1])
+    for r in range(rounds):
+        for name in (list(engines) if r % 2 == 0 else list(engines)[::-1]):
+            time.sleep(0.3)  # let the previous engine's spinning threads go idle
+            for cell in cells:
+                t0 = time.perf_counter()
+                engines[name](cell[None])
+                times[name].append(time.perf_counter() - t0)
+    base = float(np.median(times["torch eager fp32 (reference path)"]))
+    title = (f"### Interleaved batch-1 latency ({rounds} rounds x {len(cells)} cells per engine, alternating "
+             "order, one process)")
+    lines = [title, "", "| engine | median ms | min ms | x torch (median) |", "|---|---|---|---|"]
+    for name, t in times.items():
+        med = float(np.median(t))
+        lines.append(f"| {name} | {med * 1e3:.0f} | {min(t) * 1e3:.0f} | {base / med:.2f} |")
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeleuk" / "bench-standard"
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -177,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"# Per-operator profiles ({args.arch}, {args.threads} threads, {len(cells)} SYNTHETIC cells, "
              "8-rotation TTA per cell)")
     lines = [title, "", f"Load average before: {os.getloadavg()[0]:.2f}", ""]
+    lines += interleaved(args.work, args.arch, cells, args.threads)
     lines += profile_ort(onnx_model, cells, args.threads)
     lines += profile_ort(onnx_model, cells, args.threads, "ORT_ENABLE_EXTENDED")
     lines += ort_settings(onnx_model, cells, args.threads)
