@@ -26,12 +26,16 @@ HERE = Path(__file__).resolve().parent
 TOP = 10
 
 
-def _table(title: str, totals: dict[str, float], unit_ms: float, runs: int) -> list[str]:
+def _table(title: str, totals: dict[str, float], unit_ms: float, runs: int,
+           flops: dict[str, float] | None = None) -> list[str]:
+    """Top ops by time; with ``flops`` (per key, all runs) also the achieved GFLOP/s."""
     whole = sum(totals.values()) or 1.0
     lines = [f"### {title}", "", f"{whole / runs * unit_ms:.1f} ms per cell in profiled ops ({runs} cells)", "",
-             "| op / kernel | ms per cell | share |", "|---|---|---|"]
+             "| op / kernel | ms per cell | share | GFLOP/s |", "|---|---|---|---|"]
     for name, t in sorted(totals.items(), key=lambda kv: -kv[1])[:TOP]:
-        lines.append(f"| {name} | {t / runs * unit_ms:.1f} | {t / whole:.1%} |")
+        rate = (flops or {}).get(name)
+        gflops = "-" if not rate else f"{rate / (t * unit_ms / 1e3) / 1e9:.0f}"
+        lines.append(f"| {name} | {t / runs * unit_ms:.1f} | {t / whole:.1%} | {gflops} |")
     return lines + [""]
 
 
@@ -41,6 +45,28 @@ def _ms_per_call(fn, inputs: list) -> float:
     for x in inputs:
         fn(x)
     return (time.perf_counter() - t0) / len(inputs) * 1e3
+
+
+def _ort_op_key(args: dict) -> str:
+    """Op type, with convolutions split by kernel size and grouped vs dense (the 32x4d blocks' 3x3s are grouped)."""
+    op = args.get("op_name", "?")
+    shapes = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
+    if "Conv" not in op or len(shapes) < 2 or len(shapes[1]) != 4 or len(shapes[0]) not in (4, 5):
+        return op
+    x, w = shapes[0], shapes[1]
+    channels = x[1] * x[4] if len(x) == 5 else x[1]  # NCHWc blocks: [N, C/b, H, W, b]
+    grouped = "grouped" if w[1] < channels else "dense"
+    return f"{op} {w[2]}x{w[3]} {grouped}"
+
+
+def _ort_conv_flops(args: dict) -> float:
+    """2 x multiply-adds of a convolution event (output elements x Cin/groups x kh x kw); 0 for other ops."""
+    shapes = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
+    out = [next(iter(d.values())) for d in args.get("output_type_shape", [])]
+    if "Conv" not in args.get("op_name", "") or len(shapes) < 2 or len(shapes[1]) != 4 or not out:
+        return 0.0
+    w = shapes[1]
+    return 2.0 * float(np.prod(out[0])) * w[1] * w[2] * w[3]
 
 
 def profile_ort(model: Path, cells: np.ndarray, threads: int, opt_level: str = "ORT_ENABLE_ALL") -> list[str]:
@@ -63,11 +89,13 @@ def profile_ort(model: Path, cells: np.ndarray, threads: int, opt_level: str = "
     events = json.loads(dump.read_text())
     shutil.rmtree(dump.parent, ignore_errors=True)
     totals: dict[str, float] = defaultdict(float)
+    flops: dict[str, float] = defaultdict(float)
     for ev in events:
         if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-            totals[ev["args"].get("op_name", "?")] += ev["dur"]  # microseconds
+            totals[_ort_op_key(ev["args"])] += ev["dur"]  # microseconds
+            flops[_ort_op_key(ev["args"])] += _ort_conv_flops(ev["args"])
     title = f"ONNX Runtime CPU fp32, {opt_level} (wall {wall * 1e3:.0f} ms per cell, first run excluded)"
-    return _table(title, totals, 1e-3, len(cells))
+    return _table(title, totals, 1e-3, len(cells), flops)
 
 
 def ort_settings(model: Path, cells: np.ndarray, threads: int) -> list[str]:
