@@ -30,8 +30,9 @@ def _table(title: str, totals: dict[str, float], unit_ms: float, runs: int,
            flops: dict[str, float] | None = None) -> list[str]:
     """Top ops by time; with ``flops`` (per key, all runs) also the achieved GFLOP/s."""
     whole = sum(totals.values()) or 1.0
-    lines = [f"### {title}", "", f"{whole / runs * unit_ms:.1f} ms per cell in profiled ops ({runs} cells)", "",
-             "| op / kernel | ms per cell | share | GFLOP/s |", "|---|---|---|---|"]
+    conv = f"; convolutions: {sum(flops.values()) / runs / 1e9:.0f} GFLOP per cell" if flops else ""
+    lines = [f"### {title}", "", f"{whole / runs * unit_ms:.1f} ms per cell in profiled ops ({runs} cells){conv}",
+             "", "| op / kernel | ms per cell | share | GFLOP/s |", "|---|---|---|---|"]
     for name, t in sorted(totals.items(), key=lambda kv: -kv[1])[:TOP]:
         rate = (flops or {}).get(name)
         gflops = "-" if not rate else f"{rate / (t * unit_ms / 1e3) / 1e9:.0f}"

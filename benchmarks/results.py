@@ -82,9 +82,13 @@ def _notes(report: BenchReport, ctx: dict[str, Any]) -> list[str]:
         ("Weights are RANDOM (seed 0): no pretrained or trained SE-ResNeXt50 weights are reachable offline. "
          "Speed does not depend on the weights; the F1/sensitivity/specificity columns are meaningless here."),
         "Cells are SYNTHETIC (`edgeleuk synth`), labelled prelim split; they only exercise the pipeline.",
-        (f"Load average (1 min) {ctx['load_before']:.2f} before and {ctx['load_after']:.2f} after the bench: "
-         "other processes shared the 2 cores during the run. Rows run one after another, so load changes "
-         "between rows move the ratios; rerun on an idle machine for cleaner absolute numbers."),
+        (f"Load average (1 min) {ctx['load_before']:.2f} before and {ctx['load_after']:.2f} after the bench "
+         f"(the bench's own {cfg.threads} busy threads count about {cfg.threads}). This machine is shared: other "
+         "processes can take the cores while a row runs, rows run one after another, and engines suffer unequally "
+         "from it, so the ratios move by 10-20% between runs; see the per-row load column."),
+        ("Profiles behind these figures (per-op times and kernels of every engine) and an interleaved cross-check "
+         "(engines alternating in one process, so load drift hits all alike): benchmarks/profiles/PROFILE.md, "
+         "made by `python benchmarks/profile_full.py`."),
         (f"Every engine got {cfg.threads} threads (torch.set_num_threads, ORT intra-op threads, OpenVINO "
          "INFERENCE_NUM_THREADS); each row ran in its own process."),
         (f"The export parity gates ran on {cfg.gate_n} cells (the INT8 profile asks for 200; eager torch on "

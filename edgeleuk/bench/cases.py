@@ -98,7 +98,7 @@ def rows_for_file(mf: ModelFile, bf16_cpu: bool) -> list[Case]:
     """Every row a model file can give, before filtering by ``--backend``.
 
     An fp32 file also runs OpenVINO in bf16; an int8 file also runs with bf16 for the
-    layers NNCF leaves in float (e.g. grouped convolutions), both on bf16 CPUs only.
+    layers that do not execute in INT8 (the grouped convolutions), both on bf16 CPUs only.
     """
     no_bf16 = None if bf16_cpu else "this CPU has no avx512_bf16/amx_bf16: OpenVINO would not compute in bf16"
     if mf.kind == "ir":
