@@ -245,7 +245,7 @@ def bench(
     json_out: Path | None = typer.Option(None, "--json", help="Write the JSON record here."),
     extra_model: list[Path] = typer.Option([], "--extra-model", help="More model files (e.g. INT8 IR)."),
     quick: bool = typer.Option(False, help="Few timed runs: checks the harness, numbers are rough."),
-    budget: float = typer.Option(5.0, min=0.1, help="Seconds each timing loop may run."),
+    budget: float = typer.Option(2.0, min=0.1, help="Seconds each timing loop may run (the library default)."),
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
     from edgeleuk.bench import BenchOptions, run_bench
