@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeleuk.exporting.metadata import INPUT_NAME
+from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
 
 
 class Engine:
@@ -43,7 +43,7 @@ class OrtEngine(Engine):
             raise RuntimeError(f"{provider} did not load (got {self.session.get_providers()})")
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logit, prob = self.session.run(["logit", "prob"], {INPUT_NAME: images})
+        logit, prob = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
         return logit, prob
 
 

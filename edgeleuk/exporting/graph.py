@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeleuk.checkpoint import Checkpoint
 from edgeleuk.errors import EdgeleukError
-from edgeleuk.exporting.metadata import INPUT_NAME, OUTPUT_NAMES
+from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
 
 
 def build_wrapper(ckpt: Checkpoint, half: bool = False) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeleuk import __version__
 from edgeleuk.checkpoint import Checkpoint, sha256_file
+from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES, contract_record
 from edgeleuk.errors import ConfigError
 from edgeleuk.exporting.profile import ExportProfile
 
@@ -23,7 +24,6 @@ from edgeleuk.runtime.modelfile import EXPORT_KEY, META_KEY, set_ir_metadata, se
 __all__ = ["EXPORT_KEY", "META_KEY", "export_info", "export_time", "input_contract", "metadata_strings",
            "set_ir_metadata", "set_onnx_metadata"]
 
-INPUT_NAME, OUTPUT_NAMES = "image", ("logit", "prob")
 
 
 def export_time(profile: ExportProfile) -> str:
@@ -48,12 +48,7 @@ def export_time(profile: ExportProfile) -> str:
 
 def input_contract(ckpt: Checkpoint) -> dict[str, Any]:
     """The graph's inputs and outputs, as recorded for people and tools."""
-    size = ckpt.meta.preprocess.input_size
-    return {
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", size, size, 3], "layout": "NHWC",
-                  "color": "RGB"},
-        "outputs": {name: {"dtype": "float32", "shape": ["N"]} for name in OUTPUT_NAMES},
-    }
+    return contract_record(ckpt.meta.preprocess.input_size)
 
 
 def export_info(ckpt: Checkpoint, profile: ExportProfile, gate: dict[str, Any] | None,

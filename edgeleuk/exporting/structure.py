@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeleuk.errors import GateFailed
-from edgeleuk.exporting.metadata import INPUT_NAME, OUTPUT_NAMES
+from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
 from edgeleuk.meta import ModelMeta
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.contract import LOGIT, PROB
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import ir_metadata, model_kind
@@ -123,8 +124,8 @@ class OpenVINOBackend(Backend):
             request = self._compiled.create_infer_request()
         try:
             result = request.infer({0: np.ascontiguousarray(batch)})
-            logits = np.array(result["logit"], np.float32).reshape(-1)
-            probs = np.array(result["prob"], np.float32).reshape(-1)
+            logits = np.array(result[LOGIT], np.float32).reshape(-1)
+            probs = np.array(result[PROB], np.float32).reshape(-1)
         finally:
             self._requests.put(request)
         return logits, probs

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.contract import OUTPUT_NAMES
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import EXPORT_KEY, model_kind
@@ -95,7 +96,7 @@ class OrtBackend(Backend):
         self._threads = so.intra_op_num_threads
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, probs = self._session.run(["logit", "prob"], {self._input: np.ascontiguousarray(batch)})
+        logits, probs = self._session.run(list(OUTPUT_NAMES), {self._input: np.ascontiguousarray(batch)})
         return np.asarray(logits, np.float32).reshape(-1), np.asarray(probs, np.float32).reshape(-1)
 
     def metadata(self) -> dict[str, str]:
