@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from edgeleuk.errors import EdgeleukError
+from edgeleuk.staged import DEFAULT_AGREEMENT, TTA_MODES
 
 app = typer.Typer(
     name="edgeleuk",
@@ -59,6 +60,13 @@ class Hint(str, enum.Enum):
 
     latency = "latency"
     throughput = "throughput"
+
+
+# Rotation TTA: every rotation, or staged (stop early when the answer is clear).
+TTAMode = enum.Enum("TTAMode", {mode: mode for mode in TTA_MODES}, type=str)
+
+TTA_HELP = ("Rotation TTA: full (all rotations, the file's own result) or staged (stop after a few "
+            "rotations when the answer is clear; needs a stage choice from `edgeleuk calibrate`).")
 
 
 class OutFormat(str, enum.Enum):
@@ -207,6 +215,7 @@ def predict(
     hint: Hint = typer.Option(
         Hint.latency, help="OpenVINO performance hint (throughput can help on large folders)."
     ),
+    tta: TTAMode = typer.Option(TTA_MODES[0], help=TTA_HELP),
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
 
@@ -225,7 +234,7 @@ def predict(
 
     opts = PredictOptions(
         backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
-        fmt=fmt.value, precision=precision.value, device=device, hint=hint.value,
+        fmt=fmt.value, precision=precision.value, device=device, hint=hint.value, tta=tta.value,
     )
     with _exit_codes():
         summary = run_predict(folder, model=model, out=out, options=opts)
@@ -277,14 +286,28 @@ def calibrate(
     model: Path = typer.Argument(..., help="Exported model."),
     data: Path = typer.Option(..., help="Labelled validation images (C-NMC layout)."),
     sensitivity: float = typer.Option(0.95, min=0.0, max=1.0, help="Target sensitivity for ALL."),
+    keep_threshold: bool = typer.Option(
+        False, help="Keep the model's threshold; only choose the staged-TTA stages at it."
+    ),
+    staged_agreement: float | None = typer.Option(
+        None, min=0.0, max=1.0,
+        help=f"Staged TTA: least agreement of the cells that stop early with full TTA "
+             f"(default {DEFAULT_AGREEMENT:g}).",
+    ),
     out: Path = typer.Option(..., help="Model file to write with the new threshold."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
 ) -> None:
-    """Pick the decision threshold that reaches a target sensitivity with the best specificity."""
+    """Pick the decision threshold that reaches a target sensitivity with the best specificity.
+
+    The same pass chooses the staged-TTA stages at that threshold (which rotations
+    first, and how far from the threshold a cell must be to stop there); the model
+    then accepts `--tta staged`.
+    """
     from edgeleuk.workflow.calibrate import calibrate_model
 
     with _exit_codes():
-        point = calibrate_model(model, data=data, sensitivity=sensitivity, out=out, backend=backend.value)
+        point = calibrate_model(model, data=data, sensitivity=None if keep_threshold else sensitivity, out=out,
+                                backend=backend.value, staged_agreement=staged_agreement)
     typer.echo(point.describe())
 
 
@@ -296,6 +319,7 @@ def watch(
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
     recursive: bool = typer.Option(False, help="Also watch sub-folders."),
+    tta: TTAMode = typer.Option(TTA_MODES[0], help=TTA_HELP),
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
 
@@ -307,7 +331,8 @@ def watch(
 
     with _exit_codes():
         summary = watch_folder(
-            folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive
+            folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
+            tta=tta.value,
         )
     typer.echo(summary.describe())
 

@@ -17,6 +17,13 @@ LOGIT = "logit"
 PROB = "prob"
 OUTPUT_NAMES = (LOGIT, PROB)
 OUTPUT_DTYPE = "float32"
+# Staged TTA. The graph also outputs every view's logit ([N, V], in the order of ``views``),
+# and holds the rotation indices it computes as an int64 initializer ``views`` (default
+# 0..R-1). The file's own call never needs it; a runtime that wants a subset of the
+# rotations turns that initializer into an input (edgeleuk.runtime.views).
+VIEW_LOGITS = "view_logits"
+VIEWS_NAME = "views"
+VIEWS_DTYPE = "int64"
 
 
 def input_shape(size: int) -> list[Any]:
@@ -29,5 +36,8 @@ def contract_record(size: int) -> dict[str, Any]:
     return {
         "input": {"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": input_shape(size), "layout": INPUT_LAYOUT,
                   "color": INPUT_COLOR},
-        "outputs": {name: {"dtype": OUTPUT_DTYPE, "shape": ["N"]} for name in OUTPUT_NAMES},
+        "outputs": {**{name: {"dtype": OUTPUT_DTYPE, "shape": ["N"]} for name in OUTPUT_NAMES},
+                    VIEW_LOGITS: {"dtype": OUTPUT_DTYPE, "shape": ["N", "V"]}},
+        "views": {"name": VIEWS_NAME, "dtype": VIEWS_DTYPE, "shape": ["V"], "default": "0..R-1",
+                  "kind": "initializer (make it an input to run a subset of the rotations)"},
     }

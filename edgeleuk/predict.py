@@ -46,6 +46,7 @@ class PredictOptions:
         hint: OpenVINO performance hint (``latency`` or ``throughput``).
         workers: Decoder threads; None picks a default.
         progress: Show a progress bar on stderr.
+        tta: ``full`` (every rotation) or ``staged`` (early exit; see :mod:`edgeleuk.staged`).
     """
 
     backend: str = "auto"
@@ -61,6 +62,7 @@ class PredictOptions:
     hint: str = "latency"
     workers: int | None = None
     progress: bool = True
+    tta: str = "full"
 
 
 def _list_inputs(folder: Path, recursive: bool) -> list[Path]:
@@ -170,6 +172,7 @@ def _load_classifier(model: Path, options: PredictOptions) -> Classifier:
         precision=options.precision,
         device=options.device,
         hint=options.hint,
+        tta=options.tta,
     )
 
 

@@ -126,7 +126,10 @@ def _define_classifier() -> type:
             self.half = half
             self.rotations, self.crop = pre.rotations, pre.crop
             self.n_pix = pre.input_size * pre.input_size  # a constant, not a traced Shape op
-            self.register_buffer("index", torch.from_numpy(gather_index(pre)), persistent=False)
+            index = torch.from_numpy(gather_index(pre))
+            self.register_buffer("index", index, persistent=False)
+            # The same positions, one row per rotation: forward_views picks rows by rotation index.
+            self.register_buffer("table", index.reshape(self.rotations, -1), persistent=False)
             # Folded: (x * scale - mean) / std == x * gain + bias.
             std = torch.tensor(pre.std, dtype=torch.float64)
             gain = (pre.scale / std).float().view(1, 3, 1, 1)
@@ -134,18 +137,35 @@ def _define_classifier() -> type:
             self.register_buffer("gain", gain, persistent=False)
             self.register_buffer("bias", bias, persistent=False)
 
-        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def _planes(self, image: torch.Tensor) -> torch.Tensor:
             # Channel-first before the gather: then the views come out as contiguous planes.
             planes = image.permute(0, 3, 1, 2).reshape(-1, 3, self.n_pix)
-            planes = PrependZero.apply(planes)  # position 0 = the zero-fill pixel
-            views = planes.index_select(2, self.index)
-            views = views.reshape(-1, 3, self.rotations, self.crop, self.crop).transpose(1, 2)
+            return PrependZero.apply(planes)  # position 0 = the zero-fill pixel
+
+        def _view_logits(self, planes: torch.Tensor, index: torch.Tensor, n_views: Any) -> torch.Tensor:
+            views = planes.index_select(2, index)
+            views = views.reshape(-1, 3, n_views, self.crop, self.crop).transpose(1, 2)
             views = views.reshape(-1, 3, self.crop, self.crop)
             x = views.float() * self.gain + self.bias
             if self.half:
                 x = x.half()
-            logits = self.net(x).float().reshape(-1, self.rotations).mean(dim=1)
+            return self.net(x).float().reshape(-1, n_views)
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self._view_logits(self._planes(image), self.index, self.rotations).mean(dim=1)
             return logits, torch.sigmoid(logits)
+
+        def forward_views(self, image: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """Only the rotations listed in ``views`` (int64 indices into the angles).
+
+            Returns:
+                ``(logit, prob, view_logits)``: the mean over the listed views, its
+                sigmoid, and each view's logit [N, len(views)] in the order given.
+            """
+            index = self.table.index_select(0, views).reshape(-1)
+            view_logits = self._view_logits(self._planes(image), index, views.shape[0])
+            logits = view_logits.mean(dim=1)
+            return logits, torch.sigmoid(logits), view_logits
 
     return TTAClassifier
 

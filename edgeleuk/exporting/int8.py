@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.contract import LOGIT
 from edgeleuk.errors import EdgeleukError
 from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
@@ -35,6 +36,16 @@ def _import_nncf() -> tuple[Any, Any]:
     except ImportError as exc:
         raise EdgeleukError(f"INT8 export needs NNCF and OpenVINO: pip install 'edgeleuk[train]' ({exc})") from exc
     return nncf, ov
+
+
+def float_tail(nncf: Any) -> Any:
+    """NNCF's ignored scope for the rotation mean: the ``logit`` mean must see the exact view logits.
+
+    NNCF would otherwise put a FakeQuantize on the mean's input, so the file's ``logit``
+    would average 256-level copies of the ``view_logits`` it also outputs, and staged
+    TTA (which sums the ``view_logits``) could not reproduce the file's full result.
+    """
+    return nncf.IgnoredScope(names=[LOGIT], validate=False)
 
 
 def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate: ImageSet,
@@ -65,11 +76,13 @@ def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate
         if profile.accuracy_control and gate.labels is not None:
             from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control
 
-            quantized, controlled = quantize_with_f1_control(model, dataset, len(calib), gate, ref, profile)
+            quantized, controlled = quantize_with_f1_control(model, dataset, len(calib), gate, ref, profile,
+                                                             ignored_scope=float_tail(nncf))
             record.update(controlled)
         else:
             quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(profile.int8_preset),
-                                      subset_size=len(calib), target_device=nncf.TargetDevice.CPU)
+                                      subset_size=len(calib), target_device=nncf.TargetDevice.CPU,
+                                      ignored_scope=float_tail(nncf))
             why = "no labels" if profile.accuracy_control else "off in the profile"
             record.update(method="nncf.quantize", accuracy_control=f"off ({why})")
             log.info("NNCF: accuracy control off (%s)", why)

@@ -102,7 +102,8 @@ class F1Validator:
 
 
 def quantize_with_f1_control(model: Any, calib_dataset: Any, calib_n: int, gate: ImageSet,
-                             ref: ReferenceOutputs, profile: ExportProfile) -> tuple[Any, dict[str, Any]]:
+                             ref: ReferenceOutputs, profile: ExportProfile,
+                             ignored_scope: Any = None) -> tuple[Any, dict[str, Any]]:
     """Run ``nncf.quantize_with_accuracy_control`` with the floored weighted F1.
 
     Args:
@@ -112,6 +113,7 @@ def quantize_with_f1_control(model: Any, calib_dataset: Any, calib_n: int, gate:
         gate: Labelled gate cells.
         ref: The PyTorch reference's outputs on ``gate``.
         profile: Thresholds, preset and accuracy-control limits.
+        ignored_scope: Layers NNCF leaves in float (``nncf.IgnoredScope``).
 
     Returns:
         The quantized model and the record of what accuracy control measured.
@@ -128,7 +130,8 @@ def quantize_with_f1_control(model: Any, calib_dataset: Any, calib_n: int, gate:
     quantized = nncf.quantize_with_accuracy_control(
         model, calib_dataset, validation, validator, max_drop=profile.max_f1_drop + DROP_TOLERANCE,
         drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset(profile.int8_preset),
-        target_device=nncf.TargetDevice.CPU, subset_size=calib_n, advanced_accuracy_restorer_parameters=restorer)
+        target_device=nncf.TargetDevice.CPU, subset_size=calib_n, advanced_accuracy_restorer_parameters=restorer,
+        ignored_scope=ignored_scope)
     return quantized, _record(validator, len(idx), gate, profile)
 
 

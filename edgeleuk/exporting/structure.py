@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
 from edgeleuk.errors import GateFailed
-from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
 from edgeleuk.meta import ModelMeta
 
 
@@ -31,12 +31,27 @@ def contract_problems(model: Any, meta: ModelMeta) -> list[str]:
         if isinstance(_dims(inputs[0])[0], int):
             problems.append("input batch axis is fixed; it must be dynamic")
     outputs = list(model.graph.output)
-    if tuple(o.name for o in outputs) != OUTPUT_NAMES:
-        problems.append(f"outputs {[o.name for o in outputs]}, expected {list(OUTPUT_NAMES)}")
+    expected = (*OUTPUT_NAMES, VIEW_LOGITS)
+    if tuple(o.name for o in outputs) != expected:
+        problems.append(f"outputs {[o.name for o in outputs]}, expected {list(expected)}")
     for out in outputs:
-        if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(_dims(out)) != 1:
-            problems.append(f"output {out.name} must be float32 [N]")
-    return problems
+        rank = 2 if out.name == VIEW_LOGITS else 1
+        if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(_dims(out)) != rank:
+            problems.append(f"output {out.name} must be float32 {'[N, V]' if rank == 2 else '[N]'}")
+    return problems + _views_problems(model, meta.preprocess.rotations)
+
+
+def _views_problems(model: Any, rotations: int) -> list[str]:
+    """The ``views`` initializer must list every rotation, so the file's own call is the full TTA."""
+    from onnx import numpy_helper
+
+    found = [t for t in model.graph.initializer if t.name == VIEWS_NAME]
+    if not found:
+        return [f"no '{VIEWS_NAME}' initializer (the rotations the graph computes)"]
+    value = numpy_helper.to_array(found[0])
+    if value.dtype.name != "int64" or value.tolist() != list(range(rotations)):
+        return [f"initializer '{VIEWS_NAME}' is {value.dtype} {value.tolist()}, expected int64 0..{rotations - 1}"]
+    return []
 
 
 def fp16_problems(model: Any) -> list[str]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.errors import UsageError
+
 
 @dataclass(frozen=True)
 class BackendOptions:
@@ -20,6 +22,8 @@ class BackendOptions:
         device: OpenVINO device name (``CPU``, ``GPU``...); None means CPU.
         hint: ``latency`` or ``throughput`` (OpenVINO performance hint).
         tensorrt: Put ONNX Runtime's TensorRT provider first on cuda when present.
+        views_input: Open the graph's ``views`` entry so :meth:`Backend.run_views` can
+            compute a subset of the rotations (staged TTA; see ``edgeleuk.runtime.views``).
     """
 
     threads: int | None = None
@@ -27,6 +31,7 @@ class BackendOptions:
     device: str | None = None
     hint: str = "latency"
     tensorrt: bool = False
+    views_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,19 @@ class Backend(abc.ABC):
         Returns:
             ``(logits, probs)``, each float32 [N].
         """
+
+    def run_views(self, batch: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Classify a batch on the listed rotations only (backend opened with ``views_input``).
+
+        Args:
+            batch: As for :meth:`run`.
+            views: int64 rotation indices, e.g. ``[0, 4]``.
+
+        Returns:
+            ``(logits, view_logits)``: the mean logit over ``views`` [N], and each
+            view's logit [N, len(views)] in the order of ``views``.
+        """
+        raise UsageError(f"the {self.name} backend cannot compute a subset of the rotations (staged TTA)")
 
     @abc.abstractmethod
     def info(self) -> BackendInfo:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import parse_metadata
 from edgeleuk.runtime.pipeline import decoded_batches
 from edgeleuk.runtime.registry import choose_backend
+from edgeleuk.staged import StageChoice, StagedCounts, check_mode, run_staged, sigmoid, stage_choice_of
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class Classifier:
         batch_size: int = 8,
         workers: int | None = None,
         selection: str = "requested",
+        tta: str = "full",
     ) -> None:
         """Wrap an open backend; most callers want :meth:`load`.
 
@@ -105,6 +108,9 @@ class Classifier:
             batch_size: Images per engine call.
             workers: Decoder threads for :meth:`predict_paths`; None picks a default.
             selection: Why this backend was chosen (reported in :attr:`info`).
+            tta: ``full`` (every rotation, the file's own result) or ``staged`` (see
+                :mod:`edgeleuk.staged`; needs a calibrated stage choice in the model and a
+                backend opened with ``views_input``).
         """
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
@@ -119,6 +125,23 @@ class Classifier:
         self.batch_size = batch_size
         self.workers = workers
         self.selection = selection
+        self.tta = check_mode(tta)
+        self.stage = None if tta == "full" else self._stage_choice(backend)
+        self.staged_counts = StagedCounts()
+        self._counts_lock = threading.Lock()
+
+    def _stage_choice(self, backend: Backend) -> StageChoice:
+        source = getattr(backend, "model_path", "model")
+        choice = stage_choice_of(self.meta.extra, self.meta.preprocess.rotations, str(source))
+        if not math.isclose(choice.threshold, self.threshold, rel_tol=0.0, abs_tol=1e-12):
+            raise UsageError(
+                f"{source}: the stage choice was calibrated at threshold {choice.threshold:.6g}, not "
+                f"{self.threshold:.6g}; its margin holds only there (calibrate again at this threshold, "
+                "or use --tta full)"
+            )
+        if not getattr(getattr(backend, "options", None), "views_input", False):
+            raise UsageError(f"staged TTA needs the {backend.name} backend opened with views_input=True")
+        return choice
 
     @classmethod
     def load(
@@ -129,6 +152,7 @@ class Classifier:
         threshold: float | None = None,
         batch_size: int = 8,
         workers: int | None = None,
+        tta: str = "full",
         **backend_options: Any,
     ) -> Classifier:
         """Open an exported ``.onnx``/``.xml`` model.
@@ -139,6 +163,8 @@ class Classifier:
             threshold: Decision threshold; None uses the model's metadata.
             batch_size: Images per engine call.
             workers: Decoder threads for :meth:`predict_paths`.
+            tta: ``full`` or ``staged`` (early exit; the model must carry a stage choice,
+                see ``edgeleuk calibrate``).
             **backend_options: Fields of :class:`BackendOptions` (threads, precision, device, hint, tensorrt).
 
         Raises:
@@ -150,8 +176,10 @@ class Classifier:
         except TypeError as exc:
             fields = [f.name for f in dataclasses.fields(BackendOptions)]
             raise UsageError(f"unknown backend option ({exc}); known: {', '.join(fields)}") from exc
+        if check_mode(tta) == "staged":
+            options = dataclasses.replace(options, views_input=True)
         opened, why = choose_backend(model_path, backend, options)
-        return cls(opened, threshold=threshold, batch_size=batch_size, workers=workers, selection=why)
+        return cls(opened, threshold=threshold, batch_size=batch_size, workers=workers, selection=why, tta=tta)
 
     @property
     def info(self) -> BackendInfo:
@@ -166,10 +194,19 @@ class Classifier:
     def _label(self, prob: float) -> str:
         return self.meta.label_name(prob >= self.threshold)
 
+    def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.stage is None:
+            return self.backend.run(chunk)
+        logits, went_on = run_staged(self.backend.run_views, chunk, self.stage)
+        with self._counts_lock:
+            self.staged_counts.cells += len(chunk)
+            self.staged_counts.stage2 += int(went_on.sum())
+        return logits, sigmoid(logits)
+
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, probs = [], []
         for start in range(0, len(batch), self.batch_size):
-            lo, pr = self.backend.run(batch[start : start + self.batch_size])
+            lo, pr = self._run_chunk(batch[start : start + self.batch_size])
             logits.append(lo)
             probs.append(pr)
         return np.concatenate(logits), np.concatenate(probs)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import LOGIT, PROB
+from edgeleuk.contract import INPUT_NAME, LOGIT, PROB, VIEW_LOGITS, VIEWS_NAME
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import ir_metadata, model_kind
@@ -97,6 +97,11 @@ class OpenVINOBackend(Backend):
         except Exception as exc:  # a truncated or foreign file
             raise UsageError(f"{self.model_path}: OpenVINO cannot read this model: {exc}") from exc
         self._metadata = ir_metadata(model)
+        self._all_views: np.ndarray | None = None  # set when the views entry is open
+        if options.views_input:
+            from edgeleuk.runtime.views import ov_expose_views
+
+            self._all_views = ov_expose_views(model)
         try:
             self._compiled = core.compile_model(model, self.device, config)
         except Exception as exc:
@@ -117,18 +122,29 @@ class OpenVINOBackend(Backend):
             return "unknown"
         return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _infer(self, batch: np.ndarray, views: np.ndarray | None, names: tuple[str, str]) -> tuple[Any, Any]:
         try:
             request = self._requests.get_nowait()
         except queue.Empty:
             request = self._compiled.create_infer_request()
+        feed: dict[Any, np.ndarray] = {0: np.ascontiguousarray(batch)}
+        if views is not None:
+            feed = {INPUT_NAME: feed[0], VIEWS_NAME: np.asarray(views, np.int64)}
         try:
-            result = request.infer({0: np.ascontiguousarray(batch)})
-            logits = np.array(result[LOGIT], np.float32).reshape(-1)
-            probs = np.array(result[PROB], np.float32).reshape(-1)
+            result = request.infer(feed)
+            return np.array(result[names[0]], np.float32), np.array(result[names[1]], np.float32)
         finally:
             self._requests.put(request)
-        return logits, probs
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, probs = self._infer(batch, self._all_views, (LOGIT, PROB))
+        return logits.reshape(-1), probs.reshape(-1)
+
+    def run_views(self, batch: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._all_views is None:
+            return super().run_views(batch, views)
+        logits, view_logits = self._infer(batch, views, (LOGIT, VIEW_LOGITS))
+        return logits.reshape(-1), view_logits
 
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import OUTPUT_NAMES
+from edgeleuk.contract import LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import EXPORT_KEY, model_kind
@@ -72,7 +72,7 @@ class OrtBackend(Backend):
 
     def _create_session(self, ort: Any, so: Any, providers: list[Any]) -> Any:
         # enable_fallback=0: a provider failing later in run() must raise, not quietly move to CPU.
-        return ort.InferenceSession(str(self.model_path), so, providers=providers, enable_fallback=0)
+        return ort.InferenceSession(self._source, so, providers=providers, enable_fallback=0)
 
     def _check_session(self, session: Any) -> None:
         """Raise BackendUnavailable when the providers in use are not the ones this backend promises."""
@@ -89,15 +89,32 @@ class OrtBackend(Backend):
             raise BackendUnavailable(reason)
         self._ort = import_ort()
         self.options = options
+        self._all_views: np.ndarray | None = None  # set when the views entry is open
+        self._source: Any = str(self.model_path)
+        if options.views_input:
+            from edgeleuk.runtime.views import onnx_with_views_input
+
+            self._source, self._all_views = onnx_with_views_input(self.model_path)
         so = session_options(self._ort, options)
         self._session = self._create_session(self._ort, so, self._providers(self._ort, options))
         self._check_session(self._session)
+        self._source = None  # the serialized model (staged) is not needed once the session holds it
         self._input = self._session.get_inputs()[0].name
         self._threads = so.intra_op_num_threads
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, probs = self._session.run(list(OUTPUT_NAMES), {self._input: np.ascontiguousarray(batch)})
+        feed = {self._input: np.ascontiguousarray(batch)}
+        if self._all_views is not None:
+            feed[VIEWS_NAME] = self._all_views
+        logits, probs = self._session.run(list(OUTPUT_NAMES), feed)
         return np.asarray(logits, np.float32).reshape(-1), np.asarray(probs, np.float32).reshape(-1)
+
+    def run_views(self, batch: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._all_views is None:
+            return super().run_views(batch, views)
+        feed = {self._input: np.ascontiguousarray(batch), VIEWS_NAME: np.asarray(views, np.int64)}
+        logits, view_logits = self._session.run([LOGIT, VIEW_LOGITS], feed)
+        return np.asarray(logits, np.float32).reshape(-1), np.asarray(view_logits, np.float32)
 
     def metadata(self) -> dict[str, str]:
         return dict(self._session.get_modelmeta().custom_metadata_map)

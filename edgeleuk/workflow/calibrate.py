@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgeleuk.errors import DataError, UsageError
+from edgeleuk.staged import DEFAULT_AGREEMENT, StageChoice
 from edgeleuk.workflow.modelwrite import write_model_with_meta
+from edgeleuk.workflow.stagecal import choose_for, score_labelled, stage_extra
 from edgeleuk.workflow.threshold import OperatingPoint, operating_point, select_threshold
 
 if TYPE_CHECKING:
@@ -37,32 +37,37 @@ class CalibrationResult:
 
     Attributes:
         out: The model file written.
-        target: Requested sensitivity.
+        target: Requested sensitivity (None: the threshold was kept).
         chosen: Operating point at the calibrated threshold.
         previous: Operating point at the model's threshold before calibration.
         previous_source: Where that threshold came from (``default`` for a fresh export).
         split: Data split the scores came from.
         n_failed: Labelled files that could not be classified (left out).
         source: The ``threshold_source`` string stored in the model.
+        stage: The staged-TTA choice stored in the model, or None.
+        stage_note: What the stage choice found (or why there is none).
     """
 
     out: Path
-    target: float
+    target: float | None
     chosen: OperatingPoint
     previous: OperatingPoint
     previous_source: str
     split: str
     n_failed: int
     source: str
+    stage: StageChoice | None = None
+    stage_note: str = ""
 
     def describe(self) -> str:
         """The old and new operating points side by side, and where the model was written."""
-        rows = [("calibrated", self.chosen), ("before", self.previous)]
+        rows = [("calibrated" if self.target is not None else "kept", self.chosen), ("before", self.previous)]
         n_all, n_hem = self.chosen.tp + self.chosen.fn, self.chosen.tn + self.chosen.fp
         lines = [
             f"calibration on the {self.split} split: {n_all} ALL + {n_hem} HEM cells"
             + (f" ({self.n_failed} unreadable files left out)" if self.n_failed else ""),
-            f"target: sensitivity >= {self.target:g} (ALL is positive)",
+            (f"target: sensitivity >= {self.target:g} (ALL is positive)" if self.target is not None
+             else "threshold kept as it was (--keep-threshold)"),
             "",
             f"{'threshold':<12}{'value':>10}{'sensitivity':>13}{'specificity':>13}{'weighted F1':>13}",
         ]
@@ -76,6 +81,7 @@ class CalibrationResult:
             "",
             f"wrote {self.out}",
             f"threshold source: {self.source}",
+            self.stage_note,
         ]
         return "\n".join(lines)
 
@@ -114,27 +120,6 @@ def load_labelled(data: Path) -> tuple[str, list[Record]]:
     return name, records
 
 
-def score_records(model: Path, records: list[Record], backend: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Run the model on labelled records.
-
-    Returns:
-        ``(probabilities, labels, number of files that failed)``; failed files are left out.
-    """
-    from edgeleuk.runtime.classifier import Classifier
-
-    classifier = Classifier.load(model, backend=backend)
-    predictions = classifier.predict_paths([r.path for r in records])
-    scores, labels, failed = [], [], 0
-    for record, pred in zip(records, predictions, strict=True):
-        if pred.error is not None or pred.prob_all is None:
-            log.warning("left out %s: %s", record.path, pred.error)
-            failed += 1
-            continue
-        scores.append(float(pred.prob_all))
-        labels.append(int(record.label))
-    return np.asarray(scores, np.float64), np.asarray(labels, np.int64), failed
-
-
 def _provenance(
     meta: ModelMeta, chosen: OperatingPoint, target: float, data: Path, split: str, failed: int
 ) -> tuple[str, dict[str, Any]]:
@@ -163,19 +148,27 @@ def _provenance(
 
 
 def calibrate_model(
-    model: Path, data: Path, sensitivity: float = 0.95, out: Path | None = None, backend: str = "auto"
+    model: Path, data: Path, sensitivity: float | None = 0.95, out: Path | None = None, backend: str = "auto",
+    staged_agreement: float | None = None,
 ) -> CalibrationResult:
-    """Calibrate ``model``'s threshold on ``data`` and write the result to ``out``.
+    """Calibrate ``model``'s threshold and staged-TTA choice on ``data``; write the result to ``out``.
+
+    One pass over the labelled cells gives each cell's full-TTA probability and every
+    rotation's logit: the threshold comes from the former, then the stage choice
+    (:func:`edgeleuk.staged.choose_stage`) at that threshold from the latter.
 
     Args:
         model: Exported ``.onnx`` or OpenVINO ``.xml`` model.
         data: Labelled validation data in a C-NMC layout.
-        sensitivity: Target sensitivity for ALL in [0, 1].
+        sensitivity: Target sensitivity for ALL in [0, 1]; None keeps the model's threshold
+            (and only chooses the stages).
         out: Model file to write (same suffix as ``model``); None overwrites ``model``.
         backend: Inference backend (``auto``, ``cpu``, ``cuda``, ``openvino``).
+        staged_agreement: Bound on the agreement of cells that stop after stage 1 with full TTA;
+            None takes :data:`edgeleuk.staged.DEFAULT_AGREEMENT`.
 
     Returns:
-        The chosen and the previous operating point and where the model went.
+        The chosen and the previous operating point, the stage choice and where the model went.
 
     Raises:
         DataError: No labelled data, or only one class.
@@ -183,23 +176,29 @@ def calibrate_model(
     """
     from edgeleuk.runtime.modelfile import read_model_meta
 
-    if not 0.0 <= sensitivity <= 1.0:  # before minutes of inference
+    if sensitivity is not None and not 0.0 <= sensitivity <= 1.0:  # before minutes of inference
         raise UsageError(f"--sensitivity must lie in [0, 1], got {sensitivity}")
+    staged_agreement = DEFAULT_AGREEMENT if staged_agreement is None else staged_agreement
+    if not 0.0 < staged_agreement <= 1.0:
+        raise UsageError(f"--staged-agreement must lie in (0, 1], got {staged_agreement}")
     model, data = Path(model), Path(data)
     out = Path(out) if out is not None else model
     meta, _ = read_model_meta(model)
     split, records = load_labelled(data)
-    scores, labels, failed = score_records(model, records, backend)
-    if labels.size == 0:
+    scores = score_labelled(model, records, backend)
+    if scores.labels.size == 0:
         raise DataError(
             f"{data}: none of the {len(records)} labelled files could be classified (see the log)"
         )
-    chosen = select_threshold(scores, labels, sensitivity)  # also refuses one class left after failures
-    previous = operating_point(scores, labels, meta.threshold)
-    source, calibration = _provenance(meta, chosen, sensitivity, data, split, failed)
-    new_meta = meta.replace(
-        threshold=chosen.threshold, threshold_source=source, extra={**meta.extra, "calibration": calibration}
-    )
+    previous = operating_point(scores.probs, scores.labels, meta.threshold)
+    if sensitivity is None:
+        chosen, source, extra = previous, meta.threshold_source, dict(meta.extra)
+    else:  # select_threshold also refuses one class left after failures
+        chosen = select_threshold(scores.probs, scores.labels, sensitivity)
+        source, calibration = _provenance(meta, chosen, sensitivity, data, split, scores.failed)
+        extra = {**meta.extra, "calibration": calibration}
+    stage, note = choose_for(scores, chosen.threshold, staged_agreement, f"{data.resolve()} ({split} split)")
+    new_meta = meta.replace(threshold=chosen.threshold, threshold_source=source, extra=stage_extra(extra, stage))
     write_model_with_meta(model, out, new_meta)
     return CalibrationResult(
         out=out,
@@ -208,6 +207,8 @@ def calibrate_model(
         previous=previous,
         previous_source=meta.threshold_source,
         split=split,
-        n_failed=failed,
+        n_failed=scores.failed,
         source=source,
+        stage=stage,
+        stage_note=note,
     )

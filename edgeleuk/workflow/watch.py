@@ -185,12 +185,12 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _open_classifier(model: Path | None, backend: str) -> Classifier:
+def _open_classifier(model: Path | None, backend: str, tta: str = "full") -> Classifier:
     if model is None:
         raise UsageError("give --model (an exported .onnx or .xml)")
     from edgeleuk.runtime.classifier import Classifier
 
-    return Classifier.load(model, backend=backend)
+    return Classifier.load(model, backend=backend, tta=tta)
 
 
 def _start_session(
@@ -239,6 +239,7 @@ def watch_folder(
     max_idle: float | None = None,
     batch: int = 8,
     give_up_s: float = 10.0,
+    tta: str = "full",
 ) -> WatchSummary:
     """Classify images as they appear in ``folder`` until stopped.
 
@@ -256,6 +257,7 @@ def watch_folder(
         batch: Most files per engine call.
         give_up_s: Seconds an unchanged file may keep failing to decode (a writer that
             paused mid-file) before it is recorded as an error row.
+        tta: ``full`` or ``staged`` rotation TTA for ``model`` (see :mod:`edgeleuk.staged`).
 
     Returns:
         The session summary; Ctrl-C ends the session normally.
@@ -270,7 +272,7 @@ def watch_folder(
         )
     if interval <= 0:
         raise UsageError(f"interval must be positive, got {interval}")
-    classifier = classifier or _open_classifier(model, backend)
+    classifier = classifier or _open_classifier(model, backend, tta)
     summary = WatchSummary(folder=folder, out=Path(out))
     started = time.monotonic()
     with CsvLog(out, COLUMNS) as sink:

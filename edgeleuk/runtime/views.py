@@ -1,0 +1,100 @@
+"""Open an exported graph's ``views`` entry, so an engine computes only some of the rotations.
+
+An exported file holds the rotation indices it computes as an int64 initializer
+``views`` (0..R-1) and outputs every view's logit (``view_logits``). Its own call
+(``image`` in) is the full rotation TTA. Staged TTA needs to choose the rotations
+per call, so the runtime turns that initializer into a graph input before the
+engine compiles the model:
+
+* ONNX Runtime: the ``views`` initializer moves into the graph's inputs (loaded
+  with ``onnx``, handed to the session as bytes). Leaving it as an initializer
+  *and* listing it as an input would also work (ONNX's overridable default), but
+  then ONNX Runtime warns on every load and cannot fold the index for the plain
+  call, so the file keeps it as a plain initializer;
+* OpenVINO: its ONNX reader turns every initializer into a ``Constant``, even one
+  listed as an input, and an IR has no defaults at all. The ``Constant`` named
+  ``views`` (kept by NNCF and by ``save_model``) is replaced by a ``Parameter``.
+
+Either way the opened model needs ``views`` on every call: the backend feeds
+0..R-1 for the full result. Torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeleuk.contract import VIEW_LOGITS, VIEWS_NAME
+from edgeleuk.errors import UsageError
+
+
+class NoViewsEntry(UsageError):
+    """The model file has no ``views`` entry: it was exported before staged TTA existed."""
+
+
+def _no_views_entry(path: Path | str, what: str) -> NoViewsEntry:
+    return NoViewsEntry(
+        f"{path}: {what}; this model was exported before staged TTA existed. Re-export it with "
+        "`edgeleuk export` to run --tta staged"
+    )
+
+
+def all_views(rotations: int) -> np.ndarray:
+    """The ``views`` value of the full TTA: every rotation, in order."""
+    return np.arange(rotations, dtype=np.int64)
+
+
+def onnx_with_views_input(path: Path) -> tuple[bytes, np.ndarray]:
+    """The serialized ONNX model of ``path`` with ``views`` moved from its initializers to its inputs.
+
+    Returns:
+        ``(model bytes, the initializer's value)``: the value is what gives the full result.
+
+    Raises:
+        NoViewsEntry: The graph has no ``views`` initializer or no ``view_logits`` output.
+        UsageError: The ``onnx`` package is missing.
+    """
+    try:
+        import onnx
+    except ImportError as exc:
+        raise UsageError("staged TTA on ONNX Runtime needs the onnx package: pip install 'edgeleuk[cpu]'") from exc
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    if VIEW_LOGITS not in {o.name for o in graph.output}:
+        raise _no_views_entry(path, f"no '{VIEW_LOGITS}' output")
+    found = [t for t in graph.initializer if t.name == VIEWS_NAME]
+    if not found:
+        raise _no_views_entry(path, f"no '{VIEWS_NAME}' initializer")
+    default = onnx.numpy_helper.to_array(found[0]).astype(np.int64)
+    graph.initializer.remove(found[0])
+    graph.input.append(onnx.helper.make_tensor_value_info(VIEWS_NAME, onnx.TensorProto.INT64, ["V"]))
+    return proto.SerializeToString(), default
+
+
+def ov_expose_views(model: Any) -> np.ndarray:
+    """Replace the ``Constant`` named ``views`` of an ``openvino.Model`` by a ``Parameter``, in place.
+
+    Returns:
+        The constant's value: what gives the full result.
+
+    Raises:
+        NoViewsEntry: No such constant, or no ``view_logits`` output.
+    """
+    import openvino as ov
+
+    if VIEW_LOGITS not in {name for out in model.outputs for name in out.get_names()}:
+        raise _no_views_entry("model", f"no '{VIEW_LOGITS}' output")
+    const = next((op for op in model.get_ordered_ops()
+                  if op.get_type_name() == "Constant" and op.get_friendly_name() == VIEWS_NAME), None)
+    if const is None:
+        raise _no_views_entry("model", f"no '{VIEWS_NAME}' constant")
+    default = np.asarray(const.get_data(), np.int64).copy()
+    param = ov.opset13.parameter(ov.PartialShape([-1]), ov.Type.i64, name=VIEWS_NAME)
+    param.output(0).get_tensor().set_names({VIEWS_NAME})
+    for target in list(const.output(0).get_target_inputs()):
+        target.replace_source_output(param.output(0))
+    model.add_parameters([param])
+    model.validate_nodes_and_infer_types()
+    return default

@@ -1,0 +1,131 @@
+"""Score labelled cells with every rotation's logit, for ``calibrate``'s threshold and stage choice.
+
+One pass of the model over the labelled cells gives, per cell, the file's own
+mean logit and the R per-rotation logits: the threshold is chosen on the former
+(:mod:`edgeleuk.workflow.threshold`), the staged-TTA subset and margin on the
+latter (:func:`edgeleuk.staged.choose_stage`). A model exported before staged TTA
+has no ``views`` entry: it is scored the plain way and gets no stage choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeleuk.errors import EdgeleukError
+from edgeleuk.runtime.views import NoViewsEntry, all_views
+from edgeleuk.staged import META_EXTRA_KEY, StageChoice, choose_stage, sigmoid
+
+if TYPE_CHECKING:
+    from edgeleuk.data import Record
+    from edgeleuk.runtime.classifier import Classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Labelled cells as the model scored them (cells that failed are left out).
+
+    Attributes:
+        probs: Probability of ALL per cell (the file's own full-TTA result).
+        labels: 1 = ALL, 0 = HEM.
+        view_logits: Every rotation's logit [cells, R]; None for a model without a views entry.
+        failed: Labelled files that could not be classified.
+        no_views: Why there are no view logits (None when there are).
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    view_logits: np.ndarray | None
+    failed: int
+    no_views: str | None = None
+
+
+def _views_classifier(model: Path, backend: str) -> Classifier | None:
+    from edgeleuk.runtime.classifier import Classifier
+
+    try:
+        return Classifier.load(model, backend=backend, views_input=True)
+    except NoViewsEntry as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
+    from edgeleuk.runtime.pipeline import decoded_batches
+
+    views = all_views(clf.meta.preprocess.rotations)
+    logits, view_logits, labels, failed = [], [], [], 0
+    label_of = {str(r.path): int(r.label) for r in records}
+    for batch in decoded_batches((r.path for r in records), clf.input_size, clf.batch_size, workers=clf.workers):
+        good = [(path, d) for path, d in batch if d.ok]
+        failed += len(batch) - len(good)
+        for path, d in batch:
+            if not d.ok:
+                log.warning("left out %s: %s", path, d.error)
+        if not good:
+            continue
+        try:
+            lo, vl = clf.backend.run_views(np.stack([d.image for _, d in good]), views)
+        except Exception as exc:  # an engine fault stops the job: the choice needs every cell
+            raise EdgeleukError(f"inference failed while scoring the labelled cells: {exc}") from exc
+        logits.append(lo)
+        view_logits.append(vl)
+        labels += [label_of[str(path)] for path, _ in good]
+    if not labels:
+        return Scores(np.zeros(0), np.zeros(0, np.int64), None, failed)
+    lo_all = np.concatenate(logits)
+    finite = np.isfinite(lo_all)
+    vl_all = np.concatenate(view_logits)[finite]
+    return Scores(sigmoid(lo_all[finite]).astype(np.float64), np.asarray(labels, np.int64)[finite], vl_all,
+                  failed + int((~finite).sum()))
+
+
+def _score_plain(model: Path, records: list[Record], backend: str) -> Scores:
+    """Probabilities only, from the file's own call (a model without a views entry)."""
+    from edgeleuk.runtime.classifier import Classifier
+
+    classifier = Classifier.load(model, backend=backend)
+    predictions = classifier.predict_paths([r.path for r in records])
+    probs, labels, failed = [], [], 0
+    for record, pred in zip(records, predictions, strict=True):
+        if pred.error is not None or pred.prob_all is None:
+            log.warning("left out %s: %s", record.path, pred.error)
+            failed += 1
+            continue
+        probs.append(float(pred.prob_all))
+        labels.append(int(record.label))
+    return Scores(np.asarray(probs, np.float64), np.asarray(labels, np.int64), None, failed,
+                  no_views="the model has no views entry (exported before staged TTA)")
+
+
+def score_labelled(model: Path, records: list[Record], backend: str) -> Scores:
+    """Run ``model`` once over labelled ``records``: probabilities, and view logits when it can.
+
+    Raises:
+        EdgeleukError: The engine failed mid-way.
+    """
+    clf = _views_classifier(model, backend)
+    return _score_plain(model, records, backend) if clf is None else _score_with_views(clf, records)
+
+
+def stage_extra(extra: dict[str, Any], choice: StageChoice | None) -> dict[str, Any]:
+    """``extra`` with the stage choice replaced (or removed: an old one holds only at its own threshold)."""
+    kept = {k: v for k, v in extra.items() if k != META_EXTRA_KEY}
+    return kept if choice is None else {**kept, META_EXTRA_KEY: choice.to_dict()}
+
+
+def choose_for(scores: Scores, threshold: float, agreement: float, data: str) -> tuple[StageChoice | None, str]:
+    """The stage choice at ``threshold`` on ``scores``, and one line saying what happened."""
+    if scores.view_logits is None:
+        return None, f"staged TTA: no stage choice ({scores.no_views})"
+    choice = choose_stage(scores.view_logits, scores.labels, threshold, agreement, data=data)
+    if choice is None:
+        return None, (f"staged TTA: no rotation subset stops any cell with agreement >= {100 * agreement:.2f} % "
+                      "and no loss of sensitivity on these cells; no stage choice stored (use --tta full)")
+    return choice, choice.describe()

@@ -1,0 +1,276 @@
+"""Staged (early-exit) rotation TTA: the stage choice, the views entry and the cascade (edgeleuk.staged).
+
+The tiny model's cells are SYNTHETIC and its weights random; the tests check arithmetic
+and contracts, not accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeleuk.cli import app
+from edgeleuk.data import list_images
+from edgeleuk.errors import UsageError
+from edgeleuk.imageio import decode_image
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.staged import (
+    META_EXTRA_KEY,
+    StageChoice,
+    candidate_subsets,
+    choose_stage,
+    run_staged,
+    stage_choice_of,
+    threshold_logit,
+)
+from edgeleuk.workflow.modelwrite import write_model_with_meta
+
+SUM_TOLERANCE = 1e-6  # float32 summation order only
+
+
+# --- stage choice on constructed scores -------------------------------------------------------
+
+
+def _constructed(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """View logits whose rotations scatter around a per-cell mean; labels follow the mean, noisily."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(0.0, 3.0, n)
+    views = centre[:, None] + rng.normal(0.0, 1.0, (n, 8))
+    labels = (centre + rng.normal(0.0, 1.0, n) > 0).astype(int)
+    return views, labels
+
+
+def _check_bounds(views: np.ndarray, labels: np.ndarray, choice: StageChoice) -> tuple[float, float]:
+    """Recompute the choice's claims from scratch: (stopped agreement, staged sensitivity - full)."""
+    t = threshold_logit(choice.threshold)
+    first = views[:, list(choice.views)].mean(axis=1)
+    full = views.mean(axis=1)
+    stopped = np.abs(first - t) > choice.margin
+    decided = np.where(stopped, first >= t, full >= t)
+    agreement = float(((first >= t) == (full >= t))[stopped].mean())
+    pos = labels == 1
+    return agreement, float(decided[pos].mean() - (full >= t)[pos].mean())
+
+
+@pytest.mark.parametrize("target", [0.95, 0.995, 0.999])
+def test_stage_choice_respects_the_agreement_bound(target: float) -> None:
+    views, labels = _constructed()
+    choice = choose_stage(views, labels, 0.5, target)
+    assert choice is not None and 0 < choice.stop_share < 1
+    agreement, sensitivity_change = _check_bounds(views, labels, choice)
+    assert agreement >= target and agreement == pytest.approx(choice.agreement)
+    assert sensitivity_change >= 0 and choice.sensitivity_staged >= choice.sensitivity_full
+    # The margin is the smallest that keeps the bound: stopping one more cell would break it
+    # (or sensitivity), for this subset.
+    t = 0.0
+    first = views[:, list(choice.views)].mean(axis=1)
+    next_cell = np.max(np.abs(first - t)[np.abs(first - t) <= choice.margin])
+    looser = dataclasses.replace(choice, margin=float(np.nextafter(next_cell, -np.inf)))
+    agreement_l, sens_l = _check_bounds(views, labels, looser)
+    assert agreement_l < target or sens_l < 0
+
+
+def test_a_stricter_bound_costs_more_rotations() -> None:
+    views, labels = _constructed()
+    cost = [choose_stage(views, labels, 0.5, t).expected_views for t in (0.95, 0.99, 0.999)]
+    assert cost[0] <= cost[1] <= cost[2] and cost[0] < cost[2]
+
+
+def test_no_choice_when_no_cell_can_stop() -> None:
+    # Every cell sits on the threshold after stage 1: none is clear, so staging would only add a call.
+    views = np.zeros((50, 8))
+    labels = np.arange(50) % 2
+    assert choose_stage(views, labels, 0.5, 0.995) is None
+    # One cell far out, but its stage-1 answer is wrong: stopping it would break a strict bound.
+    views[0, :] = [-9, 5, 5, 5, -9, 5, 5, 5]
+    views[0, [2, 6]] = [-9, -9]
+    views[0, [1, 3, 5, 7]] = [20, 20, 20, 20]
+    assert views[0].mean() > 0
+    choice = choose_stage(views, labels, 0.5, 1.0)
+    assert choice is None or choice.agreement == 1.0
+
+
+def test_candidates_are_evenly_spaced_proper_subsets() -> None:
+    assert candidate_subsets(8) == [(0, 2, 4, 6), (1, 3, 5, 7), (0, 4), (1, 5), (2, 6), (3, 7), *[(i,) for i in range(8)]]
+    assert candidate_subsets(4) == [(0, 2), (1, 3), (0,), (1,), (2,), (3,)]
+    assert candidate_subsets(1) == []
+
+
+def test_choice_round_trips_and_rejects_garbage() -> None:
+    views, labels = _constructed(500)
+    choice = choose_stage(views, labels, 0.3, 0.99, data="constructed")
+    assert StageChoice.from_dict(choice.to_dict()) == choice
+    assert stage_choice_of({META_EXTRA_KEY: choice.to_dict()}, 8) == choice
+    with pytest.raises(UsageError, match="no calibrated stage choice"):
+        stage_choice_of({}, 8)
+    with pytest.raises(UsageError, match="outside"):
+        StageChoice.from_dict({**choice.to_dict(), "views": [9]})
+    with pytest.raises(UsageError, match="rotations"):
+        stage_choice_of({META_EXTRA_KEY: choice.to_dict()}, 4)
+
+
+def test_run_staged_combines_both_stages_exactly() -> None:
+    rng = np.random.default_rng(1)
+    table = rng.normal(0, 2, (6, 8)).astype(np.float32)
+    calls = []
+
+    def run_views(batch: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append((batch[:, 0, 0, 0].tolist(), views.tolist()))
+        out = table[batch[:, 0, 0, 0]][:, views]
+        return out.mean(axis=1), out
+
+    batch = np.zeros((6, 2, 2, 3), np.uint8)
+    batch[:, 0, 0, 0] = np.arange(6)
+    choice = StageChoice(views=(0, 4), margin=1.0, threshold=0.5, rotations=8, target_agreement=0.99,
+                         agreement=1.0, stop_share=0.5, expected_views=5.0, cells=10,
+                         sensitivity_full=1.0, sensitivity_staged=1.0)
+    logits, went_on = run_staged(run_views, batch, choice)
+    first = table[:, [0, 4]].mean(axis=1)
+    np.testing.assert_array_equal(went_on, ~(np.abs(first) > 1.0))
+    np.testing.assert_allclose(logits[went_on], table[went_on].mean(axis=1), atol=SUM_TOLERANCE)
+    np.testing.assert_array_equal(logits[~went_on], first[~went_on])
+    assert calls[1] == (np.flatnonzero(went_on).tolist(), [1, 2, 3, 5, 6, 7])
+
+
+# --- a real export of the tiny model ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeleuk.exporting import export_model, load_profile
+
+    profile = dataclasses.replace(load_profile("cpu-fp32"), parity_n=4, batch_sizes=(1, 2))
+    out = tmp_path_factory.mktemp("staged") / "tiny.onnx"
+    return export_model(tiny_checkpoint, out=out, profile=profile, calib=synth_root).path
+
+
+@pytest.fixture(scope="module")
+def cells(synth_root: Path) -> np.ndarray:
+    return np.stack([decode_image(p).image for p in list_images(synth_root / "prelim")[:12]])
+
+
+def test_exported_file_keeps_the_plain_contract(exported: Path) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["logit", "prob", "view_logits"]
+    image = np.zeros((2, 450, 450, 3), np.uint8)
+    logit, _, view_logits = session.run(None, {"image": image})
+    assert view_logits.shape == (2, 8)
+    np.testing.assert_allclose(view_logits.mean(axis=1), logit, atol=SUM_TOLERANCE)
+
+
+def _with_choice(src: Path, out: Path, full: np.ndarray, first: np.ndarray, views: tuple[int, ...]) -> StageChoice:
+    """Store a stage choice whose threshold and margin split the cells into stoppers and goers."""
+    t_logit = float(np.median(full))
+    margin = float(np.quantile(np.abs(first - t_logit), 0.5))
+    threshold = 1.0 / (1.0 + math.exp(-t_logit))
+    choice = StageChoice(views=views, margin=margin, threshold=threshold, rotations=8, target_agreement=0.995,
+                         agreement=1.0, stop_share=0.5, expected_views=5.0, cells=len(full),
+                         sensitivity_full=1.0, sensitivity_staged=1.0)
+    meta, _ = read_model_meta(src)
+    write_model_with_meta(src, out, meta.replace(threshold=threshold, extra={META_EXTRA_KEY: choice.to_dict()}))
+    return choice
+
+
+def _staged_matches_full(model: Path, backend: str, cells: np.ndarray, tmp_path: Path) -> None:
+    full_clf = Classifier.load(model, backend=backend, views_input=True)
+    full_logits, view_logits = full_clf.backend.run_views(cells, np.arange(8))
+    plain = np.array([p.logit for p in Classifier.load(model, backend=backend).predict_arrays(cells)])
+    np.testing.assert_allclose(full_logits, plain, atol=SUM_TOLERANCE)
+    views = (0, 4)
+    first = view_logits[:, list(views)].mean(axis=1)
+    staged_model = tmp_path / f"staged{model.suffix}"
+    choice = _with_choice(model, staged_model, full_logits, first, views)
+    clf = Classifier.load(staged_model, backend=backend, tta="staged", batch_size=5)
+    staged = np.array([p.logit for p in clf.predict_arrays(cells)])
+    went_on = ~(np.abs(first - threshold_logit(choice.threshold)) > choice.margin)
+    assert 0 < went_on.sum() < len(cells)
+    assert clf.staged_counts.cells == len(cells) and clf.staged_counts.stage2 == went_on.sum()
+    # Every cell that went on gets the file's own full-TTA logit; the others stage 1's mean.
+    np.testing.assert_allclose(staged[went_on], plain[went_on], rtol=0, atol=SUM_TOLERANCE)
+    np.testing.assert_allclose(staged[~went_on], first[~went_on], rtol=0, atol=SUM_TOLERANCE)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "openvino"])
+def test_staged_gives_the_full_logit_for_every_cell_that_goes_on(
+    exported: Path, cells: np.ndarray, backend: str, tmp_path: Path
+) -> None:
+    _staged_matches_full(exported, backend, cells, tmp_path)
+
+
+@pytest.mark.slow
+def test_staged_is_exact_on_the_int8_ir(tiny_checkpoint: Path, synth_root: Path, cells: np.ndarray,
+                                        tmp_path: Path) -> None:
+    from edgeleuk.exporting import export_model, load_profile
+
+    profile = dataclasses.replace(load_profile("openvino-int8"), parity_n=8, calib_size=16, allow_small_calib=True,
+                                  accuracy_control=False, min_agreement=0.01, max_f1_drop=1.0)
+    xml = export_model(tiny_checkpoint, out=tmp_path / "tiny-int8.xml", profile=profile, calib=synth_root).path
+    _staged_matches_full(xml, "openvino", cells, tmp_path)
+
+
+def test_a_model_without_a_stage_choice_refuses_staged(exported: Path, synth_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no calibrated stage choice"):
+        Classifier.load(exported, backend="cpu", tta="staged")
+    result = CliRunner().invoke(app, ["predict", str(synth_root / "prelim"), "--model", str(exported),
+                                      "--backend", "cpu", "--tta", "staged", "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2
+    assert "no calibrated stage choice" in result.output and "edgeleuk calibrate" in result.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_staged_refuses_another_threshold(exported: Path, cells: np.ndarray, tmp_path: Path) -> None:
+    first = np.zeros(4)
+    model = tmp_path / "s.onnx"
+    _with_choice(exported, model, np.array([0.0, 1.0, 2.0, 3.0]), first, (0, 4))
+    with pytest.raises(UsageError, match="calibrated at threshold"):
+        Classifier.load(model, backend="cpu", tta="staged", threshold=0.9)
+
+
+def test_calibrate_stores_a_stage_choice_and_staged_predict_runs(
+    exported: Path, synth_root: Path, tmp_path: Path
+) -> None:
+    from edgeleuk.workflow.calibrate import calibrate_model
+
+    out = tmp_path / "cal.onnx"
+    result = calibrate_model(exported, data=synth_root, sensitivity=None, out=out, backend="cpu",
+                             staged_agreement=0.99)
+    meta, _ = read_model_meta(out)
+    assert meta.threshold == read_model_meta(exported)[0].threshold  # --keep-threshold
+    assert result.stage is not None and meta.extra[META_EXTRA_KEY] == result.stage.to_dict()
+    assert result.stage.agreement >= 0.99 and "staged TTA" in result.describe()
+    run = CliRunner().invoke(app, ["predict", str(synth_root / "prelim"), "--model", str(out), "--backend",
+                                   "openvino", "--tta", "staged", "--out", str(tmp_path / "p.csv")])
+    assert run.exit_code == 0, run.output
+    # A new threshold invalidates the old choice: it is chosen again at the new threshold.
+    again = calibrate_model(out, data=synth_root, sensitivity=0.9, out=tmp_path / "cal2.onnx", backend="cpu")
+    stored = read_model_meta(tmp_path / "cal2.onnx")[0]
+    if again.stage is None:
+        assert META_EXTRA_KEY not in stored.extra
+    else:
+        assert stored.extra[META_EXTRA_KEY]["threshold"] == stored.threshold
+
+
+def test_a_model_without_a_views_entry_calibrates_without_stages(synth_root: Path, tmp_path: Path) -> None:
+    from runtime_support import build_onnx
+
+    from edgeleuk.workflow.calibrate import calibrate_model
+
+    old = build_onnx(tmp_path / "old.onnx")
+    result = calibrate_model(old, data=synth_root, sensitivity=0.9, out=tmp_path / "c.onnx", backend="cpu")
+    assert result.stage is None and "no views entry" in result.stage_note
+    meta, _ = read_model_meta(old)
+    choice = {"views": [0], "margin": 1.0, "threshold": 0.5, "rotations": 8, "target_agreement": 0.99,
+              "agreement": 1.0, "stop_share": 1.0, "expected_views": 1.0, "cells": 1, "sensitivity_full": 1.0,
+              "sensitivity_staged": 1.0}
+    forged = write_model_with_meta(old, tmp_path / "forged.onnx", meta.replace(extra={META_EXTRA_KEY: choice}))
+    with pytest.raises(UsageError, match="exported before staged TTA"):
+        Classifier.load(forged, backend="cpu", tta="staged")
