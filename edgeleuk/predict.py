@@ -234,4 +234,5 @@ def predict(
         positive=positive,
         synthetic=synthetic_root(folder) is not None,
         refused=refused,
+        tta_note="" if clf.stage is None else clf.staged_counts.describe(clf.stage),
     )

@@ -29,6 +29,7 @@ class PredictSummary:
         positive: Class name of ALL (the positive class).
         synthetic: The data came from ``edgeleuk synth`` (figures are SYNTHETIC).
         refused: Why no output was written (C-NMC submission with failed images).
+        tta_note: How staged TTA went (empty for full TTA).
     """
 
     folder: Path
@@ -42,6 +43,7 @@ class PredictSummary:
     positive: str = "all"
     synthetic: bool = False
     refused: str | None = None
+    tta_note: str = ""
 
     @property
     def total(self) -> int:
@@ -105,6 +107,8 @@ class PredictSummary:
                 f"  ALL {n_all} ({n_all / self.ok:.1%}), HEM {self.ok - n_all} ({1 - n_all / self.ok:.1%}) "
                 f"at threshold {self.threshold:.4g} ({self.threshold_source})"
             )
+        if self.tta_note:
+            lines.append(f"  {self.tta_note}")
         return lines
 
     def _errors(self) -> list[str]:

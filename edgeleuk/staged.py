@@ -246,6 +246,10 @@ class StagedCounts:
     def stage2_share(self) -> float:
         return self.stage2 / self.cells if self.cells else 0.0
 
+    def describe(self, choice: StageChoice) -> str:
+        return (f"staged TTA: {self.stage2} of {self.cells} cells went on to stage 2 ({self.stage2_share:.1%}); "
+                f"stage 1 rotations {list(choice.views)} of {choice.rotations}, margin {choice.margin:.4g}")
+
 
 def run_staged(run_views: RunViews, batch: np.ndarray, choice: StageChoice) -> tuple[np.ndarray, np.ndarray]:
     """Staged TTA on one batch.

@@ -56,7 +56,7 @@ def test_fp16_runs_on_cuda_close_to_fp32(fp16_export) -> None:
     session = ort.InferenceSession(str(fp16_export.path), providers=["CUDAExecutionProvider"])
     assert session.get_providers()[0] == "CUDAExecutionProvider"
     images = np.random.default_rng(0).integers(0, 256, (5, 450, 450, 3), dtype=np.uint8)
-    logit, prob = session.run(None, {"image": images})
+    logit, prob = session.run(["logit", "prob"], {"image": images})
     assert logit.dtype == prob.dtype == np.float32 and logit.shape == (5,)
     cpu = ort.InferenceSession(str(fp16_export.path), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(logit, cpu.run(["logit"], {"image": images})[0], atol=5e-2)
