@@ -18,6 +18,7 @@ from edgeleuk.cli import app
 from edgeleuk.data import list_images
 from edgeleuk.errors import UsageError
 from edgeleuk.imageio import decode_image
+from edgeleuk.modelwrite import write_model_with_meta
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.staged import (
@@ -29,7 +30,6 @@ from edgeleuk.staged import (
     stage_choice_of,
     threshold_logit,
 )
-from edgeleuk.workflow.modelwrite import write_model_with_meta
 
 SUM_TOLERANCE = 1e-6  # float32 summation order only
 

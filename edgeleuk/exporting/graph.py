@@ -11,22 +11,25 @@ import io
 import warnings
 from typing import Any
 
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
 from edgeleuk.checkpoint import Checkpoint
 from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
 from edgeleuk.errors import EdgeleukError
+from edgeleuk.tta import TTAClassifier
 
 
 def build_wrapper(ckpt: Checkpoint, half: bool = False) -> Any:
     """The :class:`~edgeleuk.tta.TTAClassifier` around the checkpoint's network, in eval mode."""
-    from edgeleuk.tta import TTAClassifier
-
     return TTAClassifier(ckpt.build_model(), ckpt.meta, half=half).eval()
 
 
 def _views_entry(wrapper: Any) -> Any:
     """A module whose forward is ``wrapper.forward_views``: the exporter traces ``forward`` only."""
-    from torch import nn
-
     class ViewsEntry(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -45,9 +48,6 @@ def views_as_initializer(model: Any, rotations: int) -> None:
     named tensor; stored as an initializer, the file's contract stays ``image`` in,
     and the engines fold the full index back into a constant.
     """
-    import numpy as np
-    from onnx import numpy_helper
-
     kept = [i for i in model.graph.input if i.name != VIEWS_NAME]
     del model.graph.input[:]
     model.graph.input.extend(kept)
@@ -65,9 +65,6 @@ def export_onnx(ckpt: Checkpoint, opset: int, half: bool = False) -> Any:
     Raises:
         EdgeleukError: torch could not export the network.
     """
-    import onnx
-    import torch
-
     entry = _views_entry(build_wrapper(ckpt, half=half))
     pre = ckpt.meta.preprocess
     # Two images, not one: a traced size-1 batch could be specialised into the graph;

@@ -18,6 +18,7 @@ from edgeleuk.contract import INPUT_NAME, LOGIT, PROB, VIEW_LOGITS, VIEWS_NAME
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import ir_metadata, model_kind
+from edgeleuk.runtime.views import ov_expose_views
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 def _import_openvino() -> Any:
     try:
-        import openvino
+        import openvino  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
     except ImportError as exc:
         raise BackendUnavailable("openvino is not installed: pip install openvino") from exc
     return openvino
@@ -99,8 +100,6 @@ class OpenVINOBackend(Backend):
         self._metadata = ir_metadata(model)
         self._all_views: np.ndarray | None = None  # set when the views entry is open
         if options.views_input:
-            from edgeleuk.runtime.views import ov_expose_views
-
             self._all_views = ov_expose_views(model)
         try:
             self._compiled = core.compile_model(model, self.device, config)

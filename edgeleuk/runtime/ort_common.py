@@ -19,6 +19,7 @@ from edgeleuk.contract import LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import EXPORT_KEY, model_kind
+from edgeleuk.runtime.views import onnx_with_views_input
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def installed_ort_distributions() -> set[str]:
 def import_ort() -> Any:
     """Import ``onnxruntime`` or say how to install it."""
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
     except ImportError as exc:
         raise BackendUnavailable(
             "onnxruntime is not installed: pip install 'edgeleuk[cpu]' (or 'edgeleuk[gpu]' for CUDA)"
@@ -92,8 +93,6 @@ class OrtBackend(Backend):
         self._all_views: np.ndarray | None = None  # set when the views entry is open
         self._source: Any = str(self.model_path)
         if options.views_input:
-            from edgeleuk.runtime.views import onnx_with_views_input
-
             self._source, self._all_views = onnx_with_views_input(self.model_path)
         so = session_options(self._ort, options)
         self._session = self._create_session(self._ort, so, self._providers(self._ort, options))

@@ -57,7 +57,7 @@ def onnx_with_views_input(path: Path) -> tuple[bytes, np.ndarray]:
         UsageError: The ``onnx`` package is missing.
     """
     try:
-        import onnx
+        import onnx  # lazy: an optional dependency ('edgeleuk[cpu]'), needed only for staged TTA on ORT
     except ImportError as exc:
         raise UsageError("staged TTA on ONNX Runtime needs the onnx package: pip install 'edgeleuk[cpu]'") from exc
     proto = onnx.load(str(path))
@@ -82,7 +82,7 @@ def ov_expose_views(model: Any) -> np.ndarray:
     Raises:
         NoViewsEntry: No such constant, or no ``view_logits`` output.
     """
-    import openvino as ov
+    import openvino as ov  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
 
     if VIEW_LOGITS not in {name for out in model.outputs for name in out.get_names()}:
         raise _no_views_entry("model", f"no '{VIEW_LOGITS}' output")

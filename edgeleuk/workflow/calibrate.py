@@ -13,17 +13,16 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from edgeleuk.data import Record, discover
 from edgeleuk.errors import DataError, UsageError
+from edgeleuk.meta import ModelMeta
+from edgeleuk.modelwrite import write_model_with_meta
+from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.staged import DEFAULT_AGREEMENT, StageChoice
-from edgeleuk.workflow.modelwrite import write_model_with_meta
 from edgeleuk.workflow.stagecal import choose_for, score_labelled, stage_extra
 from edgeleuk.workflow.threshold import OperatingPoint, operating_point, select_threshold
-
-if TYPE_CHECKING:
-    from edgeleuk.data import Record
-    from edgeleuk.meta import ModelMeta
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,6 @@ def load_labelled(data: Path) -> tuple[str, list[Record]]:
     Raises:
         DataError: No split holds labelled cells, or only one class is present.
     """
-    from edgeleuk.data import discover
-
     index = discover(Path(data))
     for name in CALIBRATION_SPLITS:
         try:
@@ -174,8 +171,6 @@ def calibrate_model(
         DataError: No labelled data, or only one class.
         UsageError: Bad target, model or output path.
     """
-    from edgeleuk.runtime.modelfile import read_model_meta
-
     if sensitivity is not None and not 0.0 <= sensitivity <= 1.0:  # before minutes of inference
         raise UsageError(f"--sensitivity must lie in [0, 1], got {sensitivity}")
     staged_agreement = DEFAULT_AGREEMENT if staged_agreement is None else staged_agreement

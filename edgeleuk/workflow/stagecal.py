@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from edgeleuk.data import Record
 from edgeleuk.errors import EdgeleukError
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.pipeline import decoded_batches
 from edgeleuk.runtime.views import NoViewsEntry, all_views
 from edgeleuk.staged import META_EXTRA_KEY, StageChoice, choose_stage, sigmoid
-
-if TYPE_CHECKING:
-    from edgeleuk.data import Record
-    from edgeleuk.runtime.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,6 @@ class Scores:
 
 
 def _views_classifier(model: Path, backend: str) -> Classifier | None:
-    from edgeleuk.runtime.classifier import Classifier
-
     try:
         return Classifier.load(model, backend=backend, views_input=True)
     except NoViewsEntry as exc:
@@ -57,8 +54,6 @@ def _views_classifier(model: Path, backend: str) -> Classifier | None:
 
 
 def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
-    from edgeleuk.runtime.pipeline import decoded_batches
-
     views = all_views(clf.meta.preprocess.rotations)
     logits, view_logits, labels, failed = [], [], [], 0
     label_of = {str(r.path): int(r.label) for r in records}
@@ -88,8 +83,6 @@ def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
 
 def _score_plain(model: Path, records: list[Record], backend: str) -> Scores:
     """Probabilities only, from the file's own call (a model without a views entry)."""
-    from edgeleuk.runtime.classifier import Classifier
-
     classifier = Classifier.load(model, backend=backend)
     predictions = classifier.predict_paths([r.path for r in records])
     probs, labels, failed = [], [], 0
