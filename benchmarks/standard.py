@@ -6,14 +6,17 @@ Steps (exports are cached in --work and reused while the checkpoint is the same)
 
 1. SYNTHETIC data in the C-NMC layout (``edgeleuk synth``), enough training cells
    to calibrate INT8 (the profile asks for 300).
-2. The paper's network, ``legacy_seresnext50_32x4d``, with RANDOM weights (seed 0):
-   no pretrained or trained weights are reachable offline. Speed does not depend on
-   the weights; accuracy figures on random weights and synthetic cells are meaningless.
+2. The paper's network, ``legacy_seresnext50_32x4d``: RANDOM trunk (seed 0), no
+   pretrained or trained weights being reachable offline, and a head fitted as a
+   logistic probe on the trunk's pooled features of SYNTHETIC training cells
+   (``fitted_head.py``), so the logits spread like a trained model's. Speed does not
+   depend on the weights; accuracy figures on synthetic cells say nothing about real ones.
 3. Export: fp32 ONNX (export/cpu-fp32.toml) and INT8 OpenVINO IR
    (export/openvino-int8.toml, NNCF calibrated on synthetic training cells).
 4. ``edgeleuk bench``: torch eager (the paper's path) vs ONNX Runtime CPU fp32,
    OpenVINO f32 and bf16, OpenVINO INT8, 450x450 -> 300 crop, 8 rotations per cell.
-5. Peak memory of the whole ``edgeleuk predict`` path with the INT8 IR (own process).
+5. Peak memory of the whole ``edgeleuk predict`` path at its default batch, per
+   precision and engine (each in its own process).
 6. RESULTS.md (+ RESULTS.json) beside this script.
 """
 
@@ -31,11 +34,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from fitted_head import fit_head
 from results import render_results
 
 log = logging.getLogger("standard")
 REPO = HERE.parent
-PREDICT_BATCHES = (1, 4, 8)  # plus whatever `edgeleuk predict --batch` defaults to
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class StandardConfig:
         cells_per_subject: Synthetic cells per subject.
         predict_cells: Cells the predict-memory run classifies.
         arch: Network; ``seresnext_tiny`` only to smoke-test this script.
+        head_cells: SYNTHETIC training cells the linear head is fitted on.
     """
 
     work: Path
@@ -69,6 +73,7 @@ class StandardConfig:
     cells_per_subject: int = 25
     predict_cells: int = 64
     arch: str = "legacy_seresnext50_32x4d"
+    head_cells: int = 160
 
 
 def synthetic_data(cfg: StandardConfig) -> Path:
@@ -82,30 +87,39 @@ def synthetic_data(cfg: StandardConfig) -> Path:
     return root
 
 
-def random_checkpoint(cfg: StandardConfig) -> Path:
-    """The paper's architecture with random weights (seed 0), saved once."""
+def benchmark_checkpoint(cfg: StandardConfig, data: Path) -> Path:
+    """The paper's architecture: random trunk (seed 0), head fitted on SYNTHETIC cells; saved once."""
     import torch
 
     from edgeleuk.checkpoint import save_checkpoint
     from edgeleuk.meta import ModelMeta
     from edgeleuk.model import create_model
 
-    path = cfg.work / f"{cfg.arch}-random.pt"
+    path = cfg.work / f"{cfg.arch}-fitted-head.pt"
     if not path.is_file():
         torch.manual_seed(0)
-        meta = ModelMeta(arch=cfg.arch, recipe="benchmark",
-                         extra={"weights": "random, seed 0 (no pretrained weights offline)"})
-        save_checkpoint(path, create_model(cfg.arch).state_dict(), meta)
+        net = create_model(cfg.arch).eval()
+        meta = ModelMeta(arch=cfg.arch, recipe="benchmark")
+        record = fit_head(net, meta, data, cells=cfg.head_cells)
+        meta = meta.replace(extra={"weights": record})
+        log.info("fitted head: %s", record)
+        save_checkpoint(path, net.state_dict(), meta)
     return path
 
 
 def _exported_from(model: Path, ckpt_sha: str) -> bool:
+    """Whether a cached export came from this checkpoint under the current graph contract."""
+    from edgeleuk.contract import contract_record
     from edgeleuk.runtime.modelfile import read_model_meta
 
     try:
-        return model.is_file() and read_model_meta(model)[1].get("source_sha256") == ckpt_sha
+        meta, export = read_model_meta(model) if model.is_file() else (None, {})
     except Exception:  # noqa: BLE001  (unreadable or half-written cache: export again)
         return False
+    if meta is None or export.get("source_sha256") != ckpt_sha:
+        return False
+    contract = contract_record(meta.preprocess.input_size)
+    return all(export.get(key) == value for key, value in contract.items())  # e.g. no views entry: stale
 
 
 def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Path, dict[str, float]]:
@@ -129,35 +143,48 @@ def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Pa
     return jobs["fp32"][1], jobs["int8"][1], seconds
 
 
-def predict_memory(cfg: StandardConfig, model: Path, data: Path) -> dict:
-    """Peak RSS of ``edgeleuk predict`` with the INT8 IR on OpenVINO, in its own process, per batch size.
+#: predict-memory rows: (name, model key, backend, --precision); each at predict's default batch.
+PREDICT_CONFIGS = (("fp32 onnx, cpu", "fp32", "cpu", "f32"), ("fp32 onnx, openvino f32", "fp32", "openvino", "f32"),
+                   ("fp32 onnx, openvino bf16", "fp32", "openvino", "bf16"),
+                   ("int8 IR, openvino (float layers f32)", "int8", "openvino", "f32"),
+                   ("int8 IR, openvino (float layers bf16)", "int8", "openvino", "bf16"))
 
-    Activations grow with the batch (each cell is 8 rotated 300x300 views), so the
-    default batch and a few others are measured.
-    """
-    from edgeleuk.bench.memory import run_measured
+
+def _predict_input(cfg: StandardConfig, data: Path, n: int) -> Path:
     from edgeleuk.data import discover
-    from edgeleuk.predict import PredictOptions
 
     folder = discover(data).split("prelim")[0].path.parent
-    cells = sorted(folder.glob("*.bmp"))[: cfg.predict_cells]
-    subset = cfg.work / "predict-in"
+    subset = cfg.work / f"predict-in-{n}"
     subset.mkdir(exist_ok=True)
     for old in subset.glob("*.bmp"):
         old.unlink()
-    for cell in cells:
+    for cell in sorted(folder.glob("*.bmp"))[:n]:
         (subset / cell.name).symlink_to(cell.resolve())
-    out = cfg.work / "predict-out.csv"
-    argv = [sys.executable, "-m", "edgeleuk", "predict", str(subset), "--model", str(model), "--backend",
-            "openvino", "--threads", str(cfg.threads), "--out", str(out)]
-    runs, default_batch = [], PredictOptions().batch
-    for batch in sorted({*PREDICT_BATCHES, default_batch}):
-        done = run_measured([*argv, "--batch", str(batch)], timeout=1800)
-        if done.returncode != 0:
-            raise RuntimeError(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
-        runs.append({"batch": batch, "peak_rss": done.peak_rss, "wall_s": done.wall_s})
-    return {"command": "edgeleuk " + " ".join(argv[3:]) + " --batch B", "cells": len(cells), "runs": runs,
-            "default_batch": default_batch}
+    return subset
+
+
+def predict_memory(cfg: StandardConfig, models: dict[str, Path], data: Path) -> dict:
+    """Peak RSS of ``edgeleuk predict`` at its default batch, per precision, each in its own process.
+
+    Activations grow with the views per engine call (each cell is 8 rotated 300x300
+    views), so predict picks its default batch from the precision; the fp32 ORT row also
+    runs on half the cells to show the peak does not grow with the number of files.
+    """
+    from edgeleuk.bench.memory import run_measured
+
+    runs = []
+    for cells in (cfg.predict_cells, cfg.predict_cells // 2):
+        folder = _predict_input(cfg, data, cells)
+        for name, key, backend, precision in PREDICT_CONFIGS if cells == cfg.predict_cells else PREDICT_CONFIGS[:1]:
+            argv = [sys.executable, "-m", "edgeleuk", "predict", str(folder), "--model", str(models[key]),
+                    "--backend", backend, "--precision", precision, "--threads", str(cfg.threads),
+                    "--out", str(cfg.work / "predict-out.csv")]
+            done = run_measured(argv, timeout=3600)
+            if done.returncode != 0:
+                raise RuntimeError(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
+            runs.append({"config": name, "cells": cells, "peak_rss": done.peak_rss, "wall_s": done.wall_s,
+                         "command": "edgeleuk " + " ".join(argv[3:])})
+    return {"runs": runs, "cells": cfg.predict_cells}
 
 
 def run(cfg: StandardConfig, quick: bool = False) -> Path:
@@ -167,7 +194,7 @@ def run(cfg: StandardConfig, quick: bool = False) -> Path:
     started = time.time()
     cfg.work.mkdir(parents=True, exist_ok=True)
     data = synthetic_data(cfg)
-    ckpt = random_checkpoint(cfg)
+    ckpt = benchmark_checkpoint(cfg, data)
     onnx_model, int8_model, export_s = export_models(cfg, ckpt, data)
     opts = BenchOptions(backend="all", n=cfg.n, batch=cfg.batch, threads=cfg.threads, budget_s=cfg.budget_s,
                         min_runs=cfg.min_runs, extra_models=(int8_model,), quick=quick)
@@ -175,7 +202,7 @@ def run(cfg: StandardConfig, quick: bool = False) -> Path:
     report = run_bench(onnx_model, checkpoint=ckpt, data=data, options=opts,
                        json_out=cfg.out.with_suffix(".json"))
     load_after = os.getloadavg()[0]
-    memory = predict_memory(cfg, int8_model, data)
+    memory = predict_memory(cfg, {"fp32": onnx_model, "int8": int8_model}, data)
     context = {"export_s": export_s, "load_before": load_before, "load_after": load_after,
                "total_s": time.time() - started, "config": cfg, "quick": quick}
     text = render_results(report, memory, context)

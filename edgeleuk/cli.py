@@ -205,7 +205,11 @@ def predict(
         Path("predictions.csv"),
         help="Output file, written atomically (default .jsonl/.zip for those formats).",
     ),
-    batch: int = typer.Option(4, min=1, help="Images per inference batch (x rotations views per call)."),
+    batch: int | None = typer.Option(
+        None, min=1,
+        help="Images per inference batch (x rotations views per call); default: chosen from the model's "
+             "precision to keep predict under 1 GB.",
+    ),
     threads: int | None = typer.Option(None, min=1, help="Inference threads (default: backend's)."),
     threshold: float | None = typer.Option(None, help="Decision threshold (default: the model's)."),
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),

@@ -36,7 +36,7 @@ class PredictOptions:
 
     Attributes:
         backend: ``auto``, ``cuda``, ``openvino`` or ``cpu``.
-        batch: Images per engine call.
+        batch: Images per engine call; None picks the default for the model's precision.
         threads: Engine threads; None keeps the backend's default.
         threshold: Decision threshold; None uses the model's metadata.
         recursive: Descend into sub-folders.
@@ -50,9 +50,7 @@ class PredictOptions:
     """
 
     backend: str = "auto"
-    # 4 cells = 32 rotated views per call: the full network with the INT8 IR stays under 1 GB
-    # (benchmarks/RESULTS.md), and larger batches do not add throughput on small CPUs.
-    batch: int = 4
+    batch: int | None = None  # None: the model's default (runtime.classifier.DEFAULT_BATCH), under 1 GB
     threads: int | None = None
     threshold: float | None = None
     recursive: bool = False

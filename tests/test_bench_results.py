@@ -33,9 +33,10 @@ def _report(rows: list[Row], bf16: bool = True) -> BenchReport:
                        models=[ModelFile(Path("m.onnx"), "onnx", "fp32", 1, None, 0.5)], rows=rows)
 
 
-MEMORY = {"command": "edgeleuk predict x", "cells": 8, "default_batch": 8,
-          "runs": [{"batch": 1, "peak_rss": 300_000_000, "wall_s": 3.0},
-                   {"batch": 8, "peak_rss": 400_000_000, "wall_s": 3.0}]}
+MEMORY = {"cells": 8,
+          "runs": [{"config": "fp32 onnx, cpu", "cells": 8, "peak_rss": 300_000_000, "wall_s": 3.0, "command": "x"},
+                   {"config": "int8 IR, openvino", "cells": 8, "peak_rss": 400_000_000, "wall_s": 3.0,
+                    "command": "y"}]}
 
 
 def test_targets_table_verdicts():
@@ -50,13 +51,13 @@ def test_targets_table_verdicts():
     assert bf16.endswith("| no (speed) |")
     assert "no (gate failed)" in int8 and "gate FAILED" in int8
     assert "not measured (row missing)" in int8_bf16
-    assert "400 MB at --batch 8" in mem and mem.endswith("| yes |")
+    assert "largest 400 MB (int8 IR, openvino, 8 cells)" in mem and mem.endswith("| yes |")
 
 
-def test_memory_over_limit_at_default_batch_says_which_batches_fit():
-    runs = [{"batch": 1, "peak_rss": 400_000_000, "wall_s": 1.0}, {"batch": 8, "peak_rss": 1_200_000_000, "wall_s": 1.0}]
+def test_memory_over_limit_names_the_precision():
+    runs = [{**MEMORY["runs"][0], "peak_rss": 1_200_000_000}, MEMORY["runs"][1]]
     lines = results.targets_table(_report([_row("cpu", "fp32", 2.5)], bf16=False), {**MEMORY, "runs": runs})
-    assert lines[-1].endswith("| no at the default --batch 8; yes at --batch 1 |")
+    assert lines[-1].endswith("| no (fp32 onnx, cpu) |")
 
 
 def test_render_results_mentions_synthetic_random_weights_and_command():
@@ -75,6 +76,6 @@ def test_render_results_mentions_synthetic_random_weights_and_command():
 
     ctx = {"export_s": {}, "load_before": 1.0, "load_after": 2.0, "total_s": 600.0, "config": Cfg()}
     text = results.render_results(_report([_row("cpu", "fp32", 2.5)]), MEMORY, ctx)
-    assert "SYNTHETIC" in text and "RANDOM" in text
+    assert "SYNTHETIC" in text and "RANDOM" in text and "logistic probe" in text
     assert "python benchmarks/standard.py" in text
     assert "## Targets" in text and "#### Speed" in text and "legacy_seresnext50_32x4d" in text

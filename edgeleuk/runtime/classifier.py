@@ -36,6 +36,23 @@ from edgeleuk.staged import StageChoice, StagedCounts, check_mode, run_staged, s
 
 log = logging.getLogger(__name__)
 
+#: Cells per engine call when none is asked for, by the precision the engine computes in.
+#: Each cell is R rotated views (8 x 300x300 for the paper's network) and activations grow
+#: with the views per call; these keep `edgeleuk predict` with the full network under 1 GB
+#: peak RSS (measured per precision: benchmarks/RESULTS.md), and on small CPUs larger
+#: batches add no throughput.
+DEFAULT_BATCH = {"fp32": 1, "fp16": 1, "bf16": 2, "int8": 4}
+
+
+def default_batch(export_precision: str | None, engine_precision: str) -> int:
+    """The default cells per engine call for a model exported in ``export_precision``.
+
+    An fp32 file that OpenVINO computes in bf16 counts as bf16; unknown precisions get
+    the smallest batch.
+    """
+    key = "bf16" if export_precision == "fp32" and engine_precision == "bf16" else export_precision
+    return DEFAULT_BATCH.get(str(key), min(DEFAULT_BATCH.values()))
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -94,7 +111,7 @@ class Classifier:
         backend: Backend,
         *,
         threshold: float | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int | None = None,
         selection: str = "requested",
         tta: str = "full",
@@ -104,14 +121,14 @@ class Classifier:
         Args:
             backend: An open backend whose model carries edgeleuk metadata.
             threshold: Decision threshold on ``prob_all``; None uses the model's.
-            batch_size: Images per engine call.
+            batch_size: Images per engine call; None picks :func:`default_batch` for the model.
             workers: Decoder threads for :meth:`predict_paths`; None picks a default.
             selection: Why this backend was chosen (reported in :attr:`info`).
             tta: ``full`` (every rotation, the file's own result) or ``staged`` (see
                 :mod:`edgeleuk.staged`; needs a calibrated stage choice in the model and a
                 backend opened with ``views_input``).
         """
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
         self.backend = backend
         self.meta, self.export_info = parse_metadata(
@@ -121,6 +138,8 @@ class Classifier:
         if not 0.0 <= self.threshold <= 1.0:
             raise UsageError(f"threshold must lie in [0, 1], got {self.threshold}")
         self.threshold_source = self.meta.threshold_source if threshold is None else "override"
+        if batch_size is None:
+            batch_size = default_batch(self.export_info.get("precision"), backend.info().precision)
         self.batch_size = batch_size
         self.workers = workers
         self.selection = selection
@@ -149,7 +168,7 @@ class Classifier:
         backend: str = "auto",
         *,
         threshold: float | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int | None = None,
         tta: str = "full",
         **backend_options: Any,
@@ -160,7 +179,7 @@ class Classifier:
             model_path: Model exported by ``edgeleuk export``.
             backend: ``auto``, ``cuda``, ``openvino`` or ``cpu``.
             threshold: Decision threshold; None uses the model's metadata.
-            batch_size: Images per engine call.
+            batch_size: Images per engine call; None picks :func:`default_batch` for the model.
             workers: Decoder threads for :meth:`predict_paths`.
             tta: ``full`` or ``staged`` (early exit; the model must carry a stage choice,
                 see ``edgeleuk calibrate``).
