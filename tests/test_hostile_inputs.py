@@ -288,3 +288,16 @@ def test_a_big_plain_image_is_still_classified(model: Path, tmp_path: Path) -> N
     (row,) = summary.rows
     assert row.prediction.ok
     assert row.prediction.adjustments == ("scaled:16bit", "converted:gray", "cropped:2000x2000->450x450")
+
+
+def test_watch_gives_a_gif_one_explained_error_row(model: Path, tmp_path: Path) -> None:
+    from edgeleuk.runtime.classifier import Classifier
+
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    write_bmp(folder / "ok.bmp", gray_cell(200))
+    (folder / "cell.gif").write_bytes(b"GIF89a" + b"\0" * 20)
+    clf = Classifier.load(model, backend="cpu")
+    summary = watch_folder(folder, classifier=clf, out=out, interval=0.05, max_idle=0.5, give_up_s=0.1)
+    rows = {r["path"]: r for r in _read_rows(out)}
+    assert sorted(rows) == ["cell.gif", "ok.bmp"] and (summary.classified, summary.failed) == (1, 1)
+    assert rows["cell.gif"]["error"].startswith("unsupported image format .gif")
