@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: with the views per call; these keep `edgeleuk predict` with the full network under 1 GB
 #: peak RSS (measured per precision: benchmarks/RESULTS.md), and on small CPUs larger
 #: batches add no throughput.
-DEFAULT_BATCH = {"fp32": 1, "fp16": 1, "bf16": 2, "int8": 4}
+DEFAULT_BATCH = {"fp32": 1, "fp16": 1, "bf16": 4, "int8": 4}
 
 
 def default_batch(export_precision: str | None, engine_precision: str) -> int:

@@ -1,0 +1,216 @@
+"""Where INT8 time goes: OpenVINO per-layer counters of an IR, and this CPU's peak GEMM rates.
+
+    python benchmarks/profile_int8.py                       # the standard bench's INT8 IR (its cache)
+    python benchmarks/profile_int8.py --model m.xml --precision bf16 --batch 1 --static
+
+Run it on a quiet machine (timings). It writes ``benchmarks/profiles/int8-<precision>-b<B>[-static].md``
+and ``.json``:
+
+1. Per-layer performance counters of the compiled IR (``PERF_COUNT``): for every executed
+   node its type, the kernel OpenVINO chose (``exec_type``, e.g. ``brgconv_avx512_amx_I8``,
+   ``jit_avx512_FP32``), the precision read from that kernel name, and its share of the
+   time; then totals by (layer type, precision), which say how much of a cell still runs
+   in float (grouped 3x3 convolutions, SE blocks, reorders...).
+2. The physical limit: the peak rate of one large int8 and bf16 (and f32) GEMM on this CPU
+   with the same threads, against the network's multiply-accumulates per cell (counted from
+   the model's convolutions and matmuls), i.e. the best cells/s these units could give if the
+   network ran at GEMM peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE / "profiles"
+DEFAULT_IR = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeleuk" / "bench-standard"
+              / "legacy_seresnext50_32x4d-int8.xml")
+_PRECISION = re.compile(r"_(I8|U8|BF16|FP32|F32|FP16|F16|I32)$", re.IGNORECASE)
+
+
+def kernel_precision(exec_type: str) -> str:
+    """The precision OpenVINO's CPU plugin names at the end of a kernel (``..._I8`` -> ``i8``)."""
+    m = _PRECISION.search(exec_type or "")
+    return m.group(1).lower().replace("fp32", "f32").replace("fp16", "f16") if m else "?"
+
+
+def compile_ir(path: Path, precision: str, threads: int, batch: int, static: bool) -> tuple[Any, Any]:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if static:  # a fixed batch instead of the dynamic N: lets the plugin plan memory and kernels ahead
+        model.reshape({model.inputs[0].get_any_name(): ov.PartialShape([batch, *model.inputs[0].get_partial_shape()[1:]])})
+    config = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+              "PERFORMANCE_HINT": "LATENCY"}
+    return model, core.compile_model(model, "CPU", config)
+
+
+def layer_profile(compiled: Any, batch: int, size: int, runs: int, seed: int = 0) -> tuple[list[dict], float]:
+    """Per-node counters summed over ``runs`` inferences after one warm-up; and the mean wall ms per call."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    request = compiled.create_infer_request()
+    request.infer({0: images})  # warm-up: compile-time kernels, first-touch memory
+    totals: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    for _ in range(runs):
+        request.infer({0: images})
+        for info in request.get_profiling_info():
+            if str(info.status).endswith("NOT_RUN"):
+                continue
+            row = totals.setdefault(info.node_name, {"node": info.node_name, "type": info.node_type,
+                                                     "kernel": info.exec_type, "us": 0.0})
+            row["us"] += info.real_time.total_seconds() * 1e6
+    wall_ms = (time.perf_counter() - started) * 1e3 / runs
+    layers = sorted(totals.values(), key=lambda r: -r["us"])
+    total = sum(r["us"] for r in layers) or 1.0
+    for r in layers:
+        r["us"] /= runs
+        r["share"] = r["us"] * runs / total
+        r["precision"] = kernel_precision(r["kernel"])
+    return layers, wall_ms
+
+
+def by_type_and_precision(layers: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"us": 0.0, "share": 0.0, "nodes": 0})
+    for r in layers:
+        g = groups[(r["type"], r["precision"])]
+        g["us"] += r["us"]
+        g["share"] += r["share"]
+        g["nodes"] += 1
+    return sorted(({"type": t, "precision": p, **g} for (t, p), g in groups.items()), key=lambda g: -g["us"])
+
+
+def macs_per_cell(model: Any) -> float:
+    """Multiply-accumulates of the convolutions and matmuls for one cell (all its rotated views).
+
+    Counted on the model reshaped to batch 1: output elements x (input channels per group x kernel area)
+    for (Group)Convolution, M x N x K for MatMul.
+    """
+    import openvino as ov
+
+    m = model.clone()
+    m.reshape({m.inputs[0].get_any_name(): ov.PartialShape([1, *m.inputs[0].get_partial_shape()[1:]])})
+    macs = 0.0
+    for op in m.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        out = op.get_output_partial_shape(0)
+        w = op.get_input_partial_shape(1)
+        if out.is_dynamic or w.is_dynamic:
+            continue
+        out_n = float(np.prod([d.get_length() for d in out]))
+        wd = [d.get_length() for d in w]
+        if kind == "Convolution":
+            macs += out_n * float(np.prod(wd[1:]))
+        elif kind == "GroupConvolution":
+            macs += out_n * float(np.prod(wd[2:]))
+        else:
+            macs += out_n * float(op.get_input_partial_shape(0)[-1].get_length())
+    return macs
+
+
+def gemm_peak(kind: str, threads: int, m: int = 2048, n: int = 2048, k: int = 2048, seconds: float = 3.0) -> float:
+    """Multiply-accumulates per second of one large GEMM in ``kind`` (``i8``, ``bf16``, ``f32``) on OpenVINO CPU.
+
+    ``i8``: both operands pass FakeQuantize (256 levels), which the CPU plugin fuses into an
+    int8 GEMM (VNNI/AMX); ``bf16``/``f32``: an f32 MatMul compiled with that inference precision.
+    """
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    a = ops.parameter([m, k], ov.Type.f32, name="a")
+    weights = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    b: Any = ops.constant(weights)
+    x: Any = a
+    if kind == "i8":
+        lo, hi = ops.constant(np.float32(-4)), ops.constant(np.float32(4))
+        x = ops.fake_quantize(a, lo, hi, lo, hi, 256)
+        b = ops.fake_quantize(b, lo, hi, lo, hi, 255)
+    model = ov.Model([ops.matmul(x, b, False, False)], [a], f"gemm-{kind}")
+    precision = "bf16" if kind == "bf16" else "f32"
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                      "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    data = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
+    request.infer({0: data})
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        request.infer({0: data})
+        calls += 1
+    return calls * m * n * k / (time.perf_counter() - started)
+
+
+def render(meta: dict, layers: list[dict], groups: list[dict], top: int = 40) -> str:
+    lines = [f"# INT8 IR per-layer profile: {meta['model']}", "",
+             f"Generated by `{meta['command']}`; {meta['when']}; load average {meta['load']:.2f} before the run.", "",
+             (f"- inference precision for float layers: {meta['precision']}; batch {meta['batch']} "
+              f"({'static' if meta['static'] else 'dynamic'} shape); threads {meta['threads']}; "
+              f"{meta['runs']} runs; mean {meta['wall_ms']:.1f} ms per call = {meta['cells_per_s']:.2f} cells/s"),
+             f"- network: {meta['macs_per_cell'] / 1e9:.1f} GMAC per cell (all rotated views)",
+             ""]
+    if meta.get("gemm"):
+        g = meta["gemm"]
+        lines += ["## Physical limit (one large GEMM on this CPU, same threads)", "",
+                  "| GEMM | GMAC/s | cells/s if the whole network ran at this rate |", "|---|---|---|"]
+        lines += [f"| {k} | {v / 1e9:.0f} | {v / meta['macs_per_cell']:.1f} |" for k, v in g.items()]
+        lines.append("")
+    lines += ["## Time by layer type and kernel precision", "",
+              "| type | precision | nodes | ms per call | share |", "|---|---|---|---|---|"]
+    lines += [f"| {g['type']} | {g['precision']} | {g['nodes']} | {g['us'] / 1e3:.2f} | {g['share']:.1%} |"
+              for g in groups]
+    lines += ["", f"## Top {top} layers", "", "| node | type | kernel | precision | ms per call | share |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['node']} | {r['type']} | {r['kernel']} | {r['precision']} | {r['us'] / 1e3:.3f} | "
+              f"{r['share']:.1%} |" for r in layers[:top]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=DEFAULT_IR, help="OpenVINO IR (.xml) to profile")
+    ap.add_argument("--precision", choices=("f32", "bf16"), default="bf16", help="precision of the float layers")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--static", action="store_true", help="reshape to a static batch before compiling")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--no-gemm", action="store_true", help="skip the GEMM peak-rate probe")
+    ap.add_argument("--out", type=Path, default=OUT_DIR)
+    args = ap.parse_args(argv)
+    if not args.model.is_file():
+        print(f"no model at {args.model}: run `make bench` first or pass --model", file=sys.stderr)
+        return 2
+    load = os.getloadavg()[0]
+    model, compiled = compile_ir(args.model, args.precision, args.threads, args.batch, args.static)
+    size = model.inputs[0].get_partial_shape()[1].get_length()
+    layers, wall_ms = layer_profile(compiled, args.batch, size, args.runs)
+    meta = {"model": str(args.model), "command": "python benchmarks/profile_int8.py " + " ".join(argv or sys.argv[1:]),
+            "when": time.strftime("%Y-%m-%d %H:%M"), "load": load, "precision": args.precision,
+            "batch": args.batch, "static": args.static, "threads": args.threads, "runs": args.runs,
+            "wall_ms": wall_ms, "cells_per_s": args.batch * 1e3 / wall_ms, "macs_per_cell": macs_per_cell(model)}
+    if not args.no_gemm:
+        meta["gemm"] = {kind: gemm_peak(kind, args.threads) for kind in ("i8", "bf16", "f32")}
+    groups = by_type_and_precision(layers)
+    name = f"int8-{args.precision}-b{args.batch}{'-static' if args.static else ''}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.md").write_text(render(meta, layers, groups), encoding="utf-8")
+    (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "groups": groups, "layers": layers}, indent=1),
+                                           encoding="utf-8")
+    print(render(meta, layers, groups, top=15))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
