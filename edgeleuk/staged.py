@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -277,6 +278,32 @@ def run_staged(run_views: RunViews, batch: np.ndarray, choice: StageChoice) -> t
         every[:, list(choice.rest)] = v2
         logits[went_on] = every.mean(axis=1, dtype=np.float32)
     return logits, went_on
+
+
+class StagedRunner:
+    """A backend's ``run`` with staged TTA: ``(batch) -> (logits, probs)``, counting stage-2 cells.
+
+    Thread-safe: the counts are updated under a lock; the backend serves concurrent calls.
+
+    Args:
+        run_views: The backend's ``run_views`` (opened with ``views_input``).
+        choice: The model's stage choice.
+    """
+
+    def __init__(self, run_views: RunViews, choice: StageChoice) -> None:
+        self.run_views, self.choice = run_views, choice
+        self.counts = StagedCounts()
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, went_on = run_staged(self.run_views, batch, self.choice)
+        with self._lock:
+            self.counts.cells += len(batch)
+            self.counts.stage2 += int(went_on.sum())
+        return logits, sigmoid(logits)
+
+    def describe(self) -> str:
+        return self.counts.describe(self.choice)
 
 
 def check_mode(tta: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.modelfile import parse_metadata
 from edgeleuk.runtime.pipeline import decoded_batches
 from edgeleuk.runtime.registry import choose_backend
-from edgeleuk.staged import StageChoice, StagedCounts, check_mode, run_staged, sigmoid, stage_choice_of
+from edgeleuk.staged import StageChoice, StagedCounts, StagedRunner, check_mode, stage_choice_of
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +144,7 @@ class Classifier:
         self.selection = selection
         self.tta = check_mode(tta)
         self.stage = None if tta == "full" else self._stage_choice(backend)
-        self.staged_counts = StagedCounts()
-        self._counts_lock = threading.Lock()
+        self._staged = None if self.stage is None else StagedRunner(backend.run_views, self.stage)
 
     def _stage_choice(self, backend: Backend) -> StageChoice:
         source = getattr(backend, "model_path", "model")
@@ -212,14 +210,13 @@ class Classifier:
     def _label(self, prob: float) -> str:
         return self.meta.label_name(prob >= self.threshold)
 
+    @property
+    def staged_counts(self) -> StagedCounts:
+        """Cells classified with staged TTA so far, and how many went on to stage 2."""
+        return StagedCounts() if self._staged is None else self._staged.counts
+
     def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.stage is None:
-            return self.backend.run(chunk)
-        logits, went_on = run_staged(self.backend.run_views, chunk, self.stage)
-        with self._counts_lock:
-            self.staged_counts.cells += len(chunk)
-            self.staged_counts.stage2 += int(went_on.sum())
-        return logits, sigmoid(logits)
+        return self.backend.run(chunk) if self._staged is None else self._staged(chunk)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, probs = [], []
