@@ -26,10 +26,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeleuk.runtime.registry import kind_for_suffix
+
 
 def output_files(dest: Path) -> tuple[Path, ...]:
-    """The files an export to ``dest`` writes (``.xml`` comes with its ``.bin``)."""
-    return (dest.with_suffix(".bin"), dest) if dest.suffix == ".xml" else (dest,)
+    """The files an export to ``dest`` writes: its kind's companions (an IR's ``.bin``), then ``dest``."""
+    return kind_for_suffix(dest.suffix).files(dest)
 
 
 def _fsync(path: Path) -> None:
@@ -45,7 +47,7 @@ def _fsync(path: Path) -> None:
 
 def swap_pair(stage: Path, xml: Path) -> None:
     """Move ``stage/<xml name>`` and its ``.bin`` over ``xml`` and its ``.bin`` (see module docstring)."""
-    weights = xml.with_suffix(".bin")
+    weights, _ = output_files(xml)
     previous = stage / "previous"
     previous.mkdir()
     hidden: list[Path] = []
@@ -78,7 +80,7 @@ def staged(dest: Path) -> Iterator[Path]:
         yield stage
         for final in output_files(dest):
             _fsync(stage / final.name)
-        if dest.suffix == ".xml":
+        if len(output_files(dest)) == 2:  # a main file and its weights: the main file commits
             swap_pair(stage, dest)
         else:
             os.replace(stage / dest.name, dest)

@@ -16,50 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.contract import EXPORT_KEY, META_KEY
 from edgeleuk.errors import CheckpointError, UsageError
 from edgeleuk.meta import ModelMeta
+from edgeleuk.runtime.openvino import ir_metadata
+from edgeleuk.runtime.registry import kind_of, model_kind
 
-META_KEY = "edgeleuk.meta"
-EXPORT_KEY = "edgeleuk.export"
-MODEL_KINDS = {".onnx": "onnx", ".xml": "ir"}
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
-
-
-def model_kind(path: Path) -> str:
-    """Check that ``path`` is an existing model file and say which kind.
-
-    Returns:
-        ``"onnx"`` or ``"ir"`` (OpenVINO IR ``.xml`` with its ``.bin`` beside it).
-
-    Raises:
-        UsageError: The file is missing or its suffix is neither ``.onnx`` nor ``.xml``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(
-            f"model file not found: {path} (export one with `edgeleuk export CKPT --out model.onnx`)"
-        )
-    kind = MODEL_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(f"{path}: unsupported model file; expected an exported .onnx or OpenVINO IR .xml")
-    if kind == "ir" and not path.with_suffix(".bin").is_file():
-        raise UsageError(f"{path}: OpenVINO IR weights {path.with_suffix('.bin').name} are missing beside it")
-    return kind
-
-
-def ir_metadata(model: Any) -> dict[str, str]:
-    """Both metadata strings from an ``openvino.Model``'s rt_info.
-
-    The exporter writes them under ``["edgeleuk", "meta"|"export"]``; OpenVINO's
-    ONNX reader puts an ONNX file's ``metadata_props`` under ``["framework", key]``.
-    """
-    found: dict[str, str] = {}
-    for key in (META_KEY, EXPORT_KEY):
-        for rt_path in (key.split("."), ["framework", key]):
-            if model.has_rt_info(rt_path):
-                found[key] = model.get_rt_info(rt_path).astype(str)
-                break
-    return found
+__all__ = ["EXPORT_KEY", "META_KEY", "describe_model_file", "format_meta", "ir_metadata", "model_kind",
+           "parse_metadata", "read_model_meta", "read_raw_metadata", "set_ir_metadata", "set_onnx_metadata"]
 
 
 def set_onnx_metadata(proto: Any, strings: Mapping[str, str]) -> None:
@@ -84,37 +49,11 @@ def set_ir_metadata(model: Any, strings: Mapping[str, str]) -> None:
             model.set_rt_info(value, ["framework", key])
 
 
-def _onnx_metadata(path: Path) -> dict[str, str]:
-    try:
-        import onnx
-    except ImportError:
-        onnx = None
-    if onnx is not None:
-        # Parses the protobuf only; no graph optimisation, unlike creating a session.
-        proto = onnx.load(str(path), load_external_data=False)
-        return {p.key: p.value for p in proto.metadata_props}
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise UsageError("reading .onnx metadata needs onnxruntime: pip install 'edgeleuk[cpu]'") from exc
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def _ir_file_metadata(path: Path) -> dict[str, str]:
-    import openvino as ov
-
-    return ir_metadata(ov.Core().read_model(str(path)))
-
-
 def read_raw_metadata(path: Path) -> dict[str, str]:
     """The raw ``edgeleuk.*`` strings stored in an ``.onnx`` or ``.xml`` file."""
-    path = Path(path)
-    kind = model_kind(path)
+    kind = kind_of(path)
     try:
-        return _onnx_metadata(path) if kind == "onnx" else _ir_file_metadata(path)
+        return kind.read_metadata(Path(path))
     except UsageError:
         raise
     except Exception as exc:  # a truncated or foreign file: say which file and why
@@ -195,11 +134,7 @@ def describe_model_file(path: Path) -> str:
             raise UsageError(f"checkpoint not found: {path}")
         return _describe_checkpoint(path)
     meta, export = read_model_meta(path)
-    size_mb = path.stat().st_size / 1e6
-    if model_kind(path) == "ir":
-        size_mb += path.with_suffix(".bin").stat().st_size / 1e6
-        kind = "OpenVINO IR"
-    else:
-        kind = "ONNX"
-    head = [f"{path}: {kind} model, {size_mb:.1f} MB"]
+    kind = kind_of(path)
+    size_mb = sum(f.stat().st_size for f in kind.files(path)) / 1e6
+    head = [f"{path}: {kind.label} model, {size_mb:.1f} MB"]
     return "\n".join(head + format_meta(meta) + _format_export(export))
