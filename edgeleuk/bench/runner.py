@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -21,6 +20,7 @@ from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
 from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.files import sha256_file
 from edgeleuk.metrics import binary_metrics
 from edgeleuk.parity import breaches, compare, recorded_thresholds
 from edgeleuk.runtime.registry import BACKENDS
@@ -46,14 +46,6 @@ def _check_explicit(backend: str, reasons: dict[str, str | None], checkpoint: Pa
         raise BackendUnavailable(
             f"--backend {backend} is not available here: {reasons[backend]}. "
             "Use --backend all to list every backend with the reason it cannot run.")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _run_isolated(spec: WorkSpec, images: Path, tmp: Path, index: int) -> Measurement:
@@ -132,7 +124,7 @@ def _speedups(row: Row, ref: Measurement) -> None:
 def _notes(files: list[ModelFile], checkpoint: Path | None, cells: Cells, opts: BenchOptions) -> list[str]:
     notes = []
     if checkpoint is not None:
-        sha = _sha256(checkpoint)
+        sha = sha256_file(checkpoint)
         for mf in files:
             if mf.source_sha256 and mf.source_sha256 != sha:
                 notes.append(f"{mf.path.name} was exported from checkpoint sha256 {mf.source_sha256[:12]}..., "

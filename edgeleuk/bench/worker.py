@@ -100,6 +100,7 @@ def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any], Backend | None]
     """The row's run function, what runs (as the engine reports it) and the backend (None for torch)."""
     case = spec.case
     if case.backend == "torch":
+        # Lazy: only the torch row may load torch; the other rows' processes measure their engine alone.
         import torch
 
         from edgeleuk.checkpoint import load_checkpoint

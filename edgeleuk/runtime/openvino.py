@@ -77,7 +77,7 @@ def ir_file_metadata(path: Path) -> dict[str, str]:
 
 def _import_openvino() -> Any:
     try:
-        import openvino
+        import openvino  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
     except ImportError as exc:
         raise BackendUnavailable("openvino is not installed: pip install openvino") from exc
     return openvino

@@ -42,7 +42,7 @@ def installed_ort_distributions() -> set[str]:
 def import_ort() -> Any:
     """Import ``onnxruntime`` or say how to install it."""
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
     except ImportError as exc:
         raise BackendUnavailable(
             "onnxruntime is not installed: pip install 'edgeleuk[cpu]' (or 'edgeleuk[gpu]' for CUDA)"
@@ -53,7 +53,7 @@ def import_ort() -> Any:
 def onnx_file_metadata(path: Path) -> dict[str, str]:
     """The ``metadata_props`` of an ``.onnx`` file, with ``onnx`` if installed, else ONNX Runtime."""
     try:
-        import onnx
+        import onnx  # lazy: optional (cpu/gpu extras), and the runtime must start without it
     except ImportError:
         onnx = None
     if onnx is not None:
@@ -61,7 +61,7 @@ def onnx_file_metadata(path: Path) -> dict[str, str]:
         proto = onnx.load(str(path), load_external_data=False)
         return {p.key: p.value for p in proto.metadata_props}
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: engines load only when a file of theirs is read
     except ImportError as exc:
         raise UsageError("reading .onnx metadata needs onnxruntime: pip install 'edgeleuk[cpu]'") from exc
     opts = ort.SessionOptions()
