@@ -17,6 +17,9 @@ LOGIT = "logit"
 PROB = "prob"
 OUTPUT_NAMES = (LOGIT, PROB)
 OUTPUT_DTYPE = "float32"
+# The two JSON strings a model file carries (ONNX metadata_props, OpenVINO IR rt_info).
+META_KEY = "edgeleuk.meta"
+EXPORT_KEY = "edgeleuk.export"
 # Staged TTA. The graph also outputs every view's logit ([N, V], in the order of ``views``),
 # and holds the rotation indices it computes as an int64 initializer ``views`` (default
 # 0..R-1). The file's own call never needs it; a runtime that wants a subset of the
