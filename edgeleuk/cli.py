@@ -282,13 +282,18 @@ def bench(
     extra_model: list[Path] = typer.Option([], "--extra-model", help="More model files (e.g. INT8 IR)."),
     quick: bool = typer.Option(False, help="Few timed runs: checks the harness, numbers are rough."),
     budget: float = typer.Option(2.0, min=0.1, help="Seconds each timing loop may run (the library default)."),
+    tta: TTAMode = typer.Option(
+        TTA_MODES[0],
+        help="staged: rows of model files that carry a stage choice (`edgeleuk calibrate`) run staged TTA "
+             "and report the share of cells that went on to stage 2; other files stay full.",
+    ),
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
     from edgeleuk.bench import BenchOptions, run_bench  # lazy: numpy, the runtime
 
     opts = BenchOptions(
         backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
-        quick=quick, budget_s=budget,
+        quick=quick, budget_s=budget, tta=tta.value,
     )
     with _exit_codes():
         report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)

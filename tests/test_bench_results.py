@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -49,12 +50,23 @@ def test_targets_table_verdicts():
         _row("openvino", "int8", 9.0, status=PARITY_FAILED, wrong=2),
     ])
     lines = results.targets_table(report, MEMORY)
-    cpu, bf16, int8, int8_bf16, mem = lines[2:]
+    cpu, bf16, int8, int8_bf16, exact, staged, mem = lines[2:]
     assert cpu.endswith("| yes |") and "2.50x cells/s" in cpu
     assert bf16.endswith("| no (speed) |")
     assert "no (gate failed)" in int8 and "gate FAILED" in int8
-    assert "not measured (row missing)" in int8_bf16
+    assert "not measured (row missing)" in int8_bf16 and "not measured (row missing)" in staged
     assert "largest 400 MB (int8 IR, openvino, 8 cells)" in mem and mem.endswith("| yes |")
+
+
+def test_staged_target_needs_its_agreement_and_reports_the_stage2_share():
+    row = _row("openvino", "int8", 20.0, wrong=1)  # 15/16 agree: passes an INT8 gate of its own? not 99.5%
+    row = dataclasses.replace(row, case=dataclasses.replace(row.case, tag="int8+bf16", tta="staged"))
+    row.measurement.staged = {"cells": 16, "stage2": 4, "share": 0.25, "views": [0, 4], "margin": 1.0}
+    (line,) = [x for x in results.targets_table(_report([row]), MEMORY) if x.startswith("| Staged TTA")]
+    assert "25.0% of cells went on to stage 2" in line and "no (gate failed)" in line
+    row.parity = dataclasses.replace(row.parity, agreement=1.0, disagreements=0)
+    (line,) = [x for x in results.targets_table(_report([row]), MEMORY) if x.startswith("| Staged TTA")]
+    assert line.endswith("| yes |")
 
 
 def test_memory_over_limit_names_the_precision():

@@ -274,3 +274,24 @@ def test_a_model_without_a_views_entry_calibrates_without_stages(synth_root: Pat
     forged = write_model_with_meta(old, tmp_path / "forged.onnx", meta.replace(extra={META_EXTRA_KEY: choice}))
     with pytest.raises(UsageError, match="exported before staged TTA"):
         Classifier.load(forged, backend="cpu", tta="staged")
+
+
+def test_bench_runs_staged_rows_for_a_file_with_a_stage_choice(exported: Path, synth_root: Path,
+                                                               tmp_path: Path) -> None:
+    from edgeleuk.bench import BenchOptions, run_bench
+    from edgeleuk.workflow.calibrate import calibrate_model
+
+    staged = tmp_path / "staged.onnx"
+    assert calibrate_model(exported, data=synth_root, sensitivity=None, out=staged, backend="cpu").stage
+    with pytest.raises(UsageError, match="none of the model files carries"):
+        run_bench(exported, data=synth_root, options=BenchOptions(backend="cpu", n=4, batch=2, quick=True,
+                                                                  tta="staged"))
+    opts = BenchOptions(backend="cpu", n=4, batch=2, quick=True, tta="staged", extra_models=(exported,),
+                        isolate=False)
+    report = run_bench(staged, data=synth_root, options=opts)
+    rows = {r.case.label: r for r in report.rows if r.case.backend == "cpu"}
+    assert set(rows) == {"cpu fp32 staged", "cpu fp32"}  # the file without a choice stays full
+    measured = rows["cpu fp32 staged"].measurement
+    assert measured.staged["cells"] == 4 and 0 <= measured.staged["stage2"] <= 4
+    assert "went on to stage 2" in report.to_markdown()
+    assert rows["cpu fp32"].measurement.staged is None

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.errors import UsageError
 from edgeleuk.parity import normalise_precision
 from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.runtime.registry import BACKENDS, kind_of
+from edgeleuk.staged import META_EXTRA_KEY
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class ModelFile:
         source_sha256: Checkpoint the file was exported from, if recorded.
         threshold: Decision threshold stored in the file.
         export: The file's export record (its profile gives the parity thresholds).
+        stage: The staged-TTA stage choice the file carries (``meta.extra``), or None.
     """
 
     path: Path
@@ -38,6 +41,7 @@ class ModelFile:
     source_sha256: str | None
     threshold: float
     export: dict[str, Any] = field(default_factory=dict, repr=False)
+    stage: dict[str, Any] | None = field(default=None, repr=False)
 
 
 def read_model_file(path: Path) -> ModelFile:
@@ -53,6 +57,7 @@ def read_model_file(path: Path) -> ModelFile:
     return ModelFile(
         path=path, kind=kind.name, precision=normalise_precision(export.get("precision")), size_bytes=size,
         source_sha256=export.get("source_sha256"), threshold=meta.threshold, export=export,
+        stage=meta.extra.get(META_EXTRA_KEY),
     )
 
 
@@ -68,6 +73,7 @@ class Case:
         options: Fields of the backend's own options record for this row.
         tag: Row name after the backend for a variant (``int8+bf16``); None: the precision.
         skip: Why the row cannot run here, known before trying; None if it can.
+        tta: ``full`` or ``staged`` rotation TTA.
     """
 
     backend: str
@@ -76,13 +82,15 @@ class Case:
     options: dict[str, Any] = field(default_factory=dict)
     tag: str | None = None
     skip: str | None = None
+    tta: str = "full"
 
     @property
     def label(self) -> str:
         """Short row name, e.g. ``cpu fp32``, ``openvino bf16`` or ``openvino int8+bf16``."""
         if self.backend == "torch":
             return "torch eager fp32"
-        return f"{self.backend} {self.tag or self.precision}"
+        label = f"{self.backend} {self.tag or self.precision}"
+        return f"{label} staged" if self.tta == "staged" else label
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -116,7 +124,7 @@ def rows_for_file(mf: ModelFile, features: dict[str, bool]) -> list[Case]:
 
 def plan_cases(
     files: list[ModelFile], backend: str, has_checkpoint: bool, bf16_cpu: bool,
-    availability: dict[str, str | None],
+    availability: dict[str, str | None], tta: str = "full",
 ) -> list[Case]:
     """The rows to measure, the torch reference first.
 
@@ -126,10 +134,17 @@ def plan_cases(
         has_checkpoint: Whether a checkpoint was given for the torch row.
         bf16_cpu: Whether the CPU computes bf16 natively.
         availability: Backend name -> None if it runs here, else why not.
+        tta: ``staged``: the rows of files that carry a stage choice run staged TTA.
 
     Returns:
         Rows in report order; rows that cannot run carry ``skip``.
+
+    Raises:
+        UsageError: ``staged`` but no file carries a stage choice.
     """
+    if tta == "staged" and not any(mf.stage for mf in files):
+        raise UsageError("--tta staged: none of the model files carries a calibrated stage choice; choose one "
+                         "with `edgeleuk calibrate MODEL --data LABELLED --out MODEL2` and bench MODEL2")
     torch_skip = availability.get("torch") if has_checkpoint else (
         "no --checkpoint: pass the checkpoint the model was exported from to measure the PyTorch "
         "original and check parity")
@@ -139,5 +154,7 @@ def plan_cases(
             if backend not in ("all", case.backend):
                 continue
             reason = availability.get(case.backend)
+            if tta == "staged" and mf.stage:
+                case = replace(case, tta="staged")
             cases.append(case if reason is None or case.skip else replace(case, skip=reason))
     return cases

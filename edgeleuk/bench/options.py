@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgeleuk.errors import UsageError
 from edgeleuk.runtime.registry import BACKENDS
+from edgeleuk.staged import check_mode
 
 ALL, TORCH = "all", "torch"
 
@@ -38,6 +39,9 @@ class BenchOptions:
         throughput_mode: Also measure each engine's throughput mode (OpenVINO THROUGHPUT hint
             with an AsyncInferQueue, ONNX Runtime IO binding on CUDA).
         seed: Seed for the random cells used when no data is given.
+        tta: ``full``, or ``staged``: the rows of model files that carry a calibrated stage
+            choice run staged TTA (``edgeleuk.staged``) and report the share of cells that
+            went on to stage 2; the other files' rows stay full.
     """
 
     backend: str = "all"
@@ -53,8 +57,10 @@ class BenchOptions:
     isolate: bool = True
     throughput_mode: bool = True
     seed: int = 0
+    tta: str = "full"
 
     def __post_init__(self) -> None:
+        check_mode(self.tta)
         if self.backend not in bench_choices():
             raise UsageError(f"--backend must be one of {', '.join(bench_choices())}, got {self.backend!r}")
         if self.n < 1 or self.batch < 1:

@@ -133,7 +133,7 @@ def _engine_line(engine: dict[str, Any]) -> str:
         parts.append("on " + ", ".join(engine["providers"]))
     if engine.get("precision"):
         parts.append(f"precision {engine['precision']}")
-    details = {**engine.get("details", {}), **{k: v for k, v in engine.items() if k in ("path", "threads")}}
+    details = {**engine.get("details", {}), **{k: v for k, v in engine.items() if k in ("path", "threads", "tta")}}
     parts += [f"{k} {v}" for k, v in details.items() if k != "wheels"]
     return ", ".join(parts)
 

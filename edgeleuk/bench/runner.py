@@ -76,7 +76,9 @@ def _measure_all(cases: list[Case], cells: Cells, opts: BenchOptions, checkpoint
             spec = WorkSpec(
                 case=case, checkpoint=checkpoint, threads=threads, budget_s=opts.budget_s,
                 min_runs=opts.min_runs, max_runs=opts.max_runs, warmup_runs=opts.warmup_runs,
-                batch_sizes=opts.batch_sizes(len(cells.images)), throughput_mode=opts.throughput_mode)
+                batch_sizes=opts.batch_sizes(len(cells.images)),
+                # An engine's throughput mode runs the file's own call: not staged TTA.
+                throughput_mode=opts.throughput_mode and case.tta == "full")
             log.info("bench: measuring %s", case.label)
             results.append(_run_isolated(spec, images, Path(tmp), index) if opts.isolate
                            else measure_safely(spec, cells.images))
@@ -197,7 +199,7 @@ def run_bench(
     reasons = availability()
     _check_explicit(opts.backend, reasons, checkpoint)
     machine = collect_machine(opts.threads)
-    cases = plan_cases(files, opts.backend, checkpoint is not None, machine.bf16, reasons)
+    cases = plan_cases(files, opts.backend, checkpoint is not None, machine.bf16, reasons, tta=opts.tta)
     if opts.backend != "all" and not any(c.backend == opts.backend for c in cases):
         raise UsageError(f"--backend {opts.backend} cannot run any of the given model files "
                          f"({', '.join(m.path.name for m in files)})")

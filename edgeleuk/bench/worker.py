@@ -25,7 +25,9 @@ from edgeleuk.bench.memory import self_peak_rss
 from edgeleuk.bench.timing import measure_latency, measure_throughput, timed
 from edgeleuk.errors import BackendUnavailable
 from edgeleuk.runtime.base import Backend
+from edgeleuk.runtime.modelfile import parse_metadata
 from edgeleuk.runtime.registry import backend_options, open_backend
+from edgeleuk.staged import StagedRunner, stage_choice_of
 
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -88,6 +90,7 @@ class Measurement:
     load_avg: tuple[float, float] | None = None
     logits: list[float] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
+    staged: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Measurement:
@@ -113,8 +116,25 @@ def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any], Backend | None]
             "threads": torch.get_num_threads(),
         }, None
     # The row's own options on top of each backend's defaults: what predict deploys, plus the variant.
-    backend = open_backend(case.model, case.backend, backend_options(threads=spec.threads, **case.options))
-    return backend.run, asdict(backend.info()), backend
+    staged = case.tta == "staged"
+    options = backend_options(threads=spec.threads, views_input=staged, **case.options)
+    backend = open_backend(case.model, case.backend, options)
+    if not staged:
+        return backend.run, asdict(backend.info()), backend
+    meta, _ = parse_metadata(backend.metadata(), case.model)
+    runner = StagedRunner(backend.run_views, stage_choice_of(meta.extra, meta.preprocess.rotations, str(case.model)))
+    return runner, asdict(backend.info()), backend
+
+
+def _stage2_share(run: RunFn, cells: np.ndarray, batch: int) -> dict[str, Any] | None:
+    """For a staged row: one untimed pass over the cells, counting those that went on to stage 2."""
+    if not isinstance(run, StagedRunner):
+        return None
+    counter = StagedRunner(run.run_views, run.choice)
+    for start in range(0, len(cells), batch):
+        counter(cells[start : start + batch])
+    return {"cells": counter.counts.cells, "stage2": counter.counts.stage2, "share": counter.counts.stage2_share,
+            "views": list(run.choice.views), "margin": run.choice.margin}
 
 
 class _FirstPass:
@@ -149,13 +169,17 @@ def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
             throughput[b] = measure_throughput(first, cells, b, spec.budget_s, math.ceil(len(cells) / b))
         else:
             throughput[b] = measure_throughput(run, cells, b, spec.budget_s)
+    staged = _stage2_share(run, cells, max(spec.batch_sizes))
+    if staged is not None:
+        engine["tta"] = (f"staged: stage 1 rotations {staged['views']}, {staged['stage2']} of {staged['cells']} "
+                         f"cells ({staged['share']:.1%}) went on to stage 2")
     mode = None
     if spec.throughput_mode and backend is not None:
         result = backend.throughput_mode(cells, spec.budget_s, max(spec.batch_sizes))
         mode = None if result is None else result.to_dict()
     return Measurement(
         status="ok", engine=engine, load_s=load_s, warmup_s=warmup_s, latency=latency.to_dict(),
-        throughput=dict(sorted(throughput.items())), mode=mode, peak_rss=self_peak_rss(),
+        throughput=dict(sorted(throughput.items())), mode=mode, peak_rss=self_peak_rss(), staged=staged,
         load_avg=(load_before, os.getloadavg()[0]),
         logits=np.concatenate(first.logits).astype(float).tolist(),
         probs=np.concatenate(first.probs).astype(float).tolist(),
