@@ -53,7 +53,7 @@ def test_flat_option_fields_reach_their_backend_record() -> None:
     assert opts.of(OpenVINOBackend) == OpenVINOOptions(precision="bf16")
     assert opts.of(cuda_mod.CudaBackend).tensorrt is True
     assert BackendOptions().of(OpenVINOBackend) == OpenVINOOptions()  # defaults when none given
-    with pytest.raises(UsageError, match="unknown backend option.*colour; known: threads, precision"):
+    with pytest.raises(UsageError, match="unknown backend option.*colour; known: threads, views_input, precision"):
         backend_options(colour="red")
 
 
