@@ -139,12 +139,20 @@ def sweep(
     seeds: int = typer.Option(24, help="Number of seeds (0..N-1)."),
     out: Path = typer.Option(..., help="Sweep folder; each seed in OUT/seed-N."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
+    cluster: str | None = typer.Option(
+        None, help="Run one Ray task per seed: 'auto' (running cluster, else local Ray) or an address."
+    ),
 ) -> None:
     """Train one run per seed and write the paper's Table 2 (Markdown + JSON)."""
-    from edgeleuk.training.sweep import run_sweep
-
     with _exit_codes():
-        table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
+        if cluster:
+            from edgeleuk.cluster.sweep import cluster_sweep
+
+            table = cluster_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained, address=cluster)
+        else:
+            from edgeleuk.training.sweep import run_sweep
+
+            table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
     typer.echo(table.to_markdown())
 
 
@@ -207,6 +215,12 @@ def predict(
     hint: Hint = typer.Option(
         Hint.latency, help="OpenVINO performance hint (throughput can help on large folders)."
     ),
+    cluster: str | None = typer.Option(
+        None, help="Spread the work over Ray: 'auto' (running cluster, else local Ray) or an address."
+    ),
+    cluster_workers: int | None = typer.Option(
+        None, min=1, help="With --cluster: engine workers (default: from the free CPUs/GPUs)."
+    ),
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
 
@@ -228,7 +242,12 @@ def predict(
         fmt=fmt.value, precision=precision.value, device=device, hint=hint.value,
     )
     with _exit_codes():
-        summary = run_predict(folder, model=model, out=out, options=opts)
+        if cluster:
+            from edgeleuk.cluster.predict import cluster_predict
+
+            summary = cluster_predict(folder, model, out, opts, address=cluster, workers=cluster_workers)
+        else:
+            summary = run_predict(folder, model=model, out=out, options=opts)
     typer.echo(summary.describe())
     raise typer.Exit(summary.exit_code(strict=strict))
 
@@ -258,6 +277,49 @@ def bench(
         report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)
     typer.echo(report.to_markdown())
     raise typer.Exit(report.exit_code())
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Exported model (.onnx or OpenVINO .xml) on this machine."),
+    backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend of every replica."),
+    replicas: int = typer.Option(1, min=1, help="Model replicas (processes, each with its engine)."),
+    threads: int = typer.Option(1, min=1, help="Engine threads (and reserved CPUs) per replica."),
+    gpus: float = typer.Option(0.0, min=0.0, help="GPUs reserved per replica (fractions share one)."),
+    max_batch: int = typer.Option(8, min=1, help="Most images per engine call (server-side batching)."),
+    batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long a request waits for a batch to fill."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 accepts other machines."),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
+    address: str | None = typer.Option(None, help="Ray cluster to join (default: running one, else local)."),
+) -> None:
+    """Serve MODEL over HTTP with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C."""
+    from edgeleuk.serving.server import ServeOptions, serve_forever
+
+    with _exit_codes():
+        opts = ServeOptions(
+            backend=backend.value, replicas=replicas, threads=threads, gpus=gpus, max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms, host=host, port=port, address=address,
+        )
+        serve_forever(model, opts, echo=typer.echo)
+
+
+@app.command("serving-repo")
+def serving_repo(
+    out: Path = typer.Argument(..., help="New folder for the repositories (triton/ and ovms/)."),
+    onnx: Path | None = typer.Option(None, help="Exported .onnx for Triton (ONNX Runtime backend)."),
+    ir: Path | None = typer.Option(None, help="Exported OpenVINO IR .xml (e.g. INT8) for OpenVINO Model Server."),
+    name: str = typer.Option("edgeleuk", help="Model name in both repositories."),
+    max_batch: int = typer.Option(8, min=1, help="Triton max_batch_size (dynamic batching up to it)."),
+    gpu: bool | None = typer.Option(None, help="Triton instances on GPU (default: only for an fp16 export)."),
+    tensorrt: bool = typer.Option(False, help="Triton: ONNX Runtime's TensorRT accelerator (GPU)."),
+) -> None:
+    """Write Triton Inference Server and/or OpenVINO Model Server model repositories."""
+    from edgeleuk.serving.repository import RepoOptions, write_serving_repos
+
+    with _exit_codes():
+        opts = RepoOptions(name=name, max_batch=max_batch, gpu=gpu, tensorrt=tensorrt)
+        result = write_serving_repos(out, onnx=onnx, ir=ir, options=opts)
+    typer.echo(result.describe())
 
 
 @app.command()
