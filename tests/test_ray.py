@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import build_onnx, expected_logit, gray_cell, write_bad_files, write_bmp, write_flagged_files
+from runtime_support import (
+    build_onnx,
+    expected_logit,
+    gray_cell,
+    write_bad_files,
+    write_bmp,
+    write_flagged_files,
+)
 
 from edgeleuk.runtime import wire
 from edgeleuk.runtime.classifier import Classifier

@@ -139,13 +139,11 @@ class ClusterClassifier:
             num_gpus=self.shape.gpus,
             batch_format="numpy",
         )
-        done = 0
-        for chunk in _in_order(ds.iter_rows(), len(items)):
-            for pred, path in zip(chunk, items[done]["paths"], strict=True):
+        for item, chunk in zip(items, _in_order(ds.iter_rows(), len(items)), strict=True):
+            for pred, path in zip(chunk, item["paths"], strict=True):
                 if pred.path != path:
                     raise RuntimeError(f"the cluster answered for {pred.path} in place of {path}")
                 yield pred
-            done += 1
 
 
 def _in_order(rows: Iterable[dict[str, Any]], n: int) -> Iterator[list[Prediction]]:

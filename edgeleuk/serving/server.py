@@ -186,7 +186,7 @@ class ModelService:
             return 404, {"error": f"no route {method} {path}; routes: {routes}"}
         except wire.WireError as exc:
             return exc.status, {"error": str(exc), "model": self.model}
-        except Exception as exc:  # noqa: BLE001 - an engine fault: 500, never a guessed answer
+        except Exception as exc:  # an engine fault: 500, never a guessed answer
             log.exception("inference failed")
             return 500, {"error": f"engine fault: {exc}", "model": self.model}
 
