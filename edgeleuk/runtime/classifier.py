@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.data import subject_from_name
 from edgeleuk.errors import UsageError
 from edgeleuk.imageio import Decoded
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
@@ -64,8 +65,6 @@ class Prediction:
 
 
 def _subject(path: Path) -> str | None:
-    from edgeleuk.data import subject_from_name
-
     return subject_from_name(path.name)
 
 

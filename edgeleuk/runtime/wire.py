@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.files import sha256_file
+
 HEALTH = "/healthz"
 METADATA = "/metadata"
 PREDICT = "/predict"
@@ -47,15 +49,12 @@ class WireError(ValueError):
 
 
 def model_sha256(path: str | Path) -> str:
-    """The served model's identity: SHA-256 of the ``.onnx`` (or of the IR's ``.xml`` then ``.bin``)."""
+    """The served model's identity: SHA-256 of the ``.onnx``; for an IR, of its ``.xml`` and ``.bin`` hashes."""
     path = Path(path)
-    parts = [path, path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [path]
-    h = hashlib.sha256()
-    for part in parts:
-        with open(part, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    if path.suffix.lower() != ".xml":
+        return sha256_file(path)
+    both = sha256_file(path) + sha256_file(path.with_suffix(".bin"))
+    return hashlib.sha256(both.encode("ascii")).hexdigest()
 
 
 def encode_tensor(images: np.ndarray) -> bytes:
