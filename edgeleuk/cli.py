@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
+import inspect
 import logging
 import sys
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from edgeleuk.bench.options import bench_choices
 from edgeleuk.errors import EdgeleukError
+from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
 
 app = typer.Typer(
     name="edgeleuk",
@@ -29,37 +35,54 @@ app = typer.Typer(
 )
 
 
-class BackendChoice(str, enum.Enum):
-    """Inference backends; ``auto`` picks the first that really starts (cuda, openvino, cpu)."""
-
-    auto = "auto"
-    cuda = "cuda"
-    openvino = "openvino"
-    cpu = "cpu"
+def _choice(name: str, values: Iterable[str], doc: str) -> Any:
+    """A typer choice Enum whose members are ``values`` (each named and valued as itself)."""
+    choice = enum.Enum(name, {v: v for v in values}, type=str)
+    choice.__doc__ = doc
+    return choice
 
 
-class BenchBackend(str, enum.Enum):
-    """What ``bench`` measures: every backend, one of them, or the PyTorch original."""
-
-    all = "all"
-    cuda = "cuda"
-    openvino = "openvino"
-    cpu = "cpu"
-    torch = "torch"
-
-
-class Precision(str, enum.Enum):
-    """OpenVINO CPU inference precision."""
-
-    f32 = "f32"
-    bf16 = "bf16"
+# Derived from the backend registry: a registered backend appears here without editing this file.
+BackendChoice = _choice(
+    "BackendChoice", (AUTO, *auto_order(), *explicit_only()),
+    f"Inference backends; auto picks the first that really starts ({', '.join(auto_order())}).",
+)
+BenchBackend = _choice("BenchBackend", bench_choices(),
+                       "What bench measures: every backend, one of them, or the PyTorch original.")
 
 
-class Hint(str, enum.Enum):
-    """OpenVINO performance hint."""
+def _flag(backend: str, field: Any) -> inspect.Parameter:
+    """The CLI parameter for one field of a backend's own options record."""
+    default, meta = field.default, field.metadata
+    annotation = typing.get_type_hints(BACKENDS[backend].Options)[field.name]
+    if meta.get("choices"):
+        annotation = _choice(field.name.capitalize(), meta["choices"], meta.get("help", ""))
+        default = annotation(default)
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, help=meta.get("help")))
 
-    latency = "latency"
-    throughput = "throughput"
+
+def backend_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one flag per backend option field (``--precision``, ``--tensorrt``...).
+
+    The values reach ``command`` as ``engine_fields`` (field name -> value), for
+    :func:`edgeleuk.runtime.registry.backend_options`.
+    """
+    flags = [_flag(backend, f) for backend, f in option_fields()]
+    names = [p.name for p in flags]
+    params = inspect.signature(command, eval_str=True).parameters.values()
+    own = [p for p in params if p.name != "engine_fields"]
+    clash = {p.name for p in own} & set(names)
+    if clash:
+        raise TypeError(f"{command.__name__}: backend option(s) {sorted(clash)} clash with its parameters")
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        fields = {n: getattr(v, "value", v) for n, v in ((n, kwargs.pop(n)) for n in names)}
+        command(*args, engine_fields=fields, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *flags])  # type: ignore[attr-defined]
+    return wrapper
 
 
 class OutFormat(str, enum.Enum):
@@ -197,6 +220,7 @@ def info(
 
 
 @app.command()
+@backend_flags
 def predict(
     folder: Path = typer.Argument(..., help="Folder of cell images."),
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
@@ -211,17 +235,13 @@ def predict(
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),
     fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
     strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
-    precision: Precision = typer.Option(Precision.f32, help="OpenVINO CPU inference precision."),
-    device: str | None = typer.Option(None, help="OpenVINO device name (CPU, GPU, ...)."),
-    hint: Hint = typer.Option(
-        Hint.latency, help="OpenVINO performance hint (throughput can help on large folders)."
-    ),
     cluster: str | None = typer.Option(
         None, help="Spread the work over Ray: 'auto' (running cluster, else local Ray) or an address."
     ),
     cluster_workers: int | None = typer.Option(
         None, min=1, help="With --cluster: engine workers (default: from the free CPUs/GPUs)."
     ),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
 
@@ -238,12 +258,14 @@ def predict(
     # lazy: numpy, the runtime and its backends
     from edgeleuk.predict import PredictOptions
     from edgeleuk.predict import predict as run_predict
+    from edgeleuk.runtime.registry import backend_options
 
-    opts = PredictOptions(
-        backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
-        fmt=fmt.value, precision=precision.value, device=device, hint=hint.value,
-    )
     with _exit_codes():
+        engine = backend_options(**(engine_fields or {})).engine
+        opts = PredictOptions(
+            backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
+            fmt=fmt.value, engine=engine,
+        )
         if cluster:
             from edgeleuk.cluster.predict import cluster_predict  # lazy: ray
 
@@ -255,6 +277,7 @@ def predict(
 
 
 @app.command()
+@backend_flags
 def bench(
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint for the torch reference row."),
@@ -267,13 +290,14 @@ def bench(
     extra_model: list[Path] = typer.Option([], "--extra-model", help="More model files (e.g. INT8 IR)."),
     quick: bool = typer.Option(False, help="Few timed runs: checks the harness, numbers are rough."),
     budget: float = typer.Option(2.0, min=0.1, help="Seconds each timing loop may run (the library default)."),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
     from edgeleuk.bench import BenchOptions, run_bench  # lazy: numpy, the runtime
 
     opts = BenchOptions(
         backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
-        quick=quick, budget_s=budget,
+        quick=quick, budget_s=budget, engine_fields=dict(engine_fields or {}),
     )
     with _exit_codes():
         report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)
@@ -353,6 +377,7 @@ def calibrate(
 
 
 @app.command()
+@backend_flags
 def watch(
     folder: Path = typer.Argument(..., help="Folder the microscope writes images into."),
     model: Path = typer.Option(..., help="Exported model."),
@@ -360,6 +385,7 @@ def watch(
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
     recursive: bool = typer.Option(False, help="Also watch sub-folders."),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
 
@@ -367,11 +393,14 @@ def watch(
     appended to OUT and flushed to disk at once, so nothing classified is lost
     in a crash. Files already in OUT are not classified again.
     """
-    from edgeleuk.workflow.watch import watch_folder  # lazy: numpy, the runtime
+    from edgeleuk.runtime.classifier import Classifier  # lazy: numpy, the runtime
+    from edgeleuk.workflow.watch import watch_folder
 
     with _exit_codes():
+        clf = Classifier.load(model, backend.value, **(engine_fields or {}))  # --server etc. reach the backend
         summary = watch_folder(
-            folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive
+            folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
+            classifier=clf,
         )
     typer.echo(summary.describe())
 

@@ -17,6 +17,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+# The export profile used when none is named (by ``export``, and by ``bench`` for unrecorded files).
+DEFAULT_EXPORT_PROFILE = "export/cpu-fp32.toml"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -6,6 +6,7 @@ One local Ray (2 CPUs, no dashboard) is shared by every test in this module; the
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from runtime_support import (
     write_flagged_files,
 )
 
+from edgeleuk.cli import app
 from edgeleuk.runtime import wire
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.runtime.remote import ServerClient
@@ -121,6 +123,47 @@ class TestServe:
         assert good.status == 200 and good.payload["predictions"][0]["label"] == "all"
         meta = client.request(wire.METADATA).payload
         assert meta["threshold"] == 0.5 and meta["backend"]["name"] == "cpu"
+
+    def test_remote_backend_predicts_a_folder_like_local(self, url, model, folder, tmp_path):
+        from typer.testing import CliRunner
+
+        runner = CliRunner()
+        common = [str(folder), "--model", str(model)]
+        local = runner.invoke(app, ["predict", *common, "--backend", "cpu", "--out", str(tmp_path / "local.csv")])
+        remote = runner.invoke(app, ["predict", *common, "--backend", "remote", "--server", url,
+                                     "--out", str(tmp_path / "remote.csv")])
+        assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+        assert url in remote.output and "remote" in remote.output  # says which server answered
+        want = list(csv.DictReader((tmp_path / "local.csv").open()))
+        got = list(csv.DictReader((tmp_path / "remote.csv").open()))
+        assert len(got) == len(want) == len(LEVELS) + 3 + 4
+        for g, w in zip(got, want, strict=True):
+            # Same rows, order, errors, labels and adjustments; the server batches differently, so the
+            # probability may differ in its last bit (|dprob| <= 1e-6).
+            g_prob, w_prob = g.pop("prob_all"), w.pop("prob_all")
+            assert g == w
+            assert (g_prob == w_prob == "") or abs(float(g_prob) - float(w_prob)) <= 1e-6
+
+    def test_remote_backend_refuses_a_server_running_another_model(self, url, folder, tmp_path):
+        from typer.testing import CliRunner
+
+        other = build_onnx(tmp_path / "other.onnx", gain=6.0)
+        result = CliRunner().invoke(app, ["predict", str(folder), "--model", str(other), "--backend", "remote",
+                                          "--server", url, "--out", str(tmp_path / "x.csv")])
+        assert result.exit_code == 2 and "sha256" in result.output and "other.onnx" in result.output
+        assert not (tmp_path / "x.csv").exists()
+
+    def test_bench_remote_reports_latency_and_throughput(self, url, model):
+        from edgeleuk.bench import BenchOptions, run_bench
+
+        opts = BenchOptions(backend="remote", n=8, batch=4, quick=True, engine_fields={"server": url})
+        report = run_bench(model, options=opts)
+        (row,) = [r for r in report.rows if r.case.backend == "remote"]
+        assert row.status == "ok", row.reason
+        lat = row.measurement.latency
+        assert lat["p50_ms"] > 0 and lat["p99_ms"] >= lat["p50_ms"]
+        assert row.best_throughput[0] > 0  # cells/s
+        assert url in report.to_markdown()
 
 
 def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, folder, tmp_path):

@@ -30,3 +30,32 @@ def test_serve_and_cluster_refuse_a_missing_model_before_starting_ray(tmp_path):
                  ["predict", str(tmp_path), "--model", missing, "--cluster", "auto"],):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "model file not found" in result.output, args
+
+
+def test_remote_backend_without_a_reachable_server_is_exit_2_naming_the_fix(tmp_path):
+    import socket
+
+    model = build_onnx(tmp_path / "m.onnx")
+    (tmp_path / "cells").mkdir()
+    from runtime_support import gray_cell, write_bmp
+
+    write_bmp(tmp_path / "cells" / "a.bmp", gray_cell(100))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = ["predict", str(tmp_path / "cells"), "--model", str(model), "--backend", "remote",
+            "--out", str(tmp_path / "out.csv")]
+    no_server = runner.invoke(app, base)
+    assert no_server.exit_code == 2 and "--server" in no_server.output and "edgeleuk serve" in no_server.output
+    unreachable = runner.invoke(app, [*base, "--server", f"http://127.0.0.1:{port}", "--server-timeout", "2"])
+    assert unreachable.exit_code == 2 and "cannot reach" in unreachable.output
+    assert not (tmp_path / "out.csv").exists()  # no silent fallback to local inference
+
+
+def test_auto_never_picks_the_remote_backend(tmp_path):
+    from edgeleuk.runtime.classifier import Classifier
+    from edgeleuk.runtime.registry import auto_order
+
+    assert "remote" not in auto_order()
+    clf = Classifier.load(build_onnx(tmp_path / "m.onnx"), "auto", server="http://127.0.0.1:9")
+    assert clf.info.name != "remote"

@@ -4,7 +4,8 @@ A small microscope PC decodes its files as always and sends uint8 tensors to the
 (:mod:`edgeleuk.runtime.wire`); ``predict``, ``watch``, ``report``, ``bench`` and the Python API
 work unchanged. It follows the runtime's rules:
 
-* explicit only: ``--backend remote --server URL``; an unreachable or unready server, or no
+* explicit only (``auto`` never picks it): ``--backend remote --server URL --model FILE``, or
+  ``Classifier.load(FILE, "remote", server=URL)``; an unreachable or unready server, or no
   ``--server``, is a :class:`BackendUnavailable` naming the fix (exit 2), never a silent switch
   to local inference;
 * before the first image it reads the server's ``/metadata`` and refuses a server whose model
@@ -28,9 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.contract import META_KEY
 from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.meta import ModelMeta
 from edgeleuk.runtime import wire
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, OptionsRecord, option
+from edgeleuk.runtime.openvino import IR
+from edgeleuk.runtime.ort_common import ONNX
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +131,17 @@ def server_metadata(client: ServerClient) -> dict[str, Any]:
     return answer.payload
 
 
-def check_expected(meta: dict[str, Any], expected: Path | None) -> None:
+def check_expected(meta: dict[str, Any], expected: Path, raw: dict[str, str]) -> None:
     """Refuse a server whose model is not ``expected`` (the local copy named by ``--model``).
+
+    Args:
+        meta: The server's ``/metadata``.
+        expected: The local model file.
+        raw: ``expected``'s own ``edgeleuk.*`` strings.
 
     Raises:
         UsageError: Different SHA-256 or threshold; the message names both files.
     """
-    if expected is None:
-        return
-    from edgeleuk.runtime.modelfile import read_model_meta
-
-    local_meta, _ = read_model_meta(expected)
     served = meta["model"]
     digest = wire.model_sha256(expected)
     if served.get("sha256") != digest:
@@ -144,36 +149,52 @@ def check_expected(meta: dict[str, Any], expected: Path | None) -> None:
             f"backend remote: the server runs {served.get('file')} (sha256 {str(served.get('sha256'))[:12]}...), "
             f"not {expected.name} (sha256 {digest[:12]}...); serve that model or pass the server's file as --model"
         )
-    if abs(float(meta["threshold"]) - local_meta.threshold) > 1e-12:
+    local = ModelMeta.from_json(raw[META_KEY]).threshold if META_KEY in raw else None
+    if local is None or abs(float(meta["threshold"]) - local) > 1e-12:
         raise UsageError(
-            f"backend remote: the server decides at threshold {meta['threshold']}, "
-            f"{expected.name} at {local_meta.threshold}"
+            f"backend remote: the server decides at threshold {meta['threshold']}, {expected.name} at {local}"
         )
+
+
+@dataclass(frozen=True)
+class RemoteOptions(OptionsRecord):
+    """What only the ``remote`` backend can be asked.
+
+    Attributes:
+        server: Base URL of an ``edgeleuk serve`` server.
+        server_timeout: Seconds one request may take (a batch waits in the server's queue too).
+    """
+
+    server: str | None = option(None, "remote: URL of an `edgeleuk serve` server (http://host:8000).")
+    server_timeout: float = option(60.0, "remote: seconds one request to the server may take.")
 
 
 class RemoteBackend(Backend):
     """A model served by ``edgeleuk serve``: tensors out over HTTP, logits and probabilities back.
 
-    Args:
-        model_path: The local copy of the served model (its SHA-256 and threshold must match the
-            server's), or None to trust whatever the server runs (the answers still name it).
-        options: ``server`` (URL) and ``timeout`` are read from here.
+    ``--model`` names the local copy of the served model: its SHA-256 and threshold must match
+    the server's (so every row of a file comes from the model the user named). Only when named:
+    ``auto`` never moves inference to another machine.
     """
 
     name = "remote"
+    reads = (ONNX, IR)
+    auto_rank = None
+    Options = RemoteOptions
 
     @classmethod
     def availability(cls) -> str | None:
         return None  # the client needs only the standard library; the server is checked on open
 
-    def __init__(self, model_path: Path | None, options: BackendOptions) -> None:
-        server = getattr(options, "server", None)
-        if not server:
+    def __init__(self, model_path: Path, options: BackendOptions) -> None:
+        own: RemoteOptions = options.of(type(self))
+        if not own.server:
             raise BackendUnavailable(f"backend remote needs --server URL; {SERVE_FIX}")
-        self.client = ServerClient(server, timeout=getattr(options, "timeout", 60.0))
+        self.model_path = Path(model_path)
+        kind = self.kind_of(self.model_path)
+        self.client = ServerClient(own.server, timeout=own.server_timeout)
         self.server_meta = server_metadata(self.client)
-        self.model_path = Path(model_path) if model_path else Path(self.server_meta["model"]["file"])
-        check_expected(self.server_meta, Path(model_path) if model_path else None)
+        check_expected(self.server_meta, self.model_path, kind.read_metadata(self.model_path))
         self.model = self.server_meta["model"]
         log.info("backend remote: %s serves %s (sha256 %s)", self.client.url, self.model["file"],
                  self.model["sha256"][:12])
@@ -202,6 +223,7 @@ class RemoteBackend(Backend):
         return [float(r["logit"]) for r in records], [float(r["prob_all"]) for r in records]
 
     def info(self) -> BackendInfo:
+        """Which server and which model answer, and the engine behind them."""
         engine = self.server_meta.get("backend", {})
         return BackendInfo(
             name=self.name,
