@@ -160,12 +160,14 @@ class Backend(abc.ABC):
         auto_rank: Order in which ``auto`` tries backends, lowest first; None: only when named
             (``remote``: ``auto`` never moves inference to another machine).
         Options: This backend's own options record (an :class:`OptionsRecord`).
+        libraries: Distributions whose installed versions ``bench`` records for it.
     """
 
     name: ClassVar[str] = "?"
     reads: ClassVar[tuple[ModelKind, ...]] = ()
     auto_rank: ClassVar[int | None] = 100
     Options: ClassVar[type[OptionsRecord]] = NoOptions
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abc.abstractmethod
