@@ -228,7 +228,8 @@ class RemoteBackend(Backend):
         return BackendInfo(
             name=self.name,
             engine=f"edgeleuk serve at {self.client.url} ({engine.get('engine', '?')})",
-            providers=(f"{engine.get('name', '?')}@{self.client.url}",),
+            providers=(f"{engine.get('name', '?')}@{self.client.url}",
+                       f"model {self.model['file']} sha256:{self.model['sha256'][:12]}"),
             precision=str(self.server_meta.get("precision") or engine.get("precision", "?")),
             details={"server": self.client.url, "model": self.model["file"], "sha256": self.model["sha256"]},
         )
