@@ -59,3 +59,8 @@ def test_auto_never_picks_the_remote_backend(tmp_path):
     assert "remote" not in auto_order()
     clf = Classifier.load(build_onnx(tmp_path / "m.onnx"), "auto", server="http://127.0.0.1:9")
     assert clf.info.name != "remote"
+
+
+def test_serve_refuses_the_remote_backend_before_starting_ray(tmp_path):
+    result = runner.invoke(app, ["serve", str(build_onnx(tmp_path / "m.onnx")), "--backend", "remote"])
+    assert result.exit_code == 2 and "engine of this machine" in result.output

@@ -238,6 +238,20 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
     )
 
 
+def _check_backend(name: str) -> None:
+    """Refuse here, with the fix, a backend no replica could open (rather than replicas that keep dying)."""
+    from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
+
+    if name == AUTO:
+        return
+    if name not in BACKENDS or name in explicit_only():
+        local = ", ".join(n for n in BACKENDS if n not in explicit_only())
+        raise UsageError(f"serve runs the model on an engine of this machine: choose {AUTO} or one of {local}")
+    reason = BACKENDS[name].availability()
+    if reason:
+        raise BackendUnavailable(f"backend {name} is not available: {reason}")
+
+
 def start(model_path: Path, options: ServeOptions | None = None) -> str:
     """Start (or join) Ray, deploy the model and return the base URL once replicas are ready.
 
@@ -249,6 +263,7 @@ def start(model_path: Path, options: ServeOptions | None = None) -> str:
 
     options = options or ServeOptions()
     read_model_meta(Path(model_path))  # a missing/foreign model is a usage error, not a dead replica
+    _check_backend(options.backend)
     serve = import_serve()
     connect(options.address)
     serve.start(http_options={"host": options.host, "port": options.port})
