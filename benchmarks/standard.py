@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from results import render_results
+from results import render_results  # noqa: E402 - a sibling script, importable once HERE is on sys.path
 
 log = logging.getLogger("standard")
 REPO = HERE.parent
@@ -190,6 +190,7 @@ def run(cfg: StandardConfig, quick: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeleuk" / "bench-standard"
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=cache, help="cache folder (data, checkpoint, exports)")

@@ -77,7 +77,9 @@ def test_measure_throughput_counts_cells_and_cycles():
 def test_compare_counts_label_disagreements_and_deltas():
     ref_logit = np.array([-2.0, -0.1, 0.1, 3.0])
     row_logit = ref_logit + np.array([0.0, 0.2, 0.0, -0.5])
-    sig = lambda x: 1 / (1 + np.exp(-x))
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+
     p = compare(ref_logit, sig(ref_logit), row_logit, sig(row_logit), threshold=0.5)
     assert (p.n, p.disagreements) == (4, 1)
     assert p.agreement == pytest.approx(0.75)

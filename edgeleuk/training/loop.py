@@ -257,7 +257,8 @@ class Trainer:
         bar = _bar(len(self.train_loader), f"epoch {epoch + 1}/{self.recipe.epochs} train", self.info.is_main)
         tic = time.perf_counter()
         for batch in self.train_loader:
-            skipped.update({str(records[int(i)].path): e for i, e in zip(batch["index"], batch["error"]) if e})
+            pairs = zip(batch["index"], batch["error"], strict=True)
+            skipped.update({str(records[int(i)].path): e for i, e in pairs if e})
             ok = torch.tensor([not e for e in batch["error"]])
             if ok.any():
                 loss = self._step(batch["x"][ok], batch["label"][ok])
@@ -384,7 +385,7 @@ def _bar(total: int, desc: str, enabled: bool) -> tqdm:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars and arrays to JSON-able Python values."""
+    """Turn numpy scalars and arrays into JSON-able Python values."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
