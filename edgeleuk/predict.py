@@ -64,7 +64,8 @@ class PredictOptions:
 
 
 def _list_inputs(folder: Path, recursive: bool) -> list[Path]:
-    paths = list_images(folder, recursive=recursive)
+    # Files named like images of other formats (.gif...) are listed too: they get an error row.
+    paths = list_images(folder, recursive=recursive, unsupported=True)
     if not paths:
         hint = (
             ""
@@ -174,7 +175,7 @@ def _load_classifier(model: Path, options: PredictOptions) -> Classifier:
 
 
 def _write(out: Path, fmt: str, rows: Sequence[ResultRow], positive: str) -> str | None:
-    """Write the output; returns why nothing was written (a refused C-NMC submission), else None."""
+    """Write the output; returns why a C-NMC submission was refused (its CSV is written), else None."""
     try:
         WRITERS[fmt](out, rows, positive)
     except SubmissionRefused as exc:
