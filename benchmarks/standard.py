@@ -9,8 +9,8 @@ Steps (exports are cached in --work and reused while the checkpoint is the same)
 2. The paper's network, ``legacy_seresnext50_32x4d``, with RANDOM weights (seed 0):
    no pretrained or trained weights are reachable offline. Speed does not depend on
    the weights; accuracy figures on random weights and synthetic cells are meaningless.
-3. Export: fp32 ONNX (export/cpu-fp32.toml) and INT8 OpenVINO IR
-   (export/openvino-int8.toml, NNCF calibrated on synthetic training cells).
+3. Export: fp32 ONNX (profile cpu-fp32) and INT8 OpenVINO IR
+   (profile openvino-int8, NNCF calibrated on synthetic training cells).
 4. ``edgeleuk bench``: torch eager (the paper's path) vs ONNX Runtime CPU fp32,
    OpenVINO f32 and bf16, OpenVINO INT8, 450x450 -> 300 crop, 8 rotations per cell.
 5. Peak memory of the whole ``edgeleuk predict`` path with the INT8 IR (own process).
@@ -114,8 +114,8 @@ def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Pa
     from edgeleuk.exporting import export_model, load_profile
 
     sha, seconds = sha256_file(ckpt), {}
-    jobs = {"fp32": ("export/cpu-fp32.toml", cfg.work / f"{cfg.arch}-fp32.onnx"),
-            "int8": ("export/openvino-int8.toml", cfg.work / f"{cfg.arch}-int8.xml")}
+    jobs = {"fp32": ("cpu-fp32", cfg.work / f"{cfg.arch}-fp32.onnx"),
+            "int8": ("openvino-int8", cfg.work / f"{cfg.arch}-int8.xml")}
     for name, (profile_path, out) in jobs.items():
         if _exported_from(out, sha):
             log.info("reusing %s", out)

@@ -60,14 +60,14 @@ CHECKPOINT_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "re
                       "confusion", "loss")
 
 
-def train(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", out: str | Path = "runs/run",
+def train(data: str | Path, recipe: str | Path | Recipe = "paper", out: str | Path = "runs/run",
           seed: int | None = None, pretrained: str | None = None, resume: bool = False,
           stop_after: int | None = None) -> TrainResult:
     """Train one model with a recipe.
 
     Args:
         data: C-NMC data root (public release or the paper's layout).
-        recipe: Recipe, or a TOML path / name in ``train/``.
+        recipe: Recipe, a packaged recipe name (``paper``, ``smoke``) or a TOML file.
         out: Run folder.
         seed: Overrides the recipe's seed.
         pretrained: ``"imagenet"``, a state-dict path or ``"none"``; overrides the recipe's.
