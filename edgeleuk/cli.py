@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
+import inspect
 import logging
 import sys
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from edgeleuk.bench.options import bench_choices
 from edgeleuk.config import config_text, describe_configs
 from edgeleuk.errors import EdgeleukError
+from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, option_fields
 
 app = typer.Typer(
     name="edgeleuk",
@@ -30,37 +36,54 @@ app = typer.Typer(
 )
 
 
-class BackendChoice(str, enum.Enum):
-    """Inference backends; ``auto`` picks the first that really starts (cuda, openvino, cpu)."""
-
-    auto = "auto"
-    cuda = "cuda"
-    openvino = "openvino"
-    cpu = "cpu"
+def _choice(name: str, values: Iterable[str], doc: str) -> Any:
+    """A typer choice Enum whose members are ``values`` (each named and valued as itself)."""
+    choice = enum.Enum(name, {v: v for v in values}, type=str)
+    choice.__doc__ = doc
+    return choice
 
 
-class BenchBackend(str, enum.Enum):
-    """What ``bench`` measures: every backend, one of them, or the PyTorch original."""
-
-    all = "all"
-    cuda = "cuda"
-    openvino = "openvino"
-    cpu = "cpu"
-    torch = "torch"
-
-
-class Precision(str, enum.Enum):
-    """OpenVINO CPU inference precision."""
-
-    f32 = "f32"
-    bf16 = "bf16"
+# Derived from the backend registry: a registered backend appears here without editing this file.
+BackendChoice = _choice(
+    "BackendChoice", (AUTO, *auto_order()),
+    f"Inference backends; auto picks the first that really starts ({', '.join(auto_order())}).",
+)
+BenchBackend = _choice("BenchBackend", bench_choices(),
+                       "What bench measures: every backend, one of them, or the PyTorch original.")
 
 
-class Hint(str, enum.Enum):
-    """OpenVINO performance hint."""
+def _flag(backend: str, field: Any) -> inspect.Parameter:
+    """The CLI parameter for one field of a backend's own options record."""
+    default, meta = field.default, field.metadata
+    annotation = typing.get_type_hints(BACKENDS[backend].Options)[field.name]
+    if meta.get("choices"):
+        annotation = _choice(field.name.capitalize(), meta["choices"], meta.get("help", ""))
+        default = annotation(default)
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, help=meta.get("help")))
 
-    latency = "latency"
-    throughput = "throughput"
+
+def backend_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one flag per backend option field (``--precision``, ``--tensorrt``...).
+
+    The values reach ``command`` as ``engine_fields`` (field name -> value), for
+    :func:`edgeleuk.runtime.registry.backend_options`.
+    """
+    flags = [_flag(backend, f) for backend, f in option_fields()]
+    names = [p.name for p in flags]
+    params = inspect.signature(command, eval_str=True).parameters.values()
+    own = [p for p in params if p.name != "engine_fields"]
+    clash = {p.name for p in own} & set(names)
+    if clash:
+        raise TypeError(f"{command.__name__}: backend option(s) {sorted(clash)} clash with its parameters")
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        fields = {n: getattr(v, "value", v) for n, v in ((n, kwargs.pop(n)) for n in names)}
+        command(*args, engine_fields=fields, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *flags])  # type: ignore[attr-defined]
+    return wrapper
 
 
 class OutFormat(str, enum.Enum):
@@ -211,6 +234,7 @@ def info(
 
 
 @app.command()
+@backend_flags
 def predict(
     folder: Path = typer.Argument(..., help="Folder of cell images."),
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
@@ -225,11 +249,7 @@ def predict(
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),
     fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
     strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
-    precision: Precision = typer.Option(Precision.f32, help="OpenVINO CPU inference precision."),
-    device: str | None = typer.Option(None, help="OpenVINO device name (CPU, GPU, ...)."),
-    hint: Hint = typer.Option(
-        Hint.latency, help="OpenVINO performance hint (throughput can help on large folders)."
-    ),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
 
@@ -246,12 +266,14 @@ def predict(
     # lazy: numpy, the runtime and its backends
     from edgeleuk.predict import PredictOptions
     from edgeleuk.predict import predict as run_predict
+    from edgeleuk.runtime.registry import backend_options
 
-    opts = PredictOptions(
-        backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
-        fmt=fmt.value, precision=precision.value, device=device, hint=hint.value,
-    )
     with _exit_codes():
+        engine = backend_options(**(engine_fields or {})).engine
+        opts = PredictOptions(
+            backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
+            fmt=fmt.value, engine=engine,
+        )
         summary = run_predict(folder, model=model, out=out, options=opts)
     typer.echo(summary.describe())
     raise typer.Exit(summary.exit_code(strict=strict))

@@ -23,6 +23,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+# The export profile used when none is named (by ``export``, and by ``bench`` for unrecorded files).
+DEFAULT_EXPORT_PROFILE = "cpu-fp32"
 
 #: Packaged config folders (``edgeleuk/configs/<kind>``) and the repository folder the same
 #: files were documented under (``--recipe train/paper.toml``, ``--profile export/cpu-fp32.toml``).
