@@ -221,3 +221,38 @@ def test_report_says_parity_not_checked_without_reference():
     row = Row(Case("cpu", Path("m.onnx"), "fp32"), OK, measurement=_measured(1.0, 1.0))
     md = _report([row]).to_markdown()
     assert "PARITY NOT CHECKED" in md and "not checked" in md
+
+
+# --- gating rows with the export profile's thresholds ---------------------------------------------
+
+def _rows_against(case: Case, export: dict, ref_logits: list[float], logits: list[float]) -> Row:
+    from edgeleuk.bench.cells import Cells
+    from edgeleuk.bench.runner import _build_rows
+
+    def measured(lg: list[float]) -> Measurement:
+        m = _measured(10.0, 10.0)
+        m.logits, m.probs = lg, [float(1 / (1 + np.exp(-x))) for x in lg]
+        return m
+
+    mf = ModelFile(Path("m.onnx"), "onnx", "fp32", 1000, None, 0.5, export=export)
+    images = np.zeros((len(logits), 2, 2, 3), np.uint8)
+    cells = Cells(images=images, labels=None, source="test", synthetic=True)
+    cases, results = [Case("torch", None, "fp32"), case], [measured(ref_logits), measured(logits)]
+    rows = _build_rows(cases, results, {mf.path: mf}, cells, 0.5)
+    return rows[1]
+
+
+def test_rows_are_gated_by_the_recorded_profile_and_its_compute_table():
+    ref, moved = [-2.0, 1.0, 3.0], [-2.0, 1.001, 3.0]  # max|dlogit| 1e-3: beyond fp32's 1e-4, labels agree
+    strict = _rows_against(Case("cpu", Path("m.onnx"), "fp32"), {"profile": "cpu-fp32"}, ref, moved)
+    assert strict.status == PARITY_FAILED and strict.thresholds.name == "cpu-fp32"
+    bf16 = Case("openvino", Path("m.onnx"), "bf16", {"precision": "bf16"}, "bf16")
+    loose = _rows_against(bf16, {"profile": "cpu-fp32"}, ref, moved)
+    assert loose.status == OK and loose.thresholds.name == "cpu-fp32 computed in bf16"
+    recorded = {"profile": {"name": "mine", "min_agreement": 1.0, "max_abs_logit_delta": 0.01}}
+    assert _rows_against(Case("cpu", Path("m.onnx"), "fp32"), recorded, ref, moved).status == OK
+
+
+def test_a_row_without_thresholds_is_an_error_row_not_a_crash():
+    row = _rows_against(Case("openvino", Path("m.onnx"), "fp8"), {"profile": "cpu-fp32"}, [1.0], [1.0])
+    assert row.status == "error" and "[compute.fp8]" in row.reason

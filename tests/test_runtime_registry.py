@@ -248,6 +248,7 @@ class StubBackend(Backend):
     reads = (ONNX,)
     auto_rank = 1
     Options = StubOptions
+    libraries = ("stub-engine",)
 
     @classmethod
     def availability(cls) -> str | None:
@@ -292,6 +293,7 @@ def test_a_registered_backend_appears_in_registry_auto_cli_bench_and_gate(
 ) -> None:
     import edgeleuk.cli
     from edgeleuk.bench.cases import ModelFile, plan_cases
+    from edgeleuk.bench.machine import libraries
     from edgeleuk.bench.options import BenchOptions
     from edgeleuk.bench.runner import availability
     from edgeleuk.exporting.profile import load_profile
@@ -320,6 +322,7 @@ def test_a_registered_backend_appears_in_registry_auto_cli_bench_and_gate(
     labels = [c.label for c in plan_cases([mf], "all", True, False, availability())]
     assert "stub fp32" in labels and "stub hard" in labels
     assert BenchOptions(backend="stub").backend == "stub"
+    assert "stub-engine" in libraries()  # bench's machine header lists its engine's version
     # export: a profile may gate on it.
     assert load_profile({"name": "p", "gate_engines": ["stub", "cpu"]}).gate_engines == ("stub", "cpu")
 

@@ -19,7 +19,7 @@ from edgeleuk.bench.memory import run_measured
 from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
-from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.errors import BackendUnavailable, ConfigError, UsageError
 from edgeleuk.files import sha256_file
 from edgeleuk.metrics import binary_metrics
 from edgeleuk.parity import breaches, compare, recorded_thresholds
@@ -107,7 +107,12 @@ def _build_rows(cases: list[Case], results: list[Measurement | None], files: dic
         row.metrics = label_metrics(cells.labels, np.asarray(m.probs), thr)
         if ref is not None and case.backend != "torch":
             compute = None if case.precision == mf.precision else case.precision
-            row.thresholds = recorded_thresholds(mf.export, compute)
+            try:
+                row.thresholds = recorded_thresholds(mf.export, compute)
+            except ConfigError as exc:  # one row without thresholds must not lose the others' figures
+                row.status, row.reason = ERROR, f"no parity thresholds: {exc}"
+                rows.append(row)
+                continue
             row.parity = compare(ref.logits, ref.probs, m.logits, m.probs, thr, cells.labels)
             row.failures = breaches(row.thresholds, row.parity)
             row.status = PARITY_FAILED if row.failures else OK

@@ -159,12 +159,14 @@ class Backend(abc.ABC):
         reads: Model kinds this backend opens.
         auto_rank: Order in which ``auto`` tries backends, lowest first.
         Options: This backend's own options record (an :class:`OptionsRecord`).
+        libraries: Distributions whose installed versions ``bench`` records for it.
     """
 
     name: ClassVar[str] = "?"
     reads: ClassVar[tuple[ModelKind, ...]] = ()
     auto_rank: ClassVar[int] = 100
     Options: ClassVar[type[OptionsRecord]] = NoOptions
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abc.abstractmethod

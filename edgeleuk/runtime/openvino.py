@@ -119,6 +119,7 @@ class OpenVINOBackend(Backend):
 
     name = "openvino"
     reads = (ONNX, IR)
+    libraries = ("openvino",)
     auto_rank = 20
     Options = OpenVINOOptions
 

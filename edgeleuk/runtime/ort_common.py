@@ -89,6 +89,7 @@ class OrtBackend(Backend):
     """
 
     reads = (ONNX,)
+    libraries = (CPU_DIST, GPU_DIST)
 
     @abc.abstractmethod
     def _providers(self, ort: Any, options: Any) -> list[Any]:
