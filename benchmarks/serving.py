@@ -90,6 +90,7 @@ def _timed(call, requests: int, clients: int) -> dict[str, float]:
 
 
 def main() -> None:
+    """Build the model and cells (cached in --work), measure, print and write the JSON record."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgeleuk-serving"))
     parser.add_argument("--cells", type=int, default=40)

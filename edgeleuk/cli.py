@@ -23,6 +23,7 @@ from typing import Any
 import typer
 
 from edgeleuk.bench.options import bench_choices
+from edgeleuk.config import config_text, describe_configs
 from edgeleuk.errors import EdgeleukError
 from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
 
@@ -142,7 +143,7 @@ def import_checkpoint(
 @app.command()
 def train(
     data: Path = typer.Argument(..., help="C-NMC data root (public release or the paper's layout)."),
-    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML (or a name in train/)."),
+    recipe: str = typer.Option("paper", help="Recipe: a packaged name (see `edgeleuk recipes`) or a TOML file."),
     out: Path = typer.Option(..., help="Run folder (checkpoints, metrics.jsonl, plots)."),
     seed: int | None = typer.Option(None, help="Seed; overrides the recipe's."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
@@ -159,7 +160,7 @@ def train(
 @app.command()
 def sweep(
     data: Path = typer.Argument(..., help="C-NMC data root."),
-    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML."),
+    recipe: str = typer.Option("paper", help="Recipe: a packaged name (see `edgeleuk recipes`) or a TOML file."),
     seeds: int = typer.Option(24, help="Number of seeds (0..N-1)."),
     out: Path = typer.Option(..., help="Sweep folder; each seed in OUT/seed-N."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
@@ -197,7 +198,7 @@ def compare(
 def export(
     ckpt: Path = typer.Argument(..., help="edgeleuk checkpoint."),
     out: Path = typer.Option(Path("model.onnx"), help="Output .onnx (or .xml for an OpenVINO IR profile)."),
-    profile: str = typer.Option("export/cpu-fp32.toml", help="Export profile TOML (or a name in export/)."),
+    profile: str = typer.Option("cpu-fp32", help="Profile: a packaged name (see `edgeleuk profiles`) or a TOML file."),
     calib: Path | None = typer.Option(None, help="Real images for the parity gate and INT8 calibration."),
 ) -> None:
     """Export one ONNX graph with preprocessing and rotation TTA folded in, through the parity gate."""
@@ -206,6 +207,27 @@ def export(
     with _exit_codes():
         result = export_model(ckpt, out=out, profile=profile, calib=calib)
     typer.echo(result.describe())
+
+
+def _list_or_print(kind: str, name: str | None) -> None:
+    with _exit_codes():
+        typer.echo(describe_configs(kind) if name is None else config_text(kind, name), nl=name is None)
+
+
+@app.command()
+def recipes(
+    name: str | None = typer.Argument(None, help="Print this recipe's TOML (redirect it to a file to edit it)."),
+) -> None:
+    """List the training recipes shipped with edgeleuk, or print one."""
+    _list_or_print("recipes", name)
+
+
+@app.command()
+def profiles(
+    name: str | None = typer.Argument(None, help="Print this profile's TOML (redirect it to a file to edit it)."),
+) -> None:
+    """List the export profiles shipped with edgeleuk, or print one."""
+    _list_or_print("profiles", name)
 
 
 @app.command()

@@ -57,7 +57,8 @@ def test_targets_table_verdicts():
 
 
 def test_memory_over_limit_at_default_batch_says_which_batches_fit():
-    runs = [{"batch": 1, "peak_rss": 400_000_000, "wall_s": 1.0}, {"batch": 8, "peak_rss": 1_200_000_000, "wall_s": 1.0}]
+    runs = [{"batch": 1, "peak_rss": 400_000_000, "wall_s": 1.0},
+            {"batch": 8, "peak_rss": 1_200_000_000, "wall_s": 1.0}]
     lines = results.targets_table(_report([_row("cpu", "fp32", 2.5)], bf16=False), {**MEMORY, "runs": runs})
     assert lines[-1].endswith("| no at the default --batch 8; yes at --batch 1 |")
 

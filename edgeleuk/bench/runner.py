@@ -104,7 +104,7 @@ def _build_rows(cases: list[Case], results: list[Measurement | None], files: dic
                 cells: Cells, threshold: float) -> list[Row]:
     ref = results[0] if results and results[0] is not None and results[0].status == OK else None
     rows = []
-    for case, m in zip(cases, results):
+    for case, m in zip(cases, results, strict=True):
         mf = files.get(case.model) if case.model else None
         row = Row(case=case, status=OK, size_bytes=None if mf is None else mf.size_bytes, measurement=m)
         if m is None or m.status != OK:

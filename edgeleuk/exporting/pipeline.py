@@ -141,7 +141,7 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
     Args:
         ckpt: Checkpoint path (or a loaded :class:`Checkpoint`).
         out: Output ``.onnx``, or ``.xml`` for an OpenVINO IR profile.
-        profile: Profile object, TOML path or a name in ``export/``.
+        profile: Profile object, TOML file or a packaged profile name (``cpu-fp32``).
         calib: Data root (any layout ``edgeleuk.data`` discovers) for gate and INT8
             calibration images; None draws a SYNTHETIC set.
         reference: Stand-in for the PyTorch reference (tests); default
