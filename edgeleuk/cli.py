@@ -23,8 +23,9 @@ from typing import Any
 import typer
 
 from edgeleuk.bench.options import bench_choices
+from edgeleuk.config import config_text, describe_configs
 from edgeleuk.errors import EdgeleukError
-from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, option_fields
+from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
 from edgeleuk.staged import DEFAULT_AGREEMENT, TTA_MODES
 
 app = typer.Typer(
@@ -45,7 +46,7 @@ def _choice(name: str, values: Iterable[str], doc: str) -> Any:
 
 # Derived from the backend registry: a registered backend appears here without editing this file.
 BackendChoice = _choice(
-    "BackendChoice", (AUTO, *auto_order()),
+    "BackendChoice", (AUTO, *auto_order(), *explicit_only()),
     f"Inference backends; auto picks the first that really starts ({', '.join(auto_order())}).",
 )
 BenchBackend = _choice("BenchBackend", bench_choices(),
@@ -149,7 +150,7 @@ def import_checkpoint(
 @app.command()
 def train(
     data: Path = typer.Argument(..., help="C-NMC data root (public release or the paper's layout)."),
-    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML (or a name in train/)."),
+    recipe: str = typer.Option("paper", help="Recipe: a packaged name (see `edgeleuk recipes`) or a TOML file."),
     out: Path = typer.Option(..., help="Run folder (checkpoints, metrics.jsonl, plots)."),
     seed: int | None = typer.Option(None, help="Seed; overrides the recipe's."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
@@ -166,16 +167,24 @@ def train(
 @app.command()
 def sweep(
     data: Path = typer.Argument(..., help="C-NMC data root."),
-    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML."),
+    recipe: str = typer.Option("paper", help="Recipe: a packaged name (see `edgeleuk recipes`) or a TOML file."),
     seeds: int = typer.Option(24, help="Number of seeds (0..N-1)."),
     out: Path = typer.Option(..., help="Sweep folder; each seed in OUT/seed-N."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
+    cluster: str | None = typer.Option(
+        None, help="Run one Ray task per seed: 'auto' (running cluster, else local Ray) or an address."
+    ),
 ) -> None:
     """Train one run per seed and write the paper's Table 2 (Markdown + JSON)."""
-    from edgeleuk.training.sweep import run_sweep  # lazy: torch
-
     with _exit_codes():
-        table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
+        if cluster:
+            from edgeleuk.cluster.sweep import cluster_sweep  # lazy: torch, ray
+
+            table = cluster_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained, address=cluster)
+        else:
+            from edgeleuk.training.sweep import run_sweep  # lazy: torch
+
+            table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
     typer.echo(table.to_markdown())
 
 
@@ -196,7 +205,7 @@ def compare(
 def export(
     ckpt: Path = typer.Argument(..., help="edgeleuk checkpoint."),
     out: Path = typer.Option(Path("model.onnx"), help="Output .onnx (or .xml for an OpenVINO IR profile)."),
-    profile: str = typer.Option("export/cpu-fp32.toml", help="Export profile TOML (or a name in export/)."),
+    profile: str = typer.Option("cpu-fp32", help="Profile: a packaged name (see `edgeleuk profiles`) or a TOML file."),
     calib: Path | None = typer.Option(None, help="Real images for the parity gate and INT8 calibration."),
 ) -> None:
     """Export one ONNX graph with preprocessing and rotation TTA folded in, through the parity gate."""
@@ -205,6 +214,27 @@ def export(
     with _exit_codes():
         result = export_model(ckpt, out=out, profile=profile, calib=calib)
     typer.echo(result.describe())
+
+
+def _list_or_print(kind: str, name: str | None) -> None:
+    with _exit_codes():
+        typer.echo(describe_configs(kind) if name is None else config_text(kind, name), nl=name is None)
+
+
+@app.command()
+def recipes(
+    name: str | None = typer.Argument(None, help="Print this recipe's TOML (redirect it to a file to edit it)."),
+) -> None:
+    """List the training recipes shipped with edgeleuk, or print one."""
+    _list_or_print("recipes", name)
+
+
+@app.command()
+def profiles(
+    name: str | None = typer.Argument(None, help="Print this profile's TOML (redirect it to a file to edit it)."),
+) -> None:
+    """List the export profiles shipped with edgeleuk, or print one."""
+    _list_or_print("profiles", name)
 
 
 @app.command()
@@ -239,6 +269,12 @@ def predict(
     fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
     strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
     tta: TTAMode = typer.Option(TTA_MODES[0], help=TTA_HELP),
+    cluster: str | None = typer.Option(
+        None, help="Spread the work over Ray: 'auto' (running cluster, else local Ray) or an address."
+    ),
+    cluster_workers: int | None = typer.Option(
+        None, min=1, help="With --cluster: engine workers (default: from the free CPUs/GPUs)."
+    ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
@@ -264,12 +300,18 @@ def predict(
             backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
             fmt=fmt.value, engine=engine, tta=tta.value,
         )
-        summary = run_predict(folder, model=model, out=out, options=opts)
+        if cluster:
+            from edgeleuk.cluster.predict import cluster_predict  # lazy: ray
+
+            summary = cluster_predict(folder, model, out, opts, address=cluster, workers=cluster_workers)
+        else:
+            summary = run_predict(folder, model=model, out=out, options=opts)
     typer.echo(summary.describe())
     raise typer.Exit(summary.exit_code(strict=strict))
 
 
 @app.command()
+@backend_flags
 def bench(
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint for the torch reference row."),
@@ -287,18 +329,62 @@ def bench(
         help="staged: rows of model files that carry a stage choice (`edgeleuk calibrate`) run staged TTA "
              "and report the share of cells that went on to stage 2; other files stay full.",
     ),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
     from edgeleuk.bench import BenchOptions, run_bench  # lazy: numpy, the runtime
 
     opts = BenchOptions(
         backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
-        quick=quick, budget_s=budget, tta=tta.value,
+        quick=quick, budget_s=budget, engine_fields=dict(engine_fields or {}), tta=tta.value,
     )
     with _exit_codes():
         report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)
     typer.echo(report.to_markdown())
     raise typer.Exit(report.exit_code())
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Exported model (.onnx or OpenVINO .xml) on this machine."),
+    backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend of every replica."),
+    replicas: int = typer.Option(1, min=1, help="Model replicas (processes, each with its engine)."),
+    threads: int = typer.Option(1, min=1, help="Engine threads (and reserved CPUs) per replica."),
+    gpus: float = typer.Option(0.0, min=0.0, help="GPUs reserved per replica (fractions share one)."),
+    max_batch: int = typer.Option(8, min=1, help="Most images per engine call (server-side batching)."),
+    batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long a request waits for a batch to fill."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 accepts other machines."),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
+    address: str | None = typer.Option(None, help="Ray cluster to join (default: running one, else local)."),
+) -> None:
+    """Serve MODEL over HTTP with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C."""
+    from edgeleuk.serving.server import ServeOptions, serve_forever  # lazy: ray, the runtime
+
+    with _exit_codes():
+        opts = ServeOptions(
+            backend=backend.value, replicas=replicas, threads=threads, gpus=gpus, max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms, host=host, port=port, address=address,
+        )
+        serve_forever(model, opts, echo=typer.echo)
+
+
+@app.command("serving-repo")
+def serving_repo(
+    out: Path = typer.Argument(..., help="New folder for the repositories (triton/ and ovms/)."),
+    onnx: Path | None = typer.Option(None, help="Exported .onnx for Triton (ONNX Runtime backend)."),
+    ir: Path | None = typer.Option(None, help="Exported OpenVINO IR .xml (e.g. INT8) for OpenVINO Model Server."),
+    name: str = typer.Option("edgeleuk", help="Model name in both repositories."),
+    max_batch: int = typer.Option(8, min=1, help="Triton max_batch_size (dynamic batching up to it)."),
+    gpu: bool | None = typer.Option(None, help="Triton instances on GPU (default: only for an fp16 export)."),
+    tensorrt: bool = typer.Option(False, help="Triton: ONNX Runtime's TensorRT accelerator (GPU)."),
+) -> None:
+    """Write Triton Inference Server and/or OpenVINO Model Server model repositories."""
+    from edgeleuk.serving.repository import RepoOptions, write_serving_repos  # lazy: numpy via the runtime
+
+    with _exit_codes():
+        opts = RepoOptions(name=name, max_batch=max_batch, gpu=gpu, tensorrt=tensorrt)
+        result = write_serving_repos(out, onnx=onnx, ir=ir, options=opts)
+    typer.echo(result.describe())
 
 
 @app.command()
@@ -344,6 +430,7 @@ def calibrate(
 
 
 @app.command()
+@backend_flags
 def watch(
     folder: Path = typer.Argument(..., help="Folder the microscope writes images into."),
     model: Path = typer.Option(..., help="Exported model."),
@@ -352,6 +439,7 @@ def watch(
     interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
     recursive: bool = typer.Option(False, help="Also watch sub-folders."),
     tta: TTAMode = typer.Option(TTA_MODES[0], help=TTA_HELP),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
 
@@ -359,12 +447,15 @@ def watch(
     appended to OUT and flushed to disk at once, so nothing classified is lost
     in a crash. Files already in OUT are not classified again.
     """
-    from edgeleuk.workflow.watch import watch_folder  # lazy: numpy, the runtime
+    from edgeleuk.runtime.classifier import Classifier  # lazy: numpy, the runtime
+    from edgeleuk.workflow.watch import watch_folder
 
     with _exit_codes():
+        # --server etc. reach the backend
+        clf = Classifier.load(model, backend.value, tta=tta.value, **(engine_fields or {}))
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
-            tta=tta.value,
+            classifier=clf,
         )
     typer.echo(summary.describe())
 

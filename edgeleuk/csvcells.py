@@ -1,4 +1,4 @@
-"""How file names and text go into edgeleuk's CSV/JSONL files, and how they come back out.
+r"""How file names and text go into edgeleuk's CSV/JSONL files, and how they come back out.
 
 Torch-free, no dependencies. Two rules, each applied by every writer and undone
 by every reader of edgeleuk's own files (``watch`` resuming its CSV, ``report``):
@@ -6,9 +6,9 @@ by every reader of edgeleuk's own files (``watch`` resuming its CSV, ``report``)
 **Names are stored exactly, as valid UTF-8** (:func:`name_to_text` /
 :func:`text_to_name`). File names from SMB/NFS shares are often Latin-1 bytes
 that are not valid UTF-8; Python lists them with "surrogate escapes"
-(``b"caf\\xe9.bmp"`` -> ``"caf\\udce9.bmp"``), which no UTF-8 file can hold. In
-the ``path`` column such a byte is written as the four characters ``\\xe9``, and a
-backslash in a name is doubled (``\\\\``), so ``caf\\xe9.bmp`` reads as what it is
+(``b"caf\xe9.bmp"`` -> ``"caf\udce9.bmp"``), which no UTF-8 file can hold. In
+the ``path`` column such a byte is written as the four characters ``\xe9``, and a
+backslash in a name is doubled (``\\``), so ``caf\xe9.bmp`` reads as what it is
 and maps back to the exact bytes. Every other name (all valid UTF-8 names
 without a backslash) is written unchanged. One column is both what a person
 reads and the exact name, so the columns stay the same for old and new files.
@@ -48,10 +48,10 @@ def _escape_char(ch: str) -> str:
 
 
 def name_to_text(name: str) -> str:
-    """A file name as valid UTF-8 text that maps back exactly (see the module docstring).
+    r"""A file name as valid UTF-8 text that maps back exactly (see the module docstring).
 
-    >>> name_to_text("caf\\udce9.bmp")
-    'caf\\\\xe9.bmp'
+    >>> name_to_text("caf\udce9.bmp")
+    'caf\\xe9.bmp'
     """
     if "\\" not in name and not any(0xD800 <= ord(c) <= 0xDFFF for c in name):
         return name

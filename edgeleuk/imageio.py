@@ -146,8 +146,11 @@ _cv2_lock = threading.Lock()
 
 
 def _cv2() -> ModuleType:
-    """OpenCV, with its log silenced once for the process (never saved and restored per call:
-    the level is process-wide, and a save/restore pair on one thread undoes another's)."""
+    """OpenCV, with its log silenced once for the process.
+
+    Never saved and restored per call: the level is process-wide, and a save/restore
+    pair on one thread undoes another's.
+    """
     global _cv2_module
     with _cv2_lock:
         if _cv2_module is None:

@@ -207,7 +207,7 @@ def breaches(limits: Thresholds, parity: Parity) -> list[str]:
 
 def _profile_file(name: str) -> dict[str, Any] | None:
     try:
-        path = resolve_named(name, "export")
+        path = resolve_named(name, "profiles")
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (ConfigError, OSError, tomllib.TOMLDecodeError):
         return None

@@ -68,7 +68,7 @@ def test_int8_metadata_in_rt_info(int8_export) -> None:
 
 def test_int8_export_is_deterministic(int8_export, tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
     again = export_model(tiny_checkpoint, tmp_path / "tiny.xml", _profile(), calib=synth_root)
-    for a, b in zip(int8_export.files, again.files):
+    for a, b in zip(int8_export.files, again.files, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
 
 

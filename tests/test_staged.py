@@ -97,7 +97,8 @@ def test_no_choice_when_no_cell_can_stop() -> None:
 
 
 def test_candidates_are_evenly_spaced_proper_subsets() -> None:
-    assert candidate_subsets(8) == [(0, 2, 4, 6), (1, 3, 5, 7), (0, 4), (1, 5), (2, 6), (3, 7), *[(i,) for i in range(8)]]
+    pairs = [(0, 4), (1, 5), (2, 6), (3, 7)]
+    assert candidate_subsets(8) == [(0, 2, 4, 6), (1, 3, 5, 7), *pairs, *[(i,) for i in range(8)]]
     assert candidate_subsets(4) == [(0, 2), (1, 3), (0,), (1,), (2,), (3,)]
     assert candidate_subsets(1) == []
 

@@ -153,6 +153,8 @@ def plan_cases(
         for case in rows_for_file(mf, {"bf16": bf16_cpu}):
             if backend not in ("all", case.backend):
                 continue
+            if backend == "all" and BACKENDS[case.backend].auto_rank is None:
+                continue  # a backend that runs only when named (remote) is measured only when named
             reason = availability.get(case.backend)
             if tta == "staged" and mf.stage:
                 case = replace(case, tta="staged")

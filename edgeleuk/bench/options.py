@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from edgeleuk.errors import UsageError
 from edgeleuk.runtime.registry import BACKENDS
@@ -42,6 +43,8 @@ class BenchOptions:
         tta: ``full``, or ``staged``: the rows of model files that carry a calibrated stage
             choice run staged TTA (``edgeleuk.staged``) and report the share of cells that
             went on to stage 2; the other files' rows stay full.
+        engine_fields: Backend option fields by name (``--server`` for remote...), under each
+            row's own variant options.
     """
 
     backend: str = "all"
@@ -58,6 +61,7 @@ class BenchOptions:
     throughput_mode: bool = True
     seed: int = 0
     tta: str = "full"
+    engine_fields: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_mode(self.tta)

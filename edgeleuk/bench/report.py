@@ -208,7 +208,7 @@ class BenchReport:
             ["row", "status", "size MB", "load s", "warm-up s", "latency ms b=1 p50 / p90 / p99 (runs)",
              "best cells/s (how)", "thr-mode cells/s", "peak RSS MB", "load avg", "x torch latency",
              "x torch cells/s"],
-            [[n, s, _mb(r.size_bytes), *_speed_cells(r)] for n, s, r in zip(names, status, self.rows)])
+            [[n, s, _mb(r.size_bytes), *_speed_cells(r)] for n, s, r in zip(names, status, self.rows, strict=True)])
         lines += ["", "### Parity with the PyTorch original and accuracy", ""]
         if not self.parity_checked:
             lines += [("**PARITY NOT CHECKED**: no PyTorch reference ran (see below), so agreement, "
@@ -216,8 +216,8 @@ class BenchReport:
         lines += _table(
             ["row", "gate", "agreement with torch", "max abs dprob", "max abs dlogit", "F1 (weighted)",
              "sensitivity", "specificity", "verdict"],
-            [[n, *_parity_cells(r)] for n, r in zip(names, self.rows)])
-        engines = [f"- {n}: {_engine_line(r.measurement.engine)}" for n, r in zip(names, self.rows)
+            [[n, *_parity_cells(r)] for n, r in zip(names, self.rows, strict=True)])
+        engines = [f"- {n}: {_engine_line(r.measurement.engine)}" for n, r in zip(names, self.rows, strict=True)
                    if r.measurement is not None and r.measurement.engine]
         if engines:
             lines += ["", "Engines (as read back after loading):", *engines]

@@ -1,6 +1,7 @@
 """Export profiles: what to build (precision, format) and how hard to gate it.
 
-A profile is a small TOML file in ``export/`` loaded into the frozen
+A profile is a small TOML file (packaged ones in ``edgeleuk/configs/profiles``,
+listed by ``edgeleuk profiles``) loaded into the frozen
 :class:`ExportProfile`; unknown keys and impossible combinations are errors.
 """
 
@@ -172,7 +173,7 @@ class ExportProfile:
 
 
 def load_profile(profile: str | Path | ExportProfile | dict | None = None) -> ExportProfile:
-    """Resolve a profile given as an object, a mapping, a path or a name in ``export/``.
+    """Resolve a profile given as an object, a mapping, a TOML path or a packaged name (``cpu-fp32``).
 
     Raises:
         ConfigError: No such file, unknown keys, or an impossible combination.
@@ -181,4 +182,4 @@ def load_profile(profile: str | Path | ExportProfile | dict | None = None) -> Ex
         return profile
     if isinstance(profile, dict):
         return from_mapping(ExportProfile, profile, where="export profile")
-    return load_toml(ExportProfile, resolve_named(profile or DEFAULT_PROFILE, "export"))
+    return load_toml(ExportProfile, resolve_named(profile or DEFAULT_PROFILE, "profiles"))

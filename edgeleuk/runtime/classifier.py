@@ -214,6 +214,11 @@ class Classifier:
         """Cells classified with staged TTA so far, and how many went on to stage 2."""
         return StagedCounts() if self._staged is None else self._staged.counts
 
+    @property
+    def tta_note(self) -> str:
+        """How staged TTA went so far (empty for full TTA)."""
+        return "" if self._staged is None else self._staged.describe()
+
     def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.backend.run(chunk) if self._staged is None else self._staged(chunk)
 

@@ -134,8 +134,11 @@ class OpenVINOBackend(Backend):
 
     @classmethod
     def bench_variants(cls, precision: str) -> tuple[BenchVariant, ...]:
-        """bf16 compute beside f32 on bf16 CPUs: an fp32 file is then gated as bf16; an int8
-        file stays gated as int8 (bf16 only runs the layers left unquantized)."""
+        """Bf16 compute beside f32 on bf16 CPUs.
+
+        An fp32 file is then gated as bf16; an int8 file stays gated as int8 (bf16
+        only runs the layers left unquantized).
+        """
         bf16 = {"precision": "bf16"}
         if precision == "fp32":
             return (BenchVariant("bf16", "bf16", bf16, needs="bf16", why_not=_NO_BF16),)
