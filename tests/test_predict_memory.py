@@ -40,11 +40,11 @@ def _peak(model: Path, folder: Path, backend: str, precision: str, out: Path) ->
 def _export(ckpt_path: Path, dest: Path, synth_root: Path, int8: bool) -> Path:
     """The graph as export writes it, without the parity gate (whose eager reference is slow here)."""
     import onnx
-    from edgeleuk.exporting.metadata import export_info, metadata_strings
 
     from edgeleuk.checkpoint import load_checkpoint
     from edgeleuk.exporting import load_profile
     from edgeleuk.exporting.graph import export_onnx
+    from edgeleuk.exporting.pipeline import export_info, metadata_strings
     from edgeleuk.modelwrite import set_ir_metadata, set_onnx_metadata
 
     ckpt = load_checkpoint(ckpt_path)
