@@ -7,6 +7,7 @@ the paper's SE-ResNeXt50 with random weights on SYNTHETIC cells.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from edgeleuk.bench.memory import run_measured
 from edgeleuk.data import list_images
 
+HERE = Path(__file__).resolve().parent
 LIMIT = 1e9  # bytes: what a small microscope PC should not exceed
 #: (backend, --precision, model) per precision the runtime computes in.
 CONFIGS = {"fp32-cpu": ("cpu", "f32", "onnx"), "fp32-openvino": ("openvino", "f32", "onnx"),
@@ -71,10 +73,40 @@ def _export(ckpt_path: Path, dest: Path, synth_root: Path, int8: bool) -> Path:
     return xml
 
 
+def _checkpoint(path: Path) -> Path:
+    """The paper's network with random weights (seed 0)."""
+    import torch
+
+    from edgeleuk.checkpoint import save_checkpoint
+    from edgeleuk.meta import PAPER_ARCH, ModelMeta
+    from edgeleuk.model import create_model
+
+    torch.manual_seed(0)
+    save_checkpoint(path, create_model(PAPER_ARCH).state_dict(), ModelMeta(recipe="memory-test"))
+    return path
+
+
+def _isolated(*args: str) -> Path:
+    """Build a checkpoint or export in a child process: tracing and quantizing the full network leave
+    torch, OpenVINO and NNCF state behind, and this process goes on running other tests.
+    """
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; import test_predict_memory as t; "
+            "a = sys.argv[3:]; print(t._checkpoint(Path(a[0])) if sys.argv[2] == 'ckpt' else "
+            "t._export(Path(a[0]), Path(a[1]), Path(a[2]), a[3] == '1'))")
+    done = subprocess.run([sys.executable, "-c", code, str(HERE), *args], capture_output=True, text=True,
+                          timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _export_isolated(ckpt_path: Path, dest: Path, synth_root: Path, int8: bool) -> Path:
+    return _isolated("export", str(ckpt_path), str(dest), str(synth_root), "1" if int8 else "0")
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     dest = tmp_path_factory.mktemp("tinymem")
-    return {"onnx": _export(tiny_checkpoint, dest, synth_root, int8=False)}
+    return {"onnx": _export_isolated(tiny_checkpoint, dest, synth_root, int8=False)}
 
 
 @pytest.mark.parametrize("config", ["fp32-cpu", "fp32-openvino", "bf16-openvino"])
@@ -90,17 +122,9 @@ def test_predict_memory_is_flat_in_the_number_of_files(config: str, tiny_models:
 
 @pytest.fixture(scope="module")
 def full_models(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> dict:
-    import torch
-
-    from edgeleuk.checkpoint import save_checkpoint
-    from edgeleuk.meta import PAPER_ARCH, ModelMeta
-    from edgeleuk.model import create_model
-
-    torch.manual_seed(0)
     dest = tmp_path_factory.mktemp("fullmem")
-    path = dest / "full.pt"
-    save_checkpoint(path, create_model(PAPER_ARCH).state_dict(), ModelMeta(recipe="memory-test"))
-    return {"checkpoint": path, "onnx": _export(path, dest, synth_root, int8=False)}
+    path = _isolated("ckpt", str(dest / "full.pt"))
+    return {"checkpoint": path, "onnx": _export_isolated(path, dest, synth_root, int8=False)}
 
 
 @pytest.mark.slow
@@ -109,7 +133,7 @@ def test_full_network_predict_stays_under_1_gb_at_the_default_batch(
     config: str, full_models: dict, synth_root: Path, tmp_path: Path
 ) -> None:
     backend, precision, kind = CONFIGS[config]
-    model = full_models["onnx"] if kind == "onnx" else _export(full_models["checkpoint"], tmp_path, synth_root,
-                                                                   int8=True)
+    model = full_models["onnx"] if kind == "onnx" else _export_isolated(full_models["checkpoint"], tmp_path,
+                                                                            synth_root, int8=True)
     peak = _peak(model, _folder(synth_root, tmp_path, 8), backend, precision, tmp_path / "p.csv")
     assert peak < LIMIT, f"{config}: {peak / 1e6:.0f} MB"
