@@ -87,8 +87,10 @@ def _checkpoint(path: Path) -> Path:
 
 
 def _isolated(*args: str) -> Path:
-    """Build a checkpoint or export in a child process: tracing and quantizing the full network leave
-    torch, OpenVINO and NNCF state behind, and this process goes on running other tests.
+    """Build a checkpoint or export in a child process.
+
+    Tracing and quantizing the full network leave torch, OpenVINO and NNCF state behind,
+    and this process goes on running other tests.
     """
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; import test_predict_memory as t; "
             "a = sys.argv[3:]; print(t._checkpoint(Path(a[0])) if sys.argv[2] == 'ckpt' else "
