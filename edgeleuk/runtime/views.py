@@ -91,6 +91,9 @@ def ov_expose_views(model: Any) -> np.ndarray:
     if const is None:
         raise _no_views_entry("model", f"no '{VIEWS_NAME}' constant")
     default = np.asarray(const.get_data(), np.int64).copy()
+    # The constant leaves the graph: drop its names first, so no two tensors answer to "views".
+    const.output(0).get_tensor().set_names(set())
+    const.set_friendly_name(f"{VIEWS_NAME}_default")
     param = ov.opset13.parameter(ov.PartialShape([-1]), ov.Type.i64, name=VIEWS_NAME)
     param.output(0).get_tensor().set_names({VIEWS_NAME})
     for target in list(const.output(0).get_target_inputs()):
