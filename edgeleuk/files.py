@@ -32,8 +32,13 @@ def natural_key(path: str | os.PathLike[str]) -> tuple:
     return tuple(parts)
 
 
-def image_entries(folder: Path) -> tuple[list[Path], list[Path]]:
+def image_entries(folder: Path, *, unsupported: bool = False) -> tuple[list[Path], list[Path]]:
     """(images, sub-folders) of one folder; hidden entries (``.name``) skipped.
+
+    Args:
+        folder: Folder to list.
+        unsupported: Also list files named like images edgeleuk cannot read (``.gif``...),
+            so that ``predict`` and ``watch`` give them an error row instead of silence.
 
     Raises:
         DataError: The folder cannot be listed.
@@ -52,17 +57,21 @@ def image_entries(folder: Path) -> tuple[list[Path], list[Path]]:
             is_dir = False
         if is_dir:
             dirs.append(Path(entry.path))
-        elif is_image_name(entry.name):  # unreadable/broken files stay: decode reports them
+        elif is_image_name(entry.name, unsupported=unsupported):  # broken files stay: decode reports them
             images.append(Path(entry.path))
     return images, dirs
 
 
-def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+def list_images(
+    root: str | os.PathLike[str], recursive: bool = False, *, unsupported: bool = False
+) -> list[Path]:
     """Image files in a folder, in natural order (``2.bmp`` before ``10.bmp``).
 
     Args:
         root: Folder to list.
         recursive: Descend into sub-folders, following links to folders once each.
+        unsupported: Also list files named like images of formats edgeleuk does not read
+            (:data:`edgeleuk.imageio.UNSUPPORTED_EXTENSIONS`); their decode gives an error row.
 
     Raises:
         DataError: ``root`` is missing, not a folder, or cannot be listed.
@@ -72,7 +81,7 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
         raise DataError(f"{root} is not a folder" if root.exists() else f"folder not found: {root}")
     found, todo, seen = [], deque([root]), {root.resolve()}
     while todo:
-        images, dirs = image_entries(todo.popleft())
+        images, dirs = image_entries(todo.popleft(), unsupported=unsupported)
         found.extend(images)
         for d in sorted(dirs) if recursive else ():
             real = d.resolve()

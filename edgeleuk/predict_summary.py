@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.metrics import binary_metrics
 from edgeleuk.outputs import ResultRow
 from edgeleuk.runtime.base import BackendInfo
 
@@ -19,7 +20,8 @@ class PredictSummary:
 
     Attributes:
         folder: Folder that was classified.
-        out: File written, or None when the output was refused.
+        out: File written, or None when the submission was refused (its per-file CSV
+            is then written beside it; ``refused`` names it).
         fmt: Output format (csv, jsonl, cnmc).
         rows: One row per input file, in output order.
         backend: What ran, read back from the engine.
@@ -28,7 +30,7 @@ class PredictSummary:
         seconds: Wall time of decoding plus inference.
         positive: Class name of ALL (the positive class).
         synthetic: The data came from ``edgeleuk synth`` (figures are SYNTHETIC).
-        refused: Why no output was written (C-NMC submission with failed images).
+        refused: Why the C-NMC submission was not written (some images failed).
     """
 
     folder: Path
@@ -80,8 +82,6 @@ class PredictSummary:
 
     def metrics(self) -> dict[str, Any] | None:
         """Metrics against the true labels of the classified cells that have one; None without labels."""
-        from edgeleuk.metrics import binary_metrics
-
         scored = [r for r in self.rows if r.prediction.ok and r.true_label is not None]
         if not scored:
             return None
@@ -111,7 +111,8 @@ class PredictSummary:
         bad = [r for r in self.rows if not r.prediction.ok]
         if not bad:
             return []
-        lines = ["  failed files:"] + [f"    {r.path}: {r.prediction.error}" for r in bad[:MAX_LISTED_ERRORS]]
+        lines = ["  failed files:"]
+        lines += [f"    {r.shown}: {r.prediction.error}" for r in bad[:MAX_LISTED_ERRORS]]
         if len(bad) > MAX_LISTED_ERRORS:
             lines.append(f"    ... and {len(bad) - MAX_LISTED_ERRORS} more (see the error column)")
         return lines
@@ -149,7 +150,7 @@ class PredictSummary:
         """A human-readable report: counts, ALL/HEM split, failures, subjects, metrics, output."""
         lines = self._head() + self._errors() + self._subjects() + self._metrics()
         if self.refused:
-            lines.append(f"NOTHING WRITTEN: {self.refused}")
+            lines.append(f"SUBMISSION NOT WRITTEN: {self.refused}")
         else:
             lines.append(f"wrote {self.out} ({self.fmt}, {self.total} rows)")
         return "\n".join(lines)

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeleuk.data import Record
 from edgeleuk.errors import ConfigError, DataError, UsageError
 from edgeleuk.exporting import load_profile
-from edgeleuk.exporting.calib import gate_and_calib_sets, spread
+from edgeleuk.exporting.calib import gate_and_calib_sets
 from edgeleuk.exporting.metadata import export_time
 from edgeleuk.exporting.pipeline import output_path
 from edgeleuk.exporting.profile import MIN_INT8_CALIB
@@ -19,7 +18,7 @@ from edgeleuk.exporting.profile import MIN_INT8_CALIB
 def test_shipped_profiles_load_with_issue_thresholds() -> None:
     fp32, fp16, int8 = (load_profile(n) for n in ("cpu-fp32", "export/cuda-fp16.toml", "openvino-int8"))
     assert (fp32.precision, fp32.format, fp32.max_abs_logit_delta, fp32.min_agreement) == ("fp32", "onnx", 1e-4, 1.0)
-    assert (fp16.precision, fp16.min_agreement) == ("fp16", 0.995) and "onnxruntime-cuda" in fp16.gate_engines
+    assert (fp16.precision, fp16.min_agreement) == ("fp16", 0.995) and "cuda" in fp16.gate_engines
     assert (int8.format, int8.min_agreement, int8.max_f1_drop) == ("openvino", 0.99, 0.005)
     assert int8.calib_size >= MIN_INT8_CALIB and not int8.allow_small_calib
     assert int8.accuracy_control and int8.accuracy_control_n == int8.parity_n  # F1 control on the gate cells
@@ -31,6 +30,9 @@ def test_shipped_profiles_load_with_issue_thresholds() -> None:
     ('name = "x"\nprecision = "int8"\ncalib_size = 300\ngate_engines = ["openvino"]\n', "OpenVINO IR"),
     ('name = "x"\nprecision = "int8"\nformat = "openvino"\ngate_engines = ["openvino"]\ncalib_size = 50\n', ">= 300"),
     ('name = "x"\ngate_engines = ["tensorflow"]\n', "gate_engines"),
+    ('name = "x"\nformat = "openvino"\ngate_engines = ["cpu"]\n', "cpu cannot read an OpenVINO IR"),
+    ('name = "x"\n[compute.bf16]\nmin_agreement = 2.0\n', "min_agreement must lie in"),
+    ('name = "x"\n[compute.bf16]\nbatch_sizes = [1]\n', "compute.bf16"),
     ('name = "x"\nprecision = "fp8"\n', "fp8"),
 ])
 def test_bad_profiles_are_refused(tmp_path: Path, text: str, match: str) -> None:
@@ -63,13 +65,6 @@ def test_export_time_pins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
     with pytest.raises(ConfigError):
         export_time(prof)
-
-
-def test_spread_is_deterministic_and_covers_ends() -> None:
-    recs = [Record(Path(f"{i}.bmp"), i % 2, None, "train", None) for i in range(10)]
-    picked = spread(recs, 4)
-    assert [r.path.name for r in picked] == ["0.bmp", "3.bmp", "6.bmp", "9.bmp"]
-    assert spread(recs, 20) == recs
 
 
 def test_gate_set_prefers_labelled_prelim_and_calib_uses_train(synth_root: Path) -> None:

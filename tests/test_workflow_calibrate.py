@@ -19,9 +19,9 @@ from workflow_support import (
 from edgeleuk.cli import app
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.meta import ModelMeta
+from edgeleuk.modelwrite import write_model_with_meta
 from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.workflow.calibrate import calibrate_model
-from edgeleuk.workflow.modelwrite import write_model_with_meta
 from edgeleuk.workflow.threshold import select_threshold
 
 # 20 ALL and 20 HEM cells; the lowest ALL cell scores below several HEM cells,

@@ -16,23 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+import openvino as ov
+
 from edgeleuk.checkpoint import Checkpoint, load_checkpoint
 from edgeleuk.errors import GateFailed, UsageError
 from edgeleuk.exporting.calib import ImageSet, gate_and_calib_sets
 from edgeleuk.exporting.gate import GateReport, ReferenceOutputs, reference_outputs, run_gate
 from edgeleuk.exporting.graph import export_onnx
-from edgeleuk.exporting.metadata import (
-    export_info,
-    export_time,
-    metadata_strings,
-    set_ir_metadata,
-    set_onnx_metadata,
-)
+from edgeleuk.exporting.int8 import describe_quantization, quantize_onnx, save_ir
+from edgeleuk.exporting.metadata import export_info, export_time, metadata_strings
 from edgeleuk.exporting.profile import DEFAULT_PROFILE, ExportProfile, load_profile
-from edgeleuk.exporting.staging import output_files, staged
 from edgeleuk.exporting.structure import check_onnx_file
+from edgeleuk.modelwrite import output_files, set_ir_metadata, set_onnx_metadata, staged
+from edgeleuk.reference import TorchReference
 
 log = logging.getLogger(__name__)
+DEFAULT_OUT = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,12 @@ class ExportResult:
 
     def describe(self) -> str:
         p = self.profile
-        kind = "OpenVINO IR" if p.format == "openvino" else f"ONNX opset {p.opset}"
+        kind = f"{p.kind.label} opset {p.opset}" if p.kind.suffix == ".onnx" else p.kind.label
         lines = [
             (f"wrote {self.path} ({p.name}: {p.precision} {kind}, {self.size_bytes / 1e6:.1f} MB) "
              f"in {self.seconds:.1f} s"),
         ]
         if self.quantization is not None:
-            from edgeleuk.exporting.int8 import describe_quantization
-
             lines.append(describe_quantization(self.quantization))
         lines.append(self.gate.describe())
         if "SYNTHETIC" in self.gate.data:
@@ -80,7 +78,7 @@ class ExportResult:
 
 
 def output_path(out: str | Path, profile: ExportProfile) -> Path:
-    """The main output file; an IR profile turns ``x.onnx`` into ``x.xml``.
+    """The main output file; a profile writing another kind turns the default ``x.onnx`` into its suffix.
 
     Raises:
         UsageError: The suffix fits neither the profile nor the ``.onnx`` default.
@@ -88,9 +86,10 @@ def output_path(out: str | Path, profile: ExportProfile) -> Path:
     out = Path(out)
     if out.suffix.lower() == profile.suffix:
         return out
-    if profile.format == "openvino" and out.suffix.lower() == ".onnx":
-        log.warning("profile %s writes an OpenVINO IR: writing %s", profile.name, out.with_suffix(".xml"))
-        return out.with_suffix(".xml")
+    if out.suffix.lower() == Path(DEFAULT_OUT).suffix:
+        log.warning("profile %s writes an %s: writing %s", profile.name, profile.kind.label,
+                    out.with_suffix(profile.suffix))
+        return out.with_suffix(profile.suffix)
     raise UsageError(f"--out {out}: profile {profile.name!r} writes a {profile.suffix} file; "
                      f"use e.g. --out model{profile.suffix}")
 
@@ -106,8 +105,6 @@ def _gate_or_fail(path: Path, profile: ExportProfile, data: ImageSet, ref: Refer
 
 def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, ref: ReferenceOutputs,
                 exported_at: str) -> GateReport:
-    import onnx
-
     model = export_onnx(ckpt, profile.opset, half=profile.precision == "fp16")
     onnx.save(model, str(dest))
     check_onnx_file(dest, ckpt.meta, fp16=profile.precision == "fp16")
@@ -120,11 +117,6 @@ def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: Imag
 
 def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
               ref: ReferenceOutputs, exported_at: str) -> tuple[GateReport, dict[str, Any] | None]:
-    import onnx
-    import openvino as ov
-
-    from edgeleuk.exporting.int8 import quantize_onnx, save_ir
-
     fp32 = dest.with_name("float32.onnx")
     onnx.save(export_onnx(ckpt, profile.opset), str(fp32))
     check_onnx_file(fp32, ckpt.meta)
@@ -141,7 +133,7 @@ def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageS
     return report, record
 
 
-def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
+def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
                  profile: str | Path | ExportProfile = DEFAULT_PROFILE, calib: str | Path | None = None,
                  *, reference: Any = None) -> ExportResult:
     """Export a checkpoint through the parity gate.
@@ -149,7 +141,7 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
     Args:
         ckpt: Checkpoint path (or a loaded :class:`Checkpoint`).
         out: Output ``.onnx``, or ``.xml`` for an OpenVINO IR profile.
-        profile: Profile object, TOML path or a name in ``export/``.
+        profile: Profile object, TOML file or a packaged profile name (``cpu-fp32``).
         calib: Data root (any layout ``edgeleuk.data`` discovers) for gate and INT8
             calibration images; None draws a SYNTHETIC set.
         reference: Stand-in for the PyTorch reference (tests); default
@@ -168,8 +160,6 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
     data, calib_set = gate_and_calib_sets(Path(calib) if calib else None, prof.parity_n, calib_n,
                                           checkpoint.meta.preprocess.input_size)
     if reference is None:
-        from edgeleuk.reference import TorchReference
-
         reference = TorchReference(checkpoint)
     ref = reference_outputs(reference, data)
     record = None

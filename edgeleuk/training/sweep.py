@@ -4,7 +4,7 @@ Runs go one after another into ``OUT/seed-N``; a finished run (``summary.json``)
 is skipped and an interrupted one resumed, so re-running the same command
 continues a sweep. On a cluster, launch the seeds as independent jobs instead::
 
-    edgeleuk train DATA --recipe train/paper.toml --seed N --out SWEEP/seed-N --resume
+    edgeleuk train DATA --recipe paper --seed N --out SWEEP/seed-N --resume
 
 and run ``edgeleuk sweep DATA --recipe ... --seeds 24 --out SWEEP`` once they are
 done: it finds every run finished and only writes the table.
@@ -21,16 +21,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.errors import UsageError
+from edgeleuk.training.loop import train
+from edgeleuk.training.recipe import Recipe, load_recipe
 from edgeleuk.training.rundir import SYNTHETIC_NOTE, RunFiles, TrainResult, read_summary
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edgeleuk.training.recipe import Recipe
 
 log = logging.getLogger("edgeleuk.training")
 
@@ -113,17 +112,17 @@ def sweep_table(out: Path, runs: list[TrainResult]) -> SweepTable:
                       synthetic=any(r.synthetic for r in runs))
 
 
-def run_sweep(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", seeds: int = 24,
+def run_sweep(data: str | Path, recipe: str | Path | Recipe = "paper", seeds: int = 24,
               out: str | Path = "runs/sweep", pretrained: str | None = None, **train_kwargs: Any) -> SweepTable:
     """Train seeds ``0..seeds-1`` (skipping finished ones) and write Table 2.
 
     Args:
         data: C-NMC data root.
-        recipe: Recipe, or a TOML path / name in ``train/``.
+        recipe: Recipe, a packaged recipe name (``paper``) or a TOML file.
         seeds: Number of seeds.
         out: Sweep folder.
         pretrained: Passed to every run.
-        **train_kwargs: Passed to :func:`edgeleuk.training.train` (tests use ``stop_after``).
+        **train_kwargs: Passed to :func:`edgeleuk.training.loop.train` (tests use ``stop_after``).
 
     Returns:
         The :class:`SweepTable`, also written as ``OUT/table2.md`` and ``OUT/table2.json``.
@@ -131,9 +130,6 @@ def run_sweep(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml"
     Raises:
         UsageError: ``seeds < 1`` or a run folder that belongs to another recipe.
     """
-    from edgeleuk.training.loop import train
-    from edgeleuk.training.recipe import Recipe, load_recipe
-
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)

@@ -27,17 +27,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from edgeleuk.csvcells import text_to_name
 from edgeleuk.data import label_from_name, subject_from_name
 from edgeleuk.errors import UsageError
+from edgeleuk.meta import ModelMeta
 from edgeleuk.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
+from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
 from edgeleuk.workflow.csvlog import CsvLog
-
-if TYPE_CHECKING:
-    from edgeleuk.meta import ModelMeta
-    from edgeleuk.runtime.classifier import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +186,6 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[list[int]]:
 def _open_classifier(model: Path | None, backend: str) -> Classifier:
     if model is None:
         raise UsageError("give --model (an exported .onnx or .xml)")
-    from edgeleuk.runtime.classifier import Classifier
-
     return Classifier.load(model, backend=backend)
 
 
@@ -222,7 +218,8 @@ def _start_session(
 
 
 def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
-    return {ArrivalTracker.key(folder / r["path"]) for r in rows if r.get("path")}
+    """The files an earlier session recorded, by their exact names (see :mod:`edgeleuk.csvcells`)."""
+    return {ArrivalTracker.key(folder / text_to_name(r["path"])) for r in rows if r.get("path")}
 
 
 def watch_folder(
