@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from training_support import fast_recipe
 
-from edgeleuk.training import train
+from edgeleuk.training.loop import train
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="POSIX signals only")
 
@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
 from training_support import fast_recipe
-from edgeleuk.training import train
+from edgeleuk.training.loop import train
 
 root, out, how = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 
