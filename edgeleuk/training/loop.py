@@ -49,9 +49,17 @@ from edgeleuk.training.rundir import (
     write_skipped,
     write_summary,
 )
-from edgeleuk.training.schedule import build_optimizer, build_scheduler, current_lrs
 from edgeleuk.training.session import loader_signals, run_log, torch_settings
-from edgeleuk.training.state import TrainState, load_last, restore_rng, save_last, state_from
+from edgeleuk.training.state import (
+    TrainState,
+    build_optimizer,
+    build_scheduler,
+    current_lrs,
+    load_last,
+    restore_rng,
+    save_last,
+    state_from,
+)
 
 log = logging.getLogger("edgeleuk.training")
 
