@@ -62,7 +62,8 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
 
     Args:
         root: Folder to list.
-        recursive: Descend into sub-folders, following links to folders once each.
+        recursive: Descend into sub-folders, each real folder once; links that lead out of
+            the tree (to ``/``, to a parent) are not followed.
 
     Raises:
         DataError: ``root`` is missing, not a folder, or cannot be listed.
@@ -70,16 +71,29 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder" if root.exists() else f"folder not found: {root}")
-    found, todo, seen = [], deque([root]), {root.resolve()}
+    root_real = root.resolve()
+    found, todo, seen = [], deque([root]), {root_real}
     while todo:
         images, dirs = image_entries(todo.popleft())
         found.extend(images)
-        for d in sorted(dirs) if recursive else ():
-            real = d.resolve()
-            if real not in seen:  # a link back up the tree must not loop forever
-                seen.add(real)
-                todo.append(d)
+        todo.extend(d for d in sorted(dirs) if recursive and enters(d, root_real, seen))
     return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
+
+
+def enters(folder: Path, root_real: Path, seen: set[Path]) -> bool:
+    """Whether a recursive walk of ``root_real`` goes into ``folder`` (and marks it seen).
+
+    Each real folder once, and only inside the tree: a link to ``/`` or back up to a
+    parent would otherwise walk the whole file system, or loop.
+    """
+    try:
+        real = folder.resolve(strict=True)
+    except (OSError, RuntimeError):  # gone, or a link loop
+        return False
+    if real in seen or (real != root_real and root_real not in real.parents):
+        return False
+    seen.add(real)
+    return True
 
 
 def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:

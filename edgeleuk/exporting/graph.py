@@ -12,8 +12,8 @@ import warnings
 from typing import Any
 
 from edgeleuk.checkpoint import Checkpoint
-from edgeleuk.errors import EdgeleukError
 from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
+from edgeleuk.errors import EdgeleukError
 
 
 def build_wrapper(ckpt: Checkpoint, half: bool = False) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 from edgeleuk import __version__
 from edgeleuk.checkpoint import Checkpoint, sha256_file
-from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES, contract_record
+from edgeleuk.contract import contract_record
 from edgeleuk.errors import ConfigError
 from edgeleuk.exporting.profile import ExportProfile
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.errors import GateFailed
 from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
+from edgeleuk.errors import GateFailed
 from edgeleuk.meta import ModelMeta
 
 

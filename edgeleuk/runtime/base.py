@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.contract import TensorSpec
+
 
 @dataclass(frozen=True)
 class BackendOptions:
@@ -82,3 +84,11 @@ class Backend(abc.ABC):
         Lets callers read ``edgeleuk.meta`` without parsing a large model a second time.
         """
         return {}
+
+    def graph_io(self) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
+        """``(inputs, outputs)`` of the loaded graph as the engine reports them.
+
+        :class:`edgeleuk.runtime.classifier.Classifier` checks them against
+        :mod:`edgeleuk.contract` before any image is read. None: this backend cannot say.
+        """
+        return None

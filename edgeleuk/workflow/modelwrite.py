@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgeleuk.atomic import atomic_path
+from edgeleuk.atomic import atomic_path, fsync_dir, fsync_file
 from edgeleuk.errors import UsageError
 from edgeleuk.meta import ModelMeta
 from edgeleuk.runtime.modelfile import (
@@ -81,9 +81,12 @@ def _write_ir(src: Path, out: Path, meta_json: str) -> None:
     try:
         tmp_xml = tmp_dir / out.name
         ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        for written in (tmp_xml.with_suffix(".bin"), tmp_xml):
+            fsync_file(written)
         # The .xml names no .bin: OpenVINO pairs them by stem. Move weights first so
         # the .xml only ever appears next to its finished .bin.
         os.replace(tmp_xml.with_suffix(".bin"), out.with_suffix(".bin"))
         os.replace(tmp_xml, out)
+        fsync_dir(out.parent)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
