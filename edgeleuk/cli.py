@@ -1,7 +1,8 @@
 """The ``edgeleuk`` command line: parses arguments and calls library functions.
 
 Exit codes: 0 success; 1 the job ran but failed (parity gate breached, ``--strict``
-with failed files); 2 usage error (bad arguments, missing inputs, unavailable backend).
+with failed files, an engine fault, an output that cannot be written); 2 usage error
+(bad arguments, missing inputs, unavailable backend, a model file that breaks the contract).
 Heavy modules are imported inside each command so ``edgeleuk --help`` and the
 torch-free commands start fast.
 """
@@ -296,8 +297,12 @@ def watch(
     out: Path = typer.Option(Path("predictions.csv"), help="CSV to append one row per image to."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
-    recursive: bool = typer.Option(False, help="Also watch sub-folders (links out of the tree are not followed)."),
-    fault_retries: int = typer.Option(5, min=0, help="Engine faults in a row retried before stopping (exit 1)."),
+    recursive: bool = typer.Option(
+        False, help="Also watch sub-folders (links out of the tree are not followed)."
+    ),
+    fault_retries: int = typer.Option(
+        5, min=0, help="Engine faults in a row retried before stopping (exit 1)."
+    ),
     fault_backoff: float = typer.Option(
         1.0, min=0.0, help="Seconds to wait after the first engine fault; doubles each time, at most 60."
     ),

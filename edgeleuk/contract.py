@@ -68,7 +68,8 @@ def graph_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], 
         problems.append(f"inputs {[_show(i) for i in inputs]}, expected one input {want_in}")
     else:
         image = inputs[0]
-        if image.dtype != INPUT_DTYPE or tuple(image.shape[1:]) != (size, size, CHANNELS) or len(image.shape) != 4:
+        wrong_shape = len(image.shape) != 4 or tuple(image.shape[1:]) != (size, size, CHANNELS)
+        if image.dtype != INPUT_DTYPE or wrong_shape:
             problems.append(f"input {_show(image)}, expected {want_in}")
         elif image.shape[0] is not None:
             problems.append(f"input {_show(image)} has a fixed batch axis; it must be dynamic (N)")

@@ -62,8 +62,8 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
 
     Args:
         root: Folder to list.
-        recursive: Descend into sub-folders, each real folder once; links that lead out of
-            the tree (to ``/``, to a parent) are not followed.
+        recursive: Descend into sub-folders, each real folder once; a link to the root or
+            above it (``/``, a parent) is not followed.
 
     Raises:
         DataError: ``root`` is missing, not a folder, or cannot be listed.
@@ -80,17 +80,20 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
     return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
 
 
-def enters(folder: Path, root_real: Path, seen: set[Path]) -> bool:
+def enters(folder: Path, root_real: Path, seen: set[Path], within: bool = False) -> bool:
     """Whether a recursive walk of ``root_real`` goes into ``folder`` (and marks it seen).
 
-    Each real folder once, and only inside the tree: a link to ``/`` or back up to a
-    parent would otherwise walk the whole file system, or loop.
+    Each real folder once, and never the root or a folder above it: a link to ``/`` or
+    back up to a parent would otherwise walk the whole file system, or loop. A link to a
+    folder elsewhere (a data set linked in) is followed unless ``within`` keeps the walk
+    inside the tree, as ``watch`` does.
     """
     try:
         real = folder.resolve(strict=True)
     except (OSError, RuntimeError):  # gone, or a link loop
         return False
-    if real in seen or (real != root_real and root_real not in real.parents):
+    inside = root_real in real.parents
+    if real in seen or not (inside or (not within and real not in root_real.parents)):
         return False
     seen.add(real)
     return True

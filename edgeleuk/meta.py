@@ -78,9 +78,13 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if not _is_int(self.input_size) or not 1 <= self.input_size <= MAX_INPUT_SIZE:
-            raise CheckpointError(f"input_size must be a whole number in 1..{MAX_INPUT_SIZE}, got {self.input_size!r}")
+            raise CheckpointError(
+                f"input_size must be a whole number in 1..{MAX_INPUT_SIZE}, got {self.input_size!r}"
+            )
         if not _is_int(self.crop) or not _is_int(self.rotations):
-            raise CheckpointError(f"crop and rotations must be whole numbers, got {self.crop!r}, {self.rotations!r}")
+            raise CheckpointError(
+                f"crop and rotations must be whole numbers, got {self.crop!r}, {self.rotations!r}"
+            )
         if not _is_real(self.scale) or self.scale <= 0:
             raise CheckpointError(f"scale must be a positive finite number, got {self.scale!r}")
         _check_vector("mean", self.mean)

@@ -193,7 +193,8 @@ def _rescue(out: Path, rows: Sequence[ResultRow], positive: str, exc: OSError) -
     why = f"cannot write {out}: {exc.strerror or exc}; nothing half-written is left there"
     if not rows:
         return why
-    rescue = Path(tempfile.gettempdir()) / f"edgeleuk-rescued-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.csv"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rescue = Path(tempfile.gettempdir()) / f"edgeleuk-rescued-{stamp}-{os.getpid()}.csv"
     try:
         write_csv(rescue, rows, positive)
     except OSError as again:
@@ -219,11 +220,15 @@ def _write(out: Path, fmt: str, rows: Sequence[ResultRow], positive: str) -> str
     return None
 
 
-def _stop_on_fault(out: Path, fault: EngineFault, rows: Sequence[ResultRow], total: int, positive: str) -> None:
+def _stop_on_fault(
+    out: Path, fault: EngineFault, rows: Sequence[ResultRow], total: int, positive: str
+) -> None:
     """Keep what was classified before an engine fault, then stop with exit 1."""
     head = f"{fault}; stopped after classifying {len(rows)} of {total} file(s)"
     if not rows:
-        raise EngineFault(f"{head}; nothing was written. Check the engine (memory, device, model file) and run again")
+        raise EngineFault(
+            f"{head}; nothing was written. Check the engine (memory, device, model file) and run again"
+        )
     partial = partial_path(out)
     try:
         write_csv(partial, rows, positive)

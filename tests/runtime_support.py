@@ -153,7 +153,9 @@ class FlakyBackend:
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
         if self.fail(self.calls):
-            raise RuntimeError(f"[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory (call {self.calls})")
+            raise RuntimeError(
+                f"[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory (call {self.calls})"
+            )
         logits = expected_logit(batch).astype(np.float32)
         return logits, (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 

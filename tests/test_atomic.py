@@ -101,6 +101,8 @@ def test_cnmc_zip_is_fsynced(tmp_path, monkeypatch):
     from edgeleuk.runtime.classifier import Prediction
 
     seen = _fsynced(monkeypatch)
-    rows = [ResultRow(f"{k}.bmp", Prediction(path=None, status="ok", prob_all=0.9, label="all")) for k in (1, 2)]
+    rows = [
+        ResultRow(f"{k}.bmp", Prediction(path=None, status="ok", prob_all=0.9, label="all")) for k in (1, 2)
+    ]
     write_cnmc(tmp_path / "s.zip", rows, "all")
     assert any(p.startswith(str(tmp_path / ".s.zip.")) for p in seen) and str(tmp_path) in seen

@@ -48,7 +48,10 @@ def test_classifier_raises_engine_fault_instead_of_error_rows(tmp_path: Path) ->
 
 def test_wrong_output_length_is_an_engine_fault(tmp_path: Path) -> None:
     clf = _classifier(lambda call: False)
-    clf.backend.run = lambda batch: (np.zeros(len(batch) + 1, np.float32), np.zeros(len(batch) + 1, np.float32))
+    clf.backend.run = lambda batch: (
+        np.zeros(len(batch) + 1, np.float32),
+        np.zeros(len(batch) + 1, np.float32),
+    )
     with pytest.raises(EngineFault, match="returned 3 logit"):
         clf.predict_arrays(np.stack([gray_cell(100), gray_cell(120)]))
 
@@ -58,8 +61,9 @@ def test_watch_rides_out_three_faults_and_classifies_every_file(tmp_path: Path) 
     names = _cells(folder, 5)
     (folder / "bad.bmp").write_bytes(b"BM not a bitmap")
     clf = _classifier(lambda call: call <= 3)
-    summary = watch_folder(folder, classifier=clf, out=out, interval=0.02, max_files=6, max_idle=30,
-                           give_up_s=0, faults=FAST)
+    summary = watch_folder(
+        folder, classifier=clf, out=out, interval=0.02, max_files=6, max_idle=30, give_up_s=0, faults=FAST
+    )
     rows = {r["path"]: r for r in _rows(out)}
     assert len(_rows(out)) == 6  # one row per file, none twice
     assert all(rows[n]["status"] == "ok" for n in names), rows
@@ -94,19 +98,39 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 def test_watch_cli_exits_1_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     _cells(folder, 2)
-    monkeypatch.setattr("edgeleuk.workflow.watch._open_classifier",
-                        lambda model, backend: _classifier(lambda call: True))
-    result = CliRunner().invoke(app, ["watch", str(folder), "--model", str(tmp_path / "m.onnx"), "--out", str(out),
-                                      "--interval", "0.05", "--fault-retries", "2", "--fault-backoff", "0.01"])
+    monkeypatch.setattr(
+        "edgeleuk.workflow.watch._open_classifier", lambda model, backend: _classifier(lambda call: True)
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "watch",
+            str(folder),
+            "--model",
+            str(tmp_path / "m.onnx"),
+            "--out",
+            str(out),
+            "--interval",
+            "0.05",
+            "--fault-retries",
+            "2",
+            "--fault-backoff",
+            "0.01",
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "giving up after 3 engine fault(s) in a row" in result.stderr
     assert _rows(out) == []  # header only: no error rows
 
 
-def test_predict_keeps_what_it_classified_before_a_fault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_keeps_what_it_classified_before_a_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     names = _cells(folder, 6)
-    monkeypatch.setattr("edgeleuk.predict._load_classifier", lambda model, options: _classifier(lambda c: c > 2))
+    monkeypatch.setattr(
+        "edgeleuk.predict._load_classifier", lambda model, options: _classifier(lambda c: c > 2)
+    )
     with pytest.raises(EngineFault, match="stopped after classifying 4 of 6") as fault:
         predict(folder, model=tmp_path / "m.onnx", out=out, options=PredictOptions(progress=False))
     assert fault.value.exit_code == 1
@@ -122,8 +146,12 @@ def test_predict_with_an_engine_that_always_fails_writes_no_error_rows(
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     _cells(folder, 3)
     out.write_text("an earlier run\n")
-    monkeypatch.setattr("edgeleuk.predict._load_classifier", lambda model, options: _classifier(lambda c: True))
-    result = CliRunner().invoke(app, ["predict", str(folder), "--model", str(tmp_path / "m.onnx"), "--out", str(out)])
+    monkeypatch.setattr(
+        "edgeleuk.predict._load_classifier", lambda model, options: _classifier(lambda c: True)
+    )
+    result = CliRunner().invoke(
+        app, ["predict", str(folder), "--model", str(tmp_path / "m.onnx"), "--out", str(out)]
+    )
     assert result.exit_code == 1
     assert "nothing was written" in result.stderr
     assert out.read_text() == "an earlier run\n"

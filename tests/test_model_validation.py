@@ -30,7 +30,10 @@ def _with_metadata(src: Path, dst: Path, meta: str | None = None, export: str | 
     from edgeleuk.runtime.modelfile import set_onnx_metadata
 
     proto = onnx.load(str(src))
-    strings = {"edgeleuk.meta": meta or ModelMeta().to_json(), "edgeleuk.export": export or json.dumps(EXPORT_INFO)}
+    strings = {
+        "edgeleuk.meta": meta or ModelMeta().to_json(),
+        "edgeleuk.export": export or json.dumps(EXPORT_INFO),
+    }
     set_onnx_metadata(proto, strings)
     onnx.save(proto, str(dst))
     return dst
@@ -86,7 +89,9 @@ def test_export_record_must_be_an_object(good: Path, tmp_path: Path, export: str
 
 
 def test_good_metadata_still_loads(good: Path, tmp_path: Path) -> None:
-    model = _with_metadata(good, tmp_path / "ok.onnx", meta=_meta_with(class_names={"0": "HEM normal", "1": "ALL_blast"}))
+    model = _with_metadata(
+        good, tmp_path / "ok.onnx", meta=_meta_with(class_names={"0": "HEM normal", "1": "ALL_blast"})
+    )
     clf = Classifier.load(model, backend="cpu")
     assert clf.predict_arrays(gray_cell(230))[0].label == "ALL_blast"
 
@@ -117,12 +122,16 @@ def _graph(
         "contract-test",
         [helper.make_tensor_value_info(in_name, getattr(TensorProto, in_type), list(in_shape))],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, out_shape) for name in outputs],
-        initializer=[numpy_helper.from_array(np.array(12 / 255, np.float32), "scale"),
-                     numpy_helper.from_array(np.array(-6, np.float32), "shift")],
+        initializer=[
+            numpy_helper.from_array(np.array(12 / 255, np.float32), "scale"),
+            numpy_helper.from_array(np.array(-6, np.float32), "shift"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, {"edgeleuk.meta": ModelMeta().to_json(), "edgeleuk.export": json.dumps(EXPORT_INFO)})
+    helper.set_model_props(
+        model, {"edgeleuk.meta": ModelMeta().to_json(), "edgeleuk.export": json.dumps(EXPORT_INFO)}
+    )
     onnx.save(model, str(path))
     return path
 
@@ -165,14 +174,18 @@ def test_predict_refuses_a_bad_model_before_reading_any_image(
     good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_bmp(tmp_path / "cells" / "1.bmp", gray_cell(100))
-    model = _with_metadata(good, tmp_path / "bad.onnx", meta=_meta_with(class_names={"0": "hem", "1": "=1+1"}))
+    model = _with_metadata(
+        good, tmp_path / "bad.onnx", meta=_meta_with(class_names={"0": "hem", "1": "=1+1"})
+    )
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was read before the model was checked")
 
     monkeypatch.setattr("edgeleuk.runtime.pipeline.decode_image", no_decoding)
     out = tmp_path / "p.csv"
-    result = CliRunner().invoke(app, ["predict", str(tmp_path / "cells"), "--model", str(model), "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "cells"), "--model", str(model), "--out", str(out)]
+    )
     assert result.exit_code == 2, result.output
     assert "not plain text" in result.stderr
     assert not out.exists()

@@ -40,7 +40,9 @@ def _cells(folder: Path, n: int = 4) -> list[str]:
     return [write_cell(folder / f"{k + 1}.bmp", GREYS[k % 4]).name for k in range(n)]
 
 
-def _failing_writes(monkeypatch: pytest.MonkeyPatch, out: Path, err: int, after_rows: int, partial: bool) -> None:
+def _failing_writes(
+    monkeypatch: pytest.MonkeyPatch, out: Path, err: int, after_rows: int, partial: bool
+) -> None:
     """Make writes to ``out`` fail after ``after_rows`` rows (and the header), as a full disk does.
 
     With ``partial`` the failing write first puts half its bytes on disk, like a disk that
@@ -90,7 +92,9 @@ def test_watch_cli_exits_1_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.Mo
     _cells(folder, 2)
     _failing_writes(monkeypatch, out, errno.ENOSPC, after_rows=0, partial=True)
     monkeypatch.setattr("edgeleuk.workflow.watch._open_classifier", lambda model, backend: _classifier())
-    result = CliRunner().invoke(app, ["watch", str(folder), "--model", "m.onnx", "--out", str(out), "--interval", "0.05"])
+    result = CliRunner().invoke(
+        app, ["watch", str(folder), "--model", "m.onnx", "--out", str(out), "--interval", "0.05"]
+    )
     assert result.exit_code == 1, result.output
     assert "No space left on device" in result.stderr and "Traceback" not in result.output
     assert out.read_text(encoding="utf-8").count("\n") == 1  # just the header
@@ -134,7 +138,7 @@ def test_predict_on_a_folder_turned_read_only_stops_with_exit_1(
     assert len(_rows(saved)) == 3 and str(saved) in str(stopped.value)
 
 
-def test_recursive_listing_does_not_follow_links_out_of_the_tree(tmp_path: Path) -> None:
+def test_recursive_listing_does_not_follow_links_up_or_out_of_the_tree(tmp_path: Path) -> None:
     root = tmp_path / "session"
     write_cell(root / "a" / "1.bmp", 100)
     write_cell(tmp_path / "outside" / "2.bmp", 100)
@@ -142,8 +146,10 @@ def test_recursive_listing_does_not_follow_links_out_of_the_tree(tmp_path: Path)
     (root / "a" / "up").symlink_to("..")  # a loop back to the session folder
     (root / "to_parent").symlink_to(tmp_path)
     (root / "again").symlink_to(root / "a")  # inside the tree: listed once, not twice
-    expected = [root / "a" / "1.bmp"]
-    assert list_images(root, recursive=True) == expected
+    (root / "linked_data").symlink_to(tmp_path / "outside")  # a data set linked in from elsewhere
+    # predict follows a linked-in data set, never a link to the root or above it...
+    assert list_images(root, recursive=True) == [root / "a" / "1.bmp", root / "linked_data" / "2.bmp"]
+    # ...and watch stays inside the folder it was given.
     assert [p.relative_to(root) for p in FolderScanner(root, recursive=True).list()] == [Path("a/1.bmp")]
 
 
@@ -151,12 +157,16 @@ def test_watch_recursive_with_a_link_to_root_finishes(tmp_path: Path) -> None:
     root, out = tmp_path / "session", tmp_path / "p.csv"
     _cells(root / "sub", 2)
     (root / "sub" / "system").symlink_to("/")
-    summary = watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5, recursive=True)
+    summary = watch_folder(
+        root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5, recursive=True
+    )
     assert sorted(r["path"] for r in _rows(out)) == ["sub/1.bmp", "sub/2.bmp"]
     assert summary.classified == 2
 
 
-def test_scanner_lists_again_only_folders_that_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scanner_lists_again_only_folders_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "session"
     for sub in ("a", "b", "c"):
         for k in range(3):
@@ -230,7 +240,9 @@ def test_watch_gives_an_overwritten_image_a_new_row(tmp_path: Path) -> None:
     thread = threading.Thread(target=overwrite)
     thread.start()
     try:
-        summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.02, max_files=2, max_idle=30)
+        summary = watch_folder(
+            folder, classifier=_classifier(), out=out, interval=0.02, max_files=2, max_idle=30
+        )
     finally:
         thread.join()
     rows = _rows(out)

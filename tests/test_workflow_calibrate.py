@@ -170,7 +170,9 @@ def test_rewritten_models_are_fsynced_with_their_folder(
     xml = build_brightness_ir(model, tmp_path / "bright.xml")
     synced: list[str] = []
     real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1])
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1]
+    )
     out_dir = tmp_path / "out"
     write_model_with_meta(model, out_dir / "c.onnx", ModelMeta(threshold=0.3))
     write_model_with_meta(xml, out_dir / "c.xml", ModelMeta(threshold=0.3))

@@ -198,7 +198,8 @@ class Classifier:
                 raise
             except Exception as exc:
                 raise EngineFault(
-                    f"the {self.backend.name} engine failed on a batch of {len(part)}: {type(exc).__name__}: {exc}"
+                    f"the {self.backend.name} engine failed on a batch of {len(part)}: "
+                    f"{type(exc).__name__}: {exc}"
                 ) from exc
             if lo.shape != (len(part),) or pr.shape != (len(part),):
                 raise EngineFault(

@@ -128,14 +128,16 @@ class FolderScanner:
                 if len(seen) >= self.max_folders:
                     self._warn_once()
                     break
-                if enters(d, root_real, seen):
+                if enters(d, root_real, seen, within=True):
                     todo.append(d)
         self._cache = {k: v for k, v in self._cache.items() if k in visited}
         return found
 
     def _warn_once(self) -> None:
         if not self._warned:
-            log.warning("%s holds more than %d folders; only the first are watched", self.root, self.max_folders)
+            log.warning(
+                "%s holds more than %d folders; only the first are watched", self.root, self.max_folders
+            )
             self._warned = True
 
 

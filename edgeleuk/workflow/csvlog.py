@@ -59,7 +59,8 @@ class CsvLog:
             # A raw descriptor, not a buffered file: a failed row can be cut off exactly.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:  # before any work: the same answer as predict's check (exit 2)
-            raise UsageError(f"cannot write {self.path}: {exc.strerror or exc} (choose another --out)") from exc
+            why = exc.strerror or exc
+            raise UsageError(f"cannot write {self.path}: {why} (choose another --out)") from exc
         self._size = os.fstat(self._fd).st_size
         if self._size == 0:
             try:
@@ -87,7 +88,8 @@ class CsvLog:
 
     def _encode(self, row: Mapping[str, object]) -> bytes:
         text = io.StringIO()
-        csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore").writerow(row)
+        writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+        writer.writerow(row)
         return text.getvalue().encode("utf-8")
 
     def _write(self, row: Mapping[str, object]) -> None:
