@@ -120,8 +120,3 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
     with atomic_open(dest, "w", encoding="utf-8") as fh:
         fh.write(text)
 
-
-def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes to ``dest`` atomically (complete or absent)."""
-    with atomic_open(dest, "wb") as fh:
-        fh.write(data)

@@ -2,23 +2,24 @@
 
 A checkpoint is a ``torch.save`` of a plain dict: ``format``, ``meta`` (a
 :class:`~edgeleuk.meta.ModelMeta` as a JSON-able dict) and ``state_dict``. It
-loads with ``weights_only=True``: a pickle that carries code is refused.
+loads with ``weights_only=True`` through :mod:`edgeleuk.weights`: a pickle that
+carries code is refused.
 """
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from edgeleuk.atomic import atomic_path
 from edgeleuk.errors import CheckpointError
-from edgeleuk.files import sha256_file  # re-exported: exporting records the source checkpoint's hash
+from edgeleuk.files import sha256_file
 from edgeleuk.meta import PAPER_ARCH, ModelMeta, Preprocess
+from edgeleuk.model import create_model
+from edgeleuk.weights import load_state_dict, safe_torch_load
 
 FORMAT = "edgeleuk.checkpoint/1"
 
@@ -39,61 +40,12 @@ class Checkpoint:
 
     def build_model(self) -> nn.Module:
         """The network with these weights, in eval mode."""
-        from edgeleuk.model import create_model
-
         model = create_model(self.meta.arch)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"weights do not fit {self.meta.arch}: {exc}") from exc
         return model.eval()
-
-
-#: The first torch whose ``weights_only=True`` cannot be bypassed (CVE-2025-32434).
-SAFE_LOAD_TORCH = (2, 6)
-
-
-def _torch_release(version: str) -> tuple[int, int]:
-    """``(major, minor)`` of a torch version string such as ``2.6.0+cpu``."""
-    major, minor = (version.split("+")[0].split(".") + ["0"])[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
-
-
-def safe_torch_load(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` and a clear error for code-carrying pickles."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if _torch_release(torch.__version__) < SAFE_LOAD_TORCH:
-        raise CheckpointError(
-            f"refusing to load {path} with torch {torch.__version__}: before 2.6, weights_only=True could "
-            "be bypassed (CVE-2025-32434); pip install 'torch>=2.6'"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refusing to load {path}: it is not a plain weights file (weights_only=True rejected it: "
-            f"{str(exc).splitlines()[0]}). Only load pickles you trust; re-save the state dict alone."
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A bare state dict from a ``.pt``/``.pth`` file, loaded with ``weights_only=True``.
-
-    A ``{"state_dict": ...}`` wrapper, as many training scripts save, is unwrapped.
-
-    Raises:
-        CheckpointError: Missing file, unsafe pickle, or no state dict inside.
-    """
-    obj = safe_torch_load(path)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    return obj
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: ModelMeta) -> Path:

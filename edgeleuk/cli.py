@@ -3,8 +3,9 @@
 Exit codes: 0 success; 1 the job ran but failed (parity gate breached, ``--strict``
 with failed files, an engine fault, an output that cannot be written); 2 usage error
 (bad arguments, missing inputs, unavailable backend, a model file that breaks the contract).
-Heavy modules are imported inside each command so ``edgeleuk --help`` and the
-torch-free commands start fast.
+Each command imports its library module inside the command (the comment says
+what that spares): ``edgeleuk --help`` starts fast and the torch-free commands
+never load torch.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def synth(
     seed: int = typer.Option(0, help="Random seed; the same seed writes the same files."),
 ) -> None:
     """Write a SYNTHETIC data set in the public C-NMC release layout (pipeline testing only)."""
-    from edgeleuk.synth import make_synthetic
+    from edgeleuk.synth import make_synthetic  # lazy: OpenCV
 
     with _exit_codes():
         summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
@@ -109,7 +110,7 @@ def import_checkpoint(
     out: Path = typer.Argument(..., help="edgeleuk checkpoint to write."),
 ) -> None:
     """Convert the paper's published model.pt into an edgeleuk checkpoint."""
-    from edgeleuk.checkpoint import import_paper_checkpoint
+    from edgeleuk.checkpoint import import_paper_checkpoint  # lazy: torch
 
     with _exit_codes():
         ckpt = import_paper_checkpoint(src, out)
@@ -126,7 +127,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run in OUT."),
 ) -> None:
     """Train the classifier with a recipe (the paper's by default)."""
-    from edgeleuk.training import train as train_run
+    from edgeleuk.training.loop import train as train_run  # lazy: torch
 
     with _exit_codes():
         result = train_run(data, recipe=recipe, out=out, seed=seed, pretrained=pretrained, resume=resume)
@@ -142,7 +143,7 @@ def sweep(
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
 ) -> None:
     """Train one run per seed and write the paper's Table 2 (Markdown + JSON)."""
-    from edgeleuk.training.sweep import run_sweep
+    from edgeleuk.training.sweep import run_sweep  # lazy: torch
 
     with _exit_codes():
         table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
@@ -155,7 +156,7 @@ def compare(
     out: Path = typer.Option(Path("compare"), help="Folder for the figure and the test results."),
 ) -> None:
     """Compare sweeps: mean +- std curves (Figure 4) and one-sided Mann-Whitney U tests."""
-    from edgeleuk.training.compare import compare_sweeps
+    from edgeleuk.training.compare import compare_sweeps  # lazy: scipy, matplotlib
 
     with _exit_codes():
         report = compare_sweeps(sweeps, out=out)
@@ -170,7 +171,7 @@ def export(
     calib: Path | None = typer.Option(None, help="Real images for the parity gate and INT8 calibration."),
 ) -> None:
     """Export one ONNX graph with preprocessing and rotation TTA folded in, through the parity gate."""
-    from edgeleuk.exporting import export_model
+    from edgeleuk.exporting import export_model  # lazy: torch, onnx, openvino
 
     with _exit_codes():
         result = export_model(ckpt, out=out, profile=profile, calib=calib)
@@ -182,7 +183,7 @@ def info(
     model: Path = typer.Argument(..., help="Exported .onnx or OpenVINO .xml, or a checkpoint .pt."),
 ) -> None:
     """Print the metadata stored in a model file."""
-    from edgeleuk.runtime.modelfile import describe_model_file
+    from edgeleuk.info import describe_model_file  # lazy: numpy via the runtime
 
     with _exit_codes():
         typer.echo(describe_model_file(model))
@@ -222,6 +223,7 @@ def predict(
     fault (rows made before it go to OUT.partial.csv) or an unwritable OUT;
     2 usage error (missing model or folder, no images, backend unavailable).
     """
+    # lazy: numpy, the runtime and its backends
     from edgeleuk.predict import PredictOptions
     from edgeleuk.predict import predict as run_predict
 
@@ -250,7 +252,7 @@ def bench(
     budget: float = typer.Option(2.0, min=0.1, help="Seconds each timing loop may run (the library default)."),
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
-    from edgeleuk.bench import BenchOptions, run_bench
+    from edgeleuk.bench import BenchOptions, run_bench  # lazy: numpy, the runtime
 
     opts = BenchOptions(
         backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
@@ -268,7 +270,7 @@ def demo(
     fast: bool = typer.Option(False, help="Tiny scale (smoke recipe, few cells): a minute, not minutes."),
 ) -> None:
     """Synthesise data, train, export (fp32 + INT8), predict and bench: the whole pipeline."""
-    from edgeleuk.demo import run_demo
+    from edgeleuk.demo import run_demo  # lazy: torch (the whole pipeline)
 
     with _exit_codes():
         run_demo(out, fast=fast)
@@ -283,7 +285,7 @@ def calibrate(
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
 ) -> None:
     """Pick the decision threshold that reaches a target sensitivity with the best specificity."""
-    from edgeleuk.workflow.calibrate import calibrate_model
+    from edgeleuk.workflow.calibrate import calibrate_model  # lazy: numpy, the runtime
 
     with _exit_codes():
         point = calibrate_model(model, data=data, sensitivity=sensitivity, out=out, backend=backend.value)
@@ -316,7 +318,7 @@ def watch(
     are tried again with backoff, then watch stops (exit 1). A full disk or
     read-only OUT stops it too (exit 1), keeping every row written.
     """
-    from edgeleuk.workflow.watch import FaultPolicy, watch_folder
+    from edgeleuk.workflow.watch import FaultPolicy, watch_folder  # lazy: numpy, the runtime
 
     with _exit_codes():
         summary = watch_folder(
@@ -335,7 +337,7 @@ def report(
     ),
 ) -> None:
     """Write a self-contained HTML patient-level report."""
-    from edgeleuk.workflow.report import write_report
+    from edgeleuk.workflow.report import write_report  # lazy: numpy, OpenCV thumbnails
 
     with _exit_codes():
         path = write_report(predictions, out=out, images=images)

@@ -34,6 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.files import image_entries, list_images, natural_key, read_csv, synthetic_root
 from edgeleuk.imageio import SUPPORTED_EXTENSIONS
@@ -49,6 +51,8 @@ __all__ = [
     "list_images",
     "natural_key",
     "read_labels_csv",
+    "spread",
+    "spread_indices",
     "subject_from_name",
 ]
 
@@ -357,3 +361,19 @@ def fingerprint(records: Iterable[Record], root: str | os.PathLike[str] | None =
         rel = rec.path.relative_to(root) if root is not None else rec.path
         h.update(f"{rel.as_posix()}\t{rec.label}\n".encode())
     return h.hexdigest()
+
+
+def spread_indices(total: int, n: int) -> np.ndarray:
+    """``n`` indices evenly spaced over ``range(total)`` (all of them if ``n >= total``), deterministic."""
+    if n >= total:
+        return np.arange(total)
+    return np.linspace(0, total - 1, n).round().astype(int)
+
+
+def spread(records: list[Record], n: int) -> list[Record]:
+    """``n`` records evenly spaced over the stable order (covers folds and classes), deterministic.
+
+    The gate, INT8 calibration and ``bench`` draw their cells this way, so a
+    sample of a sorted C-NMC split takes both classes and every fold.
+    """
+    return [records[i] for i in spread_indices(len(records), n)]

@@ -21,7 +21,13 @@ from rich.console import Console
 
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.config import resolve_named
+from edgeleuk.data import discover
 from edgeleuk.errors import EdgeleukError, GateFailed, UsageError
+from edgeleuk.exporting import export_model
+from edgeleuk.predict import PredictOptions, predict
+from edgeleuk.synth import make_synthetic
+from edgeleuk.training.loop import train
+from edgeleuk.workflow.report import write_report
 
 SYNTHETIC_NOTE = (
     "SYNTHETIC DATA: these cells were drawn by `edgeleuk synth`; every figure below only shows "
@@ -87,11 +93,6 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     Returns:
         The artefact paths and stage timings.
     """
-    from edgeleuk.exporting import export_model
-    from edgeleuk.predict import PredictOptions, predict
-    from edgeleuk.synth import make_synthetic
-    from edgeleuk.training import train
-
     console = console or Console(soft_wrap=True)
     scale = FAST if fast else FULL
     out = Path(out)
@@ -169,9 +170,6 @@ class BenchRun:
 
 def _report(out: Path, data: Path, onnx_path: Path) -> Path:
     """The HTML report, on the preliminary test: it reads best on labelled cells."""
-    from edgeleuk.predict import PredictOptions, predict
-    from edgeleuk.workflow.report import write_report
-
     prelim_dir = _split_folder(data, "prelim")
     prelim_preds = out / "predictions-prelim.csv"
     predict(prelim_dir, model=onnx_path, out=prelim_preds, options=PredictOptions())
@@ -189,8 +187,6 @@ def _prepare_out(out: Path) -> None:
 
 
 def _split_folder(data: Path, split: str) -> Path:
-    from edgeleuk.data import discover
-
     records = discover(data).split(split)
     return records[0].path.parent if records else data
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from edgeleuk.errors import CheckpointError, UsageError
 from edgeleuk.meta import PAPER_ARCH
+from edgeleuk.weights import load_state_dict
 
 # Parameter groups of the paper: stages 1-2, stages 3-5, classifier.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -27,7 +28,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def _paper_net() -> nn.Module:
-    import timm
+    import timm  # lazy: seconds to import, and the tiny net used by tests and the demo needs none of it
 
     return timm.create_model(PAPER_ARCH, pretrained=False, num_classes=1)
 
@@ -153,7 +154,7 @@ def load_pretrained(model: nn.Module, source: str, arch: str = PAPER_ARCH) -> li
                 "--pretrained imagenet needs internet to fetch timm's weights and none is reachable; "
                 "download the state dict elsewhere and pass it with --pretrained PATH"
             )
-        import timm
+        import timm  # lazy: see _paper_net
 
         state = timm.create_model(arch, pretrained=True).state_dict()
     else:
@@ -174,9 +175,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"pretrained weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: optional, only for .safetensors files
 
         return load_file(str(path))
-    from edgeleuk.checkpoint import load_state_dict
-
     return load_state_dict(path)

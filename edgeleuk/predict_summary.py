@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.metrics import binary_metrics
 from edgeleuk.outputs import ResultRow
 from edgeleuk.runtime.base import BackendInfo
 
@@ -80,8 +81,6 @@ class PredictSummary:
 
     def metrics(self) -> dict[str, Any] | None:
         """Metrics against the true labels of the classified cells that have one; None without labels."""
-        from edgeleuk.metrics import binary_metrics
-
         scored = [r for r in self.rows if r.prediction.ok and r.true_label is not None]
         if not scored:
             return None

@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edgeleuk.atomic import atomic_path, atomic_write_text
@@ -170,8 +171,6 @@ def _check_out(out: Path) -> None:
 
 
 def _write_bmp(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
     ok, buf = cv2.imencode(".bmp", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:  # pragma: no cover - OpenCV always encodes uint8 BMP
         raise UsageError(f"OpenCV could not encode {path.name}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edgeleuk.meta import INPUT_SIZE, Preprocess
@@ -208,8 +209,6 @@ def render_cell(rng: np.random.Generator, looks: CellLooks, stain: Stain) -> np.
 
 def _add_specks(rng: np.random.Generator, img: np.ndarray, cy: float, cx: float, cell_r: float) -> None:
     """Leftover background specks just outside the cell, as imperfect segmentation leaves."""
-    import cv2
-
     for _ in range(int(rng.integers(3, 12))):
         rad, ang = rng.uniform(1.03, 1.3) * cell_r, rng.uniform(0.0, 2 * np.pi)
         y, x = round(float(cy + rad * np.sin(ang))), round(float(cx + rad * np.cos(ang)))

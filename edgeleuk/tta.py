@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from edgeleuk.errors import UsageError
-from edgeleuk.meta import Preprocess
+from edgeleuk.meta import ModelMeta, Preprocess
 
 
 def crop_offset(size: int, crop: int) -> int:
@@ -83,10 +83,9 @@ def check_batch(images: np.ndarray, pre: Preprocess) -> None:
 
 
 def _define_classifier() -> type:
+    # Lazy: the numpy half of this module (index maps) must import without torch.
     import torch
     from torch import nn
-
-    from edgeleuk.meta import ModelMeta
 
     class PrependZero(torch.autograd.Function):
         """Prepend one zero along the last axis; exports as a single constant ``Pad``.

@@ -8,12 +8,12 @@ from edgeleuk.checkpoint import (
     convert_paper_state_dict,
     import_paper_checkpoint,
     load_checkpoint,
-    safe_torch_load,
     save_checkpoint,
 )
 from edgeleuk.errors import CheckpointError
 from edgeleuk.meta import ModelMeta
 from edgeleuk.model import create_model
+from edgeleuk.weights import safe_torch_load
 
 
 def _paper_style_state_dict(model: torch.nn.Module) -> dict:

@@ -20,6 +20,7 @@ from edgeleuk.data import (
     list_images,
     natural_key,
     read_labels_csv,
+    spread,
     subject_from_name,
 )
 from edgeleuk.errors import DataError, UsageError
@@ -252,3 +253,10 @@ def test_runtime_modules_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_spread_is_deterministic_and_covers_ends() -> None:
+    recs = [Record(Path(f"{i}.bmp"), i % 2, None, "train", None) for i in range(10)]
+    picked = spread(recs, 4)
+    assert [r.path.name for r in picked] == ["0.bmp", "3.bmp", "6.bmp", "9.bmp"]
+    assert spread(recs, 20) == recs

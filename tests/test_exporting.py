@@ -10,12 +10,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgeleuk.checkpoint import load_checkpoint, sha256_file
+from edgeleuk.checkpoint import load_checkpoint
 from edgeleuk.errors import GateFailed
 from edgeleuk.exporting import export_model, load_profile
 from edgeleuk.exporting.metadata import EXPORT_KEY, META_KEY
+from edgeleuk.files import sha256_file
+from edgeleuk.info import describe_model_file
 from edgeleuk.meta import ModelMeta, Preprocess
 from edgeleuk.reference import TorchReference
+from edgeleuk.runtime.modelfile import read_model_meta
 
 EPOCH = 1_700_000_000
 
@@ -73,8 +76,6 @@ def test_metadata_round_trips(exported, tiny_checkpoint: Path) -> None:
     assert info["input"]["dtype"] == "uint8" and info["input"]["shape"] == ["N", 450, 450, 3]
     assert info["gate"]["passed"] is True and len(info["gate"]["checks"]) == 2
     assert info["exported_at"] == "2023-11-14T22:13:20+00:00"
-    from edgeleuk.runtime.modelfile import describe_model_file, read_model_meta
-
     meta, export = read_model_meta(exported.path)
     assert meta == ckpt.meta and export["profile"]["name"] == "cpu-fp32"
     assert "seresnext_tiny" in describe_model_file(exported.path)
@@ -157,14 +158,14 @@ def test_cli_gate_breach_exits_1_without_file(tiny_checkpoint: Path, synth_root:
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    import edgeleuk.reference
     from edgeleuk.cli import app
+    from edgeleuk.exporting import pipeline
 
     class WrongStd(TorchReference):
         def __init__(self, ckpt, **kwargs):
             super().__init__(ckpt, meta=ckpt.meta.replace(preprocess=Preprocess(std=(0.5, 0.5, 0.5))))
 
-    monkeypatch.setattr(edgeleuk.reference, "TorchReference", WrongStd)
+    monkeypatch.setattr(pipeline, "TorchReference", WrongStd)
     profile = tmp_path / "quick.toml"
     profile.write_text('name = "quick"\ngate_engines = ["onnxruntime"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
     out = tmp_path / "m.onnx"

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeleuk.data import Record
 from edgeleuk.errors import ConfigError, DataError, UsageError
 from edgeleuk.exporting import load_profile
-from edgeleuk.exporting.calib import gate_and_calib_sets, spread
+from edgeleuk.exporting.calib import gate_and_calib_sets
 from edgeleuk.exporting.metadata import export_time
 from edgeleuk.exporting.pipeline import output_path
 from edgeleuk.exporting.profile import MIN_INT8_CALIB
@@ -63,13 +62,6 @@ def test_export_time_pins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
     with pytest.raises(ConfigError):
         export_time(prof)
-
-
-def test_spread_is_deterministic_and_covers_ends() -> None:
-    recs = [Record(Path(f"{i}.bmp"), i % 2, None, "train", None) for i in range(10)]
-    picked = spread(recs, 4)
-    assert [r.path.name for r in picked] == ["0.bmp", "3.bmp", "6.bmp", "9.bmp"]
-    assert spread(recs, 20) == recs
 
 
 def test_gate_set_prefers_labelled_prelim_and_calib_uses_train(synth_root: Path) -> None:

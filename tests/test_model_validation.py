@@ -27,7 +27,7 @@ def _with_metadata(src: Path, dst: Path, meta: str | None = None, export: str | 
     """A copy of ``src`` whose metadata strings are replaced verbatim (no validation on the way)."""
     import onnx
 
-    from edgeleuk.runtime.modelfile import set_onnx_metadata
+    from edgeleuk.modelwrite import set_onnx_metadata
 
     proto = onnx.load(str(src))
     strings = {

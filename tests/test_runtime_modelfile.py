@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from edgeleuk.cli import app
 from edgeleuk.errors import UsageError
+from edgeleuk.info import describe_model_file
 from edgeleuk.meta import ModelMeta, Preprocess
 from edgeleuk.runtime import modelfile
-from edgeleuk.runtime.modelfile import describe_model_file, parse_metadata, read_model_meta
+from edgeleuk.runtime.modelfile import parse_metadata, read_model_meta
 
 META = ModelMeta(
     arch="seresnext_tiny",

@@ -10,7 +10,7 @@ from scipy.stats import mannwhitneyu
 from training_support import fast_recipe
 
 from edgeleuk.errors import UsageError
-from edgeleuk.training import loop
+from edgeleuk.training import sweep
 from edgeleuk.training.compare import compare_sweeps
 from edgeleuk.training.recipe import Augment
 from edgeleuk.training.sweep import run_sweep
@@ -49,7 +49,7 @@ def test_sweep_skips_finished_runs(sweeps, synth_root, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a finished seed was trained again")
 
-    monkeypatch.setattr(loop, "train", boom)
+    monkeypatch.setattr(sweep, "train", boom)
     again = run_sweep(synth_root, recipe=fast_recipe(name="fast-a", epochs=2), seeds=2, out=root / "a")
     assert again.rows == table.rows
 

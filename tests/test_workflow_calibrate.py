@@ -19,9 +19,9 @@ from workflow_support import (
 from edgeleuk.cli import app
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.meta import ModelMeta
+from edgeleuk.modelwrite import write_model_with_meta
 from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.workflow.calibrate import calibrate_model
-from edgeleuk.workflow.modelwrite import write_model_with_meta
 from edgeleuk.workflow.threshold import select_threshold
 
 # 20 ALL and 20 HEM cells; the lowest ALL cell scores below several HEM cells,
@@ -177,7 +177,7 @@ def test_rewritten_models_are_fsynced_with_their_folder(
     write_model_with_meta(model, out_dir / "c.onnx", ModelMeta(threshold=0.3))
     write_model_with_meta(xml, out_dir / "c.xml", ModelMeta(threshold=0.3))
     names = [Path(p).name for p in synced]
-    assert any(n.startswith(".c.onnx.") for n in names)  # the ONNX copy before its rename
+    assert "c.onnx" in names  # the ONNX copy before its rename
     assert sum(n in ("c.xml", "c.bin") for n in names) >= 2  # both IR files, in their temporary folder
     assert synced.count(str(out_dir)) >= 2  # and the folder after each rename
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeleuk.bench.parity import normalise_precision
+from edgeleuk.runtime.modelfile import model_kind, read_model_meta
 
 RUNTIME_BACKENDS = ("cpu", "openvino", "cuda")
 
@@ -43,8 +44,6 @@ def read_model_file(path: Path) -> ModelFile:
     Raises:
         UsageError: Missing file, wrong suffix or no edgeleuk metadata.
     """
-    from edgeleuk.runtime.modelfile import model_kind, read_model_meta
-
     path = Path(path)
     kind = model_kind(path)
     meta, export = read_model_meta(path)

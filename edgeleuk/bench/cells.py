@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeleuk.data import discover, spread
 from edgeleuk.errors import DataError
+from edgeleuk.imageio import decode_image
+from edgeleuk.synth_cells import render_cell, sample_looks, subject_stain
 
 # Split preference: labelled test cells first, then labelled training cells, then unlabelled ones.
 SPLIT_ORDER = ("prelim", "train", "final", "images")
@@ -44,36 +47,19 @@ class Cells:
                 "skipped": list(self.skipped)}
 
 
-def is_synthetic_root(path: Path) -> bool:
-    """Whether ``path`` lies in a data set written by ``edgeleuk synth`` (its marker file)."""
-    from edgeleuk.synth import MARKER
-
-    path = Path(path).resolve()
-    return any((p / MARKER).is_file() for p in (path, *path.parents[:3]))
-
-
-def spread(count: int, n: int) -> np.ndarray:
-    """``min(count, n)`` indices spread evenly over ``range(count)`` (both classes get picked)."""
-    k = min(count, n)
-    return np.unique(np.linspace(0, count - 1, k).round().astype(int)) if k else np.zeros(0, int)
-
-
 def load_folder(root: Path, n: int) -> Cells:
     """Up to ``n`` cells from a data folder, from the first non-empty split of :data:`SPLIT_ORDER`.
 
     Raises:
         DataError: No images, or none could be decoded.
     """
-    from edgeleuk.data import discover
-    from edgeleuk.imageio import decode_image
-
     index = discover(root)
     split = next((name for name in SPLIT_ORDER if index.has(name)), None)
     if split is None:
         raise DataError(f"no images found in {root} (layout {index.layout!r}); point --data at a C-NMC folder "
                         "or a folder of cell images")
     records = index.split(split)
-    picked = [records[i] for i in spread(len(records), n)]
+    picked = spread(records, n)
     images, labels, skipped = [], [], []
     for rec in picked:
         dec = decode_image(rec.path)
@@ -89,14 +75,12 @@ def load_folder(root: Path, n: int) -> Cells:
         images=np.stack(images), labels=np.asarray(labels, dtype=np.int64) if known else None,
         source=f"{root} ({index.layout} layout, split '{split}', {len(images)} of {len(records)} cells"
         f"{', labelled' if known else ', unlabelled'})",
-        synthetic=index.synthetic or is_synthetic_root(root), skipped=tuple(skipped),
+        synthetic=index.synthetic, skipped=tuple(skipped),
     )
 
 
 def draw_synthetic(n: int, seed: int = 0) -> Cells:
     """``n`` SYNTHETIC cells with labels (about 2:1 ALL:HEM), drawn in memory."""
-    from edgeleuk.synth_cells import render_cell, sample_looks, subject_stain
-
     rng = np.random.default_rng([seed, 99])
     stains = [subject_stain(rng) for _ in range(4)]  # a few "subjects" for stain variety
     labels = (np.arange(n) % 3 != 2).astype(np.int64)

@@ -41,7 +41,7 @@ def self_peak_rss() -> int:
     hwm = vm_hwm()
     if hwm is not None:
         return hwm
-    import resource
+    import resource  # lazy: Unix-only stdlib module; Linux answers from VmHWM above
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.metrics import binary_metrics
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -147,7 +149,5 @@ def label_metrics(labels: np.ndarray | None, probs: np.ndarray, threshold: float
     """Weighted F1, sensitivity (ALL recall) and specificity (HEM recall); None without labels."""
     if labels is None:
         return None
-    from edgeleuk.metrics import binary_metrics
-
     m = binary_metrics(np.asarray(labels), np.asarray(probs), threshold=threshold)
     return {"f1": float(m["f1"]), "sensitivity": float(m["sensitivity"]), "specificity": float(m["specificity"])}

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeleuk import __version__
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.bench.cases import Case, ModelFile
 from edgeleuk.bench.machine import MachineInfo
@@ -228,8 +229,6 @@ class BenchReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        from edgeleuk import __version__
-
         return {
             "tool": "edgeleuk bench", "edgeleuk_version": __version__, "created": self.created,
             "synthetic": bool(self.cells.get("synthetic")), "machine": self.machine.to_dict(),

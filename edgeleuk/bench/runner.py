@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -22,6 +21,8 @@ from edgeleuk.bench.parity import check_gate, compare, gate_for, label_metrics
 from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
 from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.files import sha256_file
+from edgeleuk.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
 WORKER_TIMEOUT_S = 4 * 3600  # a hung engine must not hang the benchmark forever
@@ -29,8 +30,6 @@ WORKER_TIMEOUT_S = 4 * 3600  # a hung engine must not hang the benchmark forever
 
 def availability() -> dict[str, str | None]:
     """Backend name -> None if it can run here, else why not and the fix."""
-    from edgeleuk.runtime import BACKENDS
-
     found = {name: BACKENDS[name].availability() for name in RUNTIME_BACKENDS}
     found["torch"] = None if importlib.util.find_spec("torch") else (
         "torch is not installed: pip install 'edgeleuk[train]' to measure the PyTorch original")
@@ -46,14 +45,6 @@ def _check_explicit(backend: str, reasons: dict[str, str | None], checkpoint: Pa
         raise BackendUnavailable(
             f"--backend {backend} is not available here: {reasons[backend]}. "
             "Use --backend all to list every backend with the reason it cannot run.")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _run_isolated(spec: WorkSpec, images: Path, tmp: Path, index: int) -> Measurement:
@@ -124,7 +115,7 @@ def _speedups(row: Row, ref: Measurement) -> None:
 def _notes(files: list[ModelFile], checkpoint: Path | None, cells: Cells, opts: BenchOptions) -> list[str]:
     notes = []
     if checkpoint is not None:
-        sha = _sha256(checkpoint)
+        sha = sha256_file(checkpoint)
         for mf in files:
             if mf.source_sha256 and mf.source_sha256 != sha:
                 notes.append(f"{mf.path.name} was exported from checkpoint sha256 {mf.source_sha256[:12]}..., "

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.runtime.base import BackendOptions
+from edgeleuk.runtime.openvino import compile_config
+from edgeleuk.runtime.ort_common import session_options
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,7 @@ def openvino_async(
     model: Path, cells: np.ndarray, options: BackendOptions, budget_s: float, min_cells: int,
 ) -> ModeResult:
     """Cells/s with the THROUGHPUT hint and an ``AsyncInferQueue``."""
-    import openvino as ov
-
-    from edgeleuk.runtime.openvino import compile_config
+    import openvino as ov  # lazy: each bench worker process loads only its own engine
 
     core = ov.Core()
     config = compile_config(BackendOptions(threads=options.threads, precision=options.precision,
@@ -73,9 +73,7 @@ def openvino_async(
 
 def cuda_io_binding(model: Path, cells: np.ndarray, options: BackendOptions, budget_s: float, batch: int) -> ModeResult:
     """Cells/s on ONNX Runtime CUDA with the batch bound on the device (no host copies)."""
-    import onnxruntime as ort
-
-    from edgeleuk.runtime.ort_common import session_options
+    import onnxruntime as ort  # lazy: each bench worker process loads only its own engine
 
     session = ort.InferenceSession(str(model), session_options(ort, options),
                                    providers=["CUDAExecutionProvider"])

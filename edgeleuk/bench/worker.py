@@ -25,6 +25,7 @@ from edgeleuk.bench.memory import self_peak_rss
 from edgeleuk.bench.throughput import throughput_mode
 from edgeleuk.bench.timing import measure_latency, measure_throughput, timed
 from edgeleuk.errors import BackendUnavailable
+from edgeleuk.runtime import BackendOptions, open_backend
 
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -98,6 +99,7 @@ class Measurement:
 def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any]]:
     case = spec.case
     if case.backend == "torch":
+        # Lazy: only the torch row may load torch; the other rows' processes measure their engine alone.
         import torch
 
         from edgeleuk.checkpoint import load_checkpoint
@@ -109,8 +111,6 @@ def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any]]:
             "engine": f"torch {torch.__version__}", "path": "eager, PIL rotations (the paper's)",
             "threads": torch.get_num_threads(),
         }
-    from edgeleuk.runtime import BackendOptions, open_backend
-
     opts = BackendOptions(threads=spec.threads, precision=case.ov_precision, hint="latency")
     backend = open_backend(case.model, case.backend, opts)
     return backend.run, asdict(backend.info())
@@ -150,8 +150,6 @@ def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
             throughput[b] = measure_throughput(run, cells, b, spec.budget_s)
     mode = None
     if spec.throughput_mode and spec.case.model is not None:
-        from edgeleuk.runtime import BackendOptions
-
         opts = BackendOptions(threads=spec.threads, precision=spec.case.ov_precision)
         result = throughput_mode(spec.case.backend, spec.case.model, cells, opts, spec.budget_s,
                                  max(spec.batch_sizes))

@@ -8,7 +8,8 @@ INT8 OpenVINO IR, gates it against the eager PyTorch reference
 Modules: ``profile`` (TOML profiles), ``graph`` (torch -> ONNX), ``structure``
 (checker and contract), ``engines`` + ``gate`` (parity gate), ``calib`` (gate
 and calibration images), ``int8`` (NNCF) with ``int8_accuracy`` (F1 accuracy
-control), ``metadata``, ``staging`` (all-or-nothing output), ``pipeline``.
+control), ``metadata``, ``pipeline``. Files are written, all or nothing, by
+:mod:`edgeleuk.modelwrite`, which ``calibrate`` shares.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeleuk.data import DataIndex, Record, discover
+from edgeleuk.data import DataIndex, discover, spread
 from edgeleuk.errors import DataError
 from edgeleuk.imageio import decode_image
+from edgeleuk.synth import assign_subjects, make_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +48,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-def spread_indices(total: int, n: int) -> np.ndarray:
-    """``n`` indices evenly spaced over ``range(total)`` (all of them if ``n >= total``), deterministic."""
-    if n >= total:
-        return np.arange(total)
-    return np.linspace(0, total - 1, n).round().astype(int)
-
-
-def spread(records: list[Record], n: int) -> list[Record]:
-    """``n`` records evenly spaced over the stable order (covers folds and classes), deterministic."""
-    return [records[i] for i in spread_indices(len(records), n)]
 
 
 def _first_split(index: DataIndex, order: tuple[str, ...]) -> str:
@@ -91,10 +80,8 @@ def load_set(index: DataIndex, order: tuple[str, ...], n: int, size: int) -> Ima
     return ImageSet(np.stack(images), known, source, split)
 
 
-def synthetic_root(tmp: Path, gate_n: int, calib_n: int) -> Path:
+def draw_synthetic_root(tmp: Path, gate_n: int, calib_n: int) -> Path:
     """Draw a SYNTHETIC set large enough for ``gate_n`` prelim and ``calib_n`` training cells."""
-    from edgeleuk.synth import assign_subjects, make_synthetic
-
     subjects = assign_subjects(SYNTH_SUBJECTS, SYNTH_SEED)
     n_prelim = sum(s.split == "prelim" for s in subjects)
     n_train = sum(s.split == "train" for s in subjects)
@@ -113,7 +100,7 @@ def gate_and_calib_sets(calib: Path | None, gate_n: int, calib_n: int,
         DataError: No usable images, or fewer calibration images than ``calib_n``.
     """
     with tempfile.TemporaryDirectory(prefix="edgeleuk-calib-") as tmp:
-        root = Path(calib) if calib is not None else synthetic_root(Path(tmp), gate_n, calib_n)
+        root = Path(calib) if calib is not None else draw_synthetic_root(Path(tmp), gate_n, calib_n)
         if not root.exists():
             raise DataError(f"--calib folder not found: {root}")
         index = discover(root)

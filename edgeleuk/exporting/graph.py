@@ -11,15 +11,17 @@ import io
 import warnings
 from typing import Any
 
+import onnx
+import torch
+
 from edgeleuk.checkpoint import Checkpoint
 from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
 from edgeleuk.errors import EdgeleukError
+from edgeleuk.tta import TTAClassifier
 
 
 def build_wrapper(ckpt: Checkpoint, half: bool = False) -> Any:
     """The :class:`~edgeleuk.tta.TTAClassifier` around the checkpoint's network, in eval mode."""
-    from edgeleuk.tta import TTAClassifier
-
     return TTAClassifier(ckpt.build_model(), ckpt.meta, half=half).eval()
 
 
@@ -34,9 +36,6 @@ def export_onnx(ckpt: Checkpoint, opset: int, half: bool = False) -> Any:
     Raises:
         EdgeleukError: torch could not export the network.
     """
-    import onnx
-    import torch
-
     wrapper = build_wrapper(ckpt, half=half)
     size = ckpt.meta.preprocess.input_size
     # Two images, not one: a traced size-1 batch could be specialised into the graph.

@@ -17,9 +17,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import openvino as ov
+
 from edgeleuk.errors import EdgeleukError
 from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
+from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control
 from edgeleuk.exporting.profile import ExportProfile
 
 log = logging.getLogger(__name__)
@@ -28,13 +31,12 @@ _WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 _PASS_THROUGH = ("Convert", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Multiply", "Subtract")
 
 
-def _import_nncf() -> tuple[Any, Any]:
+def _import_nncf() -> Any:
     try:
-        import nncf
-        import openvino as ov
+        import nncf  # lazy: many seconds to import, and only INT8 profiles need it
     except ImportError as exc:
         raise EdgeleukError(f"INT8 export needs NNCF and OpenVINO: pip install 'edgeleuk[train]' ({exc})") from exc
-    return nncf, ov
+    return nncf
 
 
 def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate: ImageSet,
@@ -54,7 +56,7 @@ def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate
     Raises:
         EdgeleukError: NNCF is missing or quantization failed.
     """
-    nncf, ov = _import_nncf()
+    nncf = _import_nncf()
     model = ov.Core().read_model(str(onnx_path))
     # Batch 1 per sample, uint8 as deployed: calibration sees what inference sees.
     dataset = nncf.Dataset([img[None] for img in calib.images])
@@ -63,8 +65,6 @@ def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate
     log.info("NNCF: quantizing on %d calibration images (%s)", len(calib), calib.source)
     try:
         if profile.accuracy_control and gate.labels is not None:
-            from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control
-
             quantized, controlled = quantize_with_f1_control(model, dataset, len(calib), gate, ref, profile)
             record.update(controlled)
         else:
@@ -128,7 +128,5 @@ def stabilise_names(model: Any) -> None:
 
 def save_ir(model: Any, xml_path: Path) -> None:
     """Write ``model`` as IR (``.xml`` + ``.bin`` beside it), weights uncompressed, names stable."""
-    import openvino as ov
-
     stabilise_names(model)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)

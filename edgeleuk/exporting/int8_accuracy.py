@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.exporting.calib import ImageSet, spread_indices
+from edgeleuk.data import spread_indices
+from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
 from edgeleuk.exporting.profile import ExportProfile
 from edgeleuk.metrics import binary_metrics
@@ -116,7 +117,7 @@ def quantize_with_f1_control(model: Any, calib_dataset: Any, calib_n: int, gate:
     Returns:
         The quantized model and the record of what accuracy control measured.
     """
-    import nncf
+    import nncf  # lazy: see edgeleuk.exporting.int8._import_nncf
 
     idx = spread_indices(len(gate), profile.accuracy_control_n)
     validator = F1Validator(gate.images, gate.labels, ref, profile.max_f1_drop, profile.min_agreement)

@@ -1,8 +1,8 @@
 """What an exported file says about itself: the two ``edgeleuk.*`` JSON strings.
 
 ONNX files carry them in ``metadata_props``, OpenVINO IR in ``rt_info`` under
-``["edgeleuk", "meta"]`` and ``["edgeleuk", "export"]``; the runtime's
-``edgeleuk.runtime.modelfile`` reads both back without torch.
+``["edgeleuk", "meta"]`` and ``["edgeleuk", "export"]``; :mod:`edgeleuk.modelwrite`
+stores them and the runtime's :mod:`edgeleuk.runtime.modelfile` reads them back.
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ import os
 from typing import Any
 
 from edgeleuk import __version__
-from edgeleuk.checkpoint import Checkpoint, sha256_file
+from edgeleuk.checkpoint import Checkpoint
 from edgeleuk.contract import contract_record
 from edgeleuk.errors import ConfigError
 from edgeleuk.exporting.profile import ExportProfile
-
-# One definition of the keys and writers, shared with the torch-free runtime that reads them back.
-from edgeleuk.runtime.modelfile import EXPORT_KEY, META_KEY, set_ir_metadata, set_onnx_metadata
-
-__all__ = ["EXPORT_KEY", "META_KEY", "export_info", "export_time", "input_contract", "metadata_strings",
-           "set_ir_metadata", "set_onnx_metadata"]
-
+from edgeleuk.files import sha256_file
+from edgeleuk.runtime.modelfile import EXPORT_KEY, META_KEY
 
 
 def export_time(profile: ExportProfile) -> str:

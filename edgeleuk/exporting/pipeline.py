@@ -16,21 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+import openvino as ov
+
 from edgeleuk.checkpoint import Checkpoint, load_checkpoint
 from edgeleuk.errors import GateFailed, UsageError
 from edgeleuk.exporting.calib import ImageSet, gate_and_calib_sets
 from edgeleuk.exporting.gate import GateReport, ReferenceOutputs, reference_outputs, run_gate
 from edgeleuk.exporting.graph import export_onnx
-from edgeleuk.exporting.metadata import (
-    export_info,
-    export_time,
-    metadata_strings,
-    set_ir_metadata,
-    set_onnx_metadata,
-)
+from edgeleuk.exporting.int8 import describe_quantization, quantize_onnx, save_ir
+from edgeleuk.exporting.metadata import export_info, export_time, metadata_strings
 from edgeleuk.exporting.profile import DEFAULT_PROFILE, ExportProfile, load_profile
-from edgeleuk.exporting.staging import output_files, staged
 from edgeleuk.exporting.structure import check_onnx_file
+from edgeleuk.modelwrite import output_files, set_ir_metadata, set_onnx_metadata, staged
+from edgeleuk.reference import TorchReference
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,6 @@ class ExportResult:
              f"in {self.seconds:.1f} s"),
         ]
         if self.quantization is not None:
-            from edgeleuk.exporting.int8 import describe_quantization
-
             lines.append(describe_quantization(self.quantization))
         lines.append(self.gate.describe())
         if "SYNTHETIC" in self.gate.data:
@@ -106,8 +103,6 @@ def _gate_or_fail(path: Path, profile: ExportProfile, data: ImageSet, ref: Refer
 
 def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, ref: ReferenceOutputs,
                 exported_at: str) -> GateReport:
-    import onnx
-
     model = export_onnx(ckpt, profile.opset, half=profile.precision == "fp16")
     onnx.save(model, str(dest))
     check_onnx_file(dest, ckpt.meta, fp16=profile.precision == "fp16")
@@ -120,11 +115,6 @@ def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: Imag
 
 def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
               ref: ReferenceOutputs, exported_at: str) -> tuple[GateReport, dict[str, Any] | None]:
-    import onnx
-    import openvino as ov
-
-    from edgeleuk.exporting.int8 import quantize_onnx, save_ir
-
     fp32 = dest.with_name("float32.onnx")
     onnx.save(export_onnx(ckpt, profile.opset), str(fp32))
     check_onnx_file(fp32, ckpt.meta)
@@ -168,8 +158,6 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
     data, calib_set = gate_and_calib_sets(Path(calib) if calib else None, prof.parity_n, calib_n,
                                           checkpoint.meta.preprocess.input_size)
     if reference is None:
-        from edgeleuk.reference import TorchReference
-
         reference = TorchReference(checkpoint)
     ref = reference_outputs(reference, data)
     record = None

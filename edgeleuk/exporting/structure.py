@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES
 from edgeleuk.errors import GateFailed
 from edgeleuk.meta import ModelMeta
@@ -16,8 +18,6 @@ def _dims(value_info: Any) -> list[int | str]:
 
 def contract_problems(model: Any, meta: ModelMeta) -> list[str]:
     """Differences between the graph's inputs/outputs and the contract (empty when it holds)."""
-    import onnx
-
     size = meta.preprocess.input_size
     problems = []
     inputs = list(model.graph.input)
@@ -41,8 +41,6 @@ def contract_problems(model: Any, meta: ModelMeta) -> list[str]:
 
 def fp16_problems(model: Any) -> list[str]:
     """Why a graph is not float16 inside (empty when every floating weight is float16)."""
-    import onnx
-
     kinds = {onnx.TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer
              if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)}
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
@@ -60,8 +58,6 @@ def check_onnx_file(path: Path, meta: ModelMeta, fp16: bool = False) -> None:
     Raises:
         GateFailed: The file is malformed or breaks the contract.
     """
-    import onnx
-
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

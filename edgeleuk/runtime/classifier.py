@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.contract import graph_problems
+from edgeleuk.data import subject_from_name
 from edgeleuk.errors import EdgeleukError, EngineFault, UsageError
 from edgeleuk.imageio import Decoded
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
@@ -65,8 +66,6 @@ class Prediction:
 
 
 def _subject(path: Path) -> str | None:
-    from edgeleuk.data import subject_from_name
-
     return subject_from_name(path.name)
 
 

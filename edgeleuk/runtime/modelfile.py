@@ -1,4 +1,4 @@
-"""Read (and rewrite) the metadata an exported model file carries, without torch.
+"""Read the metadata an exported model file carries, without torch.
 
 An exported ONNX graph stores two JSON strings in ``metadata_props`` and an
 OpenVINO IR stores the same two in ``rt_info``:
@@ -6,7 +6,8 @@ OpenVINO IR stores the same two in ``rt_info``:
 * ``edgeleuk.meta``: :meth:`ModelMeta.to_json` (preprocessing contract, threshold, classes);
 * ``edgeleuk.export``: how the file was made (profile, precision, opset, parity gate report).
 
-``edgeleuk info`` also accepts a checkpoint ``.pt``; only then is torch imported.
+Writing them is :mod:`edgeleuk.modelwrite`'s job; ``edgeleuk info``'s text is
+:mod:`edgeleuk.info`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from edgeleuk.meta import ModelMeta
 META_KEY = "edgeleuk.meta"
 EXPORT_KEY = "edgeleuk.export"
 MODEL_KINDS = {".onnx": "onnx", ".xml": "ir"}
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
 def model_kind(path: Path) -> str:
@@ -62,31 +62,9 @@ def ir_metadata(model: Any) -> dict[str, str]:
     return found
 
 
-def set_onnx_metadata(proto: Any, strings: Mapping[str, str]) -> None:
-    """Replace entries of an ``onnx.ModelProto``'s ``metadata_props``, keeping the others in order."""
-    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in strings]
-    del proto.metadata_props[:]
-    for key, value in [*keep, *sorted(strings.items())]:  # sorted: repeated exports give the same bytes
-        proto.metadata_props.add(key=key, value=value)
-
-
-def set_ir_metadata(model: Any, strings: Mapping[str, str]) -> None:
-    """Store ``edgeleuk.*`` strings in an ``openvino.Model``'s rt_info.
-
-    ``edgeleuk.meta`` goes under ``["edgeleuk", "meta"]``, ``edgeleuk.export`` under ``["edgeleuk", "export"]``.
-
-    A model read from an ``.onnx`` file also holds the ONNX copy under
-    ``["framework", key]``; it is overwritten too, so no stale value survives.
-    """
-    for key, value in strings.items():
-        model.set_rt_info(value, key.split("."))
-        if model.has_rt_info(["framework", key]):
-            model.set_rt_info(value, ["framework", key])
-
-
 def _onnx_metadata(path: Path) -> dict[str, str]:
     try:
-        import onnx
+        import onnx  # lazy: optional (cpu/gpu extras), and the runtime must start without it
     except ImportError:
         onnx = None
     if onnx is not None:
@@ -94,7 +72,7 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
         proto = onnx.load(str(path), load_external_data=False)
         return {p.key: p.value for p in proto.metadata_props}
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: engines load only when a file of theirs is read
     except ImportError as exc:
         raise UsageError("reading .onnx metadata needs onnxruntime: pip install 'edgeleuk[cpu]'") from exc
     opts = ort.SessionOptions()
@@ -104,7 +82,7 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
 
 
 def _ir_file_metadata(path: Path) -> dict[str, str]:
-    import openvino as ov
+    import openvino as ov  # lazy: seconds to import, only for IR files
 
     return ir_metadata(ov.Core().read_model(str(path)))
 
@@ -150,63 +128,3 @@ def parse_metadata(raw: Mapping[str, str], source: Path | str) -> tuple[ModelMet
 def read_model_meta(path: Path) -> tuple[ModelMeta, dict[str, Any]]:
     """``(ModelMeta, export info)`` of an exported ``.onnx`` or ``.xml`` model, torch-free."""
     return parse_metadata(read_raw_metadata(path), path)
-
-
-def format_meta(meta: ModelMeta) -> list[str]:
-    """Human-readable lines describing a :class:`ModelMeta`."""
-    pre = meta.preprocess
-    lines = [
-        f"arch:          {meta.arch}",
-        f"input:         uint8 RGB [N, {pre.input_size}, {pre.input_size}, 3]",
-        (
-            f"preprocess:    centre crop {pre.crop}, scale {pre.scale:.6g}, "
-            f"mean {list(pre.mean)}, std {list(pre.std)}"
-        ),
-        f"rotations:     {pre.rotations} ({', '.join(f'{a:g}' for a in pre.angles)} degrees)",
-        f"threshold:     {meta.threshold:.6g} ({meta.threshold_source})",
-        f"classes:       {', '.join(f'{k}={v}' for k, v in sorted(meta.class_names.items()))}",
-    ]
-    optional = {"recipe": meta.recipe, "seed": meta.seed, "data": meta.data_fingerprint}
-    lines += [f"{k + ':':<15}{v}" for k, v in optional.items() if v is not None]
-    if meta.val_metrics:
-        lines.append(f"val metrics:   {json.dumps(meta.val_metrics, sort_keys=True)}")
-    if meta.extra:
-        lines.append(f"extra:         {json.dumps(meta.extra, sort_keys=True)}")
-    return lines
-
-
-def _format_export(export: dict[str, Any]) -> list[str]:
-    if not export:
-        return ["export:        (no export record)"]
-    lines = ["export:"]
-    for key in sorted(export):
-        value = export[key]
-        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-        lines.append(f"  {key}: {text}")
-    return lines
-
-
-def _describe_checkpoint(path: Path) -> str:
-    from edgeleuk.checkpoint import load_checkpoint  # torch only for checkpoints
-
-    ckpt = load_checkpoint(path)
-    head = [f"{path}: edgeleuk checkpoint (PyTorch), {len(ckpt.state_dict)} tensors"]
-    return "\n".join(head + format_meta(ckpt.meta))
-
-
-def describe_model_file(path: Path) -> str:
-    """A multi-line description of an exported model or checkpoint (``edgeleuk info``)."""
-    path = Path(path)
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        if not path.is_file():
-            raise UsageError(f"checkpoint not found: {path}")
-        return _describe_checkpoint(path)
-    meta, export = read_model_meta(path)
-    size_mb = path.stat().st_size / 1e6
-    if model_kind(path) == "ir":
-        size_mb += path.with_suffix(".bin").stat().st_size / 1e6
-        kind = "OpenVINO IR"
-    else:
-        kind = "ONNX"
-    head = [f"{path}: {kind} model, {size_mb:.1f} MB"]
-    return "\n".join(head + format_meta(meta) + _format_export(export))

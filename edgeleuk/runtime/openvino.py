@@ -28,7 +28,7 @@ _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 def _import_openvino() -> Any:
     try:
-        import openvino
+        import openvino  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
     except ImportError as exc:
         raise BackendUnavailable("openvino is not installed: pip install openvino") from exc
     return openvino

@@ -43,7 +43,7 @@ def installed_ort_distributions() -> set[str]:
 def import_ort() -> Any:
     """Import ``onnxruntime`` or say how to install it."""
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
     except ImportError as exc:
         raise BackendUnavailable(
             "onnxruntime is not installed: pip install 'edgeleuk[cpu]' (or 'edgeleuk[gpu]' for CUDA)"

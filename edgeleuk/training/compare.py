@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.errors import UsageError
+from edgeleuk.training.plots import plot_sweep_curves
 from edgeleuk.training.rundir import SYNTHETIC_NOTE, RunFiles, read_metrics, read_summary
 
 log = logging.getLogger("edgeleuk.training")
@@ -133,8 +135,6 @@ def _names(paths: Sequence[Path]) -> list[str]:
 
 def mann_whitney(first: SweepCurves, other: SweepCurves) -> dict[str, Any]:
     """One-sided test that ``first``'s best F1 scores are greater than ``other``'s."""
-    from scipy.stats import mannwhitneyu
-
     res = mannwhitneyu(first.best_f1, other.best_f1, alternative="greater")
     return {"first": first.name, "other": other.name, "u": float(res.statistic), "p": float(res.pvalue),
             "n_first": len(first.best_f1), "n_other": len(other.best_f1)}
@@ -150,8 +150,6 @@ def compare_sweeps(sweeps: Sequence[str | Path], out: str | Path = "compare") ->
     Raises:
         UsageError: No sweeps, or a sweep without finished runs.
     """
-    from edgeleuk.training.plots import plot_sweep_curves
-
     paths = [Path(s) for s in sweeps]
     if not paths:
         raise UsageError("give at least one sweep folder")

@@ -6,7 +6,7 @@ Two interchangeable implementations feed the network the same pixels:
   (``augment.rotation_stack``), exactly as the paper's ``TF_VALID_ROT``;
 * ``gather``: raw uint8 cells go to ``edgeleuk.tta.TTAClassifier``, which crops
   and rotates every view with one index gather on the device. Its tests prove
-  it equal to the PIL path; it is chosen by ``val_tta = "auto"`` when present.
+  it equal to the PIL path; ``val_tta = "auto"`` chooses it.
 """
 
 from __future__ import annotations
@@ -25,25 +25,13 @@ from torch.utils.data import DataLoader
 from edgeleuk.data import Record
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.meta import ModelMeta
-
-
-def gather_available() -> bool:
-    """Whether ``edgeleuk.tta.TTAClassifier`` can be used."""
-    try:
-        from edgeleuk.tta import TTAClassifier  # noqa: F401
-    except (ImportError, AttributeError):
-        return False
-    return True
+from edgeleuk.metrics import binary_metrics, per_subject_accuracy
+from edgeleuk.tta import TTAClassifier
 
 
 def use_gather(choice: str) -> bool:
-    """Resolve the recipe's ``val_tta`` to gather (True) or PIL (False)."""
-    if choice == "pil":
-        return False
-    available = gather_available()
-    if choice == "gather" and not available:
-        raise UsageError("val_tta = 'gather' needs edgeleuk.tta.TTAClassifier; use val_tta = 'pil'")
-    return available
+    """Resolve the recipe's ``val_tta`` to gather (True) or PIL (False); ``auto`` means gather."""
+    return choice != "pil"
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -92,8 +80,6 @@ class EvalResult:
 
     def subject_accuracy(self, records: Sequence[Record], threshold: float) -> dict[str, dict[str, Any]]:
         """Accuracy per validation subject (the paper's Figure 3), ``H`` subjects marked healthy."""
-        from edgeleuk.metrics import per_subject_accuracy
-
         subjects = [records[i].subject for i in self.indices]
         return per_subject_accuracy(subjects, self.labels, _sigmoid(self.logits), threshold=threshold)
 
@@ -105,8 +91,6 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def compute_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float) -> dict[str, Any]:
     """Paper metrics on probabilities ``sigmoid(logit)`` with the model's threshold."""
-    from edgeleuk.metrics import binary_metrics
-
     return binary_metrics(labels, _sigmoid(logits), threshold=threshold)
 
 
@@ -154,6 +138,4 @@ def evaluate(net: nn.Module, loader: DataLoader, *, meta: ModelMeta, pos_weight:
 
 def _gather_module(net: nn.Module, meta: ModelMeta, device: torch.device) -> nn.Module:
     """A ``TTAClassifier`` sharing ``net``'s weights (no copy)."""
-    from edgeleuk.tta import TTAClassifier
-
     return TTAClassifier(net, meta).to(device).eval()

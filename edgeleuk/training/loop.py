@@ -14,32 +14,50 @@ as the kernels, see the recipe's ``deterministic`` flag).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from edgeleuk.atomic import atomic_write_text
+from edgeleuk.checkpoint import save_checkpoint
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.meta import ModelMeta
 from edgeleuk.model import create_model, load_pretrained
 from edgeleuk.training import distributed as ddp
 from edgeleuk.training.augment import TrainTransform
 from edgeleuk.training.dataset import CellDataset, Splits, class_counts, pos_weight, select_records
-from edgeleuk.training.epoch_end import EpochRecorder
-from edgeleuk.training.evaluate import autocast, use_gather
+from edgeleuk.training.evaluate import EvalResult, autocast, evaluate, use_gather
+from edgeleuk.training.plots import plot_curves, plot_subjects
 from edgeleuk.training.recipe import Recipe, load_recipe
-from edgeleuk.training.rundir import RunFiles, TrainResult, read_summary, write_metrics
+from edgeleuk.training.rundir import (
+    SYNTHETIC_NOTE,
+    RunFiles,
+    TrainResult,
+    append_metrics,
+    read_summary,
+    write_metrics,
+    write_predictions,
+    write_skipped,
+    write_summary,
+)
 from edgeleuk.training.schedule import build_optimizer, build_scheduler, current_lrs
 from edgeleuk.training.session import run_log, torch_settings
 from edgeleuk.training.state import TrainState, load_last, restore_rng, save_last, state_from
 
 log = logging.getLogger("edgeleuk.training")
+
+#: Metrics stored in the checkpoint's ``val_metrics`` and reported in tables.
+CHECKPOINT_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "recall", "f1", "auc",
+                      "confusion", "loss")
 
 
 def train(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", out: str | Path = "runs/run",
@@ -101,6 +119,9 @@ def _check_out(files: RunFiles, resume: bool) -> TrainResult | None:
 class Trainer:
     """Everything one run needs, built once; :meth:`run` does the epochs.
 
+    Rank 0 also validates after each epoch, keeps ``best.pt``, appends to
+    ``metrics.jsonl`` and, at the end, draws the figures and writes ``summary.json``.
+
     Args:
         data: Data root.
         recipe: Recipe with the effective seed and pretrained source.
@@ -135,7 +156,7 @@ class Trainer:
         elif info.is_main:  # a first epoch that crashed before last.pt may have left lines behind
             write_metrics(files.metrics, [])
             files.skipped.unlink(missing_ok=True)
-        self.recorder = EpochRecorder(self) if info.is_main else None
+        self.validation = self.val_loader() if info.is_main else None
         self._log_setup()
 
     def _train_loader(self) -> DataLoader:
@@ -208,8 +229,8 @@ class Trainer:
             self._epoch(epoch)
         seconds = time.perf_counter() - start
         result = self.result(seconds)
-        if self.recorder is not None:
-            self.recorder.finish(result)
+        if self.info.is_main:
+            self._finish(result)
         ddp.barrier(self.info)
         return result
 
@@ -217,8 +238,8 @@ class Trainer:
         tic = time.perf_counter()
         lrs = current_lrs(self.optimizer)
         train_loss, n_train, skipped = self._train_epoch(epoch)
-        if self.recorder is not None:
-            self.recorder.record(epoch, train_loss, n_train, skipped, lrs, tic)
+        if self.info.is_main:
+            self._record(epoch, train_loss, n_train, skipped, lrs, tic)
         self.scheduler.step()
         self.state.next_epoch = epoch + 1
         if self.info.is_main:
@@ -276,6 +297,79 @@ class Trainer:
             data_fingerprint=self.splits.fingerprint,
         )
 
+    def _record(self, epoch: int, train_loss: float, n_train: int, skipped: dict[str, str],
+                lrs: dict[str, float], tic: float) -> dict[str, Any]:
+        """Validate after ``epoch``, update ``best.pt``, append the metrics line; return that line."""
+        state = self.state
+        val_tic = time.perf_counter()
+        ev = self._validate(epoch)
+        val_seconds = time.perf_counter() - val_tic
+        state.skipped.update(skipped)
+        state.skipped.update({str(self.splits.val[i].path): why for i, why in ev.skipped.items()})
+        metrics = ev.metrics
+        improved = metrics["f1"] > state.best_f1
+        if improved:
+            state.best_f1, state.best_epoch = float(metrics["f1"]), epoch
+            self._save_best(epoch, ev)
+        line = {"epoch": epoch, "train_loss": train_loss, "val_loss": ev.loss, **_plain(metrics),
+                "lr": lrs, "seconds": round(time.perf_counter() - tic, 3),
+                "val_seconds": round(val_seconds, 3), "train_images": n_train,
+                "val_images": len(ev.labels), "skipped": len(state.skipped)}
+        append_metrics(self.files.metrics, line)
+        state.history.append(line)
+        if state.skipped:
+            write_skipped(self.files.skipped, state.skipped)
+            log.warning("%d unreadable images so far were skipped; see %s", len(state.skipped),
+                        self.files.skipped)
+        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, weighted F1 %.4f, acc %.4f%s (%.0f s)",
+                 epoch + 1, self.recipe.epochs, train_loss, ev.loss, metrics["f1"], metrics["accuracy"],
+                 "  * best" if improved else "", line["seconds"])
+        return line
+
+    def _validate(self, epoch: int) -> EvalResult:
+        desc = f"epoch {epoch + 1}/{self.recipe.epochs} validate"
+        bar = tqdm(total=len(self.validation.dataset), desc=desc, unit="cell", file=sys.stderr, leave=False,
+                   disable=None)
+        try:
+            return evaluate(self.net, self.validation, meta=self.meta, pos_weight=self.pos_weight,
+                            device=self.device, amp=self.amp, progress=bar.update)
+        finally:
+            bar.close()
+
+    def _save_best(self, epoch: int, ev: EvalResult) -> None:
+        val_metrics = {k: v for k, v in _plain(ev.metrics).items() if k in CHECKPOINT_METRICS}
+        val_metrics["loss"] = ev.loss
+        meta = self.meta.replace(val_metrics=val_metrics,
+                                 extra={"epoch": epoch, "synthetic": self.splits.synthetic,
+                                        "val_images": len(ev.labels), "pos_weight": self.pos_weight})
+        save_checkpoint(self.files.best, self.net.state_dict(), meta)
+        write_predictions(self.files.predictions, ev.prediction_rows(self.splits.val))
+        subjects = ev.subject_accuracy(self.splits.val, self.meta.threshold)
+        atomic_write_text(self.files.subjects, json.dumps({"epoch": epoch, "accuracy": _plain(subjects)},
+                                                          indent=2, sort_keys=True) + "\n")
+
+    def _finish(self, result: TrainResult) -> None:
+        """Figures and ``summary.json`` for a finished run; a summary in the log either way."""
+        if result.finished:
+            self._plots()
+            write_summary(self.files, result)
+        m = result.best_metrics
+        log.info("%s %s: %d/%d epochs, best epoch %d with weighted F1 %.4f; files in %s",
+                 result.recipe, "finished" if result.finished else "stopped", result.epochs_done,
+                 result.epochs, result.best_epoch, m.get("f1", float("nan")), result.out)
+
+    def _plots(self) -> None:
+        synthetic = self.splits.synthetic
+        try:
+            plot_curves(self.state.history, self.files.curves_png, synthetic)
+            if self.files.subjects.is_file():
+                subjects = json.loads(self.files.subjects.read_text(encoding="utf-8"))["accuracy"]
+                plot_subjects(subjects, self.files.subjects_png, synthetic)
+        except Exception as exc:  # noqa: BLE001 - a figure must never cost a finished run its summary
+            log.warning("could not draw the figures: %s", exc)
+        if synthetic:
+            log.warning(SYNTHETIC_NOTE)
+
 
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
@@ -287,3 +381,14 @@ def _bar(total: int, desc: str, enabled: bool) -> tqdm:
     # disable=None: off when stderr is not a terminal (logs, CI), on in a console.
     return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=False,
                 disable=None if enabled else True, dynamic_ncols=True)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays to JSON-able Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    return value

@@ -1,5 +1,8 @@
 """Headless PNG figures: the paper's Figures 2, 3 and 4.
 
+Drawn on :class:`matplotlib.figure.Figure` objects, not through ``pyplot``: no
+GUI backend is chosen and no global figure state is left behind.
+
 Every figure drawn from synthetic data carries a visible SYNTHETIC label.
 """
 
@@ -10,37 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from edgeleuk.atomic import atomic_path
 from edgeleuk.training.rundir import SYNTHETIC_NOTE
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path, synthetic: bool) -> Path:
+def _save(fig: Figure, path: Path, synthetic: bool) -> Path:
     if synthetic:
         fig.text(0.5, 0.99, SYNTHETIC_NOTE, ha="center", va="top", color="crimson", fontsize=9,
                  fontweight="bold")
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    _pyplot().close(fig)
     return path
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, synthetic: bool = False) -> Path:
     """Figure 2: training loss, validation loss and validation weighted F1 per epoch."""
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(ncols=3, figsize=(10, 3.2))
+    fig = Figure(figsize=(10, 3.2))
+    axes = fig.subplots(ncols=3)
     panels = [("train_loss", "Training set loss"), ("val_loss", "Preliminary test set loss"),
               ("f1", "Preliminary test set weighted F1")]
     for ax, (key, title) in zip(axes, panels):
@@ -61,12 +55,10 @@ def plot_subjects(subjects: Mapping[str, Mapping[str, Any]], path: Path, synthet
         path: PNG to write.
         synthetic: Label the figure as synthetic.
     """
-    plt = _pyplot()
-    from matplotlib.patches import Patch
-
     names = sorted(subjects, key=_subject_key)
     colors = ["tab:green" if subjects[n].get("healthy") else "tab:red" for n in names]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) + 1.5), 3.2))
+    fig = Figure(figsize=(max(5.0, 0.45 * len(names) + 1.5), 3.2))
+    ax = fig.subplots()
     ax.bar(range(len(names)), [subjects[n]["accuracy"] for n in names], color=colors, width=0.6)
     ax.set_xticks(range(len(names)), names, rotation=60, fontsize=8)
     ax.set_ylim(0, 1.05)
@@ -87,10 +79,8 @@ def _subject_key(name: str) -> tuple:
 
 def plot_sweep_curves(curves: Mapping[str, np.ndarray], path: Path, synthetic: bool = False) -> Path:
     """Figure 4: mean +- std validation F1 per epoch of several sweeps (runs x epochs arrays)."""
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
     for name, f1 in curves.items():
         epochs = np.arange(f1.shape[1])
         mean, std = f1.mean(axis=0), f1.std(axis=0)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from edgeleuk.atomic import atomic_path
-from edgeleuk.checkpoint import safe_torch_load
 from edgeleuk.errors import CheckpointError
+from edgeleuk.weights import safe_torch_load
 
 FORMAT = "edgeleuk.train-state/1"
 

@@ -21,16 +21,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.errors import UsageError
+from edgeleuk.training.loop import train
+from edgeleuk.training.recipe import Recipe, load_recipe
 from edgeleuk.training.rundir import SYNTHETIC_NOTE, RunFiles, TrainResult, read_summary
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edgeleuk.training.recipe import Recipe
 
 log = logging.getLogger("edgeleuk.training")
 
@@ -123,7 +122,7 @@ def run_sweep(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml"
         seeds: Number of seeds.
         out: Sweep folder.
         pretrained: Passed to every run.
-        **train_kwargs: Passed to :func:`edgeleuk.training.train` (tests use ``stop_after``).
+        **train_kwargs: Passed to :func:`edgeleuk.training.loop.train` (tests use ``stop_after``).
 
     Returns:
         The :class:`SweepTable`, also written as ``OUT/table2.md`` and ``OUT/table2.json``.
@@ -131,9 +130,6 @@ def run_sweep(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml"
     Raises:
         UsageError: ``seeds < 1`` or a run folder that belongs to another recipe.
     """
-    from edgeleuk.training.loop import train
-    from edgeleuk.training.recipe import Recipe, load_recipe
-
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)

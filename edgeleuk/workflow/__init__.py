@@ -1,8 +1,8 @@
 """The microscope-side workflow, torch-free: calibrate a threshold, watch a folder, report per patient.
 
 * :mod:`~edgeleuk.workflow.threshold`: pick the threshold for a target sensitivity (pure numpy);
-* :mod:`~edgeleuk.workflow.calibrate` + :mod:`~edgeleuk.workflow.modelwrite`: ``edgeleuk calibrate``,
-  writes a copy of the model carrying the threshold and its provenance;
+* :mod:`~edgeleuk.workflow.calibrate`: ``edgeleuk calibrate``, writes a copy of the model carrying
+  the threshold and its provenance (through :mod:`edgeleuk.modelwrite`);
 * :mod:`~edgeleuk.workflow.watch` (+ ``arrivals``, ``csvlog``): ``edgeleuk watch``, classify images as
   they land, one durable CSV row each, resumable;
 * :mod:`~edgeleuk.workflow.report` (+ ``report_data``, ``report_html``, ``report_svg``, ``thumbs``):

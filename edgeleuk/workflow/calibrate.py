@@ -13,17 +13,17 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from edgeleuk.data import Record, discover
 from edgeleuk.errors import DataError, UsageError
-from edgeleuk.workflow.modelwrite import write_model_with_meta
+from edgeleuk.meta import ModelMeta
+from edgeleuk.modelwrite import write_model_with_meta
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.workflow.threshold import OperatingPoint, operating_point, select_threshold
-
-if TYPE_CHECKING:
-    from edgeleuk.data import Record
-    from edgeleuk.meta import ModelMeta
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,6 @@ def load_labelled(data: Path) -> tuple[str, list[Record]]:
     Raises:
         DataError: No split holds labelled cells, or only one class is present.
     """
-    from edgeleuk.data import discover
-
     index = discover(Path(data))
     for name in CALIBRATION_SPLITS:
         try:
@@ -120,8 +118,6 @@ def score_records(model: Path, records: list[Record], backend: str) -> tuple[np.
     Returns:
         ``(probabilities, labels, number of files that failed)``; failed files are left out.
     """
-    from edgeleuk.runtime.classifier import Classifier
-
     classifier = Classifier.load(model, backend=backend)
     predictions = classifier.predict_paths([r.path for r in records])
     scores, labels, failed = [], [], 0
@@ -181,8 +177,6 @@ def calibrate_model(
         DataError: No labelled data, or only one class.
         UsageError: Bad target, model or output path.
     """
-    from edgeleuk.runtime.modelfile import read_model_meta
-
     if not 0.0 <= sensitivity <= 1.0:  # before minutes of inference
         raise UsageError(f"--sensitivity must lie in [0, 1], got {sensitivity}")
     model, data = Path(model), Path(data)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.errors import UsageError
+from edgeleuk.metrics import binary_metrics
 from edgeleuk.workflow.report_data import (
     Row,
     ThresholdEstimate,
@@ -57,8 +58,6 @@ def _overall_metrics(rows: list[Row]) -> dict | None:
     ok = [r for r in rows if r.ok]
     if not ok or any(r.truth is None for r in ok) or len({r.truth for r in ok}) < 2:
         return None
-    from edgeleuk.metrics import binary_metrics
-
     return binary_metrics([r.truth for r in ok], [int(bool(r.called_all)) for r in ok], threshold=0.5)
 
 

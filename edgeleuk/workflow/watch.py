@@ -36,17 +36,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgeleuk.data import label_from_name, subject_from_name
 from edgeleuk.errors import EngineFault, OutputError, UsageError
+from edgeleuk.meta import ModelMeta
 from edgeleuk.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
+from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
-
-if TYPE_CHECKING:
-    from edgeleuk.meta import ModelMeta
-    from edgeleuk.runtime.classifier import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +242,6 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[list[int]]:
 def _open_classifier(model: Path | None, backend: str) -> Classifier:
     if model is None:
         raise UsageError("give --model (an exported .onnx or .xml)")
-    from edgeleuk.runtime.classifier import Classifier
-
     return Classifier.load(model, backend=backend)
 
 

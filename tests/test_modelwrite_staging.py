@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeleuk.exporting import staging
-from edgeleuk.exporting.staging import staged
+from edgeleuk import modelwrite as staging
+from edgeleuk.modelwrite import staged
 
 
 def _write_pair(folder: Path, tag: str) -> None:
