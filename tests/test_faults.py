@@ -156,3 +156,16 @@ def test_predict_with_an_engine_that_always_fails_writes_no_error_rows(
     assert "nothing was written" in result.stderr
     assert out.read_text() == "an earlier run\n"
     assert not partial_path(out).exists()
+
+
+def test_watch_counts_only_faults_without_progress(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    names = _cells(folder, 8)
+    # Every second engine call fails: more faults than the bound in all, but never two in a row.
+    clf = _classifier(lambda call: call % 2 == 0, batch_size=1)
+    policy = FaultPolicy(retries=1, backoff_s=0.01, max_backoff_s=0.01)
+    summary = watch_folder(
+        folder, classifier=clf, out=out, interval=0.02, max_files=8, max_idle=30, faults=policy
+    )
+    assert sorted(r["path"] for r in _rows(out)) == sorted(names)
+    assert summary.classified == 8

@@ -179,8 +179,13 @@ def _after_fault(session: _Session, fault: EngineFault, faults: int, stop: threa
             "again: it continues where it stopped"
         ) from fault
     delay = policy.delay(faults)
-    log.warning("engine fault %d of %d tolerated in a row: %s; trying again in %.3g s",
-                faults, policy.retries, fault, delay)
+    log.warning(
+        "engine fault %d of %d tolerated in a row: %s; trying again in %.3g s",
+        faults,
+        policy.retries,
+        fault,
+        delay,
+    )
     stop.wait(delay)
 
 
@@ -193,10 +198,12 @@ def _loop(
     while not stop.is_set():
         ready = session.tracker.poll(session.scanner.list())
         if ready:
+            written = session.summary.written
             try:
                 reason = _process(session, ready, max_files, stop)
             except EngineFault as fault:
-                faults += 1
+                # "In a row" counts attempts that got nothing done: progress starts the count again.
+                faults = 1 if session.summary.written > written else faults + 1
                 _after_fault(session, fault, faults, stop)
                 last_activity = time.monotonic()
                 continue  # the files it failed on are still ready: the next poll tries them again
@@ -334,8 +341,9 @@ def watch_folder(
     summary = WatchSummary(folder=folder, out=Path(out))
     started = time.monotonic()
     with CsvLog(out, COLUMNS) as sink:
-        session = _start_session(folder, classifier, sink, summary, recursive, batch, give_up_s,
-                                 faults or FaultPolicy())
+        session = _start_session(
+            folder, classifier, sink, summary, recursive, batch, give_up_s, faults or FaultPolicy()
+        )
         stop = stop_event or threading.Event()
         with _ctrl_c_sets(stop) as presses:
             try:
