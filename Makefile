@@ -1,6 +1,6 @@
 # Two entry points, both self-contained on a fresh machine:
 #   make demo   set up .venv and run the end-to-end demo on synthetic data
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv, run the linters (make lint) and the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgeleuk-installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= cpu,train,dev
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo lint test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,15 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/edgeleuk demo --out demo-run
 
-test: $(STAMP)
+# ruff (rules in pyproject.toml) and the import contracts (torch-free runtime, no cycles).
+lint: $(STAMP)
+	$(BIN)/ruff check edgeleuk tests benchmarks
+	$(BIN)/lint-imports --no-cache
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)

@@ -9,8 +9,8 @@ Steps (exports are cached in --work and reused while the checkpoint is the same)
 2. The paper's network, ``legacy_seresnext50_32x4d``, with RANDOM weights (seed 0):
    no pretrained or trained weights are reachable offline. Speed does not depend on
    the weights; accuracy figures on random weights and synthetic cells are meaningless.
-3. Export: fp32 ONNX (export/cpu-fp32.toml) and INT8 OpenVINO IR
-   (export/openvino-int8.toml, NNCF calibrated on synthetic training cells).
+3. Export: fp32 ONNX (profile cpu-fp32) and INT8 OpenVINO IR
+   (profile openvino-int8, NNCF calibrated on synthetic training cells).
 4. ``edgeleuk bench``: torch eager (the paper's path) vs ONNX Runtime CPU fp32,
    OpenVINO f32 and bf16, OpenVINO INT8, 450x450 -> 300 crop, 8 rotations per cell.
 5. Peak memory of the whole ``edgeleuk predict`` path with the INT8 IR (own process).
@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from results import render_results
+from results import render_results  # noqa: E402 - a sibling script, importable once HERE is on sys.path
 
 log = logging.getLogger("standard")
 REPO = HERE.parent
@@ -114,8 +114,8 @@ def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Pa
     from edgeleuk.exporting import export_model, load_profile
 
     sha, seconds = sha256_file(ckpt), {}
-    jobs = {"fp32": ("export/cpu-fp32.toml", cfg.work / f"{cfg.arch}-fp32.onnx"),
-            "int8": ("export/openvino-int8.toml", cfg.work / f"{cfg.arch}-int8.xml")}
+    jobs = {"fp32": ("cpu-fp32", cfg.work / f"{cfg.arch}-fp32.onnx"),
+            "int8": ("openvino-int8", cfg.work / f"{cfg.arch}-int8.xml")}
     for name, (profile_path, out) in jobs.items():
         if _exported_from(out, sha):
             log.info("reusing %s", out)
@@ -190,6 +190,7 @@ def run(cfg: StandardConfig, quick: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeleuk" / "bench-standard"
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=cache, help="cache folder (data, checkpoint, exports)")

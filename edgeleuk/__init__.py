@@ -9,6 +9,10 @@ The embedding API needs no torch::
 
 from __future__ import annotations
 
+from edgeleuk.imageheader import limit_opencv
+
+limit_opencv()  # before anything imports cv2: OpenCV reads its pixel cap once, when it loads
+
 __version__ = "0.1.0"
 __all__ = ["Classifier", "__version__"]
 

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
+import inspect
 import logging
 import sys
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from edgeleuk.bench.options import bench_choices
+from edgeleuk.config import config_text, describe_configs
 from edgeleuk.errors import EdgeleukError
+from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, option_fields
 
 app = typer.Typer(
     name="edgeleuk",
@@ -30,37 +37,54 @@ app = typer.Typer(
 )
 
 
-class BackendChoice(str, enum.Enum):
-    """Inference backends; ``auto`` picks the first that really starts (cuda, openvino, cpu)."""
-
-    auto = "auto"
-    cuda = "cuda"
-    openvino = "openvino"
-    cpu = "cpu"
+def _choice(name: str, values: Iterable[str], doc: str) -> Any:
+    """A typer choice Enum whose members are ``values`` (each named and valued as itself)."""
+    choice = enum.Enum(name, {v: v for v in values}, type=str)
+    choice.__doc__ = doc
+    return choice
 
 
-class BenchBackend(str, enum.Enum):
-    """What ``bench`` measures: every backend, one of them, or the PyTorch original."""
-
-    all = "all"
-    cuda = "cuda"
-    openvino = "openvino"
-    cpu = "cpu"
-    torch = "torch"
-
-
-class Precision(str, enum.Enum):
-    """OpenVINO CPU inference precision."""
-
-    f32 = "f32"
-    bf16 = "bf16"
+# Derived from the backend registry: a registered backend appears here without editing this file.
+BackendChoice = _choice(
+    "BackendChoice", (AUTO, *auto_order()),
+    f"Inference backends; auto picks the first that really starts ({', '.join(auto_order())}).",
+)
+BenchBackend = _choice("BenchBackend", bench_choices(),
+                       "What bench measures: every backend, one of them, or the PyTorch original.")
 
 
-class Hint(str, enum.Enum):
-    """OpenVINO performance hint."""
+def _flag(backend: str, field: Any) -> inspect.Parameter:
+    """The CLI parameter for one field of a backend's own options record."""
+    default, meta = field.default, field.metadata
+    annotation = typing.get_type_hints(BACKENDS[backend].Options)[field.name]
+    if meta.get("choices"):
+        annotation = _choice(field.name.capitalize(), meta["choices"], meta.get("help", ""))
+        default = annotation(default)
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, help=meta.get("help")))
 
-    latency = "latency"
-    throughput = "throughput"
+
+def backend_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one flag per backend option field (``--precision``, ``--tensorrt``...).
+
+    The values reach ``command`` as ``engine_fields`` (field name -> value), for
+    :func:`edgeleuk.runtime.registry.backend_options`.
+    """
+    flags = [_flag(backend, f) for backend, f in option_fields()]
+    names = [p.name for p in flags]
+    params = inspect.signature(command, eval_str=True).parameters.values()
+    own = [p for p in params if p.name != "engine_fields"]
+    clash = {p.name for p in own} & set(names)
+    if clash:
+        raise TypeError(f"{command.__name__}: backend option(s) {sorted(clash)} clash with its parameters")
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        fields = {n: getattr(v, "value", v) for n, v in ((n, kwargs.pop(n)) for n in names)}
+        command(*args, engine_fields=fields, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *flags])  # type: ignore[attr-defined]
+    return wrapper
 
 
 class OutFormat(str, enum.Enum):
@@ -120,7 +144,7 @@ def import_checkpoint(
 @app.command()
 def train(
     data: Path = typer.Argument(..., help="C-NMC data root (public release or the paper's layout)."),
-    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML (or a name in train/)."),
+    recipe: str = typer.Option("paper", help="Recipe: a packaged name (see `edgeleuk recipes`) or a TOML file."),
     out: Path = typer.Option(..., help="Run folder (checkpoints, metrics.jsonl, plots)."),
     seed: int | None = typer.Option(None, help="Seed; overrides the recipe's."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
@@ -137,7 +161,7 @@ def train(
 @app.command()
 def sweep(
     data: Path = typer.Argument(..., help="C-NMC data root."),
-    recipe: str = typer.Option("train/paper.toml", help="Training recipe TOML."),
+    recipe: str = typer.Option("paper", help="Recipe: a packaged name (see `edgeleuk recipes`) or a TOML file."),
     seeds: int = typer.Option(24, help="Number of seeds (0..N-1)."),
     out: Path = typer.Option(..., help="Sweep folder; each seed in OUT/seed-N."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
@@ -167,7 +191,7 @@ def compare(
 def export(
     ckpt: Path = typer.Argument(..., help="edgeleuk checkpoint."),
     out: Path = typer.Option(Path("model.onnx"), help="Output .onnx (or .xml for an OpenVINO IR profile)."),
-    profile: str = typer.Option("export/cpu-fp32.toml", help="Export profile TOML (or a name in export/)."),
+    profile: str = typer.Option("cpu-fp32", help="Profile: a packaged name (see `edgeleuk profiles`) or a TOML file."),
     calib: Path | None = typer.Option(None, help="Real images for the parity gate and INT8 calibration."),
 ) -> None:
     """Export one ONNX graph with preprocessing and rotation TTA folded in, through the parity gate."""
@@ -176,6 +200,27 @@ def export(
     with _exit_codes():
         result = export_model(ckpt, out=out, profile=profile, calib=calib)
     typer.echo(result.describe())
+
+
+def _list_or_print(kind: str, name: str | None) -> None:
+    with _exit_codes():
+        typer.echo(describe_configs(kind) if name is None else config_text(kind, name), nl=name is None)
+
+
+@app.command()
+def recipes(
+    name: str | None = typer.Argument(None, help="Print this recipe's TOML (redirect it to a file to edit it)."),
+) -> None:
+    """List the training recipes shipped with edgeleuk, or print one."""
+    _list_or_print("recipes", name)
+
+
+@app.command()
+def profiles(
+    name: str | None = typer.Argument(None, help="Print this profile's TOML (redirect it to a file to edit it)."),
+) -> None:
+    """List the export profiles shipped with edgeleuk, or print one."""
+    _list_or_print("profiles", name)
 
 
 @app.command()
@@ -190,6 +235,7 @@ def info(
 
 
 @app.command()
+@backend_flags
 def predict(
     folder: Path = typer.Argument(..., help="Folder of cell images."),
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
@@ -204,11 +250,7 @@ def predict(
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),
     fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
     strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
-    precision: Precision = typer.Option(Precision.f32, help="OpenVINO CPU inference precision."),
-    device: str | None = typer.Option(None, help="OpenVINO device name (CPU, GPU, ...)."),
-    hint: Hint = typer.Option(
-        Hint.latency, help="OpenVINO performance hint (throughput can help on large folders)."
-    ),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
 
@@ -226,12 +268,14 @@ def predict(
     # lazy: numpy, the runtime and its backends
     from edgeleuk.predict import PredictOptions
     from edgeleuk.predict import predict as run_predict
+    from edgeleuk.runtime.registry import backend_options
 
-    opts = PredictOptions(
-        backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
-        fmt=fmt.value, precision=precision.value, device=device, hint=hint.value,
-    )
     with _exit_codes():
+        engine = backend_options(**(engine_fields or {})).engine
+        opts = PredictOptions(
+            backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
+            fmt=fmt.value, engine=engine,
+        )
         summary = run_predict(folder, model=model, out=out, options=opts)
     typer.echo(summary.describe())
     raise typer.Exit(summary.exit_code(strict=strict))

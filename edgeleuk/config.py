@@ -1,4 +1,8 @@
-"""Load TOML files into frozen dataclasses; unknown or mistyped keys are errors."""
+"""Load TOML files into frozen dataclasses; find the recipes and export profiles shipped with edgeleuk.
+
+Unknown or mistyped keys are errors. Recipes and profiles are package data in
+:mod:`edgeleuk.configs`; a user's own TOML file is read the same way.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import dataclasses
 import sys
 import types
 import typing
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +23,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+# The export profile used when none is named (by ``export``, and by ``bench`` for unrecorded files).
+DEFAULT_EXPORT_PROFILE = "cpu-fp32"
+
+#: Packaged config folders (``edgeleuk/configs/<kind>``) and the repository folder the same
+#: files were documented under (``--recipe train/paper.toml``, ``--profile export/cpu-fp32.toml``).
+CONFIG_KINDS = {"recipes": "train", "profiles": "export"}
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -86,13 +98,14 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str = "config") -> T
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def load_toml(cls: type[T], path: str | Path) -> T:
-    """Read a TOML file into ``cls``.
+def load_toml(cls: type[T], path: str | Path | Traversable) -> T:
+    """Read a TOML file (a path, or a packaged config from :func:`resolve_named`) into ``cls``.
 
     Raises:
         ConfigError: The file is missing, is not valid TOML, or does not fit ``cls``.
     """
-    path = Path(path)
+    if isinstance(path, str):
+        path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -102,21 +115,67 @@ def load_toml(cls: type[T], path: str | Path) -> T:
     return from_mapping(cls, data, where=path.name)
 
 
-def resolve_named(name_or_path: str | Path, folder: str, repo_root: Path | None = None) -> Path:
-    """Accept ``paper`` or ``train/paper.toml``: bare names resolve in the repo's folder.
+def _packaged(kind: str) -> Traversable:
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"unknown config kind {kind!r}; choose one of {', '.join(CONFIG_KINDS)}")
+    return resources.files("edgeleuk.configs") / kind
+
+
+def config_names(kind: str) -> list[str]:
+    """Names of the packaged ``recipes`` or ``profiles``, sorted (``paper``, ``smoke``, ...)."""
+    folder = _packaged(kind)
+    if not folder.is_dir():  # an install that lost its package data: say "none", do not crash
+        return []
+    return sorted(f.name.removesuffix(".toml") for f in folder.iterdir() if f.name.endswith(".toml"))
+
+
+def _packaged_file(kind: str, name: str) -> Traversable:
+    found = _packaged(kind) / f"{name.removesuffix('.toml')}.toml"
+    if not found.is_file():
+        raise ConfigError(
+            f"no packaged {kind[:-1]} {name!r}; packaged {kind}: {', '.join(config_names(kind)) or 'none'} "
+            f"(`edgeleuk {kind}` lists them, `edgeleuk {kind} NAME` prints one to copy and edit)"
+        )
+    return found
+
+
+def resolve_named(name_or_path: str | Path, kind: str) -> Path | Traversable:
+    """Find a recipe or export profile given as a file, a packaged name or the documented repository path.
+
+    An existing file (``my.toml``) is read as it is. ``paper``, ``paper.toml`` and
+    the repository-style ``train/paper.toml`` (``export/cpu-fp32.toml`` for
+    profiles) name the copy shipped inside the package, so they work after any
+    install and from any folder. Any other missing path is an error, never a
+    silent substitute.
+
+    Args:
+        name_or_path: What the user gave.
+        kind: ``recipes`` or ``profiles``.
 
     Raises:
-        ConfigError: Neither a file nor a name in ``folder``; the message lists the names there.
+        ConfigError: Neither an existing file nor a packaged name; the message lists the names.
     """
     p = Path(name_or_path)
     if p.is_file():
         return p
-    root = repo_root or Path(__file__).resolve().parent.parent
-    for cand in (root / folder / p.name, root / folder / f"{p.name}.toml"):
-        if cand.is_file():
-            return cand
-    known = sorted(c.stem for c in (root / folder).glob("*.toml"))
-    raise ConfigError(
-        f"no such file: {name_or_path} (also looked in {root / folder}; names there: "
-        f"{', '.join(known) or 'none'})"
-    )
+    if p.parent not in (Path("."), Path(CONFIG_KINDS[kind])):
+        raise ConfigError(f"no such file: {name_or_path}")
+    return _packaged_file(kind, p.name)
+
+
+def describe_configs(kind: str) -> str:
+    """One line per packaged config: its name and its ``description`` (``edgeleuk recipes``/``profiles``)."""
+    lines = []
+    for name in config_names(kind):
+        data = tomllib.loads(_packaged_file(kind, name).read_text(encoding="utf-8"))
+        lines.append(f"{name:<24}{data.get('description', '')}".rstrip())
+    return "\n".join(lines)
+
+
+def config_text(kind: str, name: str) -> str:
+    """The TOML text of a packaged config, to read or to save as an editable copy.
+
+    Raises:
+        ConfigError: No packaged config of that name.
+    """
+    return _packaged_file(kind, Path(name).name).read_text(encoding="utf-8")

@@ -19,6 +19,9 @@ LOGIT = "logit"
 PROB = "prob"
 OUTPUT_NAMES = (LOGIT, PROB)
 OUTPUT_DTYPE = "float32"
+# The two JSON strings a model file carries (ONNX metadata_props, OpenVINO IR rt_info).
+META_KEY = "edgeleuk.meta"
+EXPORT_KEY = "edgeleuk.export"
 
 
 def input_shape(size: int) -> list[Any]:

@@ -1,6 +1,6 @@
 """``edgeleuk demo``: the whole pipeline on SYNTHETIC data, one visible stage at a time.
 
-synth -> train (train/demo.toml) -> export fp32 ONNX and OpenVINO INT8 IR through the
+synth -> train (recipe `demo`) -> export fp32 ONNX and OpenVINO INT8 IR through the
 parity gate -> predict the synthetic final-test folder -> bench on the preliminary
 test folder -> HTML report. Every figure it prints comes from synthetic cells and
 says nothing about leukaemia diagnosis.
@@ -20,7 +20,6 @@ from typing import Any
 from rich.console import Console
 
 from edgeleuk.atomic import atomic_write_text
-from edgeleuk.config import resolve_named
 from edgeleuk.data import discover
 from edgeleuk.errors import EdgeleukError, GateFailed, UsageError
 from edgeleuk.exporting import export_model
@@ -42,7 +41,7 @@ class DemoScale:
     Attributes:
         subjects: Synthetic subjects.
         cells_per_subject: Cells per subject.
-        recipe: Training recipe name in ``train/``.
+        recipe: Packaged training recipe name (``edgeleuk recipes``).
         bench_n: Cells used by the benchmark.
         bench_budget_s: Seconds per benchmark timing loop (the demo shows the harness; use
             ``edgeleuk bench`` or ``benchmarks/standard.py`` for careful numbers).
@@ -104,17 +103,16 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     summary = _stage(console, res, "1/6 synthesise C-NMC-layout data", lambda: make_synthetic(
         data, subjects=scale.subjects, cells_per_subject=scale.cells_per_subject, seed=0))
     console.print(summary.describe(), markup=False, highlight=False)
-    recipe = resolve_named(scale.recipe, "train")
     run = _stage(console, res, "2/6 train", lambda: train(
-        data, recipe=str(recipe), out=out / "run", seed=0, pretrained=None, resume=False))
+        data, recipe=scale.recipe, out=out / "run", seed=0, pretrained=None, resume=False))
     console.print(run.describe(), markup=False, highlight=False)
     ckpt = out / "run" / "best.pt"
     onnx_path, int8_path = out / "model.onnx", out / "model-int8.xml"
     exp = _stage(console, res, "3/6 export fp32 ONNX (parity gate vs PyTorch)", lambda: export_model(
-        ckpt, out=onnx_path, profile=str(resolve_named("cpu-fp32", "export")), calib=data))
+        ckpt, out=onnx_path, profile="cpu-fp32", calib=data))
     console.print(exp.describe(), markup=False, highlight=False)
     exp8 = _stage(console, res, "4/6 export OpenVINO INT8 IR (NNCF, parity gate)", lambda: export_model(
-        ckpt, out=int8_path, profile=str(resolve_named(scale.int8_profile, "export")), calib=data))
+        ckpt, out=int8_path, profile=scale.int8_profile, calib=data))
     console.print(exp8.describe(), markup=False, highlight=False)
     preds = out / "predictions.csv"
     pred = _stage(console, res, "5/6 predict the final-test folder", lambda: predict(
@@ -201,9 +199,9 @@ def _print_epilogue(console: Console, res: DemoResult) -> None:
     console.print(f"  total {total:.0f} s: {stages}")
     console.print(
         "\nOn real C-NMC data, run each stage by hand:\n"
-        "  edgeleuk train C-NMC/ --recipe train/paper.toml --out runs/paper --pretrained seresnext50.pth\n"
+        "  edgeleuk train C-NMC/ --recipe paper --out runs/paper --pretrained seresnext50.pth\n"
         "  edgeleuk export runs/paper/best.pt --out model.onnx --calib C-NMC/\n"
-        "  edgeleuk export runs/paper/best.pt --out model-int8.xml --profile export/openvino-int8.toml "
+        "  edgeleuk export runs/paper/best.pt --out model-int8.xml --profile openvino-int8 "
         "--calib C-NMC/\n"
         "  edgeleuk predict C-NMC/final/ --model model.onnx --out predictions.csv\n"
         "  edgeleuk bench --model model.onnx --checkpoint runs/paper/best.pt --data C-NMC/ "

@@ -32,8 +32,13 @@ def natural_key(path: str | os.PathLike[str]) -> tuple:
     return tuple(parts)
 
 
-def image_entries(folder: Path) -> tuple[list[Path], list[Path]]:
+def image_entries(folder: Path, *, unsupported: bool = False) -> tuple[list[Path], list[Path]]:
     """(images, sub-folders) of one folder; hidden entries (``.name``) skipped.
+
+    Args:
+        folder: Folder to list.
+        unsupported: Also list files named like images edgeleuk cannot read (``.gif``...),
+            so that ``predict`` and ``watch`` give them an error row instead of silence.
 
     Raises:
         DataError: The folder cannot be listed.
@@ -52,18 +57,22 @@ def image_entries(folder: Path) -> tuple[list[Path], list[Path]]:
             is_dir = False
         if is_dir:
             dirs.append(Path(entry.path))
-        elif is_image_name(entry.name):  # unreadable/broken files stay: decode reports them
+        elif is_image_name(entry.name, unsupported=unsupported):  # broken files stay: decode reports them
             images.append(Path(entry.path))
     return images, dirs
 
 
-def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+def list_images(
+    root: str | os.PathLike[str], recursive: bool = False, *, unsupported: bool = False
+) -> list[Path]:
     """Image files in a folder, in natural order (``2.bmp`` before ``10.bmp``).
 
     Args:
         root: Folder to list.
         recursive: Descend into sub-folders, each real folder once; a link to the root or
             above it (``/``, a parent) is not followed.
+        unsupported: Also list files named like images of formats edgeleuk does not read
+            (:data:`edgeleuk.imageio.UNSUPPORTED_EXTENSIONS`); their decode gives an error row.
 
     Raises:
         DataError: ``root`` is missing, not a folder, or cannot be listed.
@@ -74,7 +83,7 @@ def list_images(root: str | os.PathLike[str], recursive: bool = False) -> list[P
     root_real = root.resolve()
     found, todo, seen = [], deque([root]), {root_real}
     while todo:
-        images, dirs = image_entries(todo.popleft())
+        images, dirs = image_entries(todo.popleft(), unsupported=unsupported)
         found.extend(images)
         todo.extend(d for d in sorted(dirs) if recursive and enters(d, root_real, seen))
     return sorted(found, key=lambda p: natural_key(p.relative_to(root)))

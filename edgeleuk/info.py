@@ -13,7 +13,8 @@ from typing import Any
 
 from edgeleuk.errors import UsageError
 from edgeleuk.meta import ModelMeta
-from edgeleuk.runtime.modelfile import model_kind, read_model_meta
+from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.runtime.registry import kind_of
 
 #: Suffixes ``info`` treats as PyTorch checkpoints rather than exported models.
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -70,11 +71,7 @@ def describe_model_file(path: Path) -> str:
             raise UsageError(f"checkpoint not found: {path}")
         return _describe_checkpoint(path)
     meta, export = read_model_meta(path)
-    size_mb = path.stat().st_size / 1e6
-    if model_kind(path) == "ir":
-        size_mb += path.with_suffix(".bin").stat().st_size / 1e6
-        kind = "OpenVINO IR"
-    else:
-        kind = "ONNX"
-    head = [f"{path}: {kind} model, {size_mb:.1f} MB"]
+    kind = kind_of(path)
+    size_mb = sum(f.stat().st_size for f in kind.files(path)) / 1e6
+    head = [f"{path}: {kind.label} model, {size_mb:.1f} MB"]
     return "\n".join(head + format_meta(meta) + _format_export(export))

@@ -35,9 +35,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.contract import META_KEY
 from edgeleuk.errors import UsageError
 from edgeleuk.meta import ModelMeta
-from edgeleuk.runtime.modelfile import META_KEY, model_kind, read_model_meta
+from edgeleuk.runtime.modelfile import model_kind, read_model_meta
+from edgeleuk.runtime.registry import kind_for_suffix
 
 
 def set_onnx_metadata(proto: Any, strings: Mapping[str, str]) -> None:
@@ -63,8 +65,8 @@ def set_ir_metadata(model: Any, strings: Mapping[str, str]) -> None:
 
 
 def output_files(dest: Path) -> tuple[Path, ...]:
-    """The files a model written to ``dest`` consists of (``.xml`` comes with its ``.bin``)."""
-    return (dest.with_suffix(".bin"), dest) if dest.suffix == ".xml" else (dest,)
+    """The files a model written to ``dest`` consists of: its kind's companions (an IR's ``.bin``), then it."""
+    return kind_for_suffix(dest.suffix).files(dest)
 
 
 def _fsync(path: Path) -> None:
@@ -80,7 +82,7 @@ def _fsync(path: Path) -> None:
 
 def swap_pair(stage: Path, xml: Path) -> None:
     """Move ``stage/<xml name>`` and its ``.bin`` over ``xml`` and its ``.bin`` (see module docstring)."""
-    weights = xml.with_suffix(".bin")
+    weights, _ = output_files(xml)
     previous = stage / "previous"
     previous.mkdir()
     hidden: list[Path] = []
@@ -114,7 +116,7 @@ def staged(dest: Path) -> Iterator[Path]:
         yield stage
         for final in output_files(dest):
             _fsync(stage / final.name)
-        if dest.suffix == ".xml":
+        if len(output_files(dest)) == 2:  # a main file and its weights: the main file commits
             swap_pair(stage, dest)
         else:
             os.replace(stage / dest.name, dest)

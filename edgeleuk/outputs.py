@@ -1,6 +1,8 @@
 """Prediction files: CSV, JSON Lines and the C-NMC challenge submission zip.
 
 Every writer writes atomically (complete or absent) and one row per input file.
+File names are stored exactly, as valid UTF-8, and CSV cells are safe to open in
+a spreadsheet; :mod:`edgeleuk.csvcells` says how, and how to read them back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeleuk.atomic import atomic_open, atomic_path
+from edgeleuk.csvcells import name_to_text, sheet_row
 from edgeleuk.errors import EdgeleukError, UsageError
 from edgeleuk.runtime.classifier import Prediction
 
@@ -33,7 +36,9 @@ class ResultRow:
     """One output row: a prediction plus what the data layout says about the file.
 
     Attributes:
-        path: File path relative to the predicted folder (POSIX separators).
+        path: File path relative to the predicted folder (POSIX separators), exactly as
+            listed (a name that is not UTF-8 holds surrogate escapes; written with
+            :func:`edgeleuk.csvcells.name_to_text`).
         prediction: What the classifier returned.
         subject: Subject id (from the file name or a labels CSV), if known.
         true_label: Class name from the data layout (``"all"``/``"hem"``), if known.
@@ -44,11 +49,16 @@ class ResultRow:
     subject: str | None = None
     true_label: str | None = None
 
+    @property
+    def shown(self) -> str:
+        """The path as written to files and shown to people: valid UTF-8, still exact."""
+        return name_to_text(self.path)
+
     def as_dict(self, with_truth: bool) -> dict[str, Any]:
         """Column name -> value, in :data:`CSV_COLUMNS` order (None for missing values)."""
         p = self.prediction
         row: dict[str, Any] = {
-            "path": self.path,
+            "path": self.shown,
             "status": p.status,
             "error": p.error,
             "prob_all": None if p.prob_all is None else round(p.prob_all, 6),
@@ -61,9 +71,11 @@ class ResultRow:
         return row
 
     def as_csv(self, with_truth: bool) -> dict[str, str]:
-        """:meth:`as_dict` as CSV cells: empty for missing values, ``prob_all`` with 6 decimals.
+        """:meth:`as_dict` as text: empty for missing values, ``prob_all`` with 6 decimals.
 
-        ``predict`` and ``watch`` both write through this, so their files read alike.
+        ``predict`` and ``watch`` both write through this, so their files read alike;
+        each file writer then makes the cells spreadsheet-safe
+        (:func:`edgeleuk.csvcells.sheet_row`).
         """
         return {
             k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else str(v))
@@ -76,14 +88,14 @@ def _has_truth(rows: Sequence[ResultRow]) -> bool:
 
 
 def write_csv(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
-    """One CSV row per file; empty cells for missing values."""
+    """One CSV row per file; empty cells for missing values; spreadsheet-safe cells."""
     truth = _has_truth(rows)
     columns = CSV_COLUMNS + ((TRUTH_COLUMN,) if truth else ())
     with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow(row.as_csv(truth))
+            writer.writerow(sheet_row(row.as_csv(truth)))
 
 
 def write_jsonl(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
@@ -117,24 +129,35 @@ def check_cnmc_names(paths: Sequence[str]) -> None:
         )
 
 
+def refused_csv_path(out: Path) -> Path:
+    """Where a refused C-NMC run writes its per-file CSV: ``out`` with ``.csv`` for its suffix."""
+    out = Path(out)
+    table = out.with_suffix(".csv")
+    return table if table != out else out.with_name(out.name + ".csv")
+
+
 def write_cnmc(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
     """The challenge submission: a zip holding ``isbi_valid.predict``, one 1 (ALL) or 0 (HEM) per line.
 
-    Lines follow the numeric order of ``N.bmp``. If any image failed, nothing is
-    written: the challenge needs a line per image and a guessed line would be
-    scored as if the model had made it.
+    Lines follow the numeric order of ``N.bmp``. If any image failed, the zip is
+    not written: the challenge needs a line per image and a guessed line would be
+    scored as if the model had made it. The per-file CSV is written instead
+    (:func:`refused_csv_path`, e.g. ``submission.csv`` beside ``submission.zip``), so
+    the failing images can be found without running inference again.
 
     Raises:
         UsageError: The names are not 1..N (see :func:`check_cnmc_names`).
         SubmissionRefused: Some images could not be classified (exit code 1).
     """
     check_cnmc_names([r.path for r in rows])
-    failed = [r.path for r in rows if not r.prediction.ok]
+    failed = [r.shown for r in rows if not r.prediction.ok]
     if failed:
+        table = refused_csv_path(out)
+        write_csv(table, rows, positive)
         raise SubmissionRefused(
             f"refusing to write the C-NMC submission: {len(failed)} image(s) could not be classified "
             f"({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); a submission needs a real "
-            "prediction on every line. Run --format csv to see each error, fix those files and run again."
+            f"prediction on every line. Each file's error is in {table}: fix those files and run again."
         )
     ordered = sorted(rows, key=lambda r: int(Path(r.path).stem))
     text = "".join(f"{int(r.prediction.label == positive)}\n" for r in ordered)

@@ -17,9 +17,10 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgeleuk.data import Record, discover, label_from_name, list_images, subject_from_name
 from edgeleuk.errors import DataError, EngineFault, OutputError, UsageError
@@ -39,15 +40,14 @@ class PredictOptions:
     """How to run ``predict``.
 
     Attributes:
-        backend: ``auto``, ``cuda``, ``openvino`` or ``cpu``.
+        backend: ``auto`` or a registered backend name.
         batch: Images per engine call.
         threads: Engine threads; None keeps the backend's default.
         threshold: Decision threshold; None uses the model's metadata.
         recursive: Descend into sub-folders.
         fmt: ``csv``, ``jsonl`` or ``cnmc`` (challenge submission zip).
-        precision: OpenVINO inference precision (``f32`` or ``bf16``).
-        device: OpenVINO device name; None means CPU.
-        hint: OpenVINO performance hint (``latency`` or ``throughput``).
+        engine: Backend name -> that backend's own options record (e.g. ``{"openvino":
+            OpenVINOOptions(precision="bf16")}``); backends not named run with their defaults.
         workers: Decoder threads; None picks a default.
         progress: Show a progress bar on stderr.
     """
@@ -60,15 +60,14 @@ class PredictOptions:
     threshold: float | None = None
     recursive: bool = False
     fmt: str = "csv"
-    precision: str = "f32"
-    device: str | None = None
-    hint: str = "latency"
+    engine: Mapping[str, Any] = field(default_factory=dict)
     workers: int | None = None
     progress: bool = True
 
 
 def _list_inputs(folder: Path, recursive: bool) -> list[Path]:
-    paths = list_images(folder, recursive=recursive)
+    # Files named like images of other formats (.gif...) are listed too: they get an error row.
+    paths = list_images(folder, recursive=recursive, unsupported=True)
     if not paths:
         hint = (
             ""
@@ -177,9 +176,7 @@ def _load_classifier(model: Path, options: PredictOptions) -> Classifier:
         batch_size=options.batch,
         workers=options.workers,
         threads=options.threads,
-        precision=options.precision,
-        device=options.device,
-        hint=options.hint,
+        engine=dict(options.engine),
     )
 
 
@@ -205,7 +202,7 @@ def _rescue(out: Path, rows: Sequence[ResultRow], positive: str, exc: OSError) -
 
 
 def _write(out: Path, fmt: str, rows: Sequence[ResultRow], positive: str) -> str | None:
-    """Write the output; returns why nothing was written (a refused C-NMC submission), else None.
+    """Write the output; returns why a C-NMC submission was refused (its CSV is written), else None.
 
     Raises:
         OutputError: The disk is full or the folder became read-only (exit 1); the rows

@@ -20,7 +20,8 @@ class PredictSummary:
 
     Attributes:
         folder: Folder that was classified.
-        out: File written, or None when the output was refused.
+        out: File written, or None when the submission was refused (its per-file CSV
+            is then written beside it; ``refused`` names it).
         fmt: Output format (csv, jsonl, cnmc).
         rows: One row per input file, in output order.
         backend: What ran, read back from the engine.
@@ -29,7 +30,7 @@ class PredictSummary:
         seconds: Wall time of decoding plus inference.
         positive: Class name of ALL (the positive class).
         synthetic: The data came from ``edgeleuk synth`` (figures are SYNTHETIC).
-        refused: Why no output was written (C-NMC submission with failed images).
+        refused: Why the C-NMC submission was not written (some images failed).
     """
 
     folder: Path
@@ -110,7 +111,8 @@ class PredictSummary:
         bad = [r for r in self.rows if not r.prediction.ok]
         if not bad:
             return []
-        lines = ["  failed files:"] + [f"    {r.path}: {r.prediction.error}" for r in bad[:MAX_LISTED_ERRORS]]
+        lines = ["  failed files:"]
+        lines += [f"    {r.shown}: {r.prediction.error}" for r in bad[:MAX_LISTED_ERRORS]]
         if len(bad) > MAX_LISTED_ERRORS:
             lines.append(f"    ... and {len(bad) - MAX_LISTED_ERRORS} more (see the error column)")
         return lines
@@ -148,7 +150,7 @@ class PredictSummary:
         """A human-readable report: counts, ALL/HEM split, failures, subjects, metrics, output."""
         lines = self._head() + self._errors() + self._subjects() + self._metrics()
         if self.refused:
-            lines.append(f"NOTHING WRITTEN: {self.refused}")
+            lines.append(f"SUBMISSION NOT WRITTEN: {self.refused}")
         else:
             lines.append(f"wrote {self.out} ({self.fmt}, {self.total} rows)")
         return "\n".join(lines)

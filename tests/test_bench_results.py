@@ -9,9 +9,9 @@ import pytest
 
 from edgeleuk.bench.cases import Case, ModelFile
 from edgeleuk.bench.machine import MachineInfo
-from edgeleuk.bench.parity import Parity, gate_for
 from edgeleuk.bench.report import OK, PARITY_FAILED, BenchReport, Row
 from edgeleuk.bench.worker import Measurement
+from edgeleuk.parity import Parity, recorded_thresholds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 results = pytest.importorskip("results")
@@ -20,9 +20,12 @@ results = pytest.importorskip("results")
 def _row(backend: str, precision: str, speedup: float, status: str = OK, wrong: int = 0) -> Row:
     m = Measurement(status=OK, latency={"p50_ms": 10.0, "p90_ms": 11.0, "p99_ms": 12.0, "runs": 10, "mean_ms": 10.0},
                     throughput={1: 100.0}, peak_rss=300_000_000, isolated=True, load_s=1.0, warmup_s=0.5)
-    parity = Parity(n=16, agreement=(16 - wrong) / 16, disagreements=wrong, max_dprob=0.0, max_dlogit=0.0)
+    parity = Parity(n=16, agreement=(16 - wrong) / 16, disagreements=wrong, max_abs_logit_delta=0.0,
+                    mean_abs_logit_delta=0.0, max_abs_prob_delta=0.0)
+    profile = {"fp32": "cpu-fp32", "int8": "openvino-int8"}.get(precision, "cpu-fp32")
     return Row(Case(backend, Path("m.onnx"), precision), status, measurement=m, parity=parity,
-               gate=gate_for(precision), speedup_latency=speedup, speedup_throughput=speedup,
+               thresholds=recorded_thresholds({"profile": profile}, "bf16" if precision == "bf16" else None),
+               speedup_latency=speedup, speedup_throughput=speedup,
                failures=["agreement"] if status == PARITY_FAILED else [])
 
 
@@ -54,7 +57,8 @@ def test_targets_table_verdicts():
 
 
 def test_memory_over_limit_at_default_batch_says_which_batches_fit():
-    runs = [{"batch": 1, "peak_rss": 400_000_000, "wall_s": 1.0}, {"batch": 8, "peak_rss": 1_200_000_000, "wall_s": 1.0}]
+    runs = [{"batch": 1, "peak_rss": 400_000_000, "wall_s": 1.0},
+            {"batch": 8, "peak_rss": 1_200_000_000, "wall_s": 1.0}]
     lines = results.targets_table(_report([_row("cpu", "fp32", 2.5)], bf16=False), {**MEMORY, "runs": runs})
     assert lines[-1].endswith("| no at the default --batch 8; yes at --batch 1 |")
 

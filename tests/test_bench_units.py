@@ -12,11 +12,18 @@ from edgeleuk.bench.cases import Case, ModelFile, plan_cases
 from edgeleuk.bench.machine import MachineInfo, parse_cpuinfo
 from edgeleuk.bench.memory import run_measured
 from edgeleuk.bench.options import BenchOptions
-from edgeleuk.bench.parity import Gate, Parity, check_gate, compare, gate_for, normalise_precision
 from edgeleuk.bench.report import OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row
 from edgeleuk.bench.timing import Latency, measure_throughput, percentiles, repeat_for
 from edgeleuk.bench.worker import Measurement
 from edgeleuk.errors import UsageError
+from edgeleuk.parity import Parity, Thresholds
+
+FP32 = Thresholds("cpu-fp32", 1.0, 1e-4)
+
+
+def _parity(n: int, wrong: int) -> Parity:
+    return Parity(n=n, agreement=(n - wrong) / n, disagreements=wrong, max_abs_logit_delta=0.0,
+                  mean_abs_logit_delta=0.0, max_abs_prob_delta=0.0)
 
 
 class FakeClock:
@@ -70,64 +77,6 @@ def test_measure_throughput_counts_cells_and_cycles():
                               clock=FakeClock(0.5))
     assert seen == [0, 1, 2, 3, 4, 0, 1, 2]  # in order, wrapping round
     assert rate == pytest.approx(8 / 2.0)  # 8 cells over 4 clock reads after start
-
-
-# --- parity and gates ---------------------------------------------------------------------------
-
-def test_compare_counts_label_disagreements_and_deltas():
-    ref_logit = np.array([-2.0, -0.1, 0.1, 3.0])
-    row_logit = ref_logit + np.array([0.0, 0.2, 0.0, -0.5])
-    sig = lambda x: 1 / (1 + np.exp(-x))
-    p = compare(ref_logit, sig(ref_logit), row_logit, sig(row_logit), threshold=0.5)
-    assert (p.n, p.disagreements) == (4, 1)
-    assert p.agreement == pytest.approx(0.75)
-    assert p.max_dlogit == pytest.approx(0.5)
-    assert p.max_dprob == pytest.approx(abs(sig(0.1) - sig(-0.1)), rel=1e-6)
-
-
-def test_compare_rejects_mismatched_lengths():
-    with pytest.raises(ValueError):
-        compare(np.zeros(3), np.zeros(3), np.zeros(2), np.zeros(2), 0.5)
-
-
-@pytest.mark.parametrize("spelling,canonical", [
-    ("fp32", "fp32"), ("float32", "fp32"), ("FP16", "fp16"), ("bf16", "bf16"), ("int8", "int8"),
-    ("int8-mixed", "int8"), (None, "fp32"), ("weird", "fp32"),
-])
-def test_normalise_precision(spelling, canonical):
-    assert normalise_precision(spelling) == canonical
-
-
-def _parity(n: int, wrong: int, dlogit: float = 0.0) -> Parity:
-    return Parity(n=n, agreement=(n - wrong) / n, disagreements=wrong, max_dprob=0.0, max_dlogit=dlogit)
-
-
-def test_fp32_gate_demands_every_label_and_tiny_logit_deltas():
-    gate = gate_for("fp32")
-    assert check_gate(gate, _parity(1000, 0, 5e-5)) == []
-    assert any("agreement" in f for f in check_gate(gate, _parity(1000, 1, 0.0)))
-    assert any("dlogit" in f for f in check_gate(gate, _parity(10, 0, 2e-4)))
-
-
-def test_fp16_and_bf16_gates_allow_half_a_percent():
-    for name in ("fp16", "bf16"):
-        gate = gate_for(name)
-        assert check_gate(gate, _parity(200, 1, 0.3)) == []  # 99.5% exactly, logit delta not gated
-        assert check_gate(gate, _parity(200, 2)) != []
-        assert check_gate(gate, _parity(32, 1)) != []  # 96.9%: one flip among few cells already fails
-
-
-def test_int8_gate_checks_agreement_and_f1_drop():
-    gate = gate_for("int8")
-    assert check_gate(gate, _parity(100, 1), f1=0.90, ref_f1=0.904) == []
-    assert any("F1 drop" in f for f in check_gate(gate, _parity(100, 0), f1=0.89, ref_f1=0.90))
-    assert check_gate(gate, _parity(100, 2)) != []
-    assert check_gate(gate, _parity(100, 0), f1=None, ref_f1=0.9) == []  # no labels: F1 not gated
-
-
-def test_gate_describe_mentions_limits():
-    assert Gate("fp32", 1.0, 1e-4).describe() == "fp32: agreement >= 100.0%, max|dlogit| <= 0.0001"
-    assert "F1 drop <= 0.5 point" in gate_for("int8").describe()
 
 
 # --- options -------------------------------------------------------------------------------------
@@ -220,9 +169,9 @@ def test_plan_rows_for_fp32_onnx_and_int8_ir():
     labels = [c.label for c in cases]
     assert labels == ["torch eager fp32", "cpu fp32", "openvino fp32", "openvino bf16", "cuda fp32", "openvino int8",
                       "openvino int8+bf16"]
-    assert cases[-1].precision == "int8" and cases[-1].ov_precision == "bf16"  # gated as int8
+    assert cases[-1].precision == "int8" and cases[-1].options == {"precision": "bf16"}  # gated as int8
     assert next(c for c in cases if c.backend == "cuda").skip == "no GPU"
-    assert next(c for c in cases if c.precision == "bf16").ov_precision == "bf16"
+    assert next(c for c in cases if c.precision == "bf16").options == {"precision": "bf16"}
 
 
 def test_plan_marks_bf16_unavailable_without_cpu_support_and_filters_backend():
@@ -249,7 +198,7 @@ def _report(rows: list[Row], explicit: str | None = None, synthetic: bool = True
 def test_report_markdown_has_both_tables_and_synthetic_line():
     torch_row = Row(Case("torch", None, "fp32"), OK, measurement=_measured(100.0, 10.0))
     cpu = Row(Case("cpu", Path("m.onnx"), "fp32"), OK, size_bytes=2_000_000, measurement=_measured(40.0, 25.0),
-              parity=_parity(8, 0), gate=gate_for("fp32"), speedup_latency=2.5, speedup_throughput=2.5)
+              parity=_parity(8, 0), thresholds=FP32, speedup_latency=2.5, speedup_throughput=2.5)
     md = _report([torch_row, cpu]).to_markdown()
     assert "SYNTHETIC" in md and "### Speed" in md and "### Parity" in md
     assert "| cpu fp32 (m.onnx) | ok | 2.0 |" in md
@@ -259,7 +208,7 @@ def test_report_markdown_has_both_tables_and_synthetic_line():
 
 def test_report_exit_codes():
     ok = Row(Case("cpu", Path("m.onnx"), "fp32"), OK)
-    failed = Row(Case("cpu", Path("m.onnx"), "fp32"), PARITY_FAILED, gate=gate_for("fp32"), failures=["x"])
+    failed = Row(Case("cpu", Path("m.onnx"), "fp32"), PARITY_FAILED, thresholds=FP32, failures=["x"])
     cuda_gone = Row(Case("cuda", Path("m.onnx"), "fp32"), UNAVAILABLE, reason="no GPU")
     assert _report([ok, cuda_gone]).exit_code() == 0  # --backend all: unavailable rows are not failures
     assert _report([ok, failed]).exit_code() == 1
@@ -272,3 +221,38 @@ def test_report_says_parity_not_checked_without_reference():
     row = Row(Case("cpu", Path("m.onnx"), "fp32"), OK, measurement=_measured(1.0, 1.0))
     md = _report([row]).to_markdown()
     assert "PARITY NOT CHECKED" in md and "not checked" in md
+
+
+# --- gating rows with the export profile's thresholds ---------------------------------------------
+
+def _rows_against(case: Case, export: dict, ref_logits: list[float], logits: list[float]) -> Row:
+    from edgeleuk.bench.cells import Cells
+    from edgeleuk.bench.runner import _build_rows
+
+    def measured(lg: list[float]) -> Measurement:
+        m = _measured(10.0, 10.0)
+        m.logits, m.probs = lg, [float(1 / (1 + np.exp(-x))) for x in lg]
+        return m
+
+    mf = ModelFile(Path("m.onnx"), "onnx", "fp32", 1000, None, 0.5, export=export)
+    images = np.zeros((len(logits), 2, 2, 3), np.uint8)
+    cells = Cells(images=images, labels=None, source="test", synthetic=True)
+    cases, results = [Case("torch", None, "fp32"), case], [measured(ref_logits), measured(logits)]
+    rows = _build_rows(cases, results, {mf.path: mf}, cells, 0.5)
+    return rows[1]
+
+
+def test_rows_are_gated_by_the_recorded_profile_and_its_compute_table():
+    ref, moved = [-2.0, 1.0, 3.0], [-2.0, 1.001, 3.0]  # max|dlogit| 1e-3: beyond fp32's 1e-4, labels agree
+    strict = _rows_against(Case("cpu", Path("m.onnx"), "fp32"), {"profile": "cpu-fp32"}, ref, moved)
+    assert strict.status == PARITY_FAILED and strict.thresholds.name == "cpu-fp32"
+    bf16 = Case("openvino", Path("m.onnx"), "bf16", {"precision": "bf16"}, "bf16")
+    loose = _rows_against(bf16, {"profile": "cpu-fp32"}, ref, moved)
+    assert loose.status == OK and loose.thresholds.name == "cpu-fp32 computed in bf16"
+    recorded = {"profile": {"name": "mine", "min_agreement": 1.0, "max_abs_logit_delta": 0.01}}
+    assert _rows_against(Case("cpu", Path("m.onnx"), "fp32"), recorded, ref, moved).status == OK
+
+
+def test_a_row_without_thresholds_is_an_error_row_not_a_crash():
+    row = _rows_against(Case("openvino", Path("m.onnx"), "fp8"), {"profile": "cpu-fp32"}, [1.0], [1.0])
+    assert row.status == "error" and "[compute.fp8]" in row.reason

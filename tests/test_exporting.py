@@ -41,10 +41,10 @@ def test_export_passes_gate_on_ort_and_openvino(exported) -> None:
     assert exported.path.is_file() and exported.files == (exported.path,)
     assert exported.gate.passed and exported.gate.n == 6 and exported.gate.labelled
     checks = {c.engine: c for c in exported.gate.checks}
-    assert set(checks) == {"onnxruntime", "openvino"}
+    assert set(checks) == {"cpu", "openvino"}
     for check in checks.values():
-        assert check.status == "passed" and check.agreement == 1.0
-        assert check.max_abs_logit_delta <= 1e-4
+        assert check.status == "passed" and check.parity.agreement == 1.0
+        assert check.parity.max_abs_logit_delta <= 1e-4
     text = exported.describe()
     assert "PASSED" in text and "MB" in text and "SYNTHETIC" in text
 
@@ -108,8 +108,8 @@ def test_corrupted_parity_fails_and_leaves_nothing(tiny_checkpoint: Path, synth_
     wrong = ckpt.meta.replace(preprocess=Preprocess(mean=(0.5, 0.5, 0.5)))
     old = tmp_path / "model.onnx"
     old.write_bytes(b"previous model")
-    with pytest.raises(GateFailed, match="max \\|logit delta\\|") as err:
-        export_model(ckpt, old, _profile(gate_engines=("onnxruntime",)), calib=synth_root,
+    with pytest.raises(GateFailed, match="max\\|dlogit\\|") as err:
+        export_model(ckpt, old, _profile(gate_engines=("cpu",)), calib=synth_root,
                      reference=TorchReference(ckpt, meta=wrong))
     assert "no file was written" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp files either
@@ -122,7 +122,7 @@ def test_cli_export_and_info(tiny_checkpoint: Path, synth_root: Path, tmp_path: 
     from edgeleuk.cli import app
 
     profile = tmp_path / "quick.toml"
-    profile.write_text('name = "quick"\ngate_engines = ["onnxruntime"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
+    profile.write_text('name = "quick"\ngate_engines = ["cpu"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
     out = tmp_path / "cli.onnx"
     result = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--profile", str(profile),
                                       "--calib", str(synth_root)])
@@ -148,9 +148,9 @@ def test_full_seresnext50_passes_fp32_gate(synth_root: Path, tmp_path: Path) -> 
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "full.pt", create_model().state_dict(), ModelMeta())
-    prof = _profile(parity_n=2, batch_sizes=(1, 2), gate_engines=("onnxruntime",))
+    prof = _profile(parity_n=2, batch_sizes=(1, 2), gate_engines=("cpu",))
     result = export_model(ckpt, tmp_path / "full.onnx", prof, calib=synth_root)
-    assert result.gate.passed and result.gate.checks[0].max_abs_logit_delta <= 1e-4
+    assert result.gate.passed and result.gate.checks[0].parity.max_abs_logit_delta <= 1e-4
     assert result.size_bytes > 90e6  # ~26M float32 weights plus the rotation index
 
 
@@ -167,7 +167,7 @@ def test_cli_gate_breach_exits_1_without_file(tiny_checkpoint: Path, synth_root:
 
     monkeypatch.setattr(pipeline, "TorchReference", WrongStd)
     profile = tmp_path / "quick.toml"
-    profile.write_text('name = "quick"\ngate_engines = ["onnxruntime"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
+    profile.write_text('name = "quick"\ngate_engines = ["cpu"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
     out = tmp_path / "m.onnx"
     result = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--profile", str(profile),
                                       "--calib", str(synth_root)])

@@ -35,8 +35,8 @@ def test_int8_ir_passes_gate(int8_export) -> None:
     assert [f.suffix for f in int8_export.files] == [".bin", ".xml"] and all(f.is_file() for f in int8_export.files)
     (check,) = int8_export.gate.checks
     assert check.engine == "openvino" and check.status == "passed"
-    assert check.agreement >= 0.99 and check.f1_model is not None
-    assert check.f1_reference - check.f1_model <= 0.005
+    assert check.parity.agreement >= 0.99 and check.parity.f1_model is not None
+    assert check.parity.f1_reference - check.parity.f1_model <= 0.005
 
 
 def test_int8_ir_is_quantized_and_keeps_contract(int8_export) -> None:
@@ -68,7 +68,7 @@ def test_int8_metadata_in_rt_info(int8_export) -> None:
 
 def test_int8_export_is_deterministic(int8_export, tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
     again = export_model(tiny_checkpoint, tmp_path / "tiny.xml", _profile(), calib=synth_root)
-    for a, b in zip(int8_export.files, again.files):
+    for a, b in zip(int8_export.files, again.files, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
@@ -83,7 +83,7 @@ def test_fp32_ir_profile_passes_fp32_gate(tiny_checkpoint: Path, synth_root: Pat
     prof = load_profile("cpu-fp32").replace(format="openvino", gate_engines=("openvino",), parity_n=5)
     result = export_model(tiny_checkpoint, tmp_path / "fp32.xml", prof, calib=synth_root)
     (check,) = result.gate.checks
-    assert check.status == "passed" and check.max_abs_logit_delta <= 1e-4
+    assert check.status == "passed" and check.parity.max_abs_logit_delta <= 1e-4
     assert result.quantization is None and "INT8" not in result.describe()
     model = ov.Core().read_model(str(result.path))
     assert not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())

@@ -18,7 +18,7 @@ from edgeleuk.exporting.profile import MIN_INT8_CALIB
 def test_shipped_profiles_load_with_issue_thresholds() -> None:
     fp32, fp16, int8 = (load_profile(n) for n in ("cpu-fp32", "export/cuda-fp16.toml", "openvino-int8"))
     assert (fp32.precision, fp32.format, fp32.max_abs_logit_delta, fp32.min_agreement) == ("fp32", "onnx", 1e-4, 1.0)
-    assert (fp16.precision, fp16.min_agreement) == ("fp16", 0.995) and "onnxruntime-cuda" in fp16.gate_engines
+    assert (fp16.precision, fp16.min_agreement) == ("fp16", 0.995) and "cuda" in fp16.gate_engines
     assert (int8.format, int8.min_agreement, int8.max_f1_drop) == ("openvino", 0.99, 0.005)
     assert int8.calib_size >= MIN_INT8_CALIB and not int8.allow_small_calib
     assert int8.accuracy_control and int8.accuracy_control_n == int8.parity_n  # F1 control on the gate cells
@@ -30,6 +30,9 @@ def test_shipped_profiles_load_with_issue_thresholds() -> None:
     ('name = "x"\nprecision = "int8"\ncalib_size = 300\ngate_engines = ["openvino"]\n', "OpenVINO IR"),
     ('name = "x"\nprecision = "int8"\nformat = "openvino"\ngate_engines = ["openvino"]\ncalib_size = 50\n', ">= 300"),
     ('name = "x"\ngate_engines = ["tensorflow"]\n', "gate_engines"),
+    ('name = "x"\nformat = "openvino"\ngate_engines = ["cpu"]\n', "cpu cannot read an OpenVINO IR"),
+    ('name = "x"\n[compute.bf16]\nmin_agreement = 2.0\n', "min_agreement must lie in"),
+    ('name = "x"\n[compute.bf16]\nbatch_sizes = [1]\n', "compute.bf16"),
     ('name = "x"\nprecision = "fp8"\n', "fp8"),
 ])
 def test_bad_profiles_are_refused(tmp_path: Path, text: str, match: str) -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import struct
+import subprocess
+import sys
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from edgeleuk import imageio
+from edgeleuk.imageheader import HeaderError, read_header
 from edgeleuk.imageio import (
     Decoded,
     decode_bytes,
@@ -122,10 +129,10 @@ def test_os_errors_while_reading(good_bmp, monkeypatch, exc, needle):
     """Root reads chmod 000 files, so the unreadable case is simulated at the OS call."""
     path, _ = good_bmp
 
-    def refuse(_path):
+    def refuse(_path, *args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(Path, "open", refuse)
     d = decode_image(path)
     assert not d.ok and needle in d.error
 
@@ -199,3 +206,157 @@ def test_supported_extensions():
     assert set(supported_extensions()) == {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
     assert is_image_name("A.BMP") and is_image_name("x/y.tiff")
     assert not is_image_name("notes.txt") and not is_image_name("bmp")
+
+
+# --- Bounded decoding: sizes read from the header, before OpenCV allocates anything ---------------
+
+
+def _png_declaring(width: int, height: int, rows_of_zeros: int = 1) -> bytes:
+    """A valid PNG header declaring ``width x height`` 8-bit gray, with a small zlib IDAT."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1) * rows_of_zeros)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _bmp_declaring(width: int, height: int) -> bytes:
+    dib = struct.pack("<IiiHHIIiiII", 40, width, -height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(dib) + 64, 0, 0, 14 + len(dib)) + dib + b"\0" * 64
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A real JPEG (with an EXIF-like APP1 segment first) whose frame header is rewritten."""
+    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 100) + b"\0" * 100
+    data[2:2] = app1
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+def _tiff_declaring(width: int, height: int, order: str = "<") -> bytes:
+    magic = b"II*\0" if order == "<" else b"MM\0*"
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (277, 3, 1, 1)]
+    ifd = struct.pack(order + "H", len(entries))
+    ifd += b"".join(struct.pack(order + "HHII", *e) for e in entries) + struct.pack(order + "I", 0)
+    return magic + struct.pack(order + "I", 8) + ifd
+
+
+BOMBS = {
+    "png": lambda: _png_declaring(20000, 20000),
+    "bmp": lambda: _bmp_declaring(20000, 20000),
+    "jpeg": lambda: _jpeg_declaring(20000, 20000),
+    "tiff-le": lambda: _tiff_declaring(20000, 20000, "<"),
+    "tiff-be": lambda: _tiff_declaring(20000, 20000, ">"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOMBS))
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    def must_not_decode(data: bytes) -> None:
+        raise AssertionError("OpenCV was asked to decode a bomb")
+
+    monkeypatch.setattr(imageio, "_imdecode", must_not_decode)
+    path = tmp_path / "bomb.img"
+    path.write_bytes(BOMBS[kind]())
+    d = decode_image(path)
+    assert not d.ok and d.error == "image too large (20000 x 20000)"
+
+
+@pytest.mark.parametrize(
+    "ext, shape, dtype",
+    [
+        (".bmp", (300, 500, 3), np.uint8),
+        (".bmp", (300, 500), np.uint8),
+        (".png", (301, 499), np.uint16),
+        (".png", (7, 9, 4), np.uint8),
+        (".jpg", (123, 456, 3), np.uint8),
+        (".tif", (45, 67, 3), np.uint16),
+        (".tiff", (450, 450), np.uint8),
+    ],
+)
+def test_header_sizes_match_what_opencv_writes(tmp_path: Path, ext: str, shape: tuple, dtype) -> None:
+    img = np.zeros(shape, dtype)
+    data = cv2.imencode(ext, img)[1].tobytes()
+    header = read_header(data)
+    assert (header.height, header.width) == shape[:2]
+    assert decode_bytes(data).ok
+
+
+def test_a_just_small_enough_image_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 500 * 450)
+    assert decode_bytes(cv2.imencode(".png", np.zeros((450, 500), np.uint8))[1].tobytes()).ok
+    d = decode_bytes(cv2.imencode(".png", np.zeros((451, 500), np.uint8))[1].tobytes())
+    assert d.error == "image too large (500 x 451)"
+
+
+def test_a_file_over_the_byte_cap_is_not_read(good_bmp, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = good_bmp
+    monkeypatch.setattr(imageio, "MAX_FILE_BYTES", 1000)
+    d = decode_image(path)
+    assert not d.ok and d.error.startswith("file too large (") and "at most 1000 bytes" in d.error
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x89PNG\r\n\x1a\n\0\0", b"BM\0\0", b"\xff\xd8\xff", b"II*\0\xff\xff\xff\x7f"]
+)
+def test_truncated_headers_are_unreadable_not_crashes(data: bytes) -> None:
+    with pytest.raises(HeaderError):
+        read_header(data)
+    assert decode_bytes(data).error.startswith("not a readable image")
+
+
+def test_conversions_run_on_the_crop_not_the_whole_image(tmp_path: Path) -> None:
+    """A big 16-bit gray image: the shift, gray repeat and BGR->RGB touch only 450x450 pixels."""
+    raw = np.full((3000, 3000), 40000, np.uint16)
+    raw[1275:1725, 1275:1725] = 65535  # the centre crop
+    data = cv2.imencode(".png", raw)[1].tobytes()
+    tracemalloc.start()
+    try:
+        d = decode_bytes(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert d.ok and d.adjustments == ("scaled:16bit", "converted:gray", "cropped:3000x3000->450x450")
+    assert (d.image == 255).all()
+    # The decoded image itself (18 MB) plus small change; the old order also held a shifted
+    # full-size copy (18 MB), its 8-bit copy (9 MB) and a 3-channel repeat (27 MB).
+    assert peak < raw.nbytes * 1.25, peak
+
+
+def test_opencv_log_level_is_set_once_not_saved_and_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, good_bmp
+) -> None:
+    path, _ = good_bmp
+    decode_image(path)  # first use may set it
+    calls = []
+    real = cv2.utils.logging.setLogLevel
+    monkeypatch.setattr(cv2.utils.logging, "setLogLevel", lambda level: calls.append(level) or real(level))
+    for _ in range(3):
+        decode_image(path)
+        decode_bytes(b"not an image, a text file")
+    assert calls == []  # the process-wide level is not toggled per decode (other threads decode too)
+    assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
+
+
+def test_opencv_pixel_cap_is_set_before_cv2_loads() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    code = "import edgeleuk, os; print(os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(imageio.MAX_IMAGE_PIXELS)
+
+
+# --- Files named like images of formats edgeleuk does not read --------------------------------------
+
+
+def test_unsupported_image_formats_get_an_error_that_names_the_format(tmp_path: Path) -> None:
+    path = tmp_path / "cell.GIF"
+    path.write_bytes(b"GIF89a" + b"\0" * 20)
+    d = decode_image(path)
+    assert not d.ok and d.error.startswith("unsupported image format .GIF: edgeleuk reads BMP, PNG")
+    assert not is_image_name(path) and is_image_name(path, unsupported=True)
+    assert not is_image_name("notes.txt", unsupported=True)

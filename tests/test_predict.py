@@ -196,7 +196,7 @@ def test_cnmc_refuses_failed_images_with_exit_1(model: Path, tmp_path: Path) -> 
     out = tmp_path / "submission.zip"
     result = _invoke(tmp_path / "final", "--model", model, "--out", out, "--format", "cnmc")
     assert result.exit_code == 1
-    assert "NOTHING WRITTEN: refusing to write the C-NMC submission: 1 image(s)" in result.stdout
+    assert "SUBMISSION NOT WRITTEN: refusing to write the C-NMC submission: 1 image(s)" in result.stdout
     assert not out.exists()
 
 

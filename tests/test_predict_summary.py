@@ -47,7 +47,7 @@ def test_exit_codes(statuses: str, strict: bool, code: int) -> None:
 def test_refused_output_exits_1_and_says_so() -> None:
     summary = _summary("aa", refused="refusing to write")
     assert summary.exit_code() == 1
-    assert "NOTHING WRITTEN: refusing to write" in summary.describe()
+    assert "SUBMISSION NOT WRITTEN: refusing to write" in summary.describe()
 
 
 def test_subject_shares_count_only_classified_cells() -> None:

@@ -10,8 +10,8 @@ import pytest
 from runtime_support import build_ir, build_onnx, gray_cell
 
 from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.runtime import BackendOptions, open_backend
-from edgeleuk.runtime.openvino import compile_config
+from edgeleuk.runtime import BackendOptions, backend_options, open_backend
+from edgeleuk.runtime.openvino import OpenVINOOptions, compile_config
 
 pytest.importorskip("openvino")
 
@@ -23,7 +23,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fp32_is_asked_for_explicitly_and_read_back(model: Path) -> None:
-    assert compile_config(BackendOptions())["INFERENCE_PRECISION_HINT"] == "f32"
+    assert compile_config(OpenVINOOptions())["INFERENCE_PRECISION_HINT"] == "f32"
     info = open_backend(model, "openvino").info()
     assert info.precision == "f32"
     assert info.providers == ("CPU",)
@@ -31,27 +31,27 @@ def test_fp32_is_asked_for_explicitly_and_read_back(model: Path) -> None:
 
 
 def test_bf16_only_when_requested(model: Path) -> None:
-    assert compile_config(BackendOptions(precision="bf16"))["INFERENCE_PRECISION_HINT"] == "bf16"
-    info = open_backend(model, "openvino", BackendOptions(precision="bf16")).info()
+    assert compile_config(OpenVINOOptions(precision="bf16"))["INFERENCE_PRECISION_HINT"] == "bf16"
+    info = open_backend(model, "openvino", backend_options(precision="bf16")).info()
     assert info.precision in ("bf16", "f32")  # f32 on CPUs without bf16 support (a warning is logged)
 
 
 def test_hint_and_threads_reach_the_compiled_model(model: Path) -> None:
-    info = open_backend(model, "openvino", BackendOptions(hint="throughput", threads=1)).info()
+    info = open_backend(model, "openvino", backend_options(hint="throughput", threads=1)).info()
     assert info.details["hint"] == "THROUGHPUT"
     assert info.details["threads"] == "1"
 
 
 def test_bad_options_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="precision"):
-        compile_config(BackendOptions(precision="int4"))
+        OpenVINOOptions(precision="int4")
     with pytest.raises(UsageError, match="hint"):
-        compile_config(BackendOptions(hint="fast"))
+        backend_options(hint="fast")
 
 
 def test_missing_device_names_what_is_there(model: Path) -> None:
     with pytest.raises(BackendUnavailable, match="OpenVINO device 'NPU7' not found; available: .*CPU"):
-        open_backend(model, "openvino", BackendOptions(device="npu7"))
+        open_backend(model, "openvino", BackendOptions(engine={"openvino": OpenVINOOptions(device="npu7")}))
 
 
 def test_metadata_comes_from_rt_info(model: Path) -> None:

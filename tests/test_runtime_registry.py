@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import importlib.util
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
-from runtime_support import build_ir, build_onnx, expected_logit, gray_cell
+import typer.main
+from runtime_support import build_ir, build_onnx, expected_logit, gray_cell, write_bmp
+from typer.testing import CliRunner
 
 from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.runtime import BACKENDS, choose_backend, open_backend
+from edgeleuk.runtime import BACKENDS, BackendOptions, backend_options, choose_backend, open_backend, registry
 from edgeleuk.runtime import cuda as cuda_mod
-from edgeleuk.runtime.openvino import OpenVINOBackend
+from edgeleuk.runtime.base import Backend, BackendInfo, BenchVariant, OptionsRecord, option
+from edgeleuk.runtime.openvino import OpenVINOBackend, OpenVINOOptions
+from edgeleuk.runtime.ort_common import ONNX
+from edgeleuk.runtime.registry import auto_order, readers
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 HAS_CUDA = cuda_mod.CudaBackend.availability() is None
@@ -32,8 +41,20 @@ def batch() -> np.ndarray:
 
 
 def test_registry_holds_one_class_per_backend() -> None:
-    assert list(BACKENDS) == ["cuda", "openvino", "cpu"]
+    assert list(BACKENDS) == ["cpu", "openvino", "cuda"]  # registration order: bench's row order
     assert len(set(BACKENDS.values())) == 3
+    assert auto_order() == ("cuda", "openvino", "cpu")  # from each backend's auto_rank
+    assert readers("onnx") == ("cuda", "openvino", "cpu") and readers("ir") == ("openvino",)
+
+
+def test_flat_option_fields_reach_their_backend_record() -> None:
+    opts = backend_options(threads=2, precision="bf16", tensorrt=True)
+    assert opts.threads == 2
+    assert opts.of(OpenVINOBackend) == OpenVINOOptions(precision="bf16")
+    assert opts.of(cuda_mod.CudaBackend).tensorrt is True
+    assert BackendOptions().of(OpenVINOBackend) == OpenVINOOptions()  # defaults when none given
+    with pytest.raises(UsageError, match="unknown backend option.*colour; known: threads, precision"):
+        backend_options(colour="red")
 
 
 @pytest.mark.parametrize("name", ["cpu", "openvino"])
@@ -110,7 +131,7 @@ def test_cuda_refuses_a_session_that_fell_back_to_cpu(
         cuda_mod.CudaBackend, "_providers", lambda self, ort, options: ["CPUExecutionProvider"]
     )
     with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider did not start"):
-        cuda_mod.CudaBackend(models["onnx"], cuda_mod.BackendOptions())
+        cuda_mod.CudaBackend(models["onnx"], BackendOptions())
 
 
 def _expected_auto() -> str:
@@ -162,6 +183,48 @@ def test_explicit_unavailable_backend_does_not_fall_back(
         open_backend(models["onnx"], "openvino")
 
 
+class _FakeOrt:
+    def __init__(self, providers: list[str]) -> None:
+        self.providers = providers
+
+    def get_available_providers(self) -> list[str]:
+        return self.providers
+
+
+def test_tensorrt_goes_first_only_when_asked_and_present(caplog: pytest.LogCaptureFixture) -> None:
+    backend = object.__new__(cuda_mod.CudaBackend)  # _providers needs no session
+    trt, cuda, cpu = cuda_mod.TENSORRT, cuda_mod.CUDA, "CPUExecutionProvider"
+    with_trt = _FakeOrt([trt, cuda, cpu])
+    asked, plain = cuda_mod.CudaOptions(tensorrt=True), cuda_mod.CudaOptions()
+    assert backend._providers(with_trt, asked) == [trt, cuda, cpu]
+    assert backend._providers(with_trt, plain) == [cuda, cpu]
+    with caplog.at_level(logging.WARNING, logger="edgeleuk.runtime.cuda"):
+        assert backend._providers(_FakeOrt([cuda, cpu]), asked) == [cuda, cpu]
+    assert "TensorRT was asked for" in caplog.text
+
+
+def test_tensorrt_flag_reaches_the_cuda_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                models: dict[str, Path]) -> None:
+    """``predict --tensorrt`` puts a CudaOptions(tensorrt=True) record in front of the cuda backend."""
+    from edgeleuk.cli import app
+
+    seen = {}
+
+    def fake_init(self, model_path: Path, options: BackendOptions) -> None:
+        seen["options"] = options.of(type(self))
+        raise BackendUnavailable("stop here")
+
+    monkeypatch.setattr(cuda_mod.CudaBackend, "availability", classmethod(lambda cls: None))
+    monkeypatch.setattr(cuda_mod.CudaBackend, "__init__", fake_init)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.bmp").write_bytes(b"")
+    args = ["predict", str(tmp_path / "in"), "--model", str(models["onnx"]), "--backend", "cuda",
+            "--out", str(tmp_path / "p.csv"), "--tensorrt"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "stop here" in result.output
+    assert seen["options"] == cuda_mod.CudaOptions(tensorrt=True)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu with a working CUDAExecutionProvider")
 def test_cuda_backend_runs_on_the_gpu(models: dict[str, Path], batch: np.ndarray) -> None:
@@ -169,3 +232,114 @@ def test_cuda_backend_runs_on_the_gpu(models: dict[str, Path], batch: np.ndarray
     assert backend.info().providers[0] == "CUDAExecutionProvider"
     logits, _ = backend.run(batch)
     np.testing.assert_allclose(logits, expected_logit(batch), atol=1e-3)
+
+
+# --- derivation: a backend registered once shows up everywhere ------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class StubOptions(OptionsRecord):
+    stub_level: str = option("low", "stub: how hard to try.", ("low", "high"))
+
+
+class StubBackend(Backend):
+    """A backend that computes the tiny model's answer in numpy; ``auto`` tries it first."""
+
+    name = "stub"
+    reads = (ONNX,)
+    auto_rank = 1
+    Options = StubOptions
+    libraries = ("stub-engine",)
+
+    @classmethod
+    def availability(cls) -> str | None:
+        return None
+
+    @classmethod
+    def bench_variants(cls, precision: str) -> tuple[BenchVariant, ...]:
+        return (BenchVariant("hard", None, {"stub_level": "high"}),)
+
+    opened_with: ClassVar[list[StubOptions]] = []
+
+    def __init__(self, model_path: Path, options: BackendOptions) -> None:
+        self.model_path, self.own = Path(model_path), options.of(type(self))
+        self.opened_with.append(self.own)
+
+    def metadata(self) -> dict[str, str]:
+        return ONNX.read_metadata(self.model_path)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits = expected_logit(batch).astype(np.float32)
+        return logits, (1 / (1 + np.exp(-logits))).astype(np.float32)
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(self.name, "stub 0", ("numpy",), "fp32")
+
+
+@pytest.fixture()
+def stub_registered() -> Iterator[None]:
+    import edgeleuk.cli
+
+    registry.register(StubBackend)
+    importlib.reload(edgeleuk.cli)  # the CLI builds its choices and flags at import
+    try:
+        yield
+    finally:
+        del registry.BACKENDS["stub"]
+        importlib.reload(edgeleuk.cli)
+
+
+def test_a_registered_backend_appears_in_registry_auto_cli_bench_and_gate(
+    stub_registered: None, models: dict[str, Path], tmp_path: Path
+) -> None:
+    import edgeleuk.cli
+    from edgeleuk.bench.cases import ModelFile, plan_cases
+    from edgeleuk.bench.machine import libraries
+    from edgeleuk.bench.options import BenchOptions
+    from edgeleuk.bench.runner import availability
+    from edgeleuk.exporting.profile import load_profile
+
+    assert registry.BACKENDS["stub"] is StubBackend
+    assert auto_order()[0] == "stub" and readers("onnx")[0] == "stub" and readers("ir") == ("openvino",)
+    backend, why = choose_backend(models["onnx"], "auto")
+    assert backend.name == "stub" and "numpy" in why
+    assert backend_options(stub_level="high").of(StubBackend) == StubOptions("high")
+    # CLI: choices and the backend's own flag come from the registry.
+    assert "stub" in {c.value for c in edgeleuk.cli.BackendChoice}
+    assert "stub" in {c.value for c in edgeleuk.cli.BenchBackend}
+    (flag,) = [p for p in typer.main.get_command(edgeleuk.cli.app).commands["predict"].params
+               if p.name == "stub_level"]
+    assert flag.opts == ["--stub-level"] and flag.help == "stub: how hard to try."
+    # predict through the CLI with the flag: the stub runs with its record.
+    write_bmp(tmp_path / "in" / "a.bmp", gray_cell(200))
+    out = tmp_path / "p.csv"
+    args = ["predict", str(tmp_path / "in"), "--model", str(models["onnx"]), "--backend", "stub",
+            "--stub-level", "high", "--out", str(out)]
+    result = CliRunner().invoke(edgeleuk.cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert StubBackend.opened_with[-1] == StubOptions("high") and "on stub" in result.output and out.is_file()
+    # bench: a row per backend that reads the file, plus the declared variant.
+    mf = ModelFile(models["onnx"], "onnx", "fp32", 1, None, 0.5)
+    labels = [c.label for c in plan_cases([mf], "all", True, False, availability())]
+    assert "stub fp32" in labels and "stub hard" in labels
+    assert BenchOptions(backend="stub").backend == "stub"
+    assert "stub-engine" in libraries()  # bench's machine header lists its engine's version
+    # export: a profile may gate on it.
+    assert load_profile({"name": "p", "gate_engines": ["stub", "cpu"]}).gate_engines == ("stub", "cpu")
+
+
+def test_registration_refuses_clashes() -> None:
+    class Twin(StubBackend):
+        name = "cpu"
+
+    class SameFlag(StubBackend):
+        name = "other"
+
+        @dataclasses.dataclass(frozen=True)
+        class Options(OptionsRecord):
+            precision: str = "f32"
+
+    with pytest.raises(ValueError, match="reserved, taken"):
+        registry.register(Twin)
+    with pytest.raises(ValueError, match="option 'precision' is already declared \\(openvino\\)"):
+        registry.register(SameFlag)
+    assert "other" not in registry.BACKENDS and registry.BACKENDS["cpu"] is not Twin

@@ -10,7 +10,7 @@ from edgeleuk.errors import ConfigError, UsageError
 from edgeleuk.meta import PAPER_ARCH
 from edgeleuk.training.recipe import Recipe, load_recipe
 
-TRAIN_DIR = Path(__file__).resolve().parent.parent / "train"
+TRAIN_DIR = Path(__file__).resolve().parent.parent / "edgeleuk" / "configs" / "recipes"
 
 
 def test_paper_recipe_is_the_paper():

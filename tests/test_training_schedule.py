@@ -21,7 +21,7 @@ def test_paper_rates_and_decay_every_epoch():
     opt = build_optimizer(create_model(recipe.arch), recipe)
     sched = build_scheduler(opt, recipe)
     seen = []
-    for epoch in range(recipe.epochs):
+    for _ in range(recipe.epochs):
         seen.append(current_lrs(opt))
         opt.step()  # keeps torch from warning about scheduler-before-optimizer
         sched.step()

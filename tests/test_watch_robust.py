@@ -177,7 +177,7 @@ def test_scanner_lists_again_only_folders_that_changed(
         os.utime(folder, (past, past))  # settled folders, not modified within a clock tick
     listed: list[Path] = []
     real = arrivals.image_entries
-    monkeypatch.setattr(arrivals, "image_entries", lambda folder: (listed.append(folder), real(folder))[1])
+    monkeypatch.setattr(arrivals, "image_entries", lambda folder, **kw: (listed.append(folder), real(folder, **kw))[1])
     scanner = FolderScanner(root, recursive=True)
     assert len(scanner.list()) == 9 and len(listed) == 4
     listed.clear()

@@ -107,7 +107,7 @@ def test_watch_classifies_files_written_slowly_in_pieces(tmp_path: Path, classif
     names = ["UID_1_1_1_all.bmp", "UID_2_1_1_all.bmp", "UID_3_1_1_all.bmp", "UID_H1_1_1_hem.bmp"]
     assert sorted(r["path"] for r in rows) == names
     by_name = {r["path"]: r for r in rows}
-    for name, grey in zip(names, GREYS):
+    for name, grey in zip(names, GREYS, strict=True):
         row = by_name[name]
         assert row["status"] == "ok", row
         # The whole file was read: the probability is that of the complete image.

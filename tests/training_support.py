@@ -10,7 +10,7 @@ FAST_PREPROCESS = Preprocess(crop=96, rotations=4)
 
 
 def fast_recipe(**changes) -> Recipe:
-    """``train/smoke.toml`` shrunk further; ``changes`` override any field."""
+    """The ``smoke`` recipe shrunk further; ``changes`` override any field."""
     base = load_recipe("smoke").replace(name="fast", preprocess=FAST_PREPROCESS)
     return base.replace(**changes)
 

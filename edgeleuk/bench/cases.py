@@ -1,20 +1,20 @@
-"""The rows of a benchmark: backend x precision x model file.
+"""The rows of a benchmark: backend x variant x model file, derived from the backend registry.
 
-Which precision runs is read from the model file's metadata (``edgeleuk.export``
-JSON, key ``precision``) and, for OpenVINO, from the inference precision asked of
-the CPU plugin: an fp32 ``.onnx`` gives ``openvino f32`` and ``openvino bf16`` rows.
+Every registered backend that reads a file's kind gives a row; a backend may
+declare further variants (:meth:`~edgeleuk.runtime.base.Backend.bench_variants`),
+e.g. OpenVINO computing an fp32 file in bf16. Which precision a file holds is read
+from its metadata (``edgeleuk.export`` JSON, key ``precision``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.bench.parity import normalise_precision
-from edgeleuk.runtime.modelfile import model_kind, read_model_meta
-
-RUNTIME_BACKENDS = ("cpu", "openvino", "cuda")
+from edgeleuk.parity import normalise_precision
+from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.runtime.registry import BACKENDS, kind_of
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ModelFile:
         size_bytes: On-disk size (an IR's ``.xml`` plus ``.bin``).
         source_sha256: Checkpoint the file was exported from, if recorded.
         threshold: Decision threshold stored in the file.
+        export: The file's export record (its profile gives the parity thresholds).
     """
 
     path: Path
@@ -36,6 +37,7 @@ class ModelFile:
     size_bytes: int
     source_sha256: str | None
     threshold: float
+    export: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def read_model_file(path: Path) -> ModelFile:
@@ -45,12 +47,12 @@ def read_model_file(path: Path) -> ModelFile:
         UsageError: Missing file, wrong suffix or no edgeleuk metadata.
     """
     path = Path(path)
-    kind = model_kind(path)
+    kind = kind_of(path)
     meta, export = read_model_meta(path)
-    size = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if kind == "ir" else 0)
+    size = sum(f.stat().st_size for f in kind.files(path))
     return ModelFile(
-        path=path, kind=kind, precision=normalise_precision(export.get("precision")), size_bytes=size,
-        source_sha256=export.get("source_sha256"), threshold=meta.threshold,
+        path=path, kind=kind.name, precision=normalise_precision(export.get("precision")), size_bytes=size,
+        source_sha256=export.get("source_sha256"), threshold=meta.threshold, export=export,
     )
 
 
@@ -59,27 +61,28 @@ class Case:
     """One row to measure.
 
     Attributes:
-        backend: ``torch``, ``cpu``, ``openvino`` or ``cuda``.
+        backend: ``torch`` or a registered backend.
         model: Model file (None for the torch row, which runs the checkpoint).
-        precision: What is gated: the file's precision, or ``bf16`` for OpenVINO bf16.
-        ov_precision: OpenVINO CPU inference precision (``f32``/``bf16``); ignored elsewhere.
+        precision: What is gated: the file's precision, or the compute precision of a
+            variant (``bf16`` for OpenVINO computing an fp32 file in bf16).
+        options: Fields of the backend's own options record for this row.
+        tag: Row name after the backend for a variant (``int8+bf16``); None: the precision.
         skip: Why the row cannot run here, known before trying; None if it can.
     """
 
     backend: str
     model: Path | None
     precision: str
-    ov_precision: str = "f32"
+    options: dict[str, Any] = field(default_factory=dict)
+    tag: str | None = None
     skip: str | None = None
 
     @property
     def label(self) -> str:
-        """Short row name, e.g. ``openvino bf16``, ``openvino int8`` or ``openvino int8+bf16``."""
+        """Short row name, e.g. ``cpu fp32``, ``openvino bf16`` or ``openvino int8+bf16``."""
         if self.backend == "torch":
             return "torch eager fp32"
-        if self.precision == "int8" and self.ov_precision == "bf16":
-            return f"{self.backend} int8+bf16"  # int8 layers, bf16 for the layers left unquantized
-        return f"{self.backend} {self.precision}"
+        return f"{self.backend} {self.tag or self.precision}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,23 +96,21 @@ class Case:
         return cls(**d)
 
 
-def rows_for_file(mf: ModelFile, bf16_cpu: bool) -> list[Case]:
+def rows_for_file(mf: ModelFile, features: dict[str, bool]) -> list[Case]:
     """Every row a model file can give, before filtering by ``--backend``.
 
-    An fp32 file also runs OpenVINO in bf16; an int8 file also runs with bf16 for the
-    layers that do not execute in INT8 (the grouped convolutions), both on bf16 CPUs only.
+    Args:
+        mf: The model file.
+        features: Machine features variants may need (``bf16``: the CPU computes bf16 natively).
     """
-    no_bf16 = None if bf16_cpu else "this CPU has no avx512_bf16/amx_bf16: OpenVINO would not compute in bf16"
-    if mf.kind == "ir":
-        rows = [Case("openvino", mf.path, mf.precision)]
-    else:
-        rows = [Case("cpu", mf.path, mf.precision), Case("openvino", mf.path, mf.precision)]
-    if mf.precision == "fp32":
-        rows.append(Case("openvino", mf.path, "bf16", ov_precision="bf16", skip=no_bf16))
-    elif mf.precision == "int8":
-        rows.append(Case("openvino", mf.path, "int8", ov_precision="bf16", skip=no_bf16))
-    if mf.kind == "onnx":
-        rows.append(Case("cuda", mf.path, mf.precision))
+    rows = []
+    for name, cls in BACKENDS.items():
+        if not any(k.name == mf.kind for k in cls.reads):
+            continue
+        rows.append(Case(name, mf.path, mf.precision))
+        for v in cls.bench_variants(mf.precision):
+            skip = None if v.needs is None or features.get(v.needs) else v.why_not
+            rows.append(Case(name, mf.path, v.gate_precision or mf.precision, dict(v.options), v.tag, skip))
     return rows
 
 
@@ -134,9 +135,9 @@ def plan_cases(
         "original and check parity")
     cases = [Case("torch", None, "fp32", skip=torch_skip)]
     for mf in files:
-        for case in rows_for_file(mf, bf16_cpu):
+        for case in rows_for_file(mf, {"bf16": bf16_cpu}):
             if backend not in ("all", case.backend):
                 continue
             reason = availability.get(case.backend)
-            cases.append(case if reason is None or case.skip else Case(**{**case.__dict__, "skip": reason}))
+            cases.append(case if reason is None or case.skip else replace(case, skip=reason))
     return cases

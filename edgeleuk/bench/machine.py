@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from edgeleuk.runtime.registry import BACKENDS
+
 # CPU flags that give OpenVINO native bf16 compute (else it runs f32 or emulates).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "edgeleuk")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OV_CPU_THREADS")
 
 
@@ -83,10 +84,16 @@ def gpu_names(timeout: float = 10.0) -> tuple[str, ...]:
     return tuple(line.strip() for line in out.splitlines() if line.strip())
 
 
-def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+def libraries() -> tuple[str, ...]:
+    """numpy, every registered backend's engine libraries, the reference's torch, and edgeleuk itself."""
+    engines = (lib for cls in BACKENDS.values() for lib in cls.libraries)
+    return tuple(dict.fromkeys(["numpy", *engines, "torch", "edgeleuk"]))
+
+
+def library_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
     """Installed versions of the libraries that matter here (absent ones are left out)."""
     found = {}
-    for name in names:
+    for name in libraries() if names is None else names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

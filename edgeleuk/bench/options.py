@@ -6,8 +6,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeleuk.errors import UsageError
+from edgeleuk.runtime.registry import BACKENDS
 
-BACKEND_CHOICES = ("all", "cuda", "openvino", "cpu", "torch")
+ALL, TORCH = "all", "torch"
+
+
+def bench_choices() -> tuple[str, ...]:
+    """What ``--backend`` may name: every row, each registered backend, or the PyTorch original."""
+    return (ALL, *BACKENDS, TORCH)
 
 
 @dataclass(frozen=True)
@@ -15,7 +21,7 @@ class BenchOptions:
     """Options of :func:`edgeleuk.bench.run_bench`.
 
     Attributes:
-        backend: ``all`` or one of ``cuda``, ``openvino``, ``cpu``, ``torch``. The torch row is
+        backend: ``all``, a registered backend or ``torch`` (:func:`bench_choices`). The torch row is
             measured whenever a checkpoint is given: it is the reference for parity and speed-up.
         n: Most cells to use.
         batch: Largest batch size tried for throughput (powers of two up to it, and it).
@@ -49,8 +55,8 @@ class BenchOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKEND_CHOICES:
-            raise UsageError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
+        if self.backend not in bench_choices():
+            raise UsageError(f"--backend must be one of {', '.join(bench_choices())}, got {self.backend!r}")
         if self.n < 1 or self.batch < 1:
             raise UsageError("--n and --batch must be at least 1")
         if self.threads is not None and self.threads < 1:

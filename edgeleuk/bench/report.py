@@ -12,8 +12,8 @@ from edgeleuk import __version__
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.bench.cases import Case, ModelFile
 from edgeleuk.bench.machine import MachineInfo
-from edgeleuk.bench.parity import Gate, Parity
 from edgeleuk.bench.worker import Measurement
+from edgeleuk.parity import Parity, Thresholds
 
 OK, PARITY_FAILED, UNAVAILABLE, ERROR = "ok", "parity failed", "unavailable", "error"
 SYNTHETIC_LINE = (
@@ -43,10 +43,10 @@ class Row:
         reason: Why a row is unavailable or failed.
         size_bytes: Model file size (None for torch).
         measurement: What the worker measured (None if it never ran).
-        parity: Comparison with PyTorch (None without a reference).
+        parity: Comparison with PyTorch (None without a reference); the export gate's format.
         metrics: Weighted F1, sensitivity, specificity (None without labels).
-        gate: The gate applied.
-        failures: Gate breaches.
+        thresholds: The thresholds applied, from the file's export profile.
+        failures: Thresholds breached.
         speedup_latency: PyTorch's p50 latency over this row's.
         speedup_throughput: This row's best cells/s over PyTorch's.
     """
@@ -58,7 +58,7 @@ class Row:
     measurement: Measurement | None = None
     parity: Parity | None = None
     metrics: dict[str, float] | None = None
-    gate: Gate | None = None
+    thresholds: Thresholds | None = None
     failures: list[str] = field(default_factory=list)
     speedup_latency: float | None = None
     speedup_throughput: float | None = None
@@ -78,7 +78,8 @@ class Row:
             "size_bytes": self.size_bytes, "measurement": m,
             "best_throughput": None if best is None else {"cells_per_s": best[0], "how": best[1]},
             "parity": None if self.parity is None else self.parity.to_dict(), "metrics": self.metrics,
-            "gate": None if self.gate is None else asdict(self.gate), "failures": self.failures,
+            "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
+            "failures": self.failures,
             "speedup_latency": self.speedup_latency, "speedup_throughput": self.speedup_throughput,
         }
 
@@ -112,12 +113,12 @@ def _speed_cells(row: Row) -> list[str]:
 def _parity_cells(row: Row) -> list[str]:
     met = row.metrics or {}
     p = row.parity
-    gate = "-" if row.gate is None else row.gate.describe()
+    gate = "-" if row.thresholds is None else row.thresholds.describe()
     if p is None:
         agree = dprob = dlogit = "n/a"
     else:
         agree = f"{p.agreement:.2%} ({p.n - p.disagreements}/{p.n})"
-        dprob, dlogit = f"{p.max_dprob:.2e}", f"{p.max_dlogit:.2e}"
+        dprob, dlogit = f"{p.max_abs_prob_delta:.2e}", f"{p.max_abs_logit_delta:.2e}"
     if row.case.backend == "torch" and row.status == OK:
         return ["reference", "-", "-", "-", _f(met.get("f1"), ".4f"), _f(met.get("sensitivity"), ".4f"),
                 _f(met.get("specificity"), ".4f"), "reference"]
@@ -189,7 +190,7 @@ class BenchReport:
                 out.append(f"- {r.case.label} ({r.case.model.name if r.case.model else 'checkpoint'}): "
                            f"{r.status}: {r.reason}")
             elif r.status == PARITY_FAILED:
-                out.append(f"- {r.case.label}: PARITY FAILED ({r.gate.describe()}): {'; '.join(r.failures)}")
+                out.append(f"- {r.case.label}: PARITY FAILED ({r.thresholds.describe()}): {'; '.join(r.failures)}")
         return out
 
     def to_markdown(self) -> str:
@@ -207,7 +208,7 @@ class BenchReport:
             ["row", "status", "size MB", "load s", "warm-up s", "latency ms b=1 p50 / p90 / p99 (runs)",
              "best cells/s (how)", "thr-mode cells/s", "peak RSS MB", "load avg", "x torch latency",
              "x torch cells/s"],
-            [[n, s, _mb(r.size_bytes), *_speed_cells(r)] for n, s, r in zip(names, status, self.rows)])
+            [[n, s, _mb(r.size_bytes), *_speed_cells(r)] for n, s, r in zip(names, status, self.rows, strict=True)])
         lines += ["", "### Parity with the PyTorch original and accuracy", ""]
         if not self.parity_checked:
             lines += [("**PARITY NOT CHECKED**: no PyTorch reference ran (see below), so agreement, "
@@ -215,8 +216,8 @@ class BenchReport:
         lines += _table(
             ["row", "gate", "agreement with torch", "max abs dprob", "max abs dlogit", "F1 (weighted)",
              "sensitivity", "specificity", "verdict"],
-            [[n, *_parity_cells(r)] for n, r in zip(names, self.rows)])
-        engines = [f"- {n}: {_engine_line(r.measurement.engine)}" for n, r in zip(names, self.rows)
+            [[n, *_parity_cells(r)] for n, r in zip(names, self.rows, strict=True)])
+        engines = [f"- {n}: {_engine_line(r.measurement.engine)}" for n, r in zip(names, self.rows, strict=True)
                    if r.measurement is not None and r.measurement.engine]
         if engines:
             lines += ["", "Engines (as read back after loading):", *engines]
@@ -233,7 +234,8 @@ class BenchReport:
             "tool": "edgeleuk bench", "edgeleuk_version": __version__, "created": self.created,
             "synthetic": bool(self.cells.get("synthetic")), "machine": self.machine.to_dict(),
             "options": self.options, "cells": self.cells,
-            "models": [{**asdict(m), "path": str(m.path)} for m in self.models],
+            "models": [{**{k: v for k, v in asdict(m).items() if k != "export"}, "path": str(m.path)}
+                       for m in self.models],
             "rows": [r.to_dict() for r in self.rows], "parity_checked": self.parity_checked,
             "notes": self.notes, "exit_code": self.exit_code(),
         }

@@ -12,17 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeleuk.bench.cases import RUNTIME_BACKENDS, Case, ModelFile, plan_cases, read_model_file
+from edgeleuk.bench.cases import Case, ModelFile, plan_cases, read_model_file
 from edgeleuk.bench.cells import Cells, load_cells
 from edgeleuk.bench.machine import collect_machine
 from edgeleuk.bench.memory import run_measured
 from edgeleuk.bench.options import BenchOptions
-from edgeleuk.bench.parity import check_gate, compare, gate_for, label_metrics
 from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
-from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.errors import BackendUnavailable, ConfigError, UsageError
 from edgeleuk.files import sha256_file
-from edgeleuk.runtime import BACKENDS
+from edgeleuk.metrics import binary_metrics
+from edgeleuk.parity import breaches, compare, recorded_thresholds
+from edgeleuk.runtime.registry import BACKENDS
 
 log = logging.getLogger(__name__)
 WORKER_TIMEOUT_S = 4 * 3600  # a hung engine must not hang the benchmark forever
@@ -30,7 +31,7 @@ WORKER_TIMEOUT_S = 4 * 3600  # a hung engine must not hang the benchmark forever
 
 def availability() -> dict[str, str | None]:
     """Backend name -> None if it can run here, else why not and the fix."""
-    found = {name: BACKENDS[name].availability() for name in RUNTIME_BACKENDS}
+    found = {name: cls.availability() for name, cls in BACKENDS.items()}
     found["torch"] = None if importlib.util.find_spec("torch") else (
         "torch is not installed: pip install 'edgeleuk[train]' to measure the PyTorch original")
     return found
@@ -82,11 +83,19 @@ def _measure_all(cases: list[Case], cells: Cells, opts: BenchOptions, checkpoint
     return results
 
 
+def label_metrics(labels: np.ndarray | None, probs: np.ndarray, threshold: float) -> dict[str, float] | None:
+    """Weighted F1, sensitivity (ALL recall) and specificity (HEM recall); None without labels."""
+    if labels is None:
+        return None
+    m = binary_metrics(np.asarray(labels), np.asarray(probs), threshold=threshold)
+    return {"f1": float(m["f1"]), "sensitivity": float(m["sensitivity"]), "specificity": float(m["specificity"])}
+
+
 def _build_rows(cases: list[Case], results: list[Measurement | None], files: dict[Path, ModelFile],
                 cells: Cells, threshold: float) -> list[Row]:
     ref = results[0] if results and results[0] is not None and results[0].status == OK else None
     rows = []
-    for case, m in zip(cases, results):
+    for case, m in zip(cases, results, strict=True):
         mf = files.get(case.model) if case.model else None
         row = Row(case=case, status=OK, size_bytes=None if mf is None else mf.size_bytes, measurement=m)
         if m is None or m.status != OK:
@@ -97,10 +106,15 @@ def _build_rows(cases: list[Case], results: list[Measurement | None], files: dic
         thr = threshold if mf is None else mf.threshold
         row.metrics = label_metrics(cells.labels, np.asarray(m.probs), thr)
         if ref is not None and case.backend != "torch":
-            row.gate = gate_for(case.precision)
-            row.parity = compare(ref.logits, ref.probs, m.logits, m.probs, thr)
-            ref_f1 = (label_metrics(cells.labels, np.asarray(ref.probs), thr) or {}).get("f1")
-            row.failures = check_gate(row.gate, row.parity, (row.metrics or {}).get("f1"), ref_f1)
+            compute = None if case.precision == mf.precision else case.precision
+            try:
+                row.thresholds = recorded_thresholds(mf.export, compute)
+            except ConfigError as exc:  # one row without thresholds must not lose the others' figures
+                row.status, row.reason = ERROR, f"no parity thresholds: {exc}"
+                rows.append(row)
+                continue
+            row.parity = compare(ref.logits, ref.probs, m.logits, m.probs, thr, cells.labels)
+            row.failures = breaches(row.thresholds, row.parity)
             row.status = PARITY_FAILED if row.failures else OK
             _speedups(row, ref)
         rows.append(row)

@@ -30,7 +30,7 @@ def percentiles(samples: Sequence[float], qs: Sequence[float] = PERCENTILES) -> 
     if len(samples) == 0:
         raise ValueError("percentiles of no samples")
     values = np.percentile(np.asarray(samples, dtype=np.float64), list(qs))
-    return {f"p{q:g}": float(v) for q, v in zip(qs, values)}
+    return {f"p{q:g}": float(v) for q, v in zip(qs, values, strict=True)}
 
 
 def repeat_for(

@@ -22,10 +22,10 @@ import numpy as np
 from edgeleuk.atomic import atomic_write_text
 from edgeleuk.bench.cases import Case
 from edgeleuk.bench.memory import self_peak_rss
-from edgeleuk.bench.throughput import throughput_mode
 from edgeleuk.bench.timing import measure_latency, measure_throughput, timed
 from edgeleuk.errors import BackendUnavailable
-from edgeleuk.runtime import BackendOptions, open_backend
+from edgeleuk.runtime.base import Backend
+from edgeleuk.runtime.registry import backend_options, open_backend
 
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -96,7 +96,8 @@ class Measurement:
         return cls(**d)
 
 
-def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any]]:
+def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any], Backend | None]:
+    """The row's run function, what runs (as the engine reports it) and the backend (None for torch)."""
     case = spec.case
     if case.backend == "torch":
         # Lazy: only the torch row may load torch; the other rows' processes measure their engine alone.
@@ -110,10 +111,10 @@ def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any]]:
         return ref.predict_arrays, {
             "engine": f"torch {torch.__version__}", "path": "eager, PIL rotations (the paper's)",
             "threads": torch.get_num_threads(),
-        }
-    opts = BackendOptions(threads=spec.threads, precision=case.ov_precision, hint="latency")
-    backend = open_backend(case.model, case.backend, opts)
-    return backend.run, asdict(backend.info())
+        }, None
+    # The row's own options on top of each backend's defaults: what predict deploys, plus the variant.
+    backend = open_backend(case.model, case.backend, backend_options(threads=spec.threads, **case.options))
+    return backend.run, asdict(backend.info()), backend
 
 
 class _FirstPass:
@@ -136,7 +137,7 @@ class _FirstPass:
 def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
     """Measure one row in this process (see the module docstring for the order of steps)."""
     load_before = os.getloadavg()[0]  # other processes on the cores distort timings: record them
-    (run, engine), load_s = timed(lambda: _open_engine(spec))
+    (run, engine, backend), load_s = timed(lambda: _open_engine(spec))
     _, warmup_s = timed(lambda: run(cells[:1]))
     for i in range(spec.warmup_runs):
         run(cells[(i + 1) % len(cells)][None])
@@ -149,10 +150,8 @@ def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
         else:
             throughput[b] = measure_throughput(run, cells, b, spec.budget_s)
     mode = None
-    if spec.throughput_mode and spec.case.model is not None:
-        opts = BackendOptions(threads=spec.threads, precision=spec.case.ov_precision)
-        result = throughput_mode(spec.case.backend, spec.case.model, cells, opts, spec.budget_s,
-                                 max(spec.batch_sizes))
+    if spec.throughput_mode and backend is not None:
+        result = backend.throughput_mode(cells, spec.budget_s, max(spec.batch_sizes))
         mode = None if result is None else result.to_dict()
     return Measurement(
         status="ok", engine=engine, load_s=load_s, warmup_s=warmup_s, latency=latency.to_dict(),

@@ -6,7 +6,7 @@ INT8 OpenVINO IR, gates it against the eager PyTorch reference
 (:mod:`edgeleuk.reference`) and only then renames it into place.
 
 Modules: ``profile`` (TOML profiles), ``graph`` (torch -> ONNX), ``structure``
-(checker and contract), ``engines`` + ``gate`` (parity gate), ``calib`` (gate
+(checker and contract), ``gate`` (parity gate on the runtime backends), ``calib`` (gate
 and calibration images), ``int8`` (NNCF) with ``int8_accuracy`` (F1 accuracy
 control), ``metadata``, ``pipeline``. Files are written, all or nothing, by
 :mod:`edgeleuk.modelwrite`, which ``calibrate`` shares.

@@ -1,9 +1,12 @@
-"""The parity gate: the exported file, run on its engines, against the PyTorch original.
+"""The parity gate: the exported file, on the runtime backends, against the PyTorch original.
 
 The reference is :class:`~edgeleuk.reference.TorchReference`, the paper's eager
-PIL-rotation path. Each engine in the profile runs the file on the gate cells;
-the profile's thresholds on |logit delta|, label agreement and weighted-F1 drop
-decide. Batch sizes (1 and 5 by default) must run and agree with each other.
+PIL-rotation path. Each backend the profile names opens the file exactly as
+``predict`` does (``edgeleuk.runtime.registry``: the same provider checks, thread
+settings and device choice) and runs the gate cells; :mod:`edgeleuk.parity`
+compares the outputs and the profile's thresholds decide. Batch sizes (1 and 5
+by default) must run and agree with each other. ``bench`` uses the same
+comparison and report.
 """
 
 from __future__ import annotations
@@ -18,33 +21,25 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.exporting.calib import ImageSet
-from edgeleuk.exporting.engines import Engine, open_engine, unavailable
 from edgeleuk.exporting.profile import ExportProfile
-from edgeleuk.metrics import binary_metrics
+from edgeleuk.parity import Parity, Thresholds, breaches, compare
+from edgeleuk.runtime.base import Backend
+from edgeleuk.runtime.registry import BACKENDS, open_backend
 
 log = logging.getLogger(__name__)
 
 
-def _sig(x: float | None, digits: int = 4) -> float | None:
-    # Rounded for the file: stable bytes across runs, still precise enough to read.
-    return None if x is None else float(f"{x:.{digits}g}")
-
-
 @dataclass
 class EngineCheck:
-    """The verdict of one engine.
+    """The verdict of one backend.
 
     Attributes:
-        engine: Engine key.
+        engine: Backend name.
         status: ``passed``, ``failed`` or ``skipped``.
         reason: Why skipped, or what failed.
-        version: Engine library and version.
-        max_abs_logit_delta: Largest |logit - reference logit|.
-        mean_abs_logit_delta: Mean |logit - reference logit|.
-        agreement: Fraction of cells given the reference's label.
-        f1_reference: Weighted F1 of the reference (labelled cells only).
-        f1_model: Weighted F1 of the exported file.
-        batch_max_delta: Largest logit difference between batch sizes.
+        version: Engine library and version, as the backend reports it.
+        providers: Providers or devices in use, read back from the engine.
+        parity: The comparison with the reference (None when it did not run).
         breaches: Thresholds not met.
     """
 
@@ -52,24 +47,23 @@ class EngineCheck:
     status: str = "passed"
     reason: str | None = None
     version: str | None = None
-    max_abs_logit_delta: float | None = None
-    mean_abs_logit_delta: float | None = None
-    agreement: float | None = None
-    f1_reference: float | None = None
-    f1_model: float | None = None
-    batch_max_delta: float | None = None
+    providers: list[str] = field(default_factory=list)
+    parity: Parity | None = None
     breaches: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """One line for people."""
         head = f"  {self.engine:<17}{self.status.upper():<8}"
-        if self.status == "skipped" or self.agreement is None:
+        if self.status == "skipped" or self.parity is None:
             return head + (self.reason or "")
-        text = (f"{head}max|dlogit| {self.max_abs_logit_delta:.2e}  agreement {100 * self.agreement:.2f} %"
-                f"  batch-size delta {self.batch_max_delta:.1e}")
-        if self.f1_model is not None:
-            text += f"  weighted F1 {self.f1_reference:.4f} -> {self.f1_model:.4f}"
-        return text + ("".join(f"\n    breach: {b}" for b in self.breaches))
+        return head + self.parity.line() + "".join(f"\n    breach: {b}" for b in self.breaches)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "parity"}
+        d["parity"] = None if self.parity is None else self.parity.to_dict()
+        if self.status == "skipped":
+            d["status"] = f"skipped: {d.pop('reason')}"
+        return d
 
 
 @dataclass
@@ -79,7 +73,8 @@ class GateReport:
     data: str
     n: int
     labelled: bool
-    thresholds: dict[str, Any]
+    thresholds: Thresholds
+    batch_sizes: tuple[int, ...]
     checks: list[EngineCheck]
 
     @property
@@ -89,85 +84,57 @@ class GateReport:
         return "failed" not in statuses and "passed" in statuses
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["passed"] = self.passed
-        for check in d["checks"]:
-            if check["status"] == "skipped":
-                check["status"] = f"skipped: {check.pop('reason')}"
-        return d
+        return {"data": self.data, "n": self.n, "labelled": self.labelled,
+                "thresholds": self.thresholds.to_dict(), "batch_sizes": list(self.batch_sizes),
+                "checks": [c.to_dict() for c in self.checks], "passed": self.passed}
 
     def describe(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
-        head = f"parity gate {verdict} vs the PyTorch reference on {self.n} cells ({self.data})"
+        head = (f"parity gate {verdict} vs the PyTorch reference on {self.n} cells ({self.data}); "
+                f"{self.thresholds.describe()}")
         return "\n".join([head, *(c.line() for c in self.checks)])
 
 
-def run_batches(engine: Engine, images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run all images in batches; check every output is float32 [b] and finite."""
+def run_batches(backend: Backend, images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run all images in batches; check every output is [b] and finite."""
     logits, probs = [], []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
-        logit, prob = engine.run(chunk)
+        logit, prob = backend.run(chunk)
         for name, out in (("logit", logit), ("prob", prob)):
-            if out.dtype != np.float32 or out.shape != (len(chunk),) or not np.isfinite(out).all():
-                raise ValueError(f"output {name} is {out.dtype} {out.shape} (finite: {np.isfinite(out).all()}), "
-                                 f"expected finite float32 [{len(chunk)}]")
+            if out.shape != (len(chunk),) or not np.isfinite(out).all():
+                raise ValueError(f"output {name} is {out.dtype} {out.shape} (finite: "
+                                 f"{np.isfinite(out).all()}), expected finite float32 [{len(chunk)}]")
         logits.append(logit)
         probs.append(prob)
     return np.concatenate(logits), np.concatenate(probs)
 
 
-def _compare(check: EngineCheck, logits: np.ndarray, probs: np.ndarray, ref: tuple[np.ndarray, np.ndarray],
-             labels: np.ndarray | None, threshold: float) -> None:
-    delta = np.abs(logits.astype(np.float64) - ref[0])
-    check.max_abs_logit_delta = _sig(float(delta.max()))
-    check.mean_abs_logit_delta = _sig(float(delta.mean()))
-    check.agreement = _sig(float(np.mean((probs >= threshold) == (ref[1] >= threshold))), 6)
-    if labels is not None:
-        check.f1_reference = _sig(binary_metrics(labels, ref[1], threshold)["f1"], 6)
-        check.f1_model = _sig(binary_metrics(labels, probs, threshold)["f1"], 6)
-
-
-def _breaches(check: EngineCheck, profile: ExportProfile) -> list[str]:
-    out = []
-    limit = profile.max_abs_logit_delta
-    if limit is not None and check.max_abs_logit_delta > limit:
-        out.append(f"max |logit delta| {check.max_abs_logit_delta:.3g} > {limit:g}")
-    if limit is not None and check.batch_max_delta > limit:
-        out.append(f"batch sizes {list(profile.batch_sizes)} disagree by {check.batch_max_delta:.3g} > {limit:g}")
-    if check.agreement < profile.min_agreement:
-        out.append(f"label agreement {100 * check.agreement:.2f} % < {100 * profile.min_agreement:.2f} %")
-    if profile.max_f1_drop is not None and check.f1_model is not None:
-        drop = check.f1_reference - check.f1_model
-        if drop > profile.max_f1_drop:
-            out.append(f"weighted-F1 drop {100 * drop:.2f} points > {100 * profile.max_f1_drop:.2f}")
-    return out
-
-
 def check_engine(name: str, path: Path, profile: ExportProfile, data: ImageSet,
-                 ref: tuple[np.ndarray, np.ndarray], threshold: float) -> EngineCheck:
-    """Run one engine through the gate; never raises for what the file does wrong."""
-    reason = unavailable(name)
+                 ref: ReferenceOutputs) -> EngineCheck:
+    """Run the file on backend ``name`` through the gate; never raises for what the file does wrong."""
+    reason = BACKENDS[name].availability()
     if reason:
         return EngineCheck(name, status="skipped", reason=reason)
     check = EngineCheck(name)
     try:
         started = time.perf_counter()
-        engine = open_engine(name, path)
-        check.version = engine.version
+        backend = open_backend(path, name)  # default options: what predict deploys
+        info = backend.info()
+        check.version, check.providers = info.engine, list(info.providers)
         largest = max(profile.batch_sizes)
-        logits, probs = run_batches(engine, data.images, largest)
+        logits, probs = run_batches(backend, data.images, largest)
         # The full run already used the largest batch size; the others are run again and compared.
-        per_size = [run_batches(engine, data.images[:b], b)[0] - logits[:b]
+        per_size = [run_batches(backend, data.images[:b], b)[0] - logits[:b]
                     for b in profile.batch_sizes if b != largest]
         log.info("%s: %d cells in %.1f s", name, len(data), time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - not loading or running there is the gate's finding
         check.status, check.reason = "failed", f"{type(exc).__name__}: {exc}"
         check.breaches = [f"does not run on {name}: {check.reason}"]
         return check
-    check.batch_max_delta = _sig(max((float(np.abs(d).max()) for d in per_size), default=0.0))
-    _compare(check, logits, probs, ref, data.labels, threshold)
-    check.breaches = _breaches(check, profile)
+    batch_delta = max((float(np.abs(d).max()) for d in per_size), default=0.0)
+    check.parity = compare(ref.logits, ref.probs, logits, probs, ref.threshold, data.labels, batch_delta)
+    check.breaches = breaches(profile.thresholds(), check.parity)
     check.status = "failed" if check.breaches else "passed"
     return check
 
@@ -212,13 +179,10 @@ def run_gate(path: Path, profile: ExportProfile, data: ImageSet, ref: ReferenceO
 
     Args:
         path: The exported file (``.onnx`` or ``.xml``) as written.
-        profile: Thresholds and engines.
+        profile: Thresholds and the backends to run on.
         data: Gate cells.
         ref: The PyTorch reference's outputs on ``data`` (:func:`reference_outputs`).
     """
-    checks = [check_engine(name, path, profile, data, (ref.logits, ref.probs), ref.threshold)
-              for name in profile.gate_engines]
-    thresholds = {"max_abs_logit_delta": profile.max_abs_logit_delta, "min_agreement": profile.min_agreement,
-                  "max_f1_drop": profile.max_f1_drop, "batch_sizes": list(profile.batch_sizes)}
+    checks = [check_engine(name, path, profile, data, ref) for name in profile.gate_engines]
     return GateReport(data=data.source, n=len(data), labelled=data.labels is not None,
-                      thresholds=thresholds, checks=checks)
+                      thresholds=profile.thresholds(), batch_sizes=profile.batch_sizes, checks=checks)

@@ -108,7 +108,8 @@ def describe_quantization(record: dict[str, Any]) -> str:
         return f"{head}\n  accuracy control: {record['accuracy_control']}"
     flt, full = record["float"], record["fully_quantized"]
     if flt is None:
-        return f"{head}\n  accuracy control on {record['validation_cells']} labelled gate cells: {record['restoration']}"
+        cells = record["validation_cells"]
+        return f"{head}\n  accuracy control on {cells} labelled gate cells: {record['restoration']}"
     return (f"{head}\n  accuracy control on {record['validation_cells']} labelled gate cells: float weighted F1 "
             f"{flt['f1']:.4f}; fully INT8 F1 {full['f1']:.4f}, agreement {100 * full['agreement']:.2f} % "
             f"-> {record['restoration']}")

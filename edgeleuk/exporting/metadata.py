@@ -14,11 +14,10 @@ from typing import Any
 
 from edgeleuk import __version__
 from edgeleuk.checkpoint import Checkpoint
-from edgeleuk.contract import contract_record
+from edgeleuk.contract import EXPORT_KEY, META_KEY, contract_record
 from edgeleuk.errors import ConfigError
 from edgeleuk.exporting.profile import ExportProfile
 from edgeleuk.files import sha256_file
-from edgeleuk.runtime.modelfile import EXPORT_KEY, META_KEY
 
 
 def export_time(profile: ExportProfile) -> str:

@@ -32,6 +32,7 @@ from edgeleuk.modelwrite import output_files, set_ir_metadata, set_onnx_metadata
 from edgeleuk.reference import TorchReference
 
 log = logging.getLogger(__name__)
+DEFAULT_OUT = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class ExportResult:
 
     def describe(self) -> str:
         p = self.profile
-        kind = "OpenVINO IR" if p.format == "openvino" else f"ONNX opset {p.opset}"
+        kind = f"{p.kind.label} opset {p.opset}" if p.kind.suffix == ".onnx" else p.kind.label
         lines = [
             (f"wrote {self.path} ({p.name}: {p.precision} {kind}, {self.size_bytes / 1e6:.1f} MB) "
              f"in {self.seconds:.1f} s"),
@@ -77,7 +78,7 @@ class ExportResult:
 
 
 def output_path(out: str | Path, profile: ExportProfile) -> Path:
-    """The main output file; an IR profile turns ``x.onnx`` into ``x.xml``.
+    """The main output file; a profile writing another kind turns the default ``x.onnx`` into its suffix.
 
     Raises:
         UsageError: The suffix fits neither the profile nor the ``.onnx`` default.
@@ -85,9 +86,10 @@ def output_path(out: str | Path, profile: ExportProfile) -> Path:
     out = Path(out)
     if out.suffix.lower() == profile.suffix:
         return out
-    if profile.format == "openvino" and out.suffix.lower() == ".onnx":
-        log.warning("profile %s writes an OpenVINO IR: writing %s", profile.name, out.with_suffix(".xml"))
-        return out.with_suffix(".xml")
+    if out.suffix.lower() == Path(DEFAULT_OUT).suffix:
+        log.warning("profile %s writes an %s: writing %s", profile.name, profile.kind.label,
+                    out.with_suffix(profile.suffix))
+        return out.with_suffix(profile.suffix)
     raise UsageError(f"--out {out}: profile {profile.name!r} writes a {profile.suffix} file; "
                      f"use e.g. --out model{profile.suffix}")
 
@@ -131,7 +133,7 @@ def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageS
     return report, record
 
 
-def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
+def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
                  profile: str | Path | ExportProfile = DEFAULT_PROFILE, calib: str | Path | None = None,
                  *, reference: Any = None) -> ExportResult:
     """Export a checkpoint through the parity gate.
@@ -139,7 +141,7 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = "model.onnx",
     Args:
         ckpt: Checkpoint path (or a loaded :class:`Checkpoint`).
         out: Output ``.onnx``, or ``.xml`` for an OpenVINO IR profile.
-        profile: Profile object, TOML path or a name in ``export/``.
+        profile: Profile object, TOML file or a packaged profile name (``cpu-fp32``).
         calib: Data root (any layout ``edgeleuk.data`` discovers) for gate and INT8
             calibration images; None draws a SYNTHETIC set.
         reference: Stand-in for the PyTorch reference (tests); default

@@ -1,22 +1,27 @@
 """Export profiles: what to build (precision, format) and how hard to gate it.
 
-A profile is a small TOML file in ``export/`` loaded into the frozen
+A profile is a small TOML file (packaged ones in ``edgeleuk/configs/profiles``,
+listed by ``edgeleuk profiles``) loaded into the frozen
 :class:`ExportProfile`; unknown keys and impossible combinations are errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeleuk.config import from_mapping, load_toml, resolve_named
+from edgeleuk.config import DEFAULT_EXPORT_PROFILE, from_mapping, load_toml, resolve_named
 from edgeleuk.errors import ConfigError
+from edgeleuk.parity import THRESHOLD_KEYS, Thresholds
+from edgeleuk.runtime.base import ModelKind
+from edgeleuk.runtime.registry import BACKENDS, model_kinds
 
-ENGINES = ("onnxruntime", "onnxruntime-cuda", "openvino")
+# The formats the exporter writes (its own writers), as runtime model kinds.
+FORMAT_KINDS = {"onnx": "onnx", "openvino": "ir"}
 MIN_INT8_CALIB = 300  # the calibration floor the issue asks for: a few hundred real training cells
-DEFAULT_PROFILE = "export/cpu-fp32.toml"
+DEFAULT_PROFILE = DEFAULT_EXPORT_PROFILE
 
 
 @dataclass(frozen=True)
@@ -30,15 +35,19 @@ class ExportProfile:
             or ``int8`` (NNCF post-training quantization).
         format: ``onnx`` or ``openvino`` (IR ``.xml`` + ``.bin``; required for int8).
         opset: ONNX opset of the exported graph.
-        gate_engines: Engines the parity gate runs the file on: ``onnxruntime`` (CPU),
-            ``onnxruntime-cuda``, ``openvino`` (CPU). An engine that cannot run here
-            is recorded as skipped, with the reason.
+        gate_engines: Runtime backends the parity gate runs the file on, opened as
+            ``predict`` opens them (``cpu``, ``cuda``, ``openvino``: any registered
+            backend that reads the format). One that cannot run here is recorded as
+            skipped, with the reason.
         parity_n: Number of cells compared with the PyTorch reference.
         max_abs_logit_delta: Largest allowed |logit - reference logit|; None skips it.
         min_agreement: Smallest allowed fraction of cells with the reference's label.
         max_f1_drop: Largest allowed drop in weighted F1 (0..1) when labels are known;
             None skips it.
         batch_sizes: Batch sizes that must run and agree with each other.
+        compute: Thresholds for running the file at a lower compute precision than it
+            stores, keyed by that precision (``[compute.bf16]``: OpenVINO computing an
+            fp32 file in bf16); ``bench`` gates such rows with them.
         calib_size: Training images used to calibrate INT8 quantization.
         allow_small_calib: Permit ``calib_size`` below 300 (tests and demos only; the
             model file records it).
@@ -63,12 +72,13 @@ class ExportProfile:
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     format: Literal["onnx", "openvino"] = "onnx"
     opset: int = 17
-    gate_engines: tuple[str, ...] = ("onnxruntime",)
+    gate_engines: tuple[str, ...] = ("cpu",)
     parity_n: int = 16
     max_abs_logit_delta: float | None = None
     min_agreement: float = 1.0
     max_f1_drop: float | None = None
     batch_sizes: tuple[int, ...] = (1, 5)
+    compute: dict[str, dict[str, float]] = field(default_factory=dict)
     calib_size: int = 0
     allow_small_calib: bool = False
     int8_preset: Literal["performance", "mixed"] = "performance"
@@ -94,17 +104,30 @@ class ExportProfile:
         if not 13 <= self.opset <= 20:
             raise ConfigError(f"{where}: opset {self.opset} outside 13..20 (what the exported graph needs and "
                               "torch's TorchScript exporter writes)")
-        unknown = sorted(set(self.gate_engines) - set(ENGINES))
-        if unknown or not self.gate_engines:
-            raise ConfigError(f"{where}: gate_engines {list(self.gate_engines)}; choose from {list(ENGINES)}")
-        if self.format == "openvino" and set(self.gate_engines) != {"openvino"}:
-            raise ConfigError(f"{where}: an OpenVINO IR is gated on gate_engines = [\"openvino\"]")
+        self._check_gate_engines(where)
         if self.parity_n < max(self.batch_sizes, default=1) or any(b < 1 for b in self.batch_sizes):
             raise ConfigError(f"{where}: parity_n must be >= every batch size, batch sizes >= 1")
-        if not 0.0 < self.min_agreement <= 1.0:
-            raise ConfigError(f"{where}: min_agreement must lie in (0, 1]")
+        self.thresholds()  # min_agreement in (0, 1]
+        for precision, table in self.compute.items():
+            unknown = sorted(set(table) - set(THRESHOLD_KEYS)) if isinstance(table, dict) else [table]
+            if unknown:
+                raise ConfigError(f"{where}: [compute.{precision}] may hold {list(THRESHOLD_KEYS)}, "
+                                  f"got {unknown}")
+            self.thresholds(precision)
         if self.accuracy_control:
             self._check_accuracy_control(where)
+
+    def _check_gate_engines(self, where: str) -> None:
+        unknown = sorted(set(self.gate_engines) - set(BACKENDS))
+        if unknown or not self.gate_engines:
+            raise ConfigError(f"{where}: gate_engines {list(self.gate_engines)}; "
+                              f"choose from {list(BACKENDS)}")
+        kind = self.kind
+        unfit = [e for e in self.gate_engines if kind not in BACKENDS[e].reads]
+        if unfit:
+            able = [n for n, cls in BACKENDS.items() if kind in cls.reads]
+            raise ConfigError(f"{where}: {', '.join(unfit)} cannot read an {kind.label}; "
+                              f"gate it on {able}")
 
     def _check_accuracy_control(self, where: str) -> None:
         if self.precision != "int8":
@@ -116,14 +139,33 @@ class ExportProfile:
             raise ConfigError(f"{where}: accuracy_control_n, _max_reverts and _rank_n must be >= 1")
 
     @property
+    def kind(self) -> ModelKind:
+        """The runtime model kind this profile writes."""
+        return model_kinds()[FORMAT_KINDS[self.format]]
+
+    @property
     def suffix(self) -> str:
         """File suffix of the main output file."""
-        return ".xml" if self.format == "openvino" else ".onnx"
+        return self.kind.suffix
+
+    def thresholds(self, compute: str | None = None) -> Thresholds:
+        """The parity thresholds, or those of its ``[compute.<precision>]`` table.
+
+        Raises:
+            ConfigError: A threshold out of range, or no table for ``compute``.
+        """
+        where = f"export profile {self.name!r}"
+        if compute is None:
+            return Thresholds.from_table(self.name, self.to_dict())
+        if compute not in self.compute:
+            raise ConfigError(f"{where} has no [compute.{compute}] thresholds")
+        return Thresholds.from_table(f"{self.name} computed in {compute}", self.compute[compute])
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["gate_engines"] = list(self.gate_engines)
         d["batch_sizes"] = list(self.batch_sizes)
+        d["compute"] = {k: dict(v) for k, v in self.compute.items()}
         return d
 
     def replace(self, **changes: Any) -> ExportProfile:
@@ -131,7 +173,7 @@ class ExportProfile:
 
 
 def load_profile(profile: str | Path | ExportProfile | dict | None = None) -> ExportProfile:
-    """Resolve a profile given as an object, a mapping, a path or a name in ``export/``.
+    """Resolve a profile given as an object, a mapping, a TOML path or a packaged name (``cpu-fp32``).
 
     Raises:
         ConfigError: No such file, unknown keys, or an impossible combination.
@@ -140,4 +182,4 @@ def load_profile(profile: str | Path | ExportProfile | dict | None = None) -> Ex
         return profile
     if isinstance(profile, dict):
         return from_mapping(ExportProfile, profile, where="export profile")
-    return load_toml(ExportProfile, resolve_named(profile or DEFAULT_PROFILE, "export"))
+    return load_toml(ExportProfile, resolve_named(profile or DEFAULT_PROFILE, "profiles"))

@@ -7,6 +7,7 @@ when a backend is opened.
 from __future__ import annotations
 
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
-from edgeleuk.runtime.registry import BACKENDS, choose_backend, open_backend
+from edgeleuk.runtime.registry import BACKENDS, backend_options, choose_backend, open_backend
 
-__all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendOptions", "choose_backend", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendOptions", "backend_options", "choose_backend",
+           "open_backend"]

@@ -1,34 +1,136 @@
-"""The one small interface every inference backend implements (torch-free)."""
+"""What every inference backend declares and implements (torch-free).
+
+A backend module declares, on its :class:`Backend` subclass, everything the rest
+of the package needs to know about it: its ``name``, the model kinds it
+``reads``, its ``auto_rank`` (``auto`` tries lower ranks first), its own
+``Options`` record and its ``availability`` check. ``runtime.registry`` derives
+the backend table, ``auto`` order, file kinds, CLI choices and flags, bench rows
+and export gate engines from these declarations.
+"""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgeleuk.contract import TensorSpec
+from edgeleuk.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A model file format some backend reads.
+
+    Attributes:
+        name: Key used in messages and records (``onnx``, ``ir``).
+        suffix: Suffix of the file users name (``.onnx``, ``.xml``).
+        label: Name for people (``ONNX``, ``OpenVINO IR``).
+        read_metadata: Reads the raw ``edgeleuk.*`` strings of such a file without
+            compiling it (``info``, ``bench`` and ``calibrate`` need nothing more).
+        companions: Suffixes of files that must sit beside it under the same stem
+            (an IR's ``.bin`` weights); written before the main file, which commits.
+    """
+
+    name: str
+    suffix: str
+    label: str
+    read_metadata: Callable[[Path], dict[str, str]] = field(compare=False, repr=False)
+    companions: tuple[str, ...] = ()
+
+    def files(self, path: Path) -> tuple[Path, ...]:
+        """Every file of the model at ``path``: companions first, the main file last."""
+        path = Path(path)
+        return (*(path.with_suffix(s) for s in self.companions), path)
+
+    def check(self, path: Path) -> None:
+        """Raise a UsageError naming the first companion file missing beside ``path``."""
+        for other in self.files(path)[:-1]:
+            if not other.is_file():
+                raise UsageError(f"{path}: {self.label} weights {other.name} are missing beside it")
+
+
+def option(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:  # noqa: A002 - typer's word
+    """A field of a backend's options record; ``help`` and ``choices`` become its CLI flag."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class OptionsRecord:
+    """Base of every backend's own options record: checks fields declared with ``choices``."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise UsageError(f"{f.name} must be one of {sorted(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NoOptions(OptionsRecord):
+    """The record of a backend that needs nothing beyond the generic options."""
 
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """What the user asked of a backend.
+    """What the user asked of backends: generic settings plus each backend's own record.
 
     Attributes:
-        threads: Intra-op threads; None leaves the backend's default.
-        precision: OpenVINO CPU inference precision, ``f32`` or ``bf16``.
-        device: OpenVINO device name (``CPU``, ``GPU``...); None means CPU.
-        hint: ``latency`` or ``throughput`` (OpenVINO performance hint).
-        tensorrt: Put ONNX Runtime's TensorRT provider first on cuda when present.
+        threads: Intra-op threads for whichever backend runs; None keeps its default.
+        engine: Backend name -> that backend's ``Options`` record; a backend missing
+            here runs with its record's defaults (``auto`` may try several).
     """
 
     threads: int | None = None
-    precision: str = "f32"
-    device: str | None = None
-    hint: str = "latency"
-    tensorrt: bool = False
+    engine: Mapping[str, Any] = field(default_factory=dict)
+
+    def of(self, backend: type[Backend]) -> Any:
+        """``backend``'s own record (its defaults when none was given)."""
+        record = self.engine.get(backend.name)
+        return backend.Options() if record is None else record
+
+
+@dataclass(frozen=True)
+class BenchVariant:
+    """A further bench row a backend offers for a file, beside the plain one.
+
+    Attributes:
+        tag: Row label after the backend name (``bf16``, ``int8+bf16``).
+        gate_precision: Compute precision whose thresholds gate the row; None: the file's.
+        options: Fields of the backend's ``Options`` record for this row.
+        needs: Machine feature the row needs (a key of the bench machine's features).
+        why_not: Why the row cannot run when the feature is missing.
+    """
+
+    tag: str
+    gate_precision: str | None
+    options: Mapping[str, Any]
+    needs: str | None = None
+    why_not: str = ""
+
+
+@dataclass(frozen=True)
+class ThroughputMode:
+    """Cells per second in an engine's own throughput mode.
+
+    Attributes:
+        mode: What ran, e.g. ``OpenVINO THROUGHPUT hint, 2 async requests``.
+        cells_per_s: Cells per second.
+        cells: Cells processed while timing.
+    """
+
+    mode: str
+    cells_per_s: float
+    cells: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -51,14 +153,48 @@ class BackendInfo:
 
 
 class Backend(abc.ABC):
-    """A loaded model on one engine: uint8 [N, 450, 450, 3] RGB in, logits and probabilities out."""
+    """A loaded model on one engine: uint8 [N, 450, 450, 3] RGB in, logits and probabilities out.
 
-    name: str = "?"
+    Class attributes (the declaration the registry derives everything from):
+        name: Key users type (``--backend NAME``) and profiles list as gate engines.
+        reads: Model kinds this backend opens.
+        auto_rank: Order in which ``auto`` tries backends, lowest first.
+        Options: This backend's own options record (an :class:`OptionsRecord`).
+        libraries: Distributions whose installed versions ``bench`` records for it.
+    """
+
+    name: ClassVar[str] = "?"
+    reads: ClassVar[tuple[ModelKind, ...]] = ()
+    auto_rank: ClassVar[int] = 100
+    Options: ClassVar[type[OptionsRecord]] = NoOptions
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abc.abstractmethod
     def availability(cls) -> str | None:
         """None when this backend can run here, else why not and the fix."""
+
+    @classmethod
+    def bench_variants(cls, precision: str) -> tuple[BenchVariant, ...]:
+        """Extra bench rows for a file stored in ``precision`` (none by default)."""
+        return ()
+
+    @classmethod
+    def kind_of(cls, path: Path) -> ModelKind:
+        """The kind of ``path`` among those this backend reads.
+
+        Raises:
+            UsageError: Missing file, a kind this backend does not read, or missing companions.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"model file not found: {path}")
+        for kind in cls.reads:
+            if path.suffix.lower() == kind.suffix:
+                kind.check(path)
+                return kind
+        reads = " or ".join(f"{k.label} {k.suffix}" for k in cls.reads)
+        raise UsageError(f"{path.name}: the {cls.name} backend reads {reads} files only")
 
     @abc.abstractmethod
     def __init__(self, model_path: Path, options: BackendOptions) -> None: ...
@@ -90,5 +226,15 @@ class Backend(abc.ABC):
 
         :class:`edgeleuk.runtime.classifier.Classifier` checks them against
         :mod:`edgeleuk.contract` before any image is read. None: this backend cannot say.
+        """
+        return None
+
+    def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int) -> ThroughputMode | None:
+        """Cells/s in the engine's own throughput mode, for ``bench``; None when it has none.
+
+        Args:
+            cells: uint8 cells to cycle through.
+            budget_s: Seconds to keep timing.
+            batch: Largest batch size bench tries.
         """
         return None

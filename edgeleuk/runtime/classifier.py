@@ -28,9 +28,10 @@ from edgeleuk.contract import graph_problems
 from edgeleuk.data import subject_from_name
 from edgeleuk.errors import EdgeleukError, EngineFault, UsageError
 from edgeleuk.imageio import Decoded
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
+from edgeleuk.runtime.base import Backend, BackendInfo
 from edgeleuk.runtime.modelfile import parse_metadata
 from edgeleuk.runtime.pipeline import decoded_batches
+from edgeleuk.runtime.registry import backend_options as build_options
 from edgeleuk.runtime.registry import choose_backend
 
 log = logging.getLogger(__name__)
@@ -148,11 +149,13 @@ class Classifier:
 
         Args:
             model_path: Model exported by ``edgeleuk export``.
-            backend: ``auto``, ``cuda``, ``openvino`` or ``cpu``.
+            backend: ``auto`` or a registered backend (``cuda``, ``openvino``, ``cpu``).
             threshold: Decision threshold; None uses the model's metadata.
             batch_size: Images per engine call.
             workers: Decoder threads for :meth:`predict_paths`.
-            **backend_options: Fields of :class:`BackendOptions` (threads, precision, device, hint, tensorrt).
+            **backend_options: ``threads``, ``engine`` (backend name -> its options record) or
+                any backend's option field by name (``precision="bf16"``, ``tensorrt=True``...);
+                see :func:`edgeleuk.runtime.registry.backend_options`.
 
         Raises:
             UsageError: Missing/unsupported model, no or malformed edgeleuk metadata (class
@@ -160,11 +163,7 @@ class Classifier:
                 break :mod:`edgeleuk.contract`, bad options. Raised before any image is read.
             BackendUnavailable: The backend cannot run here (the message names the fix).
         """
-        try:
-            options = BackendOptions(**backend_options)
-        except TypeError as exc:
-            fields = [f.name for f in dataclasses.fields(BackendOptions)]
-            raise UsageError(f"unknown backend option ({exc}); known: {', '.join(fields)}") from exc
+        options = build_options(**backend_options)
         opened, why = choose_backend(model_path, backend, options)
         return cls(opened, threshold=threshold, batch_size=batch_size, workers=workers, selection=why)
 

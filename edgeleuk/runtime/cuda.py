@@ -1,4 +1,4 @@
-"""``cuda`` backend: ONNX Runtime with the CUDAExecutionProvider (TensorRT first if asked).
+"""``cuda`` backend: ONNX Runtime with the CUDAExecutionProvider (TensorRT first with ``--tensorrt``).
 
 ONNX Runtime quietly runs on the CPU when the CUDA provider cannot start (a
 missing cuDNN, no visible GPU). This backend reads the providers back from the
@@ -13,11 +13,16 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from edgeleuk.contract import OUTPUT_NAMES
 from edgeleuk.errors import BackendUnavailable
-from edgeleuk.runtime.base import BackendOptions
+from edgeleuk.runtime.base import OptionsRecord, ThroughputMode, option
 from edgeleuk.runtime.ort_common import (
     CPU_DIST,
     GPU_DIST,
@@ -63,10 +68,24 @@ def _why(lines: list[str]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class CudaOptions(OptionsRecord):
+    """What only the ``cuda`` backend can be asked.
+
+    Attributes:
+        tensorrt: Put ONNX Runtime's TensorRT provider before CUDA when the wheel has it
+            (a warning, and plain CUDA, when it does not).
+    """
+
+    tensorrt: bool = option(False, "cuda: try ONNX Runtime's TensorRT provider before CUDA.")
+
+
 class CudaBackend(OrtBackend):
-    """An exported ``.onnx`` on an NVIDIA GPU through ONNX Runtime."""
+    """An exported ``.onnx`` on an NVIDIA GPU through ONNX Runtime; ``auto`` tries it first."""
 
     name = "cuda"
+    auto_rank = 10
+    Options = CudaOptions
 
     @classmethod
     def availability(cls) -> str | None:
@@ -92,7 +111,7 @@ class CudaBackend(OrtBackend):
             )
         return None
 
-    def _providers(self, ort: Any, options: BackendOptions) -> list[Any]:
+    def _providers(self, ort: Any, options: CudaOptions) -> list[Any]:
         providers: list[Any] = [CUDA, "CPUExecutionProvider"]
         if options.tensorrt:
             if TENSORRT in ort.get_available_providers():
@@ -118,3 +137,21 @@ class CudaBackend(OrtBackend):
             raise BackendUnavailable(
                 f"{CUDA} did not start (session runs on {in_use}): {_why(self._load_log)}"
             )
+
+    def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int) -> ThroughputMode:
+        """Cells/s with the batch bound on the GPU (IO binding): the GPU's figure, no host copies."""
+        idx = np.arange(batch) % len(cells)
+        x = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(cells[idx]), "cuda", 0)
+        binding = self._session.io_binding()
+        binding.bind_ortvalue_input(self._input, x)
+        for name in OUTPUT_NAMES:
+            binding.bind_output(name, "cuda")
+        self._session.run_with_iobinding(binding)  # warm-up: cuDNN algorithm search
+        done, start = 0, time.perf_counter()
+        while True:
+            self._session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            done += batch
+            elapsed = time.perf_counter() - start
+            if done >= 2 * batch and elapsed >= budget_s:
+                return ThroughputMode(f"ONNX Runtime CUDA IO binding, batch {batch}", done / elapsed, done)

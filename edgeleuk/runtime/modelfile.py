@@ -6,6 +6,8 @@ OpenVINO IR stores the same two in ``rt_info``:
 * ``edgeleuk.meta``: :meth:`ModelMeta.to_json` (preprocessing contract, threshold, classes);
 * ``edgeleuk.export``: how the file was made (profile, precision, opset, parity gate report).
 
+Which file kinds exist and how each is read is declared by the backend modules
+(:class:`~edgeleuk.runtime.base.ModelKind`) and looked up in the registry.
 Writing them is :mod:`edgeleuk.modelwrite`'s job; ``edgeleuk info``'s text is
 :mod:`edgeleuk.info`'s.
 """
@@ -17,82 +19,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgeleuk.contract import EXPORT_KEY, META_KEY
 from edgeleuk.errors import CheckpointError, UsageError
 from edgeleuk.meta import ModelMeta
+from edgeleuk.runtime.openvino import ir_metadata
+from edgeleuk.runtime.registry import kind_of, model_kind
 
-META_KEY = "edgeleuk.meta"
-EXPORT_KEY = "edgeleuk.export"
-MODEL_KINDS = {".onnx": "onnx", ".xml": "ir"}
-
-
-def model_kind(path: Path) -> str:
-    """Check that ``path`` is an existing model file and say which kind.
-
-    Returns:
-        ``"onnx"`` or ``"ir"`` (OpenVINO IR ``.xml`` with its ``.bin`` beside it).
-
-    Raises:
-        UsageError: The file is missing or its suffix is neither ``.onnx`` nor ``.xml``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(
-            f"model file not found: {path} (export one with `edgeleuk export CKPT --out model.onnx`)"
-        )
-    kind = MODEL_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(f"{path}: unsupported model file; expected an exported .onnx or OpenVINO IR .xml")
-    if kind == "ir" and not path.with_suffix(".bin").is_file():
-        raise UsageError(f"{path}: OpenVINO IR weights {path.with_suffix('.bin').name} are missing beside it")
-    return kind
-
-
-def ir_metadata(model: Any) -> dict[str, str]:
-    """Both metadata strings from an ``openvino.Model``'s rt_info.
-
-    The exporter writes them under ``["edgeleuk", "meta"|"export"]``; OpenVINO's
-    ONNX reader puts an ONNX file's ``metadata_props`` under ``["framework", key]``.
-    """
-    found: dict[str, str] = {}
-    for key in (META_KEY, EXPORT_KEY):
-        for rt_path in (key.split("."), ["framework", key]):
-            if model.has_rt_info(rt_path):
-                found[key] = model.get_rt_info(rt_path).astype(str)
-                break
-    return found
-
-
-def _onnx_metadata(path: Path) -> dict[str, str]:
-    try:
-        import onnx  # lazy: optional (cpu/gpu extras), and the runtime must start without it
-    except ImportError:
-        onnx = None
-    if onnx is not None:
-        # Parses the protobuf only; no graph optimisation, unlike creating a session.
-        proto = onnx.load(str(path), load_external_data=False)
-        return {p.key: p.value for p in proto.metadata_props}
-    try:
-        import onnxruntime as ort  # lazy: engines load only when a file of theirs is read
-    except ImportError as exc:
-        raise UsageError("reading .onnx metadata needs onnxruntime: pip install 'edgeleuk[cpu]'") from exc
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def _ir_file_metadata(path: Path) -> dict[str, str]:
-    import openvino as ov  # lazy: seconds to import, only for IR files
-
-    return ir_metadata(ov.Core().read_model(str(path)))
+__all__ = ["EXPORT_KEY", "META_KEY", "ir_metadata", "model_kind", "parse_metadata", "read_model_meta",
+           "read_raw_metadata"]
 
 
 def read_raw_metadata(path: Path) -> dict[str, str]:
-    """The raw ``edgeleuk.*`` strings stored in an ``.onnx`` or ``.xml`` file."""
-    path = Path(path)
-    kind = model_kind(path)
+    """The raw ``edgeleuk.*`` strings stored in a model file, read as its kind declares."""
+    kind = kind_of(path)
     try:
-        return _onnx_metadata(path) if kind == "onnx" else _ir_file_metadata(path)
+        return kind.read_metadata(Path(path))
     except UsageError:
         raise
     except Exception as exc:  # a truncated or foreign file: say which file and why
@@ -126,5 +67,5 @@ def parse_metadata(raw: Mapping[str, str], source: Path | str) -> tuple[ModelMet
 
 
 def read_model_meta(path: Path) -> tuple[ModelMeta, dict[str, Any]]:
-    """``(ModelMeta, export info)`` of an exported ``.onnx`` or ``.xml`` model, torch-free."""
+    """``(ModelMeta, export info)`` of an exported model file, torch-free."""
     return parse_metadata(read_raw_metadata(path), path)

@@ -1,4 +1,4 @@
-"""``openvino`` backend: OpenVINO Runtime, for ``.onnx`` and OpenVINO IR ``.xml``.
+"""``openvino`` backend: OpenVINO Runtime, for ``.onnx`` and OpenVINO IR ``.xml`` (the IR kind).
 
 OpenVINO runs fp32 graphs in bf16 on CPUs that support it unless told
 otherwise; this backend asks for f32 explicitly (bf16 only when requested) and
@@ -9,21 +9,70 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import INPUT_NAME, LOGIT, PROB, TensorSpec
+from edgeleuk.contract import EXPORT_KEY, INPUT_NAME, LOGIT, META_KEY, PROB, TensorSpec
 from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
-from edgeleuk.runtime.modelfile import ir_metadata, model_kind
+from edgeleuk.runtime.base import (
+    Backend,
+    BackendInfo,
+    BackendOptions,
+    BenchVariant,
+    ModelKind,
+    OptionsRecord,
+    ThroughputMode,
+    option,
+)
+from edgeleuk.runtime.ort_common import ONNX
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+_NO_BF16 = "this CPU has no avx512_bf16/amx_bf16: OpenVINO would not compute in bf16"
+
+
+@dataclass(frozen=True)
+class OpenVINOOptions(OptionsRecord):
+    """What only the ``openvino`` backend can be asked.
+
+    Attributes:
+        precision: CPU inference precision, ``f32`` or ``bf16``.
+        hint: Performance hint, ``latency`` or ``throughput``.
+        device: Device name (``CPU``, ``GPU``...); None means CPU.
+    """
+
+    precision: str = option("f32", "openvino: CPU inference precision.", tuple(PRECISIONS))
+    hint: str = option(
+        "latency", "openvino: performance hint (throughput can help on large folders).", tuple(HINTS)
+    )
+    device: str | None = option(None, "openvino: device name (CPU, GPU, ...); default CPU.")
+
+
+def ir_metadata(model: Any) -> dict[str, str]:
+    """Both metadata strings from an ``openvino.Model``'s rt_info.
+
+    The exporter writes them under ``["edgeleuk", "meta"|"export"]``; OpenVINO's
+    ONNX reader puts an ONNX file's ``metadata_props`` under ``["framework", key]``.
+    """
+    found: dict[str, str] = {}
+    for key in (META_KEY, EXPORT_KEY):
+        for rt_path in (key.split("."), ["framework", key]):
+            if model.has_rt_info(rt_path):
+                found[key] = model.get_rt_info(rt_path).astype(str)
+                break
+    return found
+
+
+def ir_file_metadata(path: Path) -> dict[str, str]:
+    """The ``edgeleuk.*`` strings of an IR ``.xml`` (read, not compiled)."""
+    return ir_metadata(_import_openvino().Core().read_model(str(path)))
 
 
 def _import_openvino() -> Any:
@@ -59,34 +108,34 @@ def _port_specs(port: Any) -> list[TensorSpec]:
     return [TensorSpec(name, dtype, shape) for name in sorted(port.get_names()) or ["?"]]
 
 
-def compile_config(options: BackendOptions) -> dict[str, Any]:
-    """OpenVINO compile properties for ``options``.
+IR = ModelKind("ir", ".xml", "OpenVINO IR", read_metadata=ir_file_metadata, companions=(".bin",))
 
-    Raises:
-        UsageError: Unknown precision or hint.
-    """
-    if options.precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {sorted(PRECISIONS)}, got {options.precision!r}")
-    if options.hint not in HINTS:
-        raise UsageError(f"hint must be one of {sorted(HINTS)}, got {options.hint!r}")
+
+def compile_config(options: OpenVINOOptions, threads: int | None = None) -> dict[str, Any]:
+    """OpenVINO compile properties for this backend's ``options`` and the generic ``threads``."""
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": HINTS[options.hint],
         # Explicit: the CPU plugin would otherwise pick bf16 on AVX512-BF16/AMX machines.
         "INFERENCE_PRECISION_HINT": PRECISIONS[options.precision],
     }
-    if options.threads:
-        config["INFERENCE_NUM_THREADS"] = int(options.threads)
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
 
 
 class OpenVINOBackend(Backend):
     """A model compiled by OpenVINO Runtime for one device (CPU by default).
 
+    ``auto`` tries it after cuda: on CPUs it is usually the fastest engine.
     Thread-safe: each call to :meth:`run` borrows its own ``InferRequest`` from a
     pool (creating one when all are busy), so one instance may serve many threads.
     """
 
     name = "openvino"
+    reads = (ONNX, IR)
+    libraries = ("openvino",)
+    auto_rank = 20
+    Options = OpenVINOOptions
 
     @classmethod
     def availability(cls) -> str | None:
@@ -96,33 +145,50 @@ class OpenVINOBackend(Backend):
             return str(exc)
         return None
 
+    @classmethod
+    def bench_variants(cls, precision: str) -> tuple[BenchVariant, ...]:
+        """Bf16 compute beside f32 on bf16 CPUs.
+
+        An fp32 file is then gated as bf16; an int8 file stays gated as int8 (bf16
+        only runs the layers left unquantized).
+        """
+        bf16 = {"precision": "bf16"}
+        if precision == "fp32":
+            return (BenchVariant("bf16", "bf16", bf16, needs="bf16", why_not=_NO_BF16),)
+        if precision == "int8":
+            return (BenchVariant("int8+bf16", None, bf16, needs="bf16", why_not=_NO_BF16),)
+        return ()
+
     def __init__(self, model_path: Path, options: BackendOptions) -> None:
         self.model_path = Path(model_path)
-        model_kind(self.model_path)
+        self._kind = self.kind_of(self.model_path)
         ov = _import_openvino()
         self.options = options
+        own: OpenVINOOptions = options.of(type(self))
+        self.own = own
         self._version = ov.get_version().split("-")[0]
-        core = ov.Core()
-        self.device = (options.device or "CPU").upper()
+        self._core = core = ov.Core()
+        self.device = (own.device or "CPU").upper()
         _check_device(core, self.device)
-        config = compile_config(options)
         try:
-            model = core.read_model(str(self.model_path))
+            self._model = core.read_model(str(self.model_path))
         except Exception as exc:  # a truncated or foreign file
             raise UsageError(f"{self.model_path}: OpenVINO cannot read this model: {exc}") from exc
-        self._metadata = ir_metadata(model)
+        self._metadata = ir_metadata(self._model)
+        self._compiled = self._compile(compile_config(own, options.threads))
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._precision = self._property("INFERENCE_PRECISION_HINT")
+        if self._precision != own.precision:
+            log.warning("asked OpenVINO for %s but %s runs in %s", own.precision, self.device,
+                        self._precision)
+
+    def _compile(self, config: dict[str, Any]) -> Any:
         try:
-            self._compiled = core.compile_model(model, self.device, config)
+            return self._core.compile_model(self._model, self.device, config)
         except Exception as exc:
             raise BackendUnavailable(
                 f"OpenVINO could not compile the model for {self.device}: {exc}"
             ) from exc
-        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._precision = self._property("INFERENCE_PRECISION_HINT")
-        if self._precision != options.precision:
-            log.warning(
-                "asked OpenVINO for %s but %s runs in %s", options.precision, self.device, self._precision
-            )
 
     def _property(self, name: str) -> str:
         try:
@@ -168,6 +234,31 @@ class OpenVINOBackend(Backend):
             details={
                 "hint": self._property("PERFORMANCE_HINT"),
                 "threads": self._property("INFERENCE_NUM_THREADS"),
-                "model_format": model_kind(self.model_path),
+                "model_format": self._kind.name,
             },
         )
+
+    def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int) -> ThroughputMode:
+        """Cells/s with the THROUGHPUT hint (several streams) fed by an ``AsyncInferQueue``, one cell each."""
+        ov = _import_openvino()
+        config = compile_config(replace(self.own, hint="throughput"), self.options.threads)
+        compiled = self._compile(config)
+        nreq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        streams = compiled.get_property("NUM_STREAMS")
+        jobs = ov.AsyncInferQueue(compiled, nreq)
+        min_cells = max(batch, 2 * nreq)
+        singles = [np.ascontiguousarray(c[None]) for c in cells]
+        for i in range(nreq):  # warm every request once
+            jobs.start_async({0: singles[i % len(singles)]})
+        jobs.wait_all()
+        done, start = 0, time.perf_counter()
+        while True:
+            for _ in range(nreq):
+                jobs.start_async({0: singles[done % len(singles)]})
+                done += 1
+            if done >= min_cells and time.perf_counter() - start >= budget_s:
+                break
+        jobs.wait_all()
+        elapsed = time.perf_counter() - start
+        mode = f"OpenVINO THROUGHPUT hint, {streams} streams, {nreq} async requests"
+        return ThroughputMode(mode, done / elapsed, done)

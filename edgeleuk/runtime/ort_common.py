@@ -1,4 +1,4 @@
-"""What the two ONNX Runtime backends (``cpu`` and ``cuda``) share.
+"""What the two ONNX Runtime backends (``cpu`` and ``cuda``) share, and the ONNX model kind.
 
 ``onnxruntime`` is imported only when a session is made, so importing this
 module costs nothing on machines that run OpenVINO only.
@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import OUTPUT_NAMES, TensorSpec
+from edgeleuk.contract import EXPORT_KEY, OUTPUT_NAMES, TensorSpec
 from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
-from edgeleuk.runtime.modelfile import EXPORT_KEY, model_kind
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,34 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, _ORT_TYPES.get(kind, kind), shape)
 
 
-def session_options(ort: Any, options: BackendOptions) -> Any:
-    """ONNX Runtime session options for ``options`` (threads only; the rest is OpenVINO's)."""
+def onnx_file_metadata(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ``.onnx`` file, with ``onnx`` if installed, else ONNX Runtime."""
+    try:
+        import onnx  # lazy: optional (cpu/gpu extras), and the runtime must start without it
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        # Parses the protobuf only; no graph optimisation, unlike creating a session.
+        proto = onnx.load(str(path), load_external_data=False)
+        return {p.key: p.value for p in proto.metadata_props}
+    try:
+        import onnxruntime as ort  # lazy: engines load only when a file of theirs is read
+    except ImportError as exc:
+        raise UsageError("reading .onnx metadata needs onnxruntime: pip install 'edgeleuk[cpu]'") from exc
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+ONNX = ModelKind("onnx", ".onnx", "ONNX", read_metadata=onnx_file_metadata)
+
+
+def session_options(ort: Any, threads: int | None) -> Any:
+    """ONNX Runtime session options for ``threads`` (None keeps ONNX Runtime's default)."""
     so = ort.SessionOptions()
-    if options.threads:
-        so.intra_op_num_threads = options.threads
+    if threads:
+        so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1  # the graph is one chain; extra pools only oversubscribe
     return so
 
@@ -76,9 +98,12 @@ class OrtBackend(Backend):
     ``InferenceSession.run`` is thread-safe, so one instance may serve many threads.
     """
 
+    reads = (ONNX,)
+    libraries = (CPU_DIST, GPU_DIST)
+
     @abc.abstractmethod
-    def _providers(self, ort: Any, options: BackendOptions) -> list[Any]:
-        """Providers to request, best first."""
+    def _providers(self, ort: Any, options: Any) -> list[Any]:
+        """Providers to request, best first, given this backend's own options record."""
 
     def _create_session(self, ort: Any, so: Any, providers: list[Any]) -> Any:
         # enable_fallback=0: a provider failing later in run() must raise, not quietly move to CPU.
@@ -89,18 +114,15 @@ class OrtBackend(Backend):
 
     def __init__(self, model_path: Path, options: BackendOptions) -> None:
         self.model_path = Path(model_path)
-        if model_kind(self.model_path) != "onnx":
-            raise UsageError(
-                f"{self.model_path.name} is an OpenVINO IR; the {self.name} backend runs .onnx files only "
-                "(use --backend openvino, or the .onnx export)"
-            )
+        self.kind_of(self.model_path)
         reason = self.availability()
         if reason:
             raise BackendUnavailable(reason)
         self._ort = import_ort()
         self.options = options
-        so = session_options(self._ort, options)
-        self._session = self._create_session(self._ort, so, self._providers(self._ort, options))
+        so = session_options(self._ort, options.threads)
+        providers = self._providers(self._ort, options.of(type(self)))
+        self._session = self._create_session(self._ort, so, providers)
         self._check_session(self._session)
         self._input = self._session.get_inputs()[0].name
         self._threads = so.intra_op_num_threads

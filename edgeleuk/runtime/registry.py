@@ -1,33 +1,155 @@
-"""Choose and open an inference backend by name (``auto`` picks the best that really starts)."""
+"""The backends, registered once; everything else about them is derived from their declarations.
+
+Each backend module declares its name, the model kinds it reads, its ``auto``
+rank, its options record and its availability check (see
+:class:`~edgeleuk.runtime.base.Backend`). From the registrations below this
+module derives the backend table, the ``auto`` order, which backends read which
+file kinds, the per-backend option fields (the CLI's flags) and opens backends
+by name (``auto`` picks the best that really starts). The CLI's choices, bench's
+rows and the export gate's engines come from here too.
+
+Adding a backend: write its module, add one ``register(...)`` line here, test it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.runtime.base import Backend, BackendOptions
+from edgeleuk.runtime.base import Backend, BackendOptions, ModelKind
 from edgeleuk.runtime.cpu import CpuBackend
 from edgeleuk.runtime.cuda import CudaBackend
-from edgeleuk.runtime.modelfile import model_kind
 from edgeleuk.runtime.openvino import OpenVINOBackend
 
 log = logging.getLogger(__name__)
 
-BACKENDS: dict[str, type[Backend]] = {"cuda": CudaBackend, "openvino": OpenVINOBackend, "cpu": CpuBackend}
-AUTO_ORDER = ("cuda", "openvino", "cpu")
-# Which backends can read which model files.
-RUNS = {"onnx": ("cuda", "openvino", "cpu"), "ir": ("openvino",)}
+AUTO = "auto"
+GENERIC_OPTIONS = ("threads",)
+_RESERVED = (AUTO, "all", "torch")  # CLI words: auto selection, bench's every-row and reference rows
+
+# Backend name -> class, in registration order (the order bench lists rows in).
+BACKENDS: dict[str, type[Backend]] = {}
 
 
-def _open_explicit(path: Path, kind: str, name: str, options: BackendOptions) -> Backend:
+def register(cls: type[Backend]) -> type[Backend]:
+    """Add a backend; its declarations must not clash with those already registered.
+
+    Raises:
+        ValueError: A reserved or taken name, no model kinds, a kind name reused for
+            another format, or an option field another backend already declares.
+    """
+    if cls.name in _RESERVED or cls.name in BACKENDS or not cls.name.isidentifier():
+        raise ValueError(f"backend name {cls.name!r} is reserved, taken or not an identifier")
+    if not cls.reads:
+        raise ValueError(f"backend {cls.name} declares no model kinds it reads")
+    kinds = model_kinds()
+    for kind in cls.reads:
+        if kinds.get(kind.name, kind) != kind:
+            raise ValueError(f"backend {cls.name}: model kind {kind.name!r} differs from the one registered")
+    taken = {f.name: owner for owner, f in option_fields()}
+    for f in dataclasses.fields(cls.Options):
+        if f.name in GENERIC_OPTIONS or f.name in taken:
+            raise ValueError(f"backend {cls.name}: option {f.name!r} is already declared "
+                             f"({taken.get(f.name, 'generic')})")
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def auto_order() -> tuple[str, ...]:
+    """Backend names in the order ``auto`` tries them (by their ``auto_rank``)."""
+    return tuple(sorted(BACKENDS, key=lambda name: BACKENDS[name].auto_rank))
+
+
+def model_kinds() -> dict[str, ModelKind]:
+    """Every model kind some registered backend reads, by name."""
+    return {kind.name: kind for cls in BACKENDS.values() for kind in cls.reads}
+
+
+def readers(kind: str) -> tuple[str, ...]:
+    """Backends that read model kind ``kind``, in ``auto`` order."""
+    return tuple(name for name in auto_order() if any(k.name == kind for k in BACKENDS[name].reads))
+
+
+def kind_of(path: Path | str) -> ModelKind:
+    """Check that ``path`` is an existing model file of a known kind and return that kind.
+
+    Raises:
+        UsageError: The file is missing, its suffix names no kind, or a companion is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(
+            f"model file not found: {path} (export one with `edgeleuk export CKPT --out model.onnx`)"
+        )
+    for kind in model_kinds().values():
+        if path.suffix.lower() == kind.suffix:
+            kind.check(path)
+            return kind
+    known = " or ".join(f"{k.label} {k.suffix}" for k in model_kinds().values())
+    raise UsageError(f"{path}: unsupported model file; expected an exported {known}")
+
+
+def model_kind(path: Path | str) -> str:
+    """The name of ``path``'s kind (``onnx``, ``ir``...); see :func:`kind_of`."""
+    return kind_of(path).name
+
+
+def kind_for_suffix(suffix: str) -> ModelKind:
+    """The kind whose files end in ``suffix`` (for writers naming files not yet written).
+
+    Raises:
+        UsageError: No registered kind has that suffix.
+    """
+    for kind in model_kinds().values():
+        if kind.suffix == suffix.lower():
+            return kind
+    raise UsageError(f"no model kind is written as {suffix!r}")
+
+
+def option_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
+    """``(backend name, field)`` for every field of every backend's own options record."""
+    return [(name, f) for name, cls in BACKENDS.items() for f in dataclasses.fields(cls.Options)]
+
+
+def backend_options(threads: int | None = None, engine: dict[str, Any] | None = None,
+                    **fields: Any) -> BackendOptions:
+    """Build :class:`BackendOptions` from the generic ``threads`` and backend fields by name.
+
+    Args:
+        threads: Intra-op threads (every backend).
+        engine: Backend name -> options record, taken as given.
+        **fields: Fields of backends' records by field name (``precision="bf16"``); each
+            name belongs to exactly one backend, which registration guarantees.
+
+    Raises:
+        UsageError: A field no backend declares, or a value its record refuses.
+    """
+    owners = {f.name: name for name, f in option_fields()}
+    unknown = sorted(set(fields) - set(owners))
+    if unknown:
+        known = ", ".join([*GENERIC_OPTIONS, *owners])
+        raise UsageError(f"unknown backend option(s) {', '.join(unknown)}; known: {known}")
+    records = dict(engine or {})
+    for name in {owners[k] for k in fields}:
+        own = {k: v for k, v in fields.items() if owners[k] == name}
+        base = records.get(name)
+        records[name] = BACKENDS[name].Options(**own) if base is None else dataclasses.replace(base, **own)
+    return BackendOptions(threads=threads, engine=records)
+
+
+def _open_explicit(path: Path, kind: ModelKind, name: str, options: BackendOptions) -> Backend:
     cls = BACKENDS.get(name)
     if cls is None:
-        raise UsageError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
-    if name not in RUNS[kind]:
+        raise UsageError(f"unknown backend {name!r}; choose {AUTO} or one of {', '.join(BACKENDS)}")
+    if kind not in cls.reads:
+        able = readers(kind.name)
         raise UsageError(
-            f"{path.name} is an OpenVINO IR (.xml): only the openvino backend runs it; "
-            f"use --backend openvino (or auto), or give the {name} backend the .onnx export"
+            f"{path.name} is an {kind.label} ({kind.suffix}): only the {' or '.join(able)} backend runs it; "
+            f"use --backend {able[0]} (or {AUTO}), or give the {name} backend "
+            f"the {' or '.join(k.suffix for k in cls.reads)} export"
         )
     reason = cls.availability()
     if reason:
@@ -35,11 +157,10 @@ def _open_explicit(path: Path, kind: str, name: str, options: BackendOptions) ->
     return cls(path, options)
 
 
-def _open_auto(path: Path, kind: str, options: BackendOptions) -> tuple[Backend, str]:
+def _open_auto(path: Path, kind: ModelKind, options: BackendOptions) -> tuple[Backend, str]:
     skipped: list[str] = []
-    for name in AUTO_ORDER:
-        if name not in RUNS[kind]:
-            continue
+    able = readers(kind.name)
+    for name in able:
         cls = BACKENDS[name]
         reason = cls.availability()
         if reason is None:
@@ -49,8 +170,8 @@ def _open_auto(path: Path, kind: str, options: BackendOptions) -> tuple[Backend,
                 reason = str(exc)
             else:
                 why = f"first that started, on {', '.join(backend.info().providers)}"
-                if kind == "ir":
-                    why += " (an OpenVINO IR runs on openvino only)"
+                if len(able) == 1:
+                    why += f" (an {kind.label} runs on {name} only)"
                 if skipped:
                     why += "; skipped " + "; ".join(skipped)
                 return backend, why
@@ -59,7 +180,7 @@ def _open_auto(path: Path, kind: str, options: BackendOptions) -> tuple[Backend,
 
 
 def choose_backend(
-    model_path: Path | str, backend: str = "auto", options: BackendOptions | None = None
+    model_path: Path | str, backend: str = AUTO, options: BackendOptions | None = None
 ) -> tuple[Backend, str]:
     """Open ``model_path`` on ``backend`` and say why that backend runs it.
 
@@ -74,8 +195,8 @@ def choose_backend(
     """
     path = Path(model_path)
     options = options or BackendOptions()
-    kind = model_kind(path)
-    if backend == "auto":
+    kind = kind_of(path)
+    if backend == AUTO:
         opened, why = _open_auto(path, kind, options)
         log.info("backend auto -> %s: %s", opened.name, why)
         return opened, why
@@ -83,12 +204,19 @@ def choose_backend(
 
 
 def open_backend(
-    model_path: Path | str, backend: str = "auto", options: BackendOptions | None = None
+    model_path: Path | str, backend: str = AUTO, options: BackendOptions | None = None
 ) -> Backend:
-    """Open ``model_path`` on ``backend`` (``auto``, ``cuda``, ``openvino`` or ``cpu``).
+    """Open ``model_path`` on ``backend`` (``auto`` or a registered name).
 
-    ``auto`` tries cuda (only if a session really starts on the CUDA provider),
-    then openvino, then cpu, and logs its choice and why. An explicit backend that
-    cannot run raises :class:`BackendUnavailable`; nothing falls back silently.
+    ``auto`` tries the backends that read the file in :func:`auto_order` (cuda only
+    if a session really starts on the CUDA provider, then openvino, then cpu) and
+    logs its choice and why. An explicit backend that cannot run raises
+    :class:`BackendUnavailable`; nothing falls back silently.
     """
     return choose_backend(model_path, backend, options)[0]
+
+
+# The registrations: one line per backend. Their order is the order bench lists rows in.
+register(CpuBackend)
+register(OpenVINOBackend)
+register(CudaBackend)

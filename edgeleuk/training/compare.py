@@ -153,7 +153,7 @@ def compare_sweeps(sweeps: Sequence[str | Path], out: str | Path = "compare") ->
     paths = [Path(s) for s in sweeps]
     if not paths:
         raise UsageError("give at least one sweep folder")
-    loaded = [load_sweep(p, n) for p, n in zip(paths, _names(paths))]
+    loaded = [load_sweep(p, n) for p, n in zip(paths, _names(paths), strict=True)]
     out = Path(out)
     figure = plot_sweep_curves({s.name: s.f1 for s in loaded}, out / "compare_f1.png",
                                synthetic=any(s.synthetic for s in loaded))

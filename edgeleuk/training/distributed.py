@@ -1,6 +1,6 @@
 """Optional multi-GPU data parallelism under ``torchrun``; a no-op in a single process.
 
-``torchrun --nproc_per_node=4 -m edgeleuk train DATA --recipe train/paper.toml --out runs/x``
+``torchrun --nproc_per_node=4 -m edgeleuk train DATA --recipe paper --out runs/x``
 sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; then every process trains on its
 share of each epoch (``DistributedSampler``, global batch size kept), gradients
 are averaged by ``DistributedDataParallel``, and rank 0 alone validates, logs

@@ -76,7 +76,7 @@ class EvalResult:
         probs = _sigmoid(self.logits)
         return [{"path": str(records[i].path), "subject": records[i].subject or "", "label": int(y),
                  "logit": f"{lg:.6f}", "prob": f"{p:.6f}"}
-                for i, y, lg, p in zip(self.indices, self.labels, self.logits, probs)]
+                for i, y, lg, p in zip(self.indices, self.labels, self.logits, probs, strict=True)]
 
     def subject_accuracy(self, records: Sequence[Record], threshold: float) -> dict[str, dict[str, Any]]:
         """Accuracy per validation subject (the paper's Figure 3), ``H`` subjects marked healthy."""
@@ -114,7 +114,7 @@ def evaluate(net: nn.Module, loader: DataLoader, *, meta: ModelMeta, pos_weight:
     logits, labels, indices, skipped = [], [], [], {}
     for batch in loader:
         ok = [not e for e in batch["error"]]
-        skipped.update({int(i): e for i, e in zip(batch["index"], batch["error"]) if e})
+        skipped.update({int(i): e for i, e in zip(batch["index"], batch["error"], strict=True) if e})
         if any(ok):
             mask = torch.tensor(ok)
             with autocast(device, amp):

@@ -60,14 +60,14 @@ CHECKPOINT_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "re
                       "confusion", "loss")
 
 
-def train(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", out: str | Path = "runs/run",
+def train(data: str | Path, recipe: str | Path | Recipe = "paper", out: str | Path = "runs/run",
           seed: int | None = None, pretrained: str | None = None, resume: bool = False,
           stop_after: int | None = None) -> TrainResult:
     """Train one model with a recipe.
 
     Args:
         data: C-NMC data root (public release or the paper's layout).
-        recipe: Recipe, or a TOML path / name in ``train/``.
+        recipe: Recipe, a packaged recipe name (``paper``, ``smoke``) or a TOML file.
         out: Run folder.
         seed: Overrides the recipe's seed.
         pretrained: ``"imagenet"``, a state-dict path or ``"none"``; overrides the recipe's.
@@ -257,7 +257,8 @@ class Trainer:
         bar = _bar(len(self.train_loader), f"epoch {epoch + 1}/{self.recipe.epochs} train", self.info.is_main)
         tic = time.perf_counter()
         for batch in self.train_loader:
-            skipped.update({str(records[int(i)].path): e for i, e in zip(batch["index"], batch["error"]) if e})
+            pairs = zip(batch["index"], batch["error"], strict=True)
+            skipped.update({str(records[int(i)].path): e for i, e in pairs if e})
             ok = torch.tensor([not e for e in batch["error"]])
             if ok.any():
                 loss = self._step(batch["x"][ok], batch["label"][ok])
@@ -384,7 +385,7 @@ def _bar(total: int, desc: str, enabled: bool) -> tqdm:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars and arrays to JSON-able Python values."""
+    """Turn numpy scalars and arrays into JSON-able Python values."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

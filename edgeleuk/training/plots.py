@@ -37,7 +37,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, synthetic: boo
     axes = fig.subplots(ncols=3)
     panels = [("train_loss", "Training set loss"), ("val_loss", "Preliminary test set loss"),
               ("f1", "Preliminary test set weighted F1")]
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=True):
         ax.plot(epochs, [h[key] for h in history], marker="o")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")

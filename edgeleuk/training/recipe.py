@@ -1,6 +1,7 @@
-"""Training recipes: a TOML file in ``train/`` loaded into a frozen :class:`Recipe`.
+"""Training recipes: a TOML file loaded into a frozen :class:`Recipe`.
 
-``train/paper.toml`` holds the paper's exact settings; the defaults below are
+The packaged recipes live in ``edgeleuk/configs/recipes`` (``edgeleuk recipes``
+lists them); ``paper`` holds the paper's exact settings; the defaults below are
 the same values, so a recipe file only needs to say what differs.
 """
 
@@ -164,11 +165,11 @@ class Recipe:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load ``paper``, ``train/paper.toml`` or any recipe path.
+    """Load a packaged recipe (``paper``, or ``train/paper.toml`` as documented) or any recipe file.
 
     Raises:
         ConfigError: Missing file, invalid TOML, unknown keys or invalid values.
     """
-    path = resolve_named(name_or_path, "train")
+    path = resolve_named(name_or_path, "recipes")
     recipe = load_toml(Recipe, path)
-    return recipe if recipe.name else recipe.replace(name=path.stem)
+    return recipe if recipe.name else recipe.replace(name=path.name.removesuffix(".toml"))

@@ -4,7 +4,7 @@ Runs go one after another into ``OUT/seed-N``; a finished run (``summary.json``)
 is skipped and an interrupted one resumed, so re-running the same command
 continues a sweep. On a cluster, launch the seeds as independent jobs instead::
 
-    edgeleuk train DATA --recipe train/paper.toml --seed N --out SWEEP/seed-N --resume
+    edgeleuk train DATA --recipe paper --seed N --out SWEEP/seed-N --resume
 
 and run ``edgeleuk sweep DATA --recipe ... --seeds 24 --out SWEEP`` once they are
 done: it finds every run finished and only writes the table.
@@ -112,13 +112,13 @@ def sweep_table(out: Path, runs: list[TrainResult]) -> SweepTable:
                       synthetic=any(r.synthetic for r in runs))
 
 
-def run_sweep(data: str | Path, recipe: str | Path | Recipe = "train/paper.toml", seeds: int = 24,
+def run_sweep(data: str | Path, recipe: str | Path | Recipe = "paper", seeds: int = 24,
               out: str | Path = "runs/sweep", pretrained: str | None = None, **train_kwargs: Any) -> SweepTable:
     """Train seeds ``0..seeds-1`` (skipping finished ones) and write Table 2.
 
     Args:
         data: C-NMC data root.
-        recipe: Recipe, or a TOML path / name in ``train/``.
+        recipe: Recipe, a packaged recipe name (``paper``) or a TOML file.
         seeds: Number of seeds.
         out: Sweep folder.
         pretrained: Passed to every run.

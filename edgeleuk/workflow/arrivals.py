@@ -56,13 +56,14 @@ def signature(path: str | os.PathLike[str]) -> Signature | None:
 def list_arrivals(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` in natural order, skipping hidden names (temporary files).
 
-    The same listing as ``predict`` (:func:`edgeleuk.files.list_images`), except
+    The same listing as ``predict`` (:func:`edgeleuk.files.list_images`, with files
+    named like unsupported image formats, which get an error row), except
     that a folder that is missing or cannot be listed gives no files instead of an
     error: the microscope may not have created it yet, or a network share may
     hiccup; the next poll tries again.
     """
     try:
-        return list_images(folder, recursive=recursive)
+        return list_images(folder, recursive=recursive, unsupported=True)
     except DataError:
         return []
 
@@ -100,7 +101,7 @@ class FolderScanner:
             return cached
         listed = time.time_ns()
         try:
-            images, dirs = image_entries(folder)
+            images, dirs = image_entries(folder, unsupported=True)  # those get an error row
         except DataError:
             return None  # a share hiccup: the next poll tries again
         images.sort(key=lambda p: natural_key(p.name))

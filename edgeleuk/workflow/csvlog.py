@@ -1,10 +1,17 @@
 """An append-only CSV log that survives crashes: one durable row per classified image.
 
 Each row is flushed and fsync'ed before the next image is read, so a crash or
-power cut loses at most the row being written. On reopening, a torn last line
-(no trailing newline) is cut off: that image was not recorded and is classified
-again. A row that cannot be written (disk full, folder turned read-only) is cut
-off at once, so the file holds only whole rows, and :class:`OutputError` says so.
+power cut loses at most the row being written. On reopening, a torn last row
+is cut off: that image was not recorded and is classified again. A row is torn
+when the file does not end with a newline that closes a record, which includes a
+row cut inside a quoted field that holds a newline (a file name with a line
+break): a plain "ends with a newline" test would keep it, and every later row
+would then be read as part of that field. A row that cannot be written (disk
+full, folder turned read-only) is cut off at once, so the file holds only whole
+rows, and :class:`OutputError` says so.
+
+Cells are written spreadsheet-safe and read back exactly
+(:func:`edgeleuk.csvcells.sheet_row` / :func:`edgeleuk.csvcells.plain_row`).
 """
 
 from __future__ import annotations
@@ -15,17 +22,35 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from edgeleuk.csvcells import plain_row, sheet_row
 from edgeleuk.errors import OutputError, UsageError
 from edgeleuk.files import read_csv
 
 
+def _complete_records_end(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` made of whole CSV records.
+
+    A record ends at a newline outside quotes. Splitting at every ``"`` leaves the
+    text outside quotes in the even-numbered pieces (a doubled quote inside a field
+    gives an empty outside piece); UTF-8 never uses the bytes of ``"`` or newline
+    inside a multi-byte character.
+    """
+    end = pos = 0
+    for k, piece in enumerate(data.split(b'"')):
+        newline = piece.rfind(b"\n") if k % 2 == 0 else -1
+        if newline >= 0:
+            end = pos + newline + 1
+        pos += len(piece) + 1
+    return end
+
+
 def _trim_torn_line(path: Path) -> int:
-    """Cut a partial last line; return how many bytes were dropped."""
+    """Cut a partial last record; return how many bytes were dropped."""
     with open(path, "r+b") as fh:
         data = fh.read()
-        if not data or data.endswith(b"\n"):
+        keep = _complete_records_end(data)  # 0 when even the header is torn
+        if keep == len(data):
             return 0
-        keep = data.rfind(b"\n") + 1  # 0 when even the header is torn
         fh.truncate(keep)
         fh.flush()
         os.fsync(fh.fileno())
@@ -36,7 +61,8 @@ class CsvLog:
     """Append rows with fixed columns to ``path``; writes the header once.
 
     Use as a context manager. :attr:`rows` holds the rows already in the file
-    when it was opened (an earlier run), as dicts.
+    when it was opened (an earlier run), as dicts of plain text (spreadsheet
+    quoting undone).
 
     Raises:
         UsageError: The existing file has other columns (it is not ours to append to).
@@ -54,6 +80,7 @@ class CsvLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
+                self._check_header()  # before anything is cut: never trim someone else's file
                 self.trimmed_bytes = _trim_torn_line(self.path)
                 self.rows = self._read_existing()
             # A raw descriptor, not a buffered file: a failed row can be cut off exactly.
@@ -75,16 +102,34 @@ class CsvLog:
             os.close(self._fd)
             self._fd = None
 
+    def _refuse(self, header: object) -> UsageError:
+        return UsageError(
+            f"{self.path} exists with columns {header}, not {self.columns}; "
+            "choose another --out (it is not a predictions file this command can continue)"
+        )
+
+    def _check_header(self) -> None:
+        """Refuse a file whose first line is not our header (or, torn, the start of it)."""
+        with open(self.path, "rb") as fh:
+            first = fh.readline(1 << 16)
+        try:
+            text = first.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise self._refuse("that are not UTF-8 text") from None
+        ours = ",".join(self.columns)
+        if text.endswith("\n"):
+            if [h.strip() for h in next(csv.reader([text]), [])] != self.columns:
+                raise self._refuse(text.strip())
+        elif not ours.startswith(text):  # a torn header is cut; anything else is not ours
+            raise self._refuse(text)
+
     def _read_existing(self) -> list[dict[str, str]]:
         header, rows = read_csv(self.path)
         if not header:  # empty file: the header is written on opening
             return []
         if header != self.columns:
-            raise UsageError(
-                f"{self.path} exists with columns {header}, not {self.columns}; "
-                "choose another --out (it is not a predictions file this command can continue)"
-            )
-        return rows
+            raise self._refuse(header)
+        return [plain_row(r) for r in rows]
 
     def _encode(self, row: Mapping[str, object]) -> bytes:
         text = io.StringIO()
@@ -120,7 +165,7 @@ class CsvLog:
             pass  # a torn last line is also cut off the next time the file is opened
 
     def append(self, row: Mapping[str, object]) -> None:
-        """Write one row and make it durable before returning.
+        """Write one row (cells made spreadsheet-safe) and make it durable before returning.
 
         Raises:
             OutputError: The row could not be written (disk full, read-only); the file
@@ -128,4 +173,4 @@ class CsvLog:
         """
         if self._fd is None:
             raise RuntimeError("CsvLog is not open; use it as a context manager")
-        self._write(row)
+        self._write(sheet_row(row))

@@ -23,6 +23,7 @@ from edgeleuk.workflow.report_data import (
     ThresholdEstimate,
     estimate_threshold,
     find_synthetic_root,
+    is_inside,
     load_rows,
     summarise_subjects,
 )
@@ -34,15 +35,14 @@ N_THUMBS = 12
 
 
 def _locate(path: str, bases: list[Path]) -> Path:
-    """Where an image named in the CSV is: absolute as written, else the first base folder holding it.
+    """Where an image named in the CSV is: the first base folder holding it.
 
     ``predict`` writes paths relative to the folder it classified, which the CSV
     does not record; ``images`` (``--images``) names it, the current folder and
-    the CSV's folder are tried after it.
+    the CSV's folder are tried after it. Paths that leave their folder never get
+    here (:func:`edgeleuk.workflow.report_data.is_inside`).
     """
     p = Path(path)
-    if p.is_absolute():
-        return p
     for base in bases:
         if (base / p).exists():
             return base / p
@@ -88,7 +88,7 @@ def build_page(
     centre = est.centre if est.centre is not None else 0.5
     borderline = sorted(ok, key=lambda r: abs(r.prob - centre))[:n_thumbs]
     borderline.sort(key=lambda r: r.prob)
-    located = [_locate(r.path, bases) for r in rows]
+    located = [_locate(r.path, bases) for r in rows if is_inside(r.path)]
     found = [p for p in located if p.exists()]
     return Page(
         source=predictions,

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeleuk.csvcells import name_to_text, plain_row, text_to_name
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.files import SYNTHETIC_MARKER, natural_key, read_csv, synthetic_root
 from edgeleuk.outputs import TRUTH_COLUMN
@@ -19,6 +20,10 @@ from edgeleuk.outputs import TRUTH_COLUMN
 REQUIRED_COLUMNS = ("path", "status", "prob_all", "label")
 UNKNOWN_SUBJECT = "(unknown)"
 _TRUE_NAMES = {"all": 1, "1": 1, "hem": 0, "0": 0}
+OUTSIDE = (
+    "refused: the path leaves the images folder (absolute, or with '..'); the report shows only "
+    "images below the classified folder"
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,8 @@ class Row:
     """One line of the predictions file.
 
     Attributes:
-        path: Image path as written by predict/watch.
+        path: Image path as predict/watch listed it, exact (read back with
+            :func:`edgeleuk.csvcells.text_to_name`; may hold surrogate escapes).
         ok: The image was classified.
         error: Why not, when it was not.
         prob: Probability of ALL.
@@ -44,6 +50,22 @@ class Row:
     subject: str | None
     adjustment: str
     truth: int | None
+
+    @property
+    def shown(self) -> str:
+        """The path as text for people (valid UTF-8, as in the CSV)."""
+        return name_to_text(self.path)
+
+
+def is_inside(path: str) -> bool:
+    """Whether a CSV's path stays below the folder it is relative to (not absolute, no ``..``).
+
+    ``predict`` and ``watch`` only write such paths; another one means the CSV was
+    edited or made elsewhere, and the report must not read (and inline) a file
+    outside the images folder because a CSV names it.
+    """
+    p = Path(path)
+    return bool(path) and not p.is_absolute() and not p.anchor and ".." not in p.parts
 
 
 @dataclass(frozen=True)
@@ -80,13 +102,15 @@ def _parse_truth(text: str | None) -> int | None:
 
 
 def _row(raw: dict[str, str], truth_col: str | None) -> Row:
+    path = text_to_name(raw.get("path") or "")
     prob = _parse_float(raw.get("prob_all"))
-    ok = (raw.get("status") or "").strip().lower() == "ok" and prob is not None
+    inside = is_inside(path)
+    ok = inside and (raw.get("status") or "").strip().lower() == "ok" and prob is not None
     label = (raw.get("label") or "").strip().lower()
     return Row(
-        path=raw.get("path") or "",
+        path=path,
         ok=ok,
-        error=None if ok else (raw.get("error") or "not classified"),
+        error=None if ok else ((raw.get("error") or "not classified") if inside else OUTSIDE),
         prob=prob if ok else None,
         called_all=(label == "all") if ok else None,
         subject=(raw.get("subject") or "").strip() or None,
@@ -113,7 +137,7 @@ def load_rows(path: Path) -> list[Row]:
             "use the CSV written by `edgeleuk predict --format csv` or `edgeleuk watch`"
         )
     truth_col = TRUTH_COLUMN if TRUTH_COLUMN in columns else None
-    rows = [_row(r, truth_col) for r in raw]
+    rows = [_row(plain_row(r), truth_col) for r in raw]
     if not rows:
         raise DataError(f"{path} holds no predictions yet")
     return rows

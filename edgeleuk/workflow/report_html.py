@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from edgeleuk.csvcells import name_to_text
 from edgeleuk.workflow.report_data import Row, SubjectSummary
 
 CSS = """
@@ -119,7 +120,7 @@ def _subject_table(subjects: list[SubjectSummary]) -> str:
 def _card(card: Card) -> str:
     r = card.row
     img = (
-        f'<img src="{card.uri}" alt="{escape(Path(r.path).name)}">'
+        f'<img src="{card.uri}" alt="{escape(Path(r.shown).name)}">'
         if card.uri
         else '<div class="noimg">image not found</div>'
     )
@@ -127,7 +128,7 @@ def _card(card: Card) -> str:
     truth = "" if r.truth is None else f"<br>true class {'ALL' if r.truth else 'HEM'}"
     return (
         f'<div class="card">{img}{call} p={r.prob:.3f}{truth}<br>'
-        f'<span class="name">{escape(r.subject or "")} {escape(Path(r.path).name)}</span></div>'
+        f'<span class="name">{escape(r.subject or "")} {escape(Path(r.shown).name)}</span></div>'
     )
 
 
@@ -150,7 +151,8 @@ def _errors(rows: list[Row]) -> str:
         '<table><tr><th class="l">file</th><th class="l">reason</th></tr>',
     ]
     lines += [
-        f'<tr><td class="l">{escape(r.path)}</td><td class="l">{escape(r.error or "")}</td></tr>' for r in bad
+        f'<tr><td class="l">{escape(r.shown)}</td><td class="l">{escape(r.error or "")}</td></tr>'
+        for r in bad
     ]
     lines.append("</table>")
     return "\n".join(lines)
@@ -189,9 +191,9 @@ def _missing_images_note(page: Page) -> str:
 def _shown(path: Path) -> str:
     """A path relative to the current folder when it lies below it (shorter, and no user names)."""
     try:
-        return str(path.relative_to(Path.cwd()))
+        return name_to_text(str(path.relative_to(Path.cwd())))
     except ValueError:
-        return str(path)
+        return name_to_text(str(path))
 
 
 def render_page(page: Page) -> str:
@@ -212,7 +214,7 @@ def render_page(page: Page) -> str:
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
             f"<h1>{escape(title)}</h1>",
-            f'<div class="meta">{escape(str(page.source))} · generated {escape(page.generated)}</div>',
+            f'<div class="meta">{escape(_shown(page.source))} · generated {escape(page.generated)}</div>',
             synthetic,
             f'<div class="banner notice">{escape(NOT_DIAGNOSTIC)}</div>',
             _missing_images_note(page),

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeleuk.csvcells import text_to_name
 from edgeleuk.data import label_from_name, subject_from_name
 from edgeleuk.errors import EngineFault, OutputError, UsageError
 from edgeleuk.meta import ModelMeta
@@ -283,7 +284,8 @@ def _start_session(
 
 
 def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
-    return {ArrivalTracker.key(folder / r["path"]) for r in rows if r.get("path")}
+    """The files an earlier session recorded, by their exact names (see :mod:`edgeleuk.csvcells`)."""
+    return {ArrivalTracker.key(folder / text_to_name(r["path"])) for r in rows if r.get("path")}
 
 
 def watch_folder(
