@@ -1,5 +1,8 @@
-"""``watch`` left running overnight: full disk, read-only output, links out of the tree,
-large folders, images overwritten under the same name."""
+"""``watch`` left running overnight: full disk, read-only output, links, large folders, overwrites.
+
+Full disk and read-only output, links out of the tree, large folders, images overwritten
+under the same name.
+"""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ class CsvLog:
         self._size = os.fstat(self._fd).st_size
         if self._size == 0:
             try:
-                self._write(dict(zip(self.columns, self.columns)))
+                self._write({c: c for c in self.columns})  # the header row
             except OutputError:
                 self.__exit__()
                 raise
