@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeleuk-installed
 # timm imports torchvision; on these machines the 2.13 CPU wheel breaks torchvision's import.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= cpu,train,dev
+EXTRAS ?= cpu,train,dev,ray,serving-test
 
 .PHONY: setup demo lint test test-fast bench clean
 

@@ -26,7 +26,7 @@ import typer
 from edgeleuk.bench.options import bench_choices
 from edgeleuk.config import config_text, describe_configs
 from edgeleuk.errors import EdgeleukError
-from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, option_fields
+from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
 
 app = typer.Typer(
     name="edgeleuk",
@@ -46,7 +46,7 @@ def _choice(name: str, values: Iterable[str], doc: str) -> Any:
 
 # Derived from the backend registry: a registered backend appears here without editing this file.
 BackendChoice = _choice(
-    "BackendChoice", (AUTO, *auto_order()),
+    "BackendChoice", (AUTO, *auto_order(), *explicit_only()),
     f"Inference backends; auto picks the first that really starts ({', '.join(auto_order())}).",
 )
 BenchBackend = _choice("BenchBackend", bench_choices(),
@@ -165,12 +165,20 @@ def sweep(
     seeds: int = typer.Option(24, help="Number of seeds (0..N-1)."),
     out: Path = typer.Option(..., help="Sweep folder; each seed in OUT/seed-N."),
     pretrained: str | None = typer.Option(None, help="'imagenet' or a local state-dict file."),
+    cluster: str | None = typer.Option(
+        None, help="Run one Ray task per seed: 'auto' (running cluster, else local Ray) or an address."
+    ),
 ) -> None:
     """Train one run per seed and write the paper's Table 2 (Markdown + JSON)."""
-    from edgeleuk.training.sweep import run_sweep  # lazy: torch
-
     with _exit_codes():
-        table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
+        if cluster:
+            from edgeleuk.cluster.sweep import cluster_sweep  # lazy: torch, ray
+
+            table = cluster_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained, address=cluster)
+        else:
+            from edgeleuk.training.sweep import run_sweep  # lazy: torch
+
+            table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
     typer.echo(table.to_markdown())
 
 
@@ -250,6 +258,12 @@ def predict(
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),
     fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
     strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
+    cluster: str | None = typer.Option(
+        None, help="Spread the work over Ray: 'auto' (running cluster, else local Ray) or an address."
+    ),
+    cluster_workers: int | None = typer.Option(
+        None, min=1, help="With --cluster: engine workers (default: from the free CPUs/GPUs)."
+    ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify every image in FOLDER; one output row per input file.
@@ -276,12 +290,18 @@ def predict(
             backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
             fmt=fmt.value, engine=engine,
         )
-        summary = run_predict(folder, model=model, out=out, options=opts)
+        if cluster:
+            from edgeleuk.cluster.predict import cluster_predict  # lazy: ray
+
+            summary = cluster_predict(folder, model, out, opts, address=cluster, workers=cluster_workers)
+        else:
+            summary = run_predict(folder, model=model, out=out, options=opts)
     typer.echo(summary.describe())
     raise typer.Exit(summary.exit_code(strict=strict))
 
 
 @app.command()
+@backend_flags
 def bench(
     model: Path = typer.Option(..., help="Exported model (.onnx or OpenVINO .xml)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint for the torch reference row."),
@@ -294,18 +314,62 @@ def bench(
     extra_model: list[Path] = typer.Option([], "--extra-model", help="More model files (e.g. INT8 IR)."),
     quick: bool = typer.Option(False, help="Few timed runs: checks the harness, numbers are rough."),
     budget: float = typer.Option(2.0, min=0.1, help="Seconds each timing loop may run (the library default)."),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
     from edgeleuk.bench import BenchOptions, run_bench  # lazy: numpy, the runtime
 
     opts = BenchOptions(
         backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
-        quick=quick, budget_s=budget,
+        quick=quick, budget_s=budget, engine_fields=dict(engine_fields or {}),
     )
     with _exit_codes():
         report = run_bench(model, checkpoint=checkpoint, data=data, options=opts, json_out=json_out)
     typer.echo(report.to_markdown())
     raise typer.Exit(report.exit_code())
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Exported model (.onnx or OpenVINO .xml) on this machine."),
+    backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend of every replica."),
+    replicas: int = typer.Option(1, min=1, help="Model replicas (processes, each with its engine)."),
+    threads: int = typer.Option(1, min=1, help="Engine threads (and reserved CPUs) per replica."),
+    gpus: float = typer.Option(0.0, min=0.0, help="GPUs reserved per replica (fractions share one)."),
+    max_batch: int = typer.Option(8, min=1, help="Most images per engine call (server-side batching)."),
+    batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long a request waits for a batch to fill."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 accepts other machines."),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
+    address: str | None = typer.Option(None, help="Ray cluster to join (default: running one, else local)."),
+) -> None:
+    """Serve MODEL over HTTP with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C."""
+    from edgeleuk.serving.server import ServeOptions, serve_forever  # lazy: ray, the runtime
+
+    with _exit_codes():
+        opts = ServeOptions(
+            backend=backend.value, replicas=replicas, threads=threads, gpus=gpus, max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms, host=host, port=port, address=address,
+        )
+        serve_forever(model, opts, echo=typer.echo)
+
+
+@app.command("serving-repo")
+def serving_repo(
+    out: Path = typer.Argument(..., help="New folder for the repositories (triton/ and ovms/)."),
+    onnx: Path | None = typer.Option(None, help="Exported .onnx for Triton (ONNX Runtime backend)."),
+    ir: Path | None = typer.Option(None, help="Exported OpenVINO IR .xml (e.g. INT8) for OpenVINO Model Server."),
+    name: str = typer.Option("edgeleuk", help="Model name in both repositories."),
+    max_batch: int = typer.Option(8, min=1, help="Triton max_batch_size (dynamic batching up to it)."),
+    gpu: bool | None = typer.Option(None, help="Triton instances on GPU (default: only for an fp16 export)."),
+    tensorrt: bool = typer.Option(False, help="Triton: ONNX Runtime's TensorRT accelerator (GPU)."),
+) -> None:
+    """Write Triton Inference Server and/or OpenVINO Model Server model repositories."""
+    from edgeleuk.serving.repository import RepoOptions, write_serving_repos  # lazy: numpy via the runtime
+
+    with _exit_codes():
+        opts = RepoOptions(name=name, max_batch=max_batch, gpu=gpu, tensorrt=tensorrt)
+        result = write_serving_repos(out, onnx=onnx, ir=ir, options=opts)
+    typer.echo(result.describe())
 
 
 @app.command()
@@ -337,6 +401,7 @@ def calibrate(
 
 
 @app.command()
+@backend_flags
 def watch(
     folder: Path = typer.Argument(..., help="Folder the microscope writes images into."),
     model: Path = typer.Option(..., help="Exported model."),
@@ -352,6 +417,7 @@ def watch(
     fault_backoff: float = typer.Option(
         1.0, min=0.0, help="Seconds to wait after the first engine fault; doubles each time, at most 60."
     ),
+    engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
 
@@ -362,12 +428,15 @@ def watch(
     are tried again with backoff, then watch stops (exit 1). A full disk or
     read-only OUT stops it too (exit 1), keeping every row written.
     """
-    from edgeleuk.workflow.watch import FaultPolicy, watch_folder  # lazy: numpy, the runtime
+    from edgeleuk.runtime.classifier import Classifier  # lazy: numpy, the runtime
+    from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
     with _exit_codes():
+        clf = Classifier.load(model, backend.value, **(engine_fields or {}))  # --server etc. reach the backend
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
             faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),
+            classifier=clf,
         )
     typer.echo(summary.describe())
 

@@ -238,7 +238,8 @@ def _stop_on_fault(
 
 
 def predict(
-    folder: Path, model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None
+    folder: Path, model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None,
+    *, classifier: Classifier | None = None,
 ) -> PredictSummary:
     """Classify every image in ``folder`` and write one row per file to ``out``.
 
@@ -247,6 +248,10 @@ def predict(
         model: Exported ``.onnx`` or OpenVINO ``.xml``.
         out: Output file; the default ``predictions.csv`` becomes ``.jsonl``/``.zip`` for those formats.
         options: Backend, batch, threshold, format and the rest.
+        classifier: Classifies instead of opening ``model`` here; anything with the
+            :class:`Classifier` attributes ``predict`` reads (``meta``, ``threshold``,
+            ``threshold_source``, ``info``, ``iter_predict``), e.g. the Ray cluster's
+            (:class:`edgeleuk.cluster.predict.ClusterClassifier`).
 
     Returns:
         The summary; ``exit_code(strict)`` is 0 when any file was classified, 1 when
@@ -269,7 +274,7 @@ def predict(
         check_cnmc_names([p.name for p in paths])
     out = _output_path(out, options.fmt)
     _check_writable(out)
-    clf = _load_classifier(model, options)
+    clf = classifier or _load_classifier(model, options)
     log.info("classifying %d file(s) from %s on %s", len(paths), folder, clf.info.name)
     started = time.perf_counter()
     predictions, fault = _classify(clf, paths, options.progress)

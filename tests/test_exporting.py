@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from edgeleuk.checkpoint import load_checkpoint
+from edgeleuk.contract import EXPORT_KEY, META_KEY
 from edgeleuk.errors import GateFailed
 from edgeleuk.exporting import export_model, load_profile
-from edgeleuk.exporting.metadata import EXPORT_KEY, META_KEY
 from edgeleuk.files import sha256_file
 from edgeleuk.info import describe_model_file
 from edgeleuk.meta import ModelMeta, Preprocess

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from edgeleuk.exporting import export_model, load_profile
-from edgeleuk.exporting.structure import contract_problems, fp16_problems
+from edgeleuk.exporting.graph import contract_problems, fp16_problems
 from edgeleuk.meta import ModelMeta
 from edgeleuk.runtime.cuda import CudaBackend
 

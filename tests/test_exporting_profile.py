@@ -10,8 +10,7 @@ import pytest
 from edgeleuk.errors import ConfigError, DataError, UsageError
 from edgeleuk.exporting import load_profile
 from edgeleuk.exporting.calib import gate_and_calib_sets
-from edgeleuk.exporting.metadata import export_time
-from edgeleuk.exporting.pipeline import output_path
+from edgeleuk.exporting.pipeline import export_time, output_path
 from edgeleuk.exporting.profile import MIN_INT8_CALIB
 
 

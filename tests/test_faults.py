@@ -99,7 +99,7 @@ def test_watch_cli_exits_1_with_a_clear_message(tmp_path: Path, monkeypatch: pyt
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     _cells(folder, 2)
     monkeypatch.setattr(
-        "edgeleuk.workflow.watch._open_classifier", lambda model, backend: _classifier(lambda call: True)
+        Classifier, "load", classmethod(lambda cls, *args, **kwargs: _classifier(lambda call: True))
     )
     result = CliRunner().invoke(
         app,

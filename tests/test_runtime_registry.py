@@ -22,7 +22,7 @@ from edgeleuk.runtime import cuda as cuda_mod
 from edgeleuk.runtime.base import Backend, BackendInfo, BenchVariant, OptionsRecord, option
 from edgeleuk.runtime.openvino import OpenVINOBackend, OpenVINOOptions
 from edgeleuk.runtime.ort_common import ONNX
-from edgeleuk.runtime.registry import auto_order, readers
+from edgeleuk.runtime.registry import auto_order, explicit_only, readers
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 HAS_CUDA = cuda_mod.CudaBackend.availability() is None
@@ -41,9 +41,10 @@ def batch() -> np.ndarray:
 
 
 def test_registry_holds_one_class_per_backend() -> None:
-    assert list(BACKENDS) == ["cpu", "openvino", "cuda"]  # registration order: bench's row order
-    assert len(set(BACKENDS.values())) == 3
+    assert list(BACKENDS) == ["cpu", "openvino", "cuda", "remote"]  # registration order: bench's row order
+    assert len(set(BACKENDS.values())) == 4
     assert auto_order() == ("cuda", "openvino", "cpu")  # from each backend's auto_rank
+    assert explicit_only() == ("remote",)  # auto_rank None: never picked by auto
     assert readers("onnx") == ("cuda", "openvino", "cpu") and readers("ir") == ("openvino",)
 
 

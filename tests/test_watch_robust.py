@@ -94,7 +94,7 @@ def test_watch_cli_exits_1_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.Mo
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     _cells(folder, 2)
     _failing_writes(monkeypatch, out, errno.ENOSPC, after_rows=0, partial=True)
-    monkeypatch.setattr("edgeleuk.workflow.watch._open_classifier", lambda model, backend: _classifier())
+    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, *args, **kwargs: _classifier()))
     result = CliRunner().invoke(
         app, ["watch", str(folder), "--model", "m.onnx", "--out", str(out), "--interval", "0.05"]
     )

@@ -138,6 +138,8 @@ def plan_cases(
         for case in rows_for_file(mf, {"bf16": bf16_cpu}):
             if backend not in ("all", case.backend):
                 continue
+            if backend == "all" and BACKENDS[case.backend].auto_rank is None:
+                continue  # a backend that runs only when named (remote) is measured only when named
             reason = availability.get(case.backend)
             cases.append(case if reason is None or case.skip else replace(case, skip=reason))
     return cases

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from edgeleuk.errors import UsageError
 from edgeleuk.runtime.registry import BACKENDS
@@ -38,6 +39,8 @@ class BenchOptions:
         throughput_mode: Also measure each engine's throughput mode (OpenVINO THROUGHPUT hint
             with an AsyncInferQueue, ONNX Runtime IO binding on CUDA).
         seed: Seed for the random cells used when no data is given.
+        engine_fields: Backend option fields by name (``--server`` for remote...), under each
+            row's own variant options.
     """
 
     backend: str = "all"
@@ -53,6 +56,7 @@ class BenchOptions:
     isolate: bool = True
     throughput_mode: bool = True
     seed: int = 0
+    engine_fields: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backend not in bench_choices():

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from edgeleuk.errors import BackendUnavailable, ConfigError, UsageError
 from edgeleuk.files import sha256_file
 from edgeleuk.metrics import binary_metrics
 from edgeleuk.parity import breaches, compare, recorded_thresholds
-from edgeleuk.runtime.registry import BACKENDS
+from edgeleuk.runtime.registry import BACKENDS, option_fields
 
 log = logging.getLogger(__name__)
 WORKER_TIMEOUT_S = 4 * 3600  # a hung engine must not hang the benchmark forever
@@ -35,6 +36,14 @@ def availability() -> dict[str, str | None]:
     found["torch"] = None if importlib.util.find_spec("torch") else (
         "torch is not installed: pip install 'edgeleuk[train]' to measure the PyTorch original")
     return found
+
+
+def _with_flags(case: Case, fields: dict[str, Any]) -> Case:
+    """A row with the user's flags of its own backend (``--server`` for remote); a variant's options win."""
+    if case.backend not in BACKENDS:
+        return case
+    own = {f.name for name, f in option_fields() if name == case.backend}
+    return replace(case, options={**{k: v for k, v in fields.items() if k in own}, **case.options})
 
 
 def _check_explicit(backend: str, reasons: dict[str, str | None], checkpoint: Path | None) -> None:
@@ -198,6 +207,7 @@ def run_bench(
     _check_explicit(opts.backend, reasons, checkpoint)
     machine = collect_machine(opts.threads)
     cases = plan_cases(files, opts.backend, checkpoint is not None, machine.bf16, reasons)
+    cases = [_with_flags(c, opts.engine_fields) for c in cases]
     if opts.backend != "all" and not any(c.backend == opts.backend for c in cases):
         raise UsageError(f"--backend {opts.backend} cannot run any of the given model files "
                          f"({', '.join(m.path.name for m in files)})")

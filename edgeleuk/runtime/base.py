@@ -158,14 +158,15 @@ class Backend(abc.ABC):
     Class attributes (the declaration the registry derives everything from):
         name: Key users type (``--backend NAME``) and profiles list as gate engines.
         reads: Model kinds this backend opens.
-        auto_rank: Order in which ``auto`` tries backends, lowest first.
+        auto_rank: Order in which ``auto`` tries backends, lowest first; None: only when named
+            (``remote``: ``auto`` never moves inference to another machine).
         Options: This backend's own options record (an :class:`OptionsRecord`).
         libraries: Distributions whose installed versions ``bench`` records for it.
     """
 
     name: ClassVar[str] = "?"
     reads: ClassVar[tuple[ModelKind, ...]] = ()
-    auto_rank: ClassVar[int] = 100
+    auto_rank: ClassVar[int | None] = 100
     Options: ClassVar[type[OptionsRecord]] = NoOptions
     libraries: ClassVar[tuple[str, ...]] = ()
 

@@ -23,6 +23,7 @@ from edgeleuk.runtime.base import Backend, BackendOptions, ModelKind
 from edgeleuk.runtime.cpu import CpuBackend
 from edgeleuk.runtime.cuda import CudaBackend
 from edgeleuk.runtime.openvino import OpenVINOBackend
+from edgeleuk.runtime.remote import RemoteBackend
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,13 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 def auto_order() -> tuple[str, ...]:
     """Backend names in the order ``auto`` tries them (by their ``auto_rank``)."""
-    return tuple(sorted(BACKENDS, key=lambda name: BACKENDS[name].auto_rank))
+    ranked = [name for name in BACKENDS if BACKENDS[name].auto_rank is not None]
+    return tuple(sorted(ranked, key=lambda name: BACKENDS[name].auto_rank))
+
+
+def explicit_only() -> tuple[str, ...]:
+    """Backends ``auto`` never picks (``auto_rank`` None): they run only when named."""
+    return tuple(name for name in BACKENDS if BACKENDS[name].auto_rank is None)
 
 
 def model_kinds() -> dict[str, ModelKind]:
@@ -220,3 +227,4 @@ def open_backend(
 register(CpuBackend)
 register(OpenVINOBackend)
 register(CudaBackend)
+register(RemoteBackend)

@@ -1,0 +1,206 @@
+"""Ray end to end: ``serve`` over loopback HTTP, ``predict --cluster`` and ``sweep --cluster``.
+
+One local Ray (2 CPUs, no dashboard) is shared by every test in this module; the server binds
+127.0.0.1 only and the load test is bounded (8 clients, 200 requests). SYNTHETIC cells only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_support import (
+    build_onnx,
+    expected_logit,
+    gray_cell,
+    write_bad_files,
+    write_bmp,
+    write_flagged_files,
+)
+
+from edgeleuk.cli import app
+from edgeleuk.runtime import wire
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.remote import ServerClient
+
+pytest.importorskip("ray", reason="the ray extra is not installed")
+pytestmark = pytest.mark.slow
+
+LEVELS = (20, 60, 100, 126, 127, 128, 129, 160, 200, 240)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return build_onnx(tmp_path_factory.mktemp("ray-model") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Good cells near and far from the threshold, flagged files and every kind of bad file."""
+    root = tmp_path_factory.mktemp("ray-cells")
+    for i, level in enumerate(LEVELS):
+        write_bmp(root / f"cell_{i:02d}.bmp", gray_cell(level, seed=i))
+    write_flagged_files(root)
+    write_bad_files(root)
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TestServe:
+    """``edgeleuk serve`` on localhost; the app is removed after this class."""
+
+    @pytest.fixture(scope="class")
+    def url(self, ray_cluster, model):
+        from edgeleuk.serving.server import ServeOptions, start, stop
+
+        url = start(model, ServeOptions(backend="cpu", host="127.0.0.1", port=_free_port(), max_batch=8))
+        yield url
+        stop()
+
+    def test_answers_a_folder_like_local_predict(self, url, model, folder):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        local = Classifier.load(model, "cpu").predict_paths(files)
+        client = ServerClient(url)
+        for path, want in zip(files, local, strict=True):
+            answer = client.predict_file(path.read_bytes())
+            if not want.ok:  # bad file: 4xx with the same reason predict writes in its error row
+                assert 400 <= answer.status < 500, path.name
+                assert want.error in answer.payload["error"], path.name
+                continue
+            assert answer.status == 200, (path.name, answer.payload)
+            (got,) = answer.payload["predictions"]
+            assert abs(got["prob_all"] - want.prob_all) <= 1e-6, path.name
+            assert got["label"] == want.label and tuple(got["adjustments"]) == want.adjustments, path.name
+            assert got["threshold"] == 0.5 and answer.payload["model"]["file"] == "model.onnx"
+
+    def test_bounded_load_loses_no_request(self, url):
+        client = ServerClient(url, timeout=120)
+        cells = [gray_cell(level, seed=i) for i, level in enumerate(LEVELS)]
+        want = 1 / (1 + np.exp(-expected_logit(np.stack(cells))))
+
+        def one(i: int) -> tuple[int, float]:
+            answer = client.predict_tensor(cells[i % len(cells)][None])
+            assert answer.status == 200, answer.payload
+            return i, answer.payload["predictions"][0]["prob_all"]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:  # 8 concurrent clients
+            results = list(pool.map(one, range(200)))
+        assert len(results) == 200
+        for i, prob in results:
+            assert abs(prob - want[i % len(cells)]) <= 1e-5
+
+    def test_malformed_request_gets_4xx_and_the_server_keeps_serving(self, url):
+        client = ServerClient(url)
+        bad = [
+            client.request(wire.PREDICT, b"\x93NUMPY garbage", wire.NPY_TYPE),
+            client.request(wire.PREDICT, b"{}", "application/json"),
+            client.predict_tensor(np.zeros((1, 32, 32, 3), np.uint8)),
+            client.request("/nowhere"),
+        ]
+        assert [a.status for a in bad] == [400, 415, 422, 404]
+        assert all(a.payload["error"] for a in bad)
+        assert client.request(wire.HEALTH).status == 200
+        good = client.predict_tensor(gray_cell(200)[None])
+        assert good.status == 200 and good.payload["predictions"][0]["label"] == "all"
+        meta = client.request(wire.METADATA).payload
+        assert meta["threshold"] == 0.5 and meta["backend"]["name"] == "cpu"
+
+    def test_remote_backend_predicts_a_folder_like_local(self, url, model, folder, tmp_path):
+        from typer.testing import CliRunner
+
+        runner = CliRunner()
+        common = [str(folder), "--model", str(model)]
+        local = runner.invoke(app, ["predict", *common, "--backend", "cpu", "--out", str(tmp_path / "local.csv")])
+        remote = runner.invoke(app, ["predict", *common, "--backend", "remote", "--server", url,
+                                     "--out", str(tmp_path / "remote.csv")])
+        assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+        assert url in remote.output and "model model.onnx sha256:" in remote.output  # who answered
+        want = list(csv.DictReader((tmp_path / "local.csv").open()))
+        got = list(csv.DictReader((tmp_path / "remote.csv").open()))
+        assert len(got) == len(want) == len(LEVELS) + 3 + 4
+        for g, w in zip(got, want, strict=True):
+            # Same rows, order, errors, labels and adjustments; the server batches differently, so the
+            # probability may differ in its last bit (|dprob| <= 1e-6).
+            g_prob, w_prob = g.pop("prob_all"), w.pop("prob_all")
+            assert g == w
+            assert (g_prob == w_prob == "") or abs(float(g_prob) - float(w_prob)) <= 1e-6
+
+    def test_remote_backend_refuses_a_server_running_another_model(self, url, folder, tmp_path):
+        from typer.testing import CliRunner
+
+        other = build_onnx(tmp_path / "other.onnx", gain=6.0)
+        result = CliRunner().invoke(app, ["predict", str(folder), "--model", str(other), "--backend", "remote",
+                                          "--server", url, "--out", str(tmp_path / "x.csv")])
+        assert result.exit_code == 2 and "sha256" in result.output and "other.onnx" in result.output
+        assert not (tmp_path / "x.csv").exists()
+
+    def test_bench_remote_reports_latency_and_throughput(self, url, model):
+        from edgeleuk.bench import BenchOptions, run_bench
+
+        opts = BenchOptions(backend="remote", n=8, batch=4, quick=True, engine_fields={"server": url})
+        report = run_bench(model, options=opts)
+        (row,) = [r for r in report.rows if r.case.backend == "remote"]
+        assert row.status == "ok", row.reason
+        lat = row.measurement.latency
+        assert lat["p50_ms"] > 0 and lat["p99_ms"] >= lat["p50_ms"]
+        assert row.best_throughput[0] > 0  # cells/s
+        assert url in report.to_markdown()
+
+
+def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, folder, tmp_path):
+    from edgeleuk.cluster.predict import cluster_predict
+    from edgeleuk.predict import PredictOptions, predict
+
+    opts = PredictOptions(backend="cpu", progress=False)
+    local = predict(folder, model, tmp_path / "local.csv", opts)
+    remote = cluster_predict(folder, model, tmp_path / "cluster.csv", opts)
+    assert (tmp_path / "cluster.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert remote.rows == local.rows and remote.threshold == local.threshold  # the same summary
+    text = (tmp_path / "cluster.csv").read_text()
+    statuses = [line.split(",")[1] for line in text.splitlines()[1:]]
+    assert statuses.count("error") == 4 and len(statuses) == len(LEVELS) + 3 + 4  # bad files kept as rows
+    assert remote.backend.name == "cpu@ray"
+
+
+def test_cluster_sweep_matches_the_local_table(ray_cluster, synth_root, tmp_path, monkeypatch):
+    from edgeleuk.cluster.sweep import cluster_sweep
+    from edgeleuk.training import loop
+    from edgeleuk.training.sweep import run_sweep
+
+    local = run_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "local")
+    remote = cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "cluster")
+    assert remote.rows == local.rows
+    assert [r.seed for r in remote.runs] == [0, 1]
+    def untimed(runs):
+        return [{k: v for k, v in r.best_metrics.items() if "seconds" not in k} for r in runs]
+
+    assert untimed(remote.runs) == untimed(local.runs)  # same losses and metrics, to the last bit
+    table = (tmp_path / "cluster" / "table2.md").read_text().splitlines()
+    assert table[:-1] == (tmp_path / "local" / "table2.md").read_text().splitlines()[:-1]  # last: the path
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished seed was trained again")
+
+    monkeypatch.setattr(loop, "train", boom)  # resumable: finished seeds are not rerun
+    again = cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "cluster")
+    assert again.rows == remote.rows
+    assert json.loads((tmp_path / "cluster" / "table2.json").read_text())["runs"] == 2

@@ -1,0 +1,101 @@
+"""Triton / OpenVINO Model Server repositories: layout, metadata, and Triton's own config schema.
+
+Neither server runs here: the Triton config is parsed with Triton's ``ModelConfig`` protobuf
+(from ``tritonclient``), which rejects unknown fields and wrong types.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from runtime_support import build_ir, build_onnx
+
+from edgeleuk.errors import UsageError
+from edgeleuk.meta import ModelMeta
+from edgeleuk.runtime.wire import model_sha256
+from edgeleuk.serving.repository import RepoOptions, triton_config, write_serving_repos
+
+META = ModelMeta(arch="seresnext_tiny", recipe="repo-test", threshold=0.37, threshold_source="calibrated")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo-models")
+    onnx = build_onnx(root / "model.onnx", META)
+    return onnx, build_ir(onnx, root / "model-int8.xml")
+
+
+def parse_triton(text: str):
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient (extra serving-test) checks the schema")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def test_triton_config_follows_the_model_config_schema(models, tmp_path):
+    onnx, ir = models
+    result = write_serving_repos(tmp_path / "repo", onnx=onnx, ir=ir, options=RepoOptions(max_batch=16))
+    folder = result.triton / "edgeleuk"
+    assert (folder / "1" / "model.onnx").read_bytes() == onnx.read_bytes()
+    cfg = parse_triton((folder / "config.pbtxt").read_text())
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    assert (cfg.name, cfg.backend, cfg.max_batch_size) == ("edgeleuk", "onnxruntime", 16)
+    (image,) = cfg.input
+    assert (image.name, image.data_type, list(image.dims)) == ("image", pb.TYPE_UINT8, [450, 450, 3])
+    assert [o.name for o in cfg.output] == ["logit", "prob"]
+    for out in cfg.output:
+        # One scalar per image: [1] for clients, [] for the model (whose outputs are [N]).
+        assert out.data_type == pb.TYPE_FP32 and list(out.dims) == [1]
+        assert out.HasField("reshape") and list(out.reshape.shape) == []
+    assert cfg.HasField("dynamic_batching")
+    assert cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert float(params["edgeleuk.threshold"]) == 0.37
+    assert json.loads(params["edgeleuk.class_names"]) == {"0": "hem", "1": "all"}
+    assert params["edgeleuk.sha256"] == model_sha256(onnx)
+    assert ModelMeta.from_json(params["edgeleuk.meta"]) == META
+
+
+def test_triton_tensorrt_accelerator_for_fp16(models):
+    text = triton_config(META, {"precision": "fp16"}, "0" * 64, RepoOptions(tensorrt=True))
+    cfg = parse_triton(text)
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    assert cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
+    with pytest.raises(UsageError, match="GPU"):
+        triton_config(META, {"precision": "fp32"}, "0" * 64, RepoOptions(tensorrt=True, gpu=False))
+
+
+def test_ovms_repository_layout(models, tmp_path):
+    _, ir = models
+    result = write_serving_repos(tmp_path / "repo", ir=ir, options=RepoOptions(name="leuk"))
+    assert result.triton is None
+    version = result.ovms / "leuk" / "1"
+    assert (version / "model.xml").read_bytes() == ir.read_bytes()
+    assert (version / "model.bin").read_bytes() == ir.with_suffix(".bin").read_bytes()
+    config = json.loads((result.ovms / "config.json").read_text())
+    (entry,) = config["model_config_list"]
+    # base_path relative to config.json: OVMS resolves it there, so the folder can be mounted anywhere.
+    assert entry["config"]["name"] == "leuk" and (result.ovms / entry["config"]["base_path"] / "1").is_dir()
+
+
+def test_refuses_wrong_kinds_and_a_used_folder(models, tmp_path):
+    onnx, ir = models
+    with pytest.raises(UsageError, match="--onnx"):
+        write_serving_repos(tmp_path / "a", onnx=ir)
+    with pytest.raises(UsageError, match="--ir"):
+        write_serving_repos(tmp_path / "b", ir=onnx)
+    with pytest.raises(UsageError, match="give --onnx"):
+        write_serving_repos(tmp_path / "c")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not empty"):
+        write_serving_repos(used, onnx=onnx)
+    assert sorted(p.name for p in used.iterdir()) == ["keep.txt"]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind
