@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -277,9 +278,19 @@ def stop() -> None:
     import_serve().shutdown()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def serve_forever(model_path: Path, options: ServeOptions, echo: Callable[[str], None] = print) -> None:
-    """``edgeleuk serve``: start, say where and what, serve until Ctrl-C, then shut Serve down."""
+    """``edgeleuk serve``: start, say where and what, serve until Ctrl-C or SIGTERM, then shut Serve down.
+
+    SIGTERM (systemd, docker stop) stops as cleanly as Ctrl-C; so does SIGINT in a process that
+    was started with it ignored (a background job of a script).
+    """
     url = start(model_path, options)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
+        signal.signal(sig, _interrupt)
     echo(f"serving {Path(model_path).name} at {url} ({options.replicas} replica(s) x {options.threads} "
          f"thread(s), batches up to {options.max_batch})")
     echo(f"  GET {url}{wire.HEALTH}   GET {url}{wire.METADATA}   POST {url}{wire.PREDICT}")
