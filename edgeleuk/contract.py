@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from edgeleuk.errors import UsageError
+
 INPUT_NAME = "image"
 INPUT_DTYPE = "uint8"
 INPUT_LAYOUT = "NHWC"
@@ -27,6 +31,21 @@ EXPORT_KEY = "edgeleuk.export"
 def input_shape(size: int) -> list[Any]:
     """The input's shape with a symbolic batch: ``["N", size, size, 3]``."""
     return ["N", size, size, CHANNELS]
+
+
+def check_input(images: np.ndarray, size: int, hint: str = "") -> None:
+    """Raise :class:`UsageError` unless ``images`` is what the graph takes: uint8 RGB ``[N, size, size, 3]``.
+
+    Args:
+        images: The batch about to be fed (the runtime's arrays, the PyTorch reference's).
+        size: The model's input side.
+        hint: What the caller should do instead, appended to the message.
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, CHANNELS):
+        raise UsageError(
+            f"expected uint8 RGB images [N, {size}, {size}, {CHANNELS}] (the model's input contract), "
+            f"got {images.dtype} {list(images.shape)}" + (f"; {hint}" if hint else "")
+        )
 
 
 def contract_record(size: int) -> dict[str, Any]:

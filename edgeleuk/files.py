@@ -32,13 +32,17 @@ def natural_key(path: str | os.PathLike[str]) -> tuple:
     return tuple(parts)
 
 
-def image_entries(folder: Path, *, unsupported: bool = False) -> tuple[list[Path], list[Path]]:
+def image_entries(
+    folder: Path, *, unsupported: bool = False, csvs: list[Path] | None = None
+) -> tuple[list[Path], list[Path]]:
     """(images, sub-folders) of one folder; hidden entries (``.name``) skipped.
 
     Args:
         folder: Folder to list.
         unsupported: Also list files named like images edgeleuk cannot read (``.gif``...),
             so that ``predict`` and ``watch`` give them an error row instead of silence.
+        csvs: If given, the folder's ``*.csv`` files are appended to it from the same
+            listing (labels CSVs sit among the images; no second pass over the folder).
 
     Raises:
         DataError: The folder cannot be listed.
@@ -59,11 +63,14 @@ def image_entries(folder: Path, *, unsupported: bool = False) -> tuple[list[Path
             dirs.append(Path(entry.path))
         elif is_image_name(entry.name, unsupported=unsupported):  # broken files stay: decode reports them
             images.append(Path(entry.path))
+        elif csvs is not None and entry.name.endswith(".csv"):
+            csvs.append(Path(entry.path))
     return images, dirs
 
 
 def list_images(
-    root: str | os.PathLike[str], recursive: bool = False, *, unsupported: bool = False
+    root: str | os.PathLike[str], recursive: bool = False, *, unsupported: bool = False,
+    csvs: dict[Path, list[Path]] | None = None,
 ) -> list[Path]:
     """Image files in a folder, in natural order (``2.bmp`` before ``10.bmp``).
 
@@ -73,6 +80,8 @@ def list_images(
             above it (``/``, a parent) is not followed.
         unsupported: Also list files named like images of formats edgeleuk does not read
             (:data:`edgeleuk.imageio.UNSUPPORTED_EXTENSIONS`); their decode gives an error row.
+        csvs: If given, filled with every listed folder -> the ``*.csv`` files in it, from
+            the same listing (see :func:`edgeleuk.data.records_for`).
 
     Raises:
         DataError: ``root`` is missing, not a folder, or cannot be listed.
@@ -83,7 +92,9 @@ def list_images(
     root_real = root.resolve()
     found, todo, seen = [], deque([root]), {root_real}
     while todo:
-        images, dirs = image_entries(todo.popleft(), unsupported=unsupported)
+        folder = todo.popleft()
+        here: list[Path] | None = None if csvs is None else csvs.setdefault(folder, [])
+        images, dirs = image_entries(folder, unsupported=unsupported, csvs=here)
         found.extend(images)
         todo.extend(d for d in sorted(dirs) if recursive and enters(d, root_real, seen))
     return sorted(found, key=lambda p: natural_key(p.relative_to(root)))

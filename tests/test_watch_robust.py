@@ -124,7 +124,7 @@ def test_predict_on_a_folder_turned_read_only_stops_with_exit_1(
     rescue = tmp_path / "rescue"
     rescue.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(rescue))
-    monkeypatch.setattr("edgeleuk.predict._load_classifier", lambda model, options: _classifier())
+    monkeypatch.setattr("edgeleuk.predict.load_classifier", lambda model, options: _classifier())
     real_mkstemp = tempfile.mkstemp
 
     def read_only(*args, dir=None, **kwargs):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import graph_problems
+from edgeleuk.contract import check_input, graph_problems
 from edgeleuk.data import subject_from_name
 from edgeleuk.errors import EdgeleukError, EngineFault, UsageError
 from edgeleuk.imageio import Decoded
@@ -229,12 +229,7 @@ class Classifier:
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
-        size = self.input_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise UsageError(
-                f"expected uint8 RGB images [N, {size}, {size}, 3] (the model's input contract), "
-                f"got {images.dtype} {list(images.shape)}; decode files with predict_paths instead"
-            )
+        check_input(images, self.input_size, hint="decode files with predict_paths instead")
         return np.ascontiguousarray(images)
 
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
