@@ -1,7 +1,8 @@
 """The ``edgeleuk`` command line: parses arguments and calls library functions.
 
 Exit codes: 0 success; 1 the job ran but failed (parity gate breached, ``--strict``
-with failed files); 2 usage error (bad arguments, missing inputs, unavailable backend).
+with failed files, an engine fault, an output that cannot be written); 2 usage error
+(bad arguments, missing inputs, unavailable backend, a model file that breaks the contract).
 Each command imports its library module inside the command (the comment says
 what that spares): ``edgeleuk --help`` starts fast and the torch-free commands
 never load torch.
@@ -274,7 +275,8 @@ def predict(
     N.bmp in numeric order); if any image failed it writes nothing and exits 1.
 
     Exit codes: 0 at least one file classified (failures are listed);
-    1 none classified, --strict with any failed file, or cnmc refused;
+    1 none classified, --strict with any failed file, cnmc refused, an engine
+    fault (rows made before it go to OUT.partial.csv) or an unwritable OUT;
     2 usage error (missing model or folder, no images, backend unavailable).
     """
     # lazy: numpy, the runtime and its backends
@@ -406,22 +408,34 @@ def watch(
     out: Path = typer.Option(Path("predictions.csv"), help="CSV to append one row per image to."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
-    recursive: bool = typer.Option(False, help="Also watch sub-folders."),
+    recursive: bool = typer.Option(
+        False, help="Also watch sub-folders (links out of the tree are not followed)."
+    ),
+    fault_retries: int = typer.Option(
+        5, min=0, help="Engine faults in a row retried before stopping (exit 1)."
+    ),
+    fault_backoff: float = typer.Option(
+        1.0, min=0.0, help="Seconds to wait after the first engine fault; doubles each time, at most 60."
+    ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
 
     A file is read once its size has stopped changing; one row per image is
     appended to OUT and flushed to disk at once, so nothing classified is lost
-    in a crash. Files already in OUT are not classified again.
+    in a crash. Files already in OUT are not classified again; one overwritten
+    under the same name gets a new row. An engine fault writes no row: the files
+    are tried again with backoff, then watch stops (exit 1). A full disk or
+    read-only OUT stops it too (exit 1), keeping every row written.
     """
     from edgeleuk.runtime.classifier import Classifier  # lazy: numpy, the runtime
-    from edgeleuk.workflow.watch import watch_folder
+    from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
     with _exit_codes():
         clf = Classifier.load(model, backend.value, **(engine_fields or {}))  # --server etc. reach the backend
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
+            faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),
             classifier=clf,
         )
     typer.echo(summary.describe())

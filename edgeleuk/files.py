@@ -69,7 +69,8 @@ def list_images(
 
     Args:
         root: Folder to list.
-        recursive: Descend into sub-folders, following links to folders once each.
+        recursive: Descend into sub-folders, each real folder once; a link to the root or
+            above it (``/``, a parent) is not followed.
         unsupported: Also list files named like images of formats edgeleuk does not read
             (:data:`edgeleuk.imageio.UNSUPPORTED_EXTENSIONS`); their decode gives an error row.
 
@@ -79,16 +80,32 @@ def list_images(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder" if root.exists() else f"folder not found: {root}")
-    found, todo, seen = [], deque([root]), {root.resolve()}
+    root_real = root.resolve()
+    found, todo, seen = [], deque([root]), {root_real}
     while todo:
         images, dirs = image_entries(todo.popleft(), unsupported=unsupported)
         found.extend(images)
-        for d in sorted(dirs) if recursive else ():
-            real = d.resolve()
-            if real not in seen:  # a link back up the tree must not loop forever
-                seen.add(real)
-                todo.append(d)
+        todo.extend(d for d in sorted(dirs) if recursive and enters(d, root_real, seen))
     return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
+
+
+def enters(folder: Path, root_real: Path, seen: set[Path], within: bool = False) -> bool:
+    """Whether a recursive walk of ``root_real`` goes into ``folder`` (and marks it seen).
+
+    Each real folder once, and never the root or a folder above it: a link to ``/`` or
+    back up to a parent would otherwise walk the whole file system, or loop. A link to a
+    folder elsewhere (a data set linked in) is followed unless ``within`` keeps the walk
+    inside the tree, as ``watch`` does.
+    """
+    try:
+        real = folder.resolve(strict=True)
+    except (OSError, RuntimeError):  # gone, or a link loop
+        return False
+    inside = root_real in real.parents
+    if real in seen or not (inside or (not within and real not in root_real.parents)):
+        return False
+    seen.add(real)
+    return True
 
 
 def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:

@@ -2,7 +2,11 @@
 
 Torch-free. Files are decoded on worker threads while the engine runs (see
 :mod:`edgeleuk.runtime.pipeline`); bad files become error rows and the run goes
-on; the output is written atomically (complete or absent). True labels are
+on; the output is written atomically (complete or absent). An engine fault is
+not a bad file: the run stops (exit 1) and what was classified before it goes to
+``<out>.partial.csv``. An output that cannot be written at the end (disk full,
+read-only folder) stops with exit 1 and the rows are rescued to the temporary
+folder. True labels are
 attached when the folder follows the C-NMC layout (``UID_..._all.bmp`` names,
 or numbered files with a ``Patient_ID,new_names,labels`` CSV inside or beside).
 """
@@ -19,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeleuk.data import Record, discover, label_from_name, list_images, subject_from_name
-from edgeleuk.errors import DataError, UsageError
+from edgeleuk.errors import DataError, EngineFault, OutputError, UsageError
 from edgeleuk.files import synthetic_root
 from edgeleuk.imageio import SUPPORTED_EXTENSIONS
-from edgeleuk.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names
+from edgeleuk.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names, write_csv
 from edgeleuk.predict_summary import PredictSummary
 from edgeleuk.runtime.classifier import Classifier, Prediction
 
@@ -130,18 +134,24 @@ def known_truth(folder: Path, paths: Sequence[Path]) -> dict[Path, tuple[int | N
     return truth
 
 
-def _classify(clf: Classifier, paths: Sequence[Path], show: bool) -> list[Prediction]:
+def _classify(
+    clf: Classifier, paths: Sequence[Path], show: bool
+) -> tuple[list[Prediction], EngineFault | None]:
+    """Predictions for ``paths`` in order; on an engine fault, those made before it and the fault."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    results = []
+    results: list[Prediction] = []
     with Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
         task = bar.add_task("predict", total=len(paths))
-        for prediction in clf.iter_predict(paths):
-            results.append(prediction)
-            bar.advance(task)
-    return results
+        try:
+            for prediction in clf.iter_predict(paths):
+                results.append(prediction)
+                bar.advance(task)
+        except EngineFault as fault:
+            return results, fault
+    return results, None
 
 
 def _rows(
@@ -170,13 +180,61 @@ def _load_classifier(model: Path, options: PredictOptions) -> Classifier:
     )
 
 
+def partial_path(out: Path) -> Path:
+    """Where a run stopped by an engine fault leaves the rows it made: ``<out>.partial.csv``."""
+    return out.with_name(f"{out.stem}.partial.csv")
+
+
+def _rescue(out: Path, rows: Sequence[ResultRow], positive: str, exc: OSError) -> str:
+    """Save rows that could not go to ``out`` in the temporary folder; says what happened to them."""
+    why = f"cannot write {out}: {exc.strerror or exc}; nothing half-written is left there"
+    if not rows:
+        return why
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rescue = Path(tempfile.gettempdir()) / f"edgeleuk-rescued-{stamp}-{os.getpid()}.csv"
+    try:
+        write_csv(rescue, rows, positive)
+    except OSError as again:
+        return f"{why}, and the {len(rows)} result(s) could not be saved in {rescue.parent} either " + (
+            f"({again.strerror or again}): free space or choose another --out and run again"
+        )
+    return f"{why}; the {len(rows)} result(s) were saved to {rescue} instead (free space, then move it)"
+
+
 def _write(out: Path, fmt: str, rows: Sequence[ResultRow], positive: str) -> str | None:
-    """Write the output; returns why a C-NMC submission was refused (its CSV is written), else None."""
+    """Write the output; returns why a C-NMC submission was refused (its CSV is written), else None.
+
+    Raises:
+        OutputError: The disk is full or the folder became read-only (exit 1); the rows
+            are rescued to the temporary folder where possible.
+    """
     try:
         WRITERS[fmt](out, rows, positive)
     except SubmissionRefused as exc:
         return str(exc)
+    except OSError as exc:
+        raise OutputError(_rescue(out, rows, positive, exc)) from exc
     return None
+
+
+def _stop_on_fault(
+    out: Path, fault: EngineFault, rows: Sequence[ResultRow], total: int, positive: str
+) -> None:
+    """Keep what was classified before an engine fault, then stop with exit 1."""
+    head = f"{fault}; stopped after classifying {len(rows)} of {total} file(s)"
+    if not rows:
+        raise EngineFault(
+            f"{head}; nothing was written. Check the engine (memory, device, model file) and run again"
+        )
+    partial = partial_path(out)
+    try:
+        write_csv(partial, rows, positive)
+    except OSError as exc:
+        raise OutputError(f"{head}; " + _rescue(partial, rows, positive, exc)) from fault
+    raise EngineFault(
+        f"{head}: their rows are in {partial} ({out} was not written). Check the engine "
+        "(memory, device, model file) and run predict again"
+    ) from fault
 
 
 def predict(
@@ -203,6 +261,9 @@ def predict(
         UsageError: Missing model, missing or empty folder, unknown format, names
             unfit for ``cnmc``, an unwritable output (exit code 2).
         BackendUnavailable: The requested backend cannot run here (exit code 2).
+        EngineFault: The engine failed mid-run (exit code 1); rows made before it are in
+            :func:`partial_path`, never an error row for a file that was not at fault.
+        OutputError: ``out`` could not be written at the end (exit code 1); see :func:`_rescue`.
     """
     options = options or PredictOptions()
     folder = Path(folder)
@@ -216,10 +277,13 @@ def predict(
     clf = classifier or _load_classifier(model, options)
     log.info("classifying %d file(s) from %s on %s", len(paths), folder, clf.info.name)
     started = time.perf_counter()
-    predictions = _classify(clf, paths, options.progress)
+    predictions, fault = _classify(clf, paths, options.progress)
     seconds = time.perf_counter() - started
-    rows = _rows(folder, paths, predictions, clf)
     positive = clf.meta.label_name(True)
+    if fault is not None:
+        done = paths[: len(predictions)]
+        _stop_on_fault(out, fault, _rows(folder, done, predictions, clf), len(paths), positive)
+    rows = _rows(folder, paths, predictions, clf)
     refused = _write(out, options.fmt, rows, positive)
     return PredictSummary(
         folder=folder,

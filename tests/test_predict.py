@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from edgeleuk import outputs
 from edgeleuk.cli import app
-from edgeleuk.errors import DataError
+from edgeleuk.errors import DataError, OutputError
 from edgeleuk.predict import PredictOptions, known_truth, predict
 
 runner = CliRunner()
@@ -225,10 +226,19 @@ def test_crash_while_writing_leaves_no_partial_file(
         return real(self, row)
 
     monkeypatch.setattr(csv.DictWriter, "writerow", crash_on_third_row)
-    with pytest.raises(OSError, match="No space left"):
+    rescue_dir = tmp_path / "tmp"
+    rescue_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(rescue_dir))
+    with pytest.raises(OutputError, match="No space left") as failed:
         predict(tmp_path / "d", model=model, out=out, options=PredictOptions(progress=False))
+    assert failed.value.exit_code == 1
     assert out.read_text() == "previous run\n"  # untouched: complete or absent
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".p.csv")] == []
+    # Nothing classified is lost: the rows went to the temporary folder, and the message says where.
+    (rescued,) = rescue_dir.iterdir()
+    assert str(rescued) in str(failed.value)
+    with open(rescued, newline="", encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
 
 
 def test_prelim_labels_from_the_csv_beside_the_folder(synth_root: Path, model: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import EXPORT_KEY, LOGIT, META_KEY, PROB
+from edgeleuk.contract import EXPORT_KEY, INPUT_NAME, LOGIT, META_KEY, PROB, TensorSpec
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import (
     Backend,
@@ -105,6 +105,20 @@ def _check_device(core: Any, device: str) -> None:
             f"OpenVINO device {device!r} not found; available: {', '.join(core.available_devices) or 'none'} "
             "(for an Intel GPU install its compute runtime, then check `benchmark_app -d GPU`)"
         )
+
+
+def _port_specs(port: Any) -> list[TensorSpec]:
+    """One :class:`TensorSpec` per name of an OpenVINO port (a port may carry several names)."""
+    try:
+        dtype = str(np.dtype(port.get_element_type().to_dtype()))
+    except Exception:  # noqa: BLE001 - an element type numpy has no name for
+        dtype = port.get_element_type().get_type_name()
+    pshape = port.get_partial_shape()
+    if pshape.rank.is_dynamic:
+        shape: tuple[int | None, ...] = (None,)
+    else:
+        shape = tuple(None if d.is_dynamic else d.get_length() for d in pshape)
+    return [TensorSpec(name, dtype, shape) for name in sorted(port.get_names()) or ["?"]]
 
 
 IR = ModelKind("ir", ".xml", "OpenVINO IR", read_metadata=ir_file_metadata, companions=(".bin",))
@@ -211,6 +225,14 @@ class OpenVINOBackend(Backend):
 
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)
+
+    def graph_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        inputs = []
+        for port in self._compiled.inputs:  # one entry per input, under the contract's name if it has it
+            specs = _port_specs(port)
+            inputs.append(next((s for s in specs if s.name == INPUT_NAME), specs[0]))
+        outputs = [spec for port in self._compiled.outputs for spec in _port_specs(port)]
+        return inputs, outputs
 
     def info(self) -> BackendInfo:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -117,7 +118,8 @@ class ModelService:
             "input_size": self.size,
             "max_images": wire.MAX_IMAGES,
             "raw": self.clf.backend.metadata(),
-            "backend": {**dataclasses.asdict(info), "providers": list(info.providers)},
+            # default=str: engine details may hold paths or enums; the answer must stay JSON.
+            "backend": json.loads(json.dumps(dataclasses.asdict(info), default=str)),
         }
 
     def infer(self, images: list[np.ndarray]) -> list[tuple[float, float]]:

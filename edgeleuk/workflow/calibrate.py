@@ -189,6 +189,11 @@ def calibrate_model(
             f"{data}: none of the {len(records)} labelled files could be classified (see the log)"
         )
     chosen = select_threshold(scores, labels, sensitivity)  # also refuses one class left after failures
+    if not 0.0 < chosen.threshold < 1.0:  # saturated scores: a model file may not carry such a threshold
+        raise DataError(
+            f"the threshold for sensitivity {sensitivity:g} would be {chosen.threshold!r}, outside (0, 1): "
+            "the scores saturate at 0 or 1 on these data, so no threshold separates them; nothing was written"
+        )
     previous = operating_point(scores, labels, meta.threshold)
     source, calibration = _provenance(meta, chosen, sensitivity, data, split, failed)
     new_meta = meta.replace(
