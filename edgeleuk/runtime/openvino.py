@@ -7,6 +7,7 @@ reports the precision read back from the compiled model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import time
@@ -72,7 +73,19 @@ def ir_metadata(model: Any) -> dict[str, str]:
 
 def ir_file_metadata(path: Path) -> dict[str, str]:
     """The ``edgeleuk.*`` strings of an IR ``.xml`` (read, not compiled)."""
-    return ir_metadata(_import_openvino().Core().read_model(str(path)))
+    return ir_metadata(shared_core().read_model(str(path)))
+
+
+@functools.cache
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, used for every model edgeleuk reads or compiles.
+
+    Never released on purpose: each Core that compiles on a thread gives it an alternate signal
+    stack and unmaps that stack when released, and Cores released in the order they were made
+    leave the thread on an unmapped one, after which Ctrl-C ends the process with SIGSEGV
+    (:mod:`edgeleuk.runtime.altstack`). ``ov.Core`` is thread-safe.
+    """
+    return _import_openvino().Core()
 
 
 def _import_openvino() -> Any:
@@ -167,7 +180,7 @@ class OpenVINOBackend(Backend):
         own: OpenVINOOptions = options.of(type(self))
         self.own = own
         self._version = ov.get_version().split("-")[0]
-        self._core = core = ov.Core()
+        self._core = core = shared_core()
         self.device = (own.device or "CPU").upper()
         _check_device(core, self.device)
         try:
