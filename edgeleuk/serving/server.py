@@ -27,7 +27,11 @@ import numpy as np
 from edgeleuk import __version__
 from edgeleuk.cluster import RAY_FIX, connect, import_ray
 from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.imageio import decode_bytes
 from edgeleuk.runtime import wire
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +101,6 @@ class ModelService:
     """
 
     def __init__(self, model_path: str, backend: str, threads: int) -> None:
-        from edgeleuk.runtime.classifier import Classifier
-
         self.clf = Classifier.load(model_path, backend, threads=threads, batch_size=wire.MAX_IMAGES)
         self.model = model_identity(Path(model_path))
         self.size = self.clf.input_size
@@ -146,8 +148,6 @@ class ModelService:
         Raises:
             WireError: 400 for an empty body, 422 for bytes that are no usable image.
         """
-        from edgeleuk.imageio import decode_bytes
-
         if not body:
             raise wire.WireError(400, "empty request body (empty file (0 bytes)); send the image file's bytes")
         decoded = decode_bytes(body, self.size)
@@ -243,8 +243,6 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
 
 def _check_backend(name: str) -> None:
     """Refuse here, with the fix, a backend no replica could open (rather than replicas that keep dying)."""
-    from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
-
     if name == AUTO:
         return
     if name not in BACKENDS or name in explicit_only():
@@ -262,8 +260,6 @@ def start(model_path: Path, options: ServeOptions | None = None) -> str:
         UsageError: Missing or unsupported model file (checked before Ray starts).
         BackendUnavailable: Ray is not installed.
     """
-    from edgeleuk.runtime.modelfile import read_model_meta
-
     options = options or ServeOptions()
     read_model_meta(Path(model_path))  # a missing/foreign model is a usage error, not a dead replica
     _check_backend(options.backend)
