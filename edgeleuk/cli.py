@@ -3,9 +3,10 @@
 Exit codes: 0 success; 1 the job ran but failed (parity gate breached, ``--strict``
 with failed files, an engine fault, an output that cannot be written); 2 usage error
 (bad arguments, missing inputs, unavailable backend, a model file that breaks the contract).
-Each command imports its library module inside the command (the comment says
-what that spares): ``edgeleuk --help`` starts fast and the torch-free commands
-never load torch.
+The torch-free commands' library modules are imported here; the commands that
+need torch, SciPy or Ray import theirs inside the command (the comment says
+which), so ``edgeleuk --help`` starts fast and the torch-free commands never
+load torch.
 """
 
 from __future__ import annotations
@@ -23,10 +24,22 @@ from typing import Any
 
 import typer
 
+from edgeleuk.bench import BenchOptions, run_bench
 from edgeleuk.bench.options import bench_choices
+from edgeleuk.cluster.predict import cluster_predict
 from edgeleuk.config import config_text, describe_configs
 from edgeleuk.errors import EdgeleukError
-from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
+from edgeleuk.info import describe_model_file
+from edgeleuk.predict import PredictOptions
+from edgeleuk.predict import predict as run_predict
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, backend_options, explicit_only, option_fields
+from edgeleuk.serving.repository import RepoOptions, write_serving_repos
+from edgeleuk.serving.server import ServeOptions, serve_forever
+from edgeleuk.synth import make_synthetic
+from edgeleuk.workflow.calibrate import calibrate_model
+from edgeleuk.workflow.report import write_report
+from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
 app = typer.Typer(
     name="edgeleuk",
@@ -121,8 +134,6 @@ def synth(
     seed: int = typer.Option(0, help="Random seed; the same seed writes the same files."),
 ) -> None:
     """Write a SYNTHETIC data set in the public C-NMC release layout (pipeline testing only)."""
-    from edgeleuk.synth import make_synthetic  # lazy: OpenCV
-
     with _exit_codes():
         summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
     typer.echo(summary.describe())
@@ -236,8 +247,6 @@ def info(
     model: Path = typer.Argument(..., help="Exported .onnx or OpenVINO .xml, or a checkpoint .pt."),
 ) -> None:
     """Print the metadata stored in a model file."""
-    from edgeleuk.info import describe_model_file  # lazy: numpy via the runtime
-
     with _exit_codes():
         typer.echo(describe_model_file(model))
 
@@ -279,11 +288,6 @@ def predict(
     fault (rows made before it go to OUT.partial.csv) or an unwritable OUT;
     2 usage error (missing model or folder, no images, backend unavailable).
     """
-    # lazy: numpy, the runtime and its backends
-    from edgeleuk.predict import PredictOptions
-    from edgeleuk.predict import predict as run_predict
-    from edgeleuk.runtime.registry import backend_options
-
     with _exit_codes():
         engine = backend_options(**(engine_fields or {})).engine
         opts = PredictOptions(
@@ -291,8 +295,6 @@ def predict(
             fmt=fmt.value, engine=engine,
         )
         if cluster:
-            from edgeleuk.cluster.predict import cluster_predict  # lazy: ray
-
             summary = cluster_predict(folder, model, out, opts, address=cluster, workers=cluster_workers)
         else:
             summary = run_predict(folder, model=model, out=out, options=opts)
@@ -317,8 +319,6 @@ def bench(
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
-    from edgeleuk.bench import BenchOptions, run_bench  # lazy: numpy, the runtime
-
     opts = BenchOptions(
         backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
         quick=quick, budget_s=budget, engine_fields=dict(engine_fields or {}),
@@ -343,8 +343,6 @@ def serve(
     address: str | None = typer.Option(None, help="Ray cluster to join (default: running one, else local)."),
 ) -> None:
     """Serve MODEL over HTTP with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C."""
-    from edgeleuk.serving.server import ServeOptions, serve_forever  # lazy: ray, the runtime
-
     with _exit_codes():
         opts = ServeOptions(
             backend=backend.value, replicas=replicas, threads=threads, gpus=gpus, max_batch=max_batch,
@@ -364,8 +362,6 @@ def serving_repo(
     tensorrt: bool = typer.Option(False, help="Triton: ONNX Runtime's TensorRT accelerator (GPU)."),
 ) -> None:
     """Write Triton Inference Server and/or OpenVINO Model Server model repositories."""
-    from edgeleuk.serving.repository import RepoOptions, write_serving_repos  # lazy: numpy via the runtime
-
     with _exit_codes():
         opts = RepoOptions(name=name, max_batch=max_batch, gpu=gpu, tensorrt=tensorrt)
         result = write_serving_repos(out, onnx=onnx, ir=ir, options=opts)
@@ -393,8 +389,6 @@ def calibrate(
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
 ) -> None:
     """Pick the decision threshold that reaches a target sensitivity with the best specificity."""
-    from edgeleuk.workflow.calibrate import calibrate_model  # lazy: numpy, the runtime
-
     with _exit_codes():
         point = calibrate_model(model, data=data, sensitivity=sensitivity, out=out, backend=backend.value)
     typer.echo(point.describe())
@@ -428,9 +422,6 @@ def watch(
     are tried again with backoff, then watch stops (exit 1). A full disk or
     read-only OUT stops it too (exit 1), keeping every row written.
     """
-    from edgeleuk.runtime.classifier import Classifier  # lazy: numpy, the runtime
-    from edgeleuk.workflow.watch import FaultPolicy, watch_folder
-
     with _exit_codes():
         clf = Classifier.load(model, backend.value, **(engine_fields or {}))  # --server etc. reach the backend
         summary = watch_folder(
@@ -450,8 +441,6 @@ def report(
     ),
 ) -> None:
     """Write a self-contained HTML patient-level report."""
-    from edgeleuk.workflow.report import write_report  # lazy: numpy, OpenCV thumbnails
-
     with _exit_codes():
         path = write_report(predictions, out=out, images=images)
     typer.echo(f"wrote {path}")
