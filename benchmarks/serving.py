@@ -58,7 +58,7 @@ def _folder(work: Path, n: int) -> Path:
     folder = work / "cells"
     if not folder.is_dir():
         data = work / "synth"
-        make_synthetic(data, subjects=4, cells_per_subject=max(1, n // 4), seed=0)
+        make_synthetic(data, subjects=8, cells_per_subject=max(1, n // 8 + 1), seed=0)
         folder.mkdir()
         for i, path in enumerate(sorted(data.rglob("*.bmp"))[:n]):
             shutil.copyfile(path, folder / f"{i:04d}_{path.name}")

@@ -1,18 +1,92 @@
-"""Atomic file writes: a file is complete or absent, never half-written."""
+"""Atomic, durable file writes: a file is complete or absent, never half-written.
+
+Every writer goes through :func:`atomic_path`: the data goes to a temporary file
+beside the destination, is fsync'ed, renamed over the destination, and the
+folder is fsync'ed too, so after a power cut the new name points at the whole
+new file (or the old one is still there).
+
+Permissions: a new file gets what a plain ``open()`` would give it
+(``0o666 & ~umask``); a rewritten file keeps its own (a 0600 file stays 0600).
+The umask is read from ``/proc/self/status`` where it exists: the classic
+``os.umask(0); os.umask(old)`` round trip would briefly change it for every
+thread of the process.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 
+def _umask_from_proc() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _startup_umask() -> int:
+    found = _umask_from_proc()
+    if found is not None:
+        return found
+    # No /proc (macOS, Windows): read it once, at import, before any writer thread exists.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_STARTUP_UMASK = _startup_umask()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (the value at import where /proc is missing)."""
+    found = _umask_from_proc()
+    return _STARTUP_UMASK if found is None else found
+
+
+def _mode_for(dest: Path) -> int:
+    """Permissions for the file about to replace ``dest``: its own if it exists, else open()'s."""
+    try:
+        return stat.S_IMODE(dest.stat().st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a written file's data to disk (for writers that take a path, not a handle)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make a rename or a new name in ``folder`` durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # Windows: folders cannot be opened this way, and NTFS journals renames
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the file itself is already on disk
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it over ``dest`` on success.
+    """Yield a temporary path beside ``dest``; fsync it and rename it over ``dest`` on success.
 
     On any exception the temporary file is removed and ``dest`` is untouched.
     The temporary name keeps ``suffix`` (e.g. ``.onnx``) for tools that sniff it.
@@ -22,16 +96,16 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes owner-only files; give the result the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
+        # mkstemp makes owner-only files; give the result the permissions it should have.
+        os.chmod(tmp_path, _mode_for(dest))
         yield tmp_path
+        fsync_file(tmp_path)
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    fsync_dir(dest.parent)
 
 
 @contextlib.contextmanager
@@ -39,8 +113,6 @@ def atomic_open(dest: str | os.PathLike[str], mode: str = "w", **kwargs) -> Iter
     """Open a temporary file for writing that replaces ``dest`` only when closed cleanly."""
     with atomic_path(dest) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:

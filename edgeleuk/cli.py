@@ -1,10 +1,12 @@
 """The ``edgeleuk`` command line: parses arguments and calls library functions.
 
 Exit codes: 0 success; 1 the job ran but failed (parity gate breached, ``--strict``
-with failed files); 2 usage error (bad arguments, missing inputs, unavailable backend).
-Each command imports its library module inside the command (the comment says
-what that spares): ``edgeleuk --help`` starts fast and the torch-free commands
-never load torch.
+with failed files, an engine fault, an output that cannot be written); 2 usage error
+(bad arguments, missing inputs, unavailable backend, a model file that breaks the contract).
+The torch-free commands' library modules are imported here; the commands that
+need torch, SciPy or Ray import theirs inside the command (the comment says
+which), so ``edgeleuk --help`` starts fast and the torch-free commands never
+load torch.
 """
 
 from __future__ import annotations
@@ -22,11 +24,23 @@ from typing import Any
 
 import typer
 
+from edgeleuk.bench import BenchOptions, run_bench
 from edgeleuk.bench.options import bench_choices
+from edgeleuk.cluster.predict import cluster_predict
 from edgeleuk.config import config_text, describe_configs
 from edgeleuk.errors import EdgeleukError
-from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
+from edgeleuk.info import describe_model_file
+from edgeleuk.predict import PredictOptions
+from edgeleuk.predict import predict as run_predict
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, backend_options, explicit_only, option_fields
+from edgeleuk.serving.repository import RepoOptions, write_serving_repos
+from edgeleuk.serving.server import ServeOptions, serve_forever
 from edgeleuk.staged import DEFAULT_AGREEMENT, TTA_MODES
+from edgeleuk.synth import make_synthetic
+from edgeleuk.workflow.calibrate import calibrate_model
+from edgeleuk.workflow.report import write_report
+from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
 app = typer.Typer(
     name="edgeleuk",
@@ -127,8 +141,6 @@ def synth(
     seed: int = typer.Option(0, help="Random seed; the same seed writes the same files."),
 ) -> None:
     """Write a SYNTHETIC data set in the public C-NMC release layout (pipeline testing only)."""
-    from edgeleuk.synth import make_synthetic  # lazy: OpenCV
-
     with _exit_codes():
         summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
     typer.echo(summary.describe())
@@ -242,8 +254,6 @@ def info(
     model: Path = typer.Argument(..., help="Exported .onnx or OpenVINO .xml, or a checkpoint .pt."),
 ) -> None:
     """Print the metadata stored in a model file."""
-    from edgeleuk.info import describe_model_file  # lazy: numpy via the runtime
-
     with _exit_codes():
         typer.echo(describe_model_file(model))
 
@@ -286,14 +296,10 @@ def predict(
     N.bmp in numeric order); if any image failed it writes nothing and exits 1.
 
     Exit codes: 0 at least one file classified (failures are listed);
-    1 none classified, --strict with any failed file, or cnmc refused;
+    1 none classified, --strict with any failed file, cnmc refused, an engine
+    fault (rows made before it go to OUT.partial.csv) or an unwritable OUT;
     2 usage error (missing model or folder, no images, backend unavailable).
     """
-    # lazy: numpy, the runtime and its backends
-    from edgeleuk.predict import PredictOptions
-    from edgeleuk.predict import predict as run_predict
-    from edgeleuk.runtime.registry import backend_options
-
     with _exit_codes():
         engine = backend_options(**(engine_fields or {})).engine
         opts = PredictOptions(
@@ -301,8 +307,6 @@ def predict(
             fmt=fmt.value, engine=engine, tta=tta.value,
         )
         if cluster:
-            from edgeleuk.cluster.predict import cluster_predict  # lazy: ray
-
             summary = cluster_predict(folder, model, out, opts, address=cluster, workers=cluster_workers)
         else:
             summary = run_predict(folder, model=model, out=out, options=opts)
@@ -332,8 +336,6 @@ def bench(
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Measure latency, throughput and parity against the PyTorch original."""
-    from edgeleuk.bench import BenchOptions, run_bench  # lazy: numpy, the runtime
-
     opts = BenchOptions(
         backend=backend.value, n=n, batch=batch, threads=threads, extra_models=tuple(extra_model),
         quick=quick, budget_s=budget, engine_fields=dict(engine_fields or {}), tta=tta.value,
@@ -358,8 +360,6 @@ def serve(
     address: str | None = typer.Option(None, help="Ray cluster to join (default: running one, else local)."),
 ) -> None:
     """Serve MODEL over HTTP with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C."""
-    from edgeleuk.serving.server import ServeOptions, serve_forever  # lazy: ray, the runtime
-
     with _exit_codes():
         opts = ServeOptions(
             backend=backend.value, replicas=replicas, threads=threads, gpus=gpus, max_batch=max_batch,
@@ -379,8 +379,6 @@ def serving_repo(
     tensorrt: bool = typer.Option(False, help="Triton: ONNX Runtime's TensorRT accelerator (GPU)."),
 ) -> None:
     """Write Triton Inference Server and/or OpenVINO Model Server model repositories."""
-    from edgeleuk.serving.repository import RepoOptions, write_serving_repos  # lazy: numpy via the runtime
-
     with _exit_codes():
         opts = RepoOptions(name=name, max_batch=max_batch, gpu=gpu, tensorrt=tensorrt)
         result = write_serving_repos(out, onnx=onnx, ir=ir, options=opts)
@@ -421,8 +419,6 @@ def calibrate(
     first, and how far from the threshold a cell must be to stop there); the model
     then accepts `--tta staged`.
     """
-    from edgeleuk.workflow.calibrate import calibrate_model  # lazy: numpy, the runtime
-
     with _exit_codes():
         point = calibrate_model(model, data=data, sensitivity=None if keep_threshold else sensitivity, out=out,
                                 backend=backend.value, staged_agreement=staged_agreement)
@@ -437,7 +433,15 @@ def watch(
     out: Path = typer.Option(Path("predictions.csv"), help="CSV to append one row per image to."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     interval: float = typer.Option(0.5, min=0.05, help="Polling interval in seconds."),
-    recursive: bool = typer.Option(False, help="Also watch sub-folders."),
+    recursive: bool = typer.Option(
+        False, help="Also watch sub-folders (links out of the tree are not followed)."
+    ),
+    fault_retries: int = typer.Option(
+        5, min=0, help="Engine faults in a row retried before stopping (exit 1)."
+    ),
+    fault_backoff: float = typer.Option(
+        1.0, min=0.0, help="Seconds to wait after the first engine fault; doubles each time, at most 60."
+    ),
     tta: TTAMode = typer.Option(TTA_MODES[0], help=TTA_HELP),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
@@ -445,16 +449,17 @@ def watch(
 
     A file is read once its size has stopped changing; one row per image is
     appended to OUT and flushed to disk at once, so nothing classified is lost
-    in a crash. Files already in OUT are not classified again.
+    in a crash. Files already in OUT are not classified again; one overwritten
+    under the same name gets a new row. An engine fault writes no row: the files
+    are tried again with backoff, then watch stops (exit 1). A full disk or
+    read-only OUT stops it too (exit 1), keeping every row written.
     """
-    from edgeleuk.runtime.classifier import Classifier  # lazy: numpy, the runtime
-    from edgeleuk.workflow.watch import watch_folder
-
     with _exit_codes():
         # --server etc. reach the backend
         clf = Classifier.load(model, backend.value, tta=tta.value, **(engine_fields or {}))
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
+            faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),
             classifier=clf,
         )
     typer.echo(summary.describe())
@@ -469,8 +474,6 @@ def report(
     ),
 ) -> None:
     """Write a self-contained HTML patient-level report."""
-    from edgeleuk.workflow.report import write_report  # lazy: numpy, OpenCV thumbnails
-
     with _exit_codes():
         path = write_report(predictions, out=out, images=images)
     typer.echo(f"wrote {path}")

@@ -6,7 +6,13 @@ names, ``Classifier.load`` checks a loaded graph against it, and ``info`` prints
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+from edgeleuk.errors import UsageError
 
 INPUT_NAME = "image"
 INPUT_DTYPE = "uint8"
@@ -34,6 +40,21 @@ def input_shape(size: int) -> list[Any]:
     return ["N", size, size, CHANNELS]
 
 
+def check_input(images: np.ndarray, size: int, hint: str = "") -> None:
+    """Raise :class:`UsageError` unless ``images`` is what the graph takes: uint8 RGB ``[N, size, size, 3]``.
+
+    Args:
+        images: The batch about to be fed (the runtime's arrays, the PyTorch reference's).
+        size: The model's input side.
+        hint: What the caller should do instead, appended to the message.
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, CHANNELS):
+        raise UsageError(
+            f"expected uint8 RGB images [N, {size}, {size}, {CHANNELS}] (the model's input contract), "
+            f"got {images.dtype} {list(images.shape)}" + (f"; {hint}" if hint else "")
+        )
+
+
 def contract_record(size: int) -> dict[str, Any]:
     """The graph's inputs and outputs as recorded in the export record, for people and tools."""
     return {
@@ -44,3 +65,56 @@ def contract_record(size: int) -> dict[str, Any]:
         "views": {"name": VIEWS_NAME, "dtype": VIEWS_DTYPE, "shape": ["V"], "default": "0..R-1",
                   "kind": "initializer (make it an input to run a subset of the rotations)"},
     }
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a loaded graph, as its engine reports it.
+
+    Attributes:
+        name: Tensor name.
+        dtype: numpy-style element type (``uint8``, ``float32``...), whatever the engine calls it.
+        shape: Dimensions; None for a dynamic one (a symbolic batch axis).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+def _show(spec: TensorSpec) -> str:
+    return f"{spec.name!r} {spec.dtype} [{', '.join('N' if d is None else str(d) for d in spec.shape)}]"
+
+
+def graph_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], size: int) -> list[str]:
+    """How a loaded graph's inputs and outputs differ from the contract (empty when it holds).
+
+    Args:
+        inputs: The graph's inputs, as the engine reports them.
+        outputs: The graph's outputs.
+        size: The input side the model's metadata declares.
+    """
+    problems = []
+    # A runtime that opened the views entry (staged TTA) feeds the rotations as a second input.
+    views = [i for i in inputs if i.name == VIEWS_NAME]
+    inputs = [i for i in inputs if i.name != VIEWS_NAME]
+    problems += [f"input {_show(v)}, expected {VIEWS_NAME!r} {VIEWS_DTYPE} [V]" for v in views
+                 if v.dtype != VIEWS_DTYPE or len(v.shape) != 1]
+    want_in = f"{INPUT_NAME!r} {INPUT_DTYPE} [N, {size}, {size}, {CHANNELS}]"
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        problems.append(f"inputs {[_show(i) for i in inputs]}, expected one input {want_in}")
+    else:
+        image = inputs[0]
+        wrong_shape = len(image.shape) != 4 or tuple(image.shape[1:]) != (size, size, CHANNELS)
+        if image.dtype != INPUT_DTYPE or wrong_shape:
+            problems.append(f"input {_show(image)}, expected {want_in}")
+        elif image.shape[0] is not None:
+            problems.append(f"input {_show(image)} has a fixed batch axis; it must be dynamic (N)")
+    by_name = {o.name: o for o in outputs}
+    for name in OUTPUT_NAMES:
+        out = by_name.get(name)
+        if out is None:
+            problems.append(f"no output {name!r} (outputs: {sorted(by_name)})")
+        elif out.dtype != OUTPUT_DTYPE or len(out.shape) != 1:
+            problems.append(f"output {_show(out)}, expected {name!r} {OUTPUT_DTYPE} [N]")
+    return problems

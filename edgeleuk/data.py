@@ -30,7 +30,7 @@ import logging
 import os
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from edgeleuk.errors import DataError, UsageError
 from edgeleuk.files import image_entries, list_images, natural_key, read_csv, synthetic_root
-from edgeleuk.imageio import SUPPORTED_EXTENSIONS
+from edgeleuk.imageio import SUPPORTED_EXTENSIONS, is_image_name
 
 __all__ = [
     "SPLITS",
@@ -51,6 +51,7 @@ __all__ = [
     "list_images",
     "natural_key",
     "read_labels_csv",
+    "records_for",
     "spread",
     "spread_indices",
     "subject_from_name",
@@ -157,8 +158,7 @@ def _scan(root: Path) -> _Scan:
         if folder.resolve() in seen:  # reached again through a symbolic link
             continue
         seen.add(folder.resolve())
-        images, dirs = image_entries(folder)
-        scan.csvs.extend(p for p in folder.glob("*.csv") if not p.name.startswith("."))
+        images, dirs = image_entries(folder, csvs=scan.csvs)
         m = _FOLD_RE.fullmatch(folder.name)
         if m and _class_dirs(dirs):
             scan.folds.append((int(m.group(1)), folder))
@@ -352,6 +352,56 @@ def discover(root: str | os.PathLike[str]) -> DataIndex:
         )
     log.debug("discovered %s", index.describe())
     return index
+
+
+def records_for(paths: Sequence[Path], csvs: Mapping[Path, list[Path]] | None = None) -> list[Record]:
+    """Records for files already listed, in their order: subject and true label where the layout says.
+
+    Reads only what lies around the files, never the whole tree again: a C-NMC
+    training name (``UID_H10_43_1_hem.bmp``) or an ``all``/``hem`` folder inside a
+    ``fold_N`` folder gives the class; a folder of numbered files takes labels and
+    subjects from the labels CSV :func:`discover` would pair with it (inside it,
+    beside it, or beside its parent). A CSV that claims a folder but is malformed or
+    disagrees with it is logged and its folder stays unlabelled.
+
+    Args:
+        paths: The files, as listed.
+        csvs: Folder -> its ``*.csv`` files, for the folders that were listed
+            (:func:`edgeleuk.files.list_images` fills it); any other folder a CSV
+            may sit in is looked at here.
+    """
+    csvs = dict(csvs or {})
+    by_folder: dict[Path, list[Path]] = {}
+    for path in paths:
+        by_folder.setdefault(path.parent, []).append(path)
+    labelled: dict[Path, Record] = {}
+    for folder, files in by_folder.items():
+        images = [p for p in files if is_image_name(p.name)]  # what discover would index
+        if images and all(_NUMBERED_RE.fullmatch(p.stem) for p in images):
+            labelled.update(_csv_records(folder, images, csvs))
+    return [labelled.get(path) or _named_record(path) for path in paths]
+
+
+def _csv_records(folder: Path, images: list[Path], csvs: dict[Path, list[Path]]) -> dict[Path, Record]:
+    near = []
+    for place in (folder, folder.parent, folder.parent.parent):
+        if place not in csvs:  # not listed by the caller: one look at that folder
+            csvs[place] = sorted(p for p in place.glob("*.csv") if not p.name.startswith("."))
+        near += csvs[place]
+    try:
+        found = _labels_for(folder, near, images)
+        return {} if found is None else {r.path: r for r in _prelim_records(folder, *found, images)}
+    except DataError as exc:
+        log.warning("true labels not used: %s", exc)
+        return {}
+
+
+def _named_record(path: Path) -> Record:
+    fold = _FOLD_RE.fullmatch(path.parent.parent.name)
+    class_dir = CLASS_DIRS.get(path.parent.name.lower()) if fold else None
+    label = label_from_name(path)
+    return Record(path, class_dir if label is None else label, subject_from_name(path.name),
+                  "images" if class_dir is None else "train", None if class_dir is None else int(fold.group(1)))
 
 
 def fingerprint(records: Iterable[Record], root: str | os.PathLike[str] | None = None) -> str:

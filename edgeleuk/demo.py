@@ -135,8 +135,7 @@ def _bench(out: Path, ckpt: Path, data: Path, onnx_path: Path, int8_path: Path, 
     """Run ``edgeleuk bench`` as a user would, in its own process; writes ``bench.json`` and ``bench.md``.
 
     A separate process also keeps the measurement clean of everything the demo loaded before
-    (training's thread pools and data-loader workers, NNCF), which disturbed timings and, on
-    this machine, once crashed the in-process run when the benchmark started its row workers.
+    (training's thread pools, NNCF, OpenVINO's plugins), which disturbed timings.
     """
     argv = [sys.executable, "-m", "edgeleuk", "bench", "--model", str(onnx_path), "--checkpoint", str(ckpt),
             "--data", str(data), "--n", str(scale.bench_n), "--batch", "8", "--extra-model", str(int8_path),

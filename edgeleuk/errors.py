@@ -1,7 +1,8 @@
 """Exceptions that the CLI turns into documented exit codes.
 
 Exit codes: 0 success, 1 the job ran but failed (gate breach, ``--strict`` with
-failed files), 2 usage error (bad arguments, missing file, unavailable backend).
+failed files, an engine fault, an output that cannot be written), 2 usage error
+(bad arguments, missing file, unavailable backend, a model file that breaks the contract).
 """
 
 from __future__ import annotations
@@ -37,5 +38,25 @@ class DataError(UsageError):
 
 class GateFailed(EdgeleukError):
     """An exported or benchmarked model does not match the PyTorch original."""
+
+    exit_code = 1
+
+
+class EngineFault(EdgeleukError):
+    """The inference engine failed on a batch: not the images' fault, so never an error row.
+
+    Out of memory, a device lost, a model file swapped mid-session: ``watch`` retries
+    with backoff and then stops; ``predict`` writes what it classified and stops (exit 1).
+    """
+
+    exit_code = 1
+
+
+class OutputError(EdgeleukError):
+    """Results could not be written (disk full, read-only folder) once work had started (exit 1).
+
+    Rows already written stay intact and nothing half-written is left; the message says
+    what was kept and how to continue.
+    """
 
     exit_code = 1

@@ -32,13 +32,17 @@ def natural_key(path: str | os.PathLike[str]) -> tuple:
     return tuple(parts)
 
 
-def image_entries(folder: Path, *, unsupported: bool = False) -> tuple[list[Path], list[Path]]:
+def image_entries(
+    folder: Path, *, unsupported: bool = False, csvs: list[Path] | None = None
+) -> tuple[list[Path], list[Path]]:
     """(images, sub-folders) of one folder; hidden entries (``.name``) skipped.
 
     Args:
         folder: Folder to list.
         unsupported: Also list files named like images edgeleuk cannot read (``.gif``...),
             so that ``predict`` and ``watch`` give them an error row instead of silence.
+        csvs: If given, the folder's ``*.csv`` files are appended to it from the same
+            listing (labels CSVs sit among the images; no second pass over the folder).
 
     Raises:
         DataError: The folder cannot be listed.
@@ -59,19 +63,25 @@ def image_entries(folder: Path, *, unsupported: bool = False) -> tuple[list[Path
             dirs.append(Path(entry.path))
         elif is_image_name(entry.name, unsupported=unsupported):  # broken files stay: decode reports them
             images.append(Path(entry.path))
+        elif csvs is not None and entry.name.endswith(".csv"):
+            csvs.append(Path(entry.path))
     return images, dirs
 
 
 def list_images(
-    root: str | os.PathLike[str], recursive: bool = False, *, unsupported: bool = False
+    root: str | os.PathLike[str], recursive: bool = False, *, unsupported: bool = False,
+    csvs: dict[Path, list[Path]] | None = None,
 ) -> list[Path]:
     """Image files in a folder, in natural order (``2.bmp`` before ``10.bmp``).
 
     Args:
         root: Folder to list.
-        recursive: Descend into sub-folders, following links to folders once each.
+        recursive: Descend into sub-folders, each real folder once; a link to the root or
+            above it (``/``, a parent) is not followed.
         unsupported: Also list files named like images of formats edgeleuk does not read
             (:data:`edgeleuk.imageio.UNSUPPORTED_EXTENSIONS`); their decode gives an error row.
+        csvs: If given, filled with every listed folder -> the ``*.csv`` files in it, from
+            the same listing (see :func:`edgeleuk.data.records_for`).
 
     Raises:
         DataError: ``root`` is missing, not a folder, or cannot be listed.
@@ -79,16 +89,34 @@ def list_images(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder" if root.exists() else f"folder not found: {root}")
-    found, todo, seen = [], deque([root]), {root.resolve()}
+    root_real = root.resolve()
+    found, todo, seen = [], deque([root]), {root_real}
     while todo:
-        images, dirs = image_entries(todo.popleft(), unsupported=unsupported)
+        folder = todo.popleft()
+        here: list[Path] | None = None if csvs is None else csvs.setdefault(folder, [])
+        images, dirs = image_entries(folder, unsupported=unsupported, csvs=here)
         found.extend(images)
-        for d in sorted(dirs) if recursive else ():
-            real = d.resolve()
-            if real not in seen:  # a link back up the tree must not loop forever
-                seen.add(real)
-                todo.append(d)
+        todo.extend(d for d in sorted(dirs) if recursive and enters(d, root_real, seen))
     return sorted(found, key=lambda p: natural_key(p.relative_to(root)))
+
+
+def enters(folder: Path, root_real: Path, seen: set[Path], within: bool = False) -> bool:
+    """Whether a recursive walk of ``root_real`` goes into ``folder`` (and marks it seen).
+
+    Each real folder once, and never the root or a folder above it: a link to ``/`` or
+    back up to a parent would otherwise walk the whole file system, or loop. A link to a
+    folder elsewhere (a data set linked in) is followed unless ``within`` keeps the walk
+    inside the tree, as ``watch`` does.
+    """
+    try:
+        real = folder.resolve(strict=True)
+    except (OSError, RuntimeError):  # gone, or a link loop
+        return False
+    inside = root_real in real.parents
+    if real in seen or not (inside or (not within and real not in root_real.parents)):
+        return False
+    seen.add(real)
+    return True
 
 
 def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:

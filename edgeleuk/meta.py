@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,39 @@ from edgeleuk.errors import CheckpointError
 PAPER_ARCH = "legacy_seresnext50_32x4d"
 INPUT_SIZE = 450  # C-NMC cells are 450x450 BMPs
 ALLOWED_ROTATIONS = (1, 4, 8)
+# Far above any cell crop; keeps a hostile model file from asking for gigabytes per image.
+MAX_INPUT_SIZE = 2048
+# Class names go into CSV cells and HTML reports: plain words only. The first character
+# rules out spreadsheet formula starts (= + - @), and control characters never match.
+_CLASS_NAME = re.compile(r"\w[\w .-]{0,63}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_vector(name: str, value: Any) -> None:
+    if not (isinstance(value, tuple) and len(value) == 3 and all(_is_real(v) for v in value)):
+        raise CheckpointError(f"{name} must be three finite numbers, got {value!r}")
+
+
+def _check_class_names(names: Any) -> None:
+    """Refuse class names a prediction or a spreadsheet could trip on."""
+    if not isinstance(names, dict) or set(names) != {0, 1}:
+        got = sorted(names) if isinstance(names, dict) else type(names).__name__
+        raise CheckpointError(f"class_names must name exactly classes 0 (HEM) and 1 (ALL), got {got}")
+    for key, name in names.items():
+        if not isinstance(name, str) or not _CLASS_NAME.fullmatch(name):
+            raise CheckpointError(
+                f"class {key} name {name!r} is not plain text (letters, digits, space, _ . -; "
+                "starting with a letter or digit; at most 64 characters)"
+            )
+    if names[0].casefold() == names[1].casefold():
+        raise CheckpointError(f"classes 0 and 1 have the same name {names[0]!r}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +77,18 @@ class Preprocess:
     rotations: int = 8
 
     def __post_init__(self) -> None:
+        if not _is_int(self.input_size) or not 1 <= self.input_size <= MAX_INPUT_SIZE:
+            raise CheckpointError(
+                f"input_size must be a whole number in 1..{MAX_INPUT_SIZE}, got {self.input_size!r}"
+            )
+        if not _is_int(self.crop) or not _is_int(self.rotations):
+            raise CheckpointError(
+                f"crop and rotations must be whole numbers, got {self.crop!r}, {self.rotations!r}"
+            )
+        if not _is_real(self.scale) or self.scale <= 0:
+            raise CheckpointError(f"scale must be a positive finite number, got {self.scale!r}")
+        _check_vector("mean", self.mean)
+        _check_vector("std", self.std)
         if self.rotations not in ALLOWED_ROTATIONS:
             raise CheckpointError(f"rotations must be one of {ALLOWED_ROTATIONS}, got {self.rotations}")
         if not 0 < self.crop <= self.input_size:
@@ -83,6 +130,22 @@ class ModelMeta:
     data_fingerprint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse metadata that would crash or mislead at prediction time (a hostile or broken file)."""
+        if not isinstance(self.preprocess, Preprocess):
+            raise CheckpointError(f"preprocess must be an object, got {type(self.preprocess).__name__}")
+        if not _is_real(self.threshold) or not 0.0 < self.threshold < 1.0:
+            raise CheckpointError(f"threshold must be a finite number in (0, 1), got {self.threshold!r}")
+        _check_class_names(self.class_names)
+        for name in ("arch", "threshold_source"):
+            if not isinstance(getattr(self, name), str):
+                raise CheckpointError(f"{name} must be text, got {getattr(self, name)!r}")
+        if self.seed is not None and not _is_int(self.seed):
+            raise CheckpointError(f"seed must be a whole number, got {self.seed!r}")
+        for name in ("val_metrics", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise CheckpointError(f"{name} must be an object, got {type(getattr(self, name)).__name__}")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (class-name keys become strings)."""
         d = dataclasses.asdict(self)
@@ -97,21 +160,30 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys and values of the wrong kind are errors."""
+        if not isinstance(d, dict):
+            raise CheckpointError(f"metadata must be a JSON object, got {type(d).__name__}")
         d = dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise CheckpointError(f"unknown metadata keys: {sorted(unknown)}")
-        pre = dict(d.pop("preprocess", {}))
+        pre = d.pop("preprocess", {})
+        if not isinstance(pre, dict):
+            raise CheckpointError(f"preprocess must be a JSON object, got {type(pre).__name__}")
+        pre = dict(pre)
         pknown = {f.name for f in dataclasses.fields(Preprocess)}
         if set(pre) - pknown:
             raise CheckpointError(f"unknown preprocess keys: {sorted(set(pre) - pknown)}")
         for key in ("mean", "std"):
-            if key in pre:
-                pre[key] = tuple(float(x) for x in pre[key])
-        if "class_names" in d:
-            d["class_names"] = {int(k): str(v) for k, v in d["class_names"].items()}
+            if isinstance(pre.get(key), list):
+                pre[key] = tuple(float(x) if _is_int(x) else x for x in pre[key])
+        names = d.get("class_names")
+        if isinstance(names, dict):
+            try:
+                d["class_names"] = {int(k): v for k, v in names.items()}
+            except ValueError as exc:
+                raise CheckpointError(f"class_names keys must be 0 and 1, got {sorted(names)}") from exc
         return cls(preprocess=Preprocess(**pre), **d)
 
     @classmethod

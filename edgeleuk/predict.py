@@ -1,10 +1,18 @@
-"""``edgeleuk predict``: classify every image in a folder, one output row per file.
+"""``edgeleuk predict``: classify every image in a folder, one output row per file, and say how it went.
 
-Torch-free. Files are decoded on worker threads while the engine runs (see
-:mod:`edgeleuk.runtime.pipeline`); bad files become error rows and the run goes
-on; the output is written atomically (complete or absent). True labels are
-attached when the folder follows the C-NMC layout (``UID_..._all.bmp`` names,
-or numbered files with a ``Patient_ID,new_names,labels`` CSV inside or beside).
+Torch-free. The data flow is one pass: the folder is listed once into
+:class:`~edgeleuk.data.Record` s (path, and subject and true label where the
+C-NMC layout states them: ``UID_..._all.bmp`` names, or numbered files with a
+``Patient_ID,new_names,labels`` CSV inside or beside the folder); the records'
+files are decoded on worker threads while the engine runs (see
+:mod:`edgeleuk.runtime.pipeline`); each record and its prediction become one
+:class:`~edgeleuk.outputs.ResultRow`, written atomically (complete or absent),
+and :class:`PredictSummary` reports the run and its exit code.
+
+Bad files become error rows and the run goes on. An engine fault is not a bad
+file: the run stops (exit 1) and what was classified before it goes to
+``<out>.partial.csv``. An output that cannot be written at the end (disk full,
+read-only folder) stops with exit 1 and the rows are rescued to the temporary folder.
 """
 
 from __future__ import annotations
@@ -13,22 +21,28 @@ import logging
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.data import Record, discover, label_from_name, list_images, subject_from_name
-from edgeleuk.errors import DataError, UsageError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from edgeleuk.data import Record, list_images, records_for
+from edgeleuk.errors import DataError, EngineFault, OutputError, UsageError
 from edgeleuk.files import synthetic_root
 from edgeleuk.imageio import SUPPORTED_EXTENSIONS
-from edgeleuk.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names
-from edgeleuk.predict_summary import PredictSummary
+from edgeleuk.metrics import binary_metrics
+from edgeleuk.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names, write_csv
+from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("predictions.csv")
+MAX_LISTED_ERRORS = 10
 
 
 @dataclass(frozen=True)
@@ -61,9 +75,162 @@ class PredictOptions:
     tta: str = "full"
 
 
-def _list_inputs(folder: Path, recursive: bool) -> list[Path]:
-    # Files named like images of other formats (.gif...) are listed too: they get an error row.
-    paths = list_images(folder, recursive=recursive, unsupported=True)
+@dataclass(frozen=True)
+class PredictSummary:
+    """The outcome of one ``predict`` run.
+
+    Attributes:
+        folder: Folder that was classified.
+        out: File written, or None when the submission was refused (its per-file CSV
+            is then written beside it; ``refused`` names it).
+        fmt: Output format (csv, jsonl, cnmc).
+        rows: One row per input file, in output order.
+        backend: What ran, read back from the engine.
+        threshold: Decision threshold used.
+        threshold_source: Where it came from (model metadata or "override").
+        seconds: Wall time of decoding plus inference.
+        positive: Class name of ALL (the positive class).
+        synthetic: The data came from ``edgeleuk synth`` (figures are SYNTHETIC).
+        refused: Why the C-NMC submission was not written (some images failed).
+        tta_note: How staged TTA went (empty for full TTA).
+    """
+
+    folder: Path
+    out: Path | None
+    fmt: str
+    rows: tuple[ResultRow, ...]
+    backend: BackendInfo
+    threshold: float
+    threshold_source: str
+    seconds: float
+    positive: str = "all"
+    synthetic: bool = False
+    refused: str | None = None
+    tta_note: str = ""
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)
+
+    @property
+    def ok(self) -> int:
+        return sum(r.prediction.ok for r in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return self.total - self.ok
+
+    @property
+    def n_all(self) -> int:
+        return sum(r.prediction.ok and r.prediction.label == self.positive for r in self.rows)
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 if any file was classified (and, with ``strict``, none failed); else 1.
+
+        Also 1 when the output was refused (a C-NMC submission with failed images).
+        """
+        if self.refused or self.ok == 0:
+            return 1
+        return 1 if strict and self.failed else 0
+
+    def subject_shares(self) -> dict[str, tuple[int, int]]:
+        """Per subject (sorted): ``(classified cells, cells called ALL)``."""
+        cells: Counter[str] = Counter()
+        called: Counter[str] = Counter()
+        for r in self.rows:
+            if r.subject is not None and r.prediction.ok:
+                cells[r.subject] += 1
+                called[r.subject] += r.prediction.label == self.positive
+        return {s: (cells[s], called[s]) for s in sorted(cells)}
+
+    def metrics(self) -> dict[str, Any] | None:
+        """Metrics against the true labels of the classified cells that have one; None without labels."""
+        scored = [r for r in self.rows if r.prediction.ok and r.true_label is not None]
+        if not scored:
+            return None
+        y_true = [int(r.true_label == self.positive) for r in scored]
+        return binary_metrics(y_true, [r.prediction.prob_all for r in scored], threshold=self.threshold)
+
+    def _head(self) -> list[str]:
+        b = self.backend
+        rate = self.total / self.seconds if self.seconds > 0 else float("inf")
+        lines = ["SYNTHETIC data: these numbers only show that the pipeline works."] if self.synthetic else []
+        lines += [
+            (
+                f"classified {self.total} file(s) from {self.folder} in {self.seconds:.1f} s ({rate:.1f}/s) "
+                f"on {b.name} [{', '.join(b.providers)}, {b.precision}]"
+            ),
+            f"  ok {self.ok}, failed {self.failed}",
+        ]
+        if self.ok:
+            n_all = self.n_all
+            lines.append(
+                f"  ALL {n_all} ({n_all / self.ok:.1%}), HEM {self.ok - n_all} ({1 - n_all / self.ok:.1%}) "
+                f"at threshold {self.threshold:.4g} ({self.threshold_source})"
+            )
+        if self.tta_note:
+            lines.append(f"  {self.tta_note}")
+        return lines
+
+    def _errors(self) -> list[str]:
+        bad = [r for r in self.rows if not r.prediction.ok]
+        if not bad:
+            return []
+        lines = ["  failed files:"]
+        lines += [f"    {r.shown}: {r.prediction.error}" for r in bad[:MAX_LISTED_ERRORS]]
+        if len(bad) > MAX_LISTED_ERRORS:
+            lines.append(f"    ... and {len(bad) - MAX_LISTED_ERRORS} more (see the error column)")
+        return lines
+
+    def _subjects(self) -> list[str]:
+        shares = self.subject_shares()
+        if not shares:
+            return []
+        lines = [
+            "  per subject (share of cells called ALL):",
+            f"    {'subject':<10}{'cells':>6}{'ALL':>6}{'share':>8}",
+        ]
+        lines += [f"    {s:<10}{n:>6}{k:>6}{k / n:>8.1%}" for s, (n, k) in shares.items()]
+        return lines
+
+    def _metrics(self) -> list[str]:
+        m = self.metrics()
+        if m is None:
+            return []
+
+        def f(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        tag = " (SYNTHETIC)" if self.synthetic else ""
+        return [
+            f"  metrics against the true labels{tag}, {m['n']} cells ({m['n_all']} ALL, {m['n_hem']} HEM):",
+            (
+                f"    accuracy {f(m['accuracy'])}  sensitivity {f(m['sensitivity'])}  specificity "
+                f"{f(m['specificity'])}  F1 (weighted) {f(m['f1'])}  AUC {f(m['auc'])}"
+            ),
+            f"    confusion [[tn, fp], [fn, tp]] = {m['confusion']}",
+        ]
+
+    def describe(self) -> str:
+        """A human-readable report: counts, ALL/HEM split, failures, subjects, metrics, output."""
+        lines = self._head() + self._errors() + self._subjects() + self._metrics()
+        if self.refused:
+            lines.append(f"SUBMISSION NOT WRITTEN: {self.refused}")
+        else:
+            lines.append(f"wrote {self.out} ({self.fmt}, {self.total} rows)")
+        return "\n".join(lines)
+
+
+def index_inputs(folder: Path, recursive: bool = False) -> list[Record]:
+    """The files to classify, listed once, with subject and true label where the layout states them.
+
+    Files named like images of other formats (``.gif``...) are listed too: they get an error row.
+
+    Raises:
+        DataError: The folder is missing, cannot be listed or holds no images.
+    """
+    csvs: dict[Path, list[Path]] = {}
+    paths = list_images(folder, recursive=recursive, unsupported=True, csvs=csvs)
     if not paths:
         hint = (
             ""
@@ -71,7 +238,7 @@ def _list_inputs(folder: Path, recursive: bool) -> list[Path]:
             else "; add --recursive for sub-folders"
         )
         raise DataError(f"no images in {folder} (looked for {', '.join(SUPPORTED_EXTENSIONS)}){hint}")
-    return paths
+    return records_for(paths, csvs)
 
 
 def _output_path(out: Path, fmt: str) -> Path:
@@ -94,71 +261,37 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc} (choose another --out)") from exc
 
 
-def _indexed_records(folder: Path, paths: Sequence[Path]) -> dict[str, Record]:
-    """Labelled C-NMC records for ``paths``, found by :func:`edgeleuk.data.discover`."""
-    roots = [folder]
-    if all(p.stem.isdigit() for p in paths):
-        roots.append(folder.parent)  # a prelim folder's labels CSV usually sits beside it
-    wanted = {os.path.abspath(p) for p in paths}
-    for root in roots:
-        try:
-            index = discover(root)
-        except DataError as exc:
-            log.warning("true labels not used: %s", exc)
-            continue
-        found = {
-            os.path.abspath(r.path): r
-            for split in ("train", "prelim")
-            if index.has(split)
-            for r in index.split(split)
-        }
-        found = {k: r for k, r in found.items() if k in wanted}
-        if found:
-            return found
-    return {}
-
-
-def known_truth(folder: Path, paths: Sequence[Path]) -> dict[Path, tuple[int | None, str | None]]:
-    """``path -> (label, subject)`` from the data layout; label 1 = ALL, 0 = HEM, None = unknown."""
-    records = _indexed_records(folder, paths)
-    truth = {}
-    for path in paths:
-        rec = records.get(os.path.abspath(path))
-        subject = rec.subject if rec and rec.subject else subject_from_name(path.name)
-        label = rec.label if rec and rec.label is not None else label_from_name(path)
-        truth[path] = (label, subject)
-    return truth
-
-
-def _classify(clf: Classifier, paths: Sequence[Path], show: bool) -> list[Prediction]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+def _classify(
+    clf: Classifier, records: Sequence[Record], show: bool
+) -> tuple[list[Prediction], EngineFault | None]:
+    """Predictions for ``records`` in order; on an engine fault, those made before it and the fault."""
     columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    results = []
+    results: list[Prediction] = []
     with Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
-        task = bar.add_task("predict", total=len(paths))
-        for prediction in clf.iter_predict(paths):
-            results.append(prediction)
-            bar.advance(task)
-    return results
+        task = bar.add_task("predict", total=len(records))
+        try:
+            for prediction in clf.iter_predict([r.path for r in records]):
+                results.append(prediction)
+                bar.advance(task)
+        except EngineFault as fault:
+            return results, fault
+    return results, None
 
 
 def _rows(
-    folder: Path, paths: Sequence[Path], predictions: Sequence[Prediction], clf: Classifier
+    folder: Path, records: Sequence[Record], predictions: Sequence[Prediction], clf: Classifier
 ) -> list[ResultRow]:
-    if len(predictions) != len(paths):  # the pipeline promises one result per file
-        raise RuntimeError(f"{len(paths)} files but {len(predictions)} predictions")
-    truth = known_truth(folder, paths)
-    rows = []
-    for path, pred in zip(paths, predictions, strict=True):
-        label, subject = truth[path]
-        true_name = None if label is None else clf.meta.label_name(bool(label))
-        rows.append(ResultRow(path.relative_to(folder).as_posix(), pred, subject or pred.subject, true_name))
-    return rows
+    if len(predictions) != len(records):  # the pipeline promises one result per file
+        raise RuntimeError(f"{len(records)} files but {len(predictions)} predictions")
+    return [
+        ResultRow(rec.path.relative_to(folder).as_posix(), pred, rec.subject,
+                  None if rec.label is None else clf.meta.label_name(bool(rec.label)))
+        for rec, pred in zip(records, predictions, strict=True)
+    ]
 
 
-def _load_classifier(model: Path, options: PredictOptions) -> Classifier:
+def load_classifier(model: Path, options: PredictOptions) -> Classifier:
+    """Open ``model`` as ``options`` ask (also how each cluster worker opens it)."""
     return Classifier.load(
         model,
         options.backend,
@@ -171,13 +304,61 @@ def _load_classifier(model: Path, options: PredictOptions) -> Classifier:
     )
 
 
+def partial_path(out: Path) -> Path:
+    """Where a run stopped by an engine fault leaves the rows it made: ``<out>.partial.csv``."""
+    return out.with_name(f"{out.stem}.partial.csv")
+
+
+def _rescue(out: Path, rows: Sequence[ResultRow], positive: str, exc: OSError) -> str:
+    """Save rows that could not go to ``out`` in the temporary folder; says what happened to them."""
+    why = f"cannot write {out}: {exc.strerror or exc}; nothing half-written is left there"
+    if not rows:
+        return why
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rescue = Path(tempfile.gettempdir()) / f"edgeleuk-rescued-{stamp}-{os.getpid()}.csv"
+    try:
+        write_csv(rescue, rows, positive)
+    except OSError as again:
+        return f"{why}, and the {len(rows)} result(s) could not be saved in {rescue.parent} either " + (
+            f"({again.strerror or again}): free space or choose another --out and run again"
+        )
+    return f"{why}; the {len(rows)} result(s) were saved to {rescue} instead (free space, then move it)"
+
+
 def _write(out: Path, fmt: str, rows: Sequence[ResultRow], positive: str) -> str | None:
-    """Write the output; returns why a C-NMC submission was refused (its CSV is written), else None."""
+    """Write the output; returns why a C-NMC submission was refused (its CSV is written), else None.
+
+    Raises:
+        OutputError: The disk is full or the folder became read-only (exit 1); the rows
+            are rescued to the temporary folder where possible.
+    """
     try:
         WRITERS[fmt](out, rows, positive)
     except SubmissionRefused as exc:
         return str(exc)
+    except OSError as exc:
+        raise OutputError(_rescue(out, rows, positive, exc)) from exc
     return None
+
+
+def _stop_on_fault(
+    out: Path, fault: EngineFault, rows: Sequence[ResultRow], total: int, positive: str
+) -> None:
+    """Keep what was classified before an engine fault, then stop with exit 1."""
+    head = f"{fault}; stopped after classifying {len(rows)} of {total} file(s)"
+    if not rows:
+        raise EngineFault(
+            f"{head}; nothing was written. Check the engine (memory, device, model file) and run again"
+        )
+    partial = partial_path(out)
+    try:
+        write_csv(partial, rows, positive)
+    except OSError as exc:
+        raise OutputError(f"{head}; " + _rescue(partial, rows, positive, exc)) from fault
+    raise EngineFault(
+        f"{head}: their rows are in {partial} ({out} was not written). Check the engine "
+        "(memory, device, model file) and run predict again"
+    ) from fault
 
 
 def predict(
@@ -204,23 +385,29 @@ def predict(
         UsageError: Missing model, missing or empty folder, unknown format, names
             unfit for ``cnmc``, an unwritable output (exit code 2).
         BackendUnavailable: The requested backend cannot run here (exit code 2).
+        EngineFault: The engine failed mid-run (exit code 1); rows made before it are in
+            :func:`partial_path`, never an error row for a file that was not at fault.
+        OutputError: ``out`` could not be written at the end (exit code 1); see :func:`_rescue`.
     """
     options = options or PredictOptions()
     folder = Path(folder)
     if options.fmt not in WRITERS:
         raise UsageError(f"unknown format {options.fmt!r}; choose one of {', '.join(WRITERS)}")
-    paths = _list_inputs(folder, options.recursive)
+    records = index_inputs(folder, options.recursive)
     if options.fmt == "cnmc":
-        check_cnmc_names([p.name for p in paths])
+        check_cnmc_names([r.path.name for r in records])
     out = _output_path(out, options.fmt)
     _check_writable(out)
-    clf = classifier or _load_classifier(model, options)
-    log.info("classifying %d file(s) from %s on %s", len(paths), folder, clf.info.name)
+    clf = classifier or load_classifier(model, options)
+    log.info("classifying %d file(s) from %s on %s", len(records), folder, clf.info.name)
     started = time.perf_counter()
-    predictions = _classify(clf, paths, options.progress)
+    predictions, fault = _classify(clf, records, options.progress)
     seconds = time.perf_counter() - started
-    rows = _rows(folder, paths, predictions, clf)
     positive = clf.meta.label_name(True)
+    if fault is not None:
+        done = records[: len(predictions)]
+        _stop_on_fault(out, fault, _rows(folder, done, predictions, clf), len(records), positive)
+    rows = _rows(folder, records, predictions, clf)
     refused = _write(out, options.fmt, rows, positive)
     return PredictSummary(
         folder=folder,

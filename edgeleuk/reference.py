@@ -16,8 +16,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from edgeleuk.checkpoint import Checkpoint
+from edgeleuk.contract import check_input
 from edgeleuk.meta import ModelMeta
-from edgeleuk.tta import check_batch
 
 
 class TorchReference:
@@ -61,7 +61,7 @@ class TorchReference:
         Returns:
             ``(logits, probs)``, float32 [N]; each logit is the mean over rotations.
         """
-        check_batch(images, self.meta.preprocess)
+        check_input(images, self.meta.preprocess.input_size)
         rot = self.meta.preprocess.rotations
         per_call = max(1, self.max_views // rot)
         logits = []

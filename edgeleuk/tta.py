@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgeleuk.errors import UsageError
 from edgeleuk.meta import ModelMeta, Preprocess
 
 
@@ -71,15 +70,6 @@ def rotated_views(images: np.ndarray, pre: Preprocess) -> np.ndarray:
     padded = np.concatenate([np.zeros((n, 1, 3), np.uint8), flat], axis=1)
     views = padded[:, gather_index(pre)]
     return views.reshape(n, pre.rotations, pre.crop, pre.crop, 3)
-
-
-def check_batch(images: np.ndarray, pre: Preprocess) -> None:
-    """Raise :class:`UsageError` unless ``images`` is uint8 [N, size, size, 3]."""
-    want = (pre.input_size, pre.input_size, 3)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want:
-        raise UsageError(
-            f"expected a uint8 batch [N, {want[0]}, {want[1]}, 3] (RGB), got {images.dtype} {images.shape}"
-        )
 
 
 def _define_classifier() -> type:

@@ -16,12 +16,30 @@ import torch
 
 from edgeleuk.errors import CheckpointError
 
+#: The first torch whose ``weights_only=True`` cannot be bypassed (CVE-2025-32434).
+SAFE_LOAD_TORCH = (2, 6)
+
+
+def _torch_release(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of a torch version string such as ``2.6.0+cpu``."""
+    major, minor = (version.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
 
 def safe_torch_load(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` and a clear error for code-carrying pickles."""
+    """``torch.load`` with ``weights_only=True`` and a clear error for code-carrying pickles.
+
+    Refuses torch before 2.6, whose ``weights_only=True`` could be bypassed (CVE-2025-32434):
+    the package floor says so too, but a machine may carry an older torch installed by hand.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if _torch_release(torch.__version__) < SAFE_LOAD_TORCH:
+        raise CheckpointError(
+            f"refusing to load {path} with torch {torch.__version__}: before 2.6, weights_only=True could "
+            "be bypassed (CVE-2025-32434); pip install 'torch>=2.6'"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

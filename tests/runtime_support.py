@@ -131,3 +131,41 @@ def write_flagged_files(folder: Path) -> dict[str, str]:
     cv2.imwrite(str(folder / "deep.png"), np.full((SIZE, SIZE, 3), 40000, np.uint16))
     write_bmp(folder / "big.bmp", gray_cell(60, size=500))
     return {"small_gray.bmp": "converted:gray", "deep.png": "scaled:16bit", "big.bmp": "cropped:"}
+
+
+class FlakyBackend:
+    """A stub engine that computes the brightness model in numpy and fails when told to.
+
+    ``fail`` decides per call (numbered from 1) whether :meth:`run` raises, the way
+    an engine does when memory runs out or its device goes away. Not a subclass of
+    ``Backend`` on purpose: it stands in for any engine, and ``Classifier`` only
+    uses these methods.
+    """
+
+    name = "flaky"
+    model_path = "flaky.onnx"
+
+    def __init__(self, fail=lambda call: False, meta: ModelMeta | None = None) -> None:
+        self.fail = fail
+        self.calls = 0
+        self.meta = meta or ModelMeta(arch="seresnext_tiny", recipe="flaky-test")
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        if self.fail(self.calls):
+            raise RuntimeError(
+                f"[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory (call {self.calls})"
+            )
+        logits = expected_logit(batch).astype(np.float32)
+        return logits, (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+    def metadata(self) -> dict[str, str]:
+        return {"edgeleuk.meta": self.meta.to_json(), "edgeleuk.export": json.dumps(EXPORT_INFO)}
+
+    def graph_io(self):
+        return None
+
+    def info(self):
+        from edgeleuk.runtime.base import BackendInfo
+
+        return BackendInfo(name=self.name, engine="stub", providers=("stub",), precision="fp32")

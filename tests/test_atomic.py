@@ -40,3 +40,69 @@ def test_result_gets_ordinary_permissions(tmp_path):
         assert dest.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(umask)
+
+
+def test_rewrite_keeps_owner_only_permissions(tmp_path):
+    import os
+
+    dest = tmp_path / "predictions.csv"
+    dest.write_text("old")
+    os.chmod(dest, 0o600)
+    atomic_write_text(dest, "new")
+    assert dest.read_text() == "new"
+    assert dest.stat().st_mode & 0o777 == 0o600
+
+
+def test_process_umask_is_never_changed(tmp_path, monkeypatch):
+    import os
+
+    from edgeleuk.atomic import current_umask
+
+    umask = os.umask(0o027)
+    try:
+        # Another thread creating files meanwhile must never see a zero umask: no os.umask call at all.
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("atomic.py changed the process umask"))
+        assert current_umask() == 0o027
+        dest = tmp_path / "new.txt"
+        atomic_write_text(dest, "x")
+        assert dest.stat().st_mode & 0o777 == 0o640
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+
+
+def _fsynced(monkeypatch):
+    """Record the path of every descriptor passed to os.fsync (Linux /proc)."""
+    import os
+
+    seen = []
+    real = os.fsync
+
+    def spy(fd):
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return seen
+
+
+def test_atomic_path_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    seen = _fsynced(monkeypatch)
+    dest = tmp_path / "a.bin"
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(b"written by a library that never fsyncs")
+        tmp_name = str(tmp)
+    assert tmp_name in seen and str(tmp_path) in seen
+    assert seen.index(tmp_name) < seen.index(str(tmp_path))  # data first, then the rename
+
+
+def test_cnmc_zip_is_fsynced(tmp_path, monkeypatch):
+    from edgeleuk.outputs import ResultRow, write_cnmc
+    from edgeleuk.runtime.classifier import Prediction
+
+    seen = _fsynced(monkeypatch)
+    rows = [
+        ResultRow(f"{k}.bmp", Prediction(path=None, status="ok", prob_all=0.9, label="all")) for k in (1, 2)
+    ]
+    write_cnmc(tmp_path / "s.zip", rows, "all")
+    assert any(p.startswith(str(tmp_path / ".s.zip.")) for p in seen) and str(tmp_path) in seen

@@ -85,3 +85,26 @@ def test_wrong_architecture_is_reported():
     state = create_model("seresnext_tiny").state_dict()
     with pytest.raises(CheckpointError, match="legacy_seresnext50_32x4d"):
         Checkpoint(meta=ModelMeta(), state_dict=state).build_model()
+
+
+def test_checkpoint_is_fsynced_with_its_folder(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1]
+    )
+    save_checkpoint(
+        tmp_path / "c.pt", create_model("seresnext_tiny").state_dict(), ModelMeta(arch="seresnext_tiny")
+    )
+    assert any(os.path.basename(p).startswith(".c.pt.") for p in synced) and str(tmp_path) in synced
+
+
+def test_torch_without_the_weights_only_fix_is_refused(tmp_path, monkeypatch):
+    path = save_checkpoint(
+        tmp_path / "c.pt", create_model("seresnext_tiny").state_dict(), ModelMeta(arch="seresnext_tiny")
+    )
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(CheckpointError, match="CVE-2025-32434"):
+        safe_torch_load(path)
+    monkeypatch.setattr(torch, "__version__", "2.6.0")
+    assert safe_torch_load(path)["format"]

@@ -59,3 +59,14 @@ def test_unknown_profile_name_lists_the_shipped_ones(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "x.pt"), "--profile", "no-such-profile"])
     assert result.exit_code == 2
     assert "no-such-profile" in result.output and "cpu-fp32" in result.output
+
+
+def test_the_command_line_loads_no_heavy_engine_until_a_command_needs_it() -> None:
+    """The CLI imports torch, SciPy, Ray and the engines only inside the commands that use them."""
+    code = (
+        "import sys, edgeleuk.cli\n"
+        "heavy = ('torch', 'timm', 'scipy', 'matplotlib', 'ray', 'onnxruntime', 'openvino', 'nncf')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr

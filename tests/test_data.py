@@ -20,6 +20,7 @@ from edgeleuk.data import (
     list_images,
     natural_key,
     read_labels_csv,
+    records_for,
     spread,
     subject_from_name,
 )
@@ -260,3 +261,35 @@ def test_spread_is_deterministic_and_covers_ends() -> None:
     picked = spread(recs, 4)
     assert [r.path.name for r in picked] == ["0.bmp", "3.bmp", "6.bmp", "9.bmp"]
     assert spread(recs, 20) == recs
+
+
+def test_records_for_listed_files_agree_with_discover(synth_root, tmp_path):
+    """Labels read around already-listed files are the ones discover finds for the whole tree."""
+    idx = discover(synth_root)
+    for split in ("prelim", "train"):
+        expected = idx.split(split)
+        got = records_for([r.path for r in expected])
+        assert [(r.label, r.subject) for r in got] == [(r.label, r.subject) for r in expected]
+    # The paper's layout: class folders inside fold folders, names without the class suffix.
+    plain = tmp_path / "fold_0" / "hem" / "cell.bmp"
+    plain.parent.mkdir(parents=True)
+    plain.write_bytes(b"")
+    (rec,) = records_for([plain])
+    assert (rec.label, rec.split, rec.fold) == (0, "train", 0)
+
+
+def test_records_for_leaves_a_folder_unlabelled_when_its_csv_disagrees(tmp_path, caplog):
+    folder = tmp_path / "prelim"
+    folder.mkdir()
+    paths = [folder / f"{i}.bmp" for i in (1, 2)]
+    for p in paths:
+        p.write_bytes(b"")
+    (tmp_path / "prelim_labels.csv").write_text("Patient_ID,new_names,labels\nUID_1,1.bmp,1\nUID_2,3.bmp,0\n")
+    with caplog.at_level("WARNING"):
+        got = records_for(paths)
+    assert [r.label for r in got] == [None, None]
+    assert "true labels not used" in caplog.text
+    (tmp_path / "prelim_labels.csv").write_text(
+        "Patient_ID,new_names,labels\nUID_1_1_1_all.bmp,1.bmp,1\nUID_H2_1_1_hem.bmp,2.bmp,0\n"
+    )
+    assert [(r.label, r.subject) for r in records_for(paths)] == [(1, "1"), (0, "H2")]

@@ -241,13 +241,13 @@ def test_report_refuses_paths_outside_the_images_folder(tmp_path: Path) -> None:
     assert by_path[str(outside)].error == OUTSIDE and by_path["../private/secret.bmp"].error == OUTSIDE
     assert [c.row.path for c in page.confident] == ["inside.bmp"] and page.confident[0].uri
     html = write_report(csv_path, tmp_path / "r.html", images=images).read_text(encoding="utf-8")
-    from edgeleuk.workflow.thumbs import thumbnail_uri
+    from edgeleuk.workflow.report_html import thumbnail_uri
 
     assert thumbnail_uri(outside) not in html and page.confident[0].uri in html
 
 
 def test_report_thumbnail_of_a_bomb_is_refused_without_decoding(tmp_path: Path) -> None:
-    from edgeleuk.workflow.thumbs import thumbnail_uri
+    from edgeleuk.workflow.report_html import thumbnail_uri
 
     (tmp_path / "bomb.png").write_bytes(png_bomb())
     assert thumbnail_uri(tmp_path / "bomb.png") is None

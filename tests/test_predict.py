@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import tempfile
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,8 @@ from typer.testing import CliRunner
 
 from edgeleuk import outputs
 from edgeleuk.cli import app
-from edgeleuk.errors import DataError
-from edgeleuk.predict import PredictOptions, known_truth, predict
+from edgeleuk.errors import DataError, OutputError
+from edgeleuk.predict import PredictOptions, index_inputs, predict
 
 runner = CliRunner()
 
@@ -225,10 +228,19 @@ def test_crash_while_writing_leaves_no_partial_file(
         return real(self, row)
 
     monkeypatch.setattr(csv.DictWriter, "writerow", crash_on_third_row)
-    with pytest.raises(OSError, match="No space left"):
+    rescue_dir = tmp_path / "tmp"
+    rescue_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(rescue_dir))
+    with pytest.raises(OutputError, match="No space left") as failed:
         predict(tmp_path / "d", model=model, out=out, options=PredictOptions(progress=False))
+    assert failed.value.exit_code == 1
     assert out.read_text() == "previous run\n"  # untouched: complete or absent
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".p.csv")] == []
+    # Nothing classified is lost: the rows went to the temporary folder, and the message says where.
+    (rescued,) = rescue_dir.iterdir()
+    assert str(rescued) in str(failed.value)
+    with open(rescued, newline="", encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
 
 
 def test_prelim_labels_from_the_csv_beside_the_folder(synth_root: Path, model: Path, tmp_path: Path) -> None:
@@ -255,9 +267,32 @@ def test_truth_from_training_names_only_with_a_subject(tmp_path: Path) -> None:
     paths = [tmp_path / "UID_4_1_2_all.bmp", tmp_path / "photo_all.bmp"]
     for p in paths:
         write_bmp(p, gray_cell(100, size=20))
-    assert known_truth(tmp_path, paths) == {paths[0]: (1, "4"), paths[1]: (None, None)}
+    truth = {r.path: (r.label, r.subject) for r in index_inputs(tmp_path)}
+    assert truth == {paths[0]: (1, "4"), paths[1]: (None, None)}
 
 
 def test_library_call_raises_data_error_for_missing_folder(model: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError):
         predict(tmp_path / "nope", model=model, out=tmp_path / "p.csv")
+
+
+def test_each_folder_is_listed_once_and_records_carry_the_truth(
+    synth_root: Path, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Predict indexes the folder once into records; labels and subjects come from that one pass."""
+    listed: Counter[Path] = Counter()
+    real_scandir = os.scandir
+
+    def counting(path=".", *args):
+        listed[Path(os.fsdecode(path)).resolve()] += 1
+        return real_scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    opts = PredictOptions(backend="cpu", progress=False, recursive=True)
+    for folder in (synth_root / "prelim", synth_root / "training_data"):
+        listed.clear()
+        summary = predict(folder, model=model, out=tmp_path / f"{folder.name}.csv", options=opts)
+        inside = {p: n for p, n in listed.items() if p == folder.resolve() or folder.resolve() in p.parents}
+        assert inside and set(inside.values()) == {1}, inside
+        assert summary.metrics() is not None  # every row carries its true label
+        assert all(r.subject for r in summary.rows)

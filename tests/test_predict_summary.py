@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeleuk.outputs import ResultRow
-from edgeleuk.predict_summary import PredictSummary
+from edgeleuk.predict import PredictSummary
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Prediction
 

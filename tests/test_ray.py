@@ -182,8 +182,9 @@ def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, 
 
 
 def test_cluster_sweep_matches_the_local_table(ray_cluster, synth_root, tmp_path, monkeypatch):
+    from edgeleuk.cluster import sweep as cluster_sweep_module
     from edgeleuk.cluster.sweep import cluster_sweep
-    from edgeleuk.training import loop
+    from edgeleuk.training import sweep as local_sweep_module
     from edgeleuk.training.sweep import run_sweep
 
     local = run_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "local")
@@ -200,7 +201,8 @@ def test_cluster_sweep_matches_the_local_table(ray_cluster, synth_root, tmp_path
     def boom(*args, **kwargs):
         raise AssertionError("a finished seed was trained again")
 
-    monkeypatch.setattr(loop, "train", boom)  # resumable: finished seeds are not rerun
+    for module in (cluster_sweep_module, local_sweep_module):  # resumable: finished seeds are not rerun
+        monkeypatch.setattr(module, "train", boom)
     again = cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "cluster")
     assert again.rows == remote.rows
     assert json.loads((tmp_path / "cluster" / "table2.json").read_text())["runs"] == 2

@@ -13,10 +13,11 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from edgeleuk.checkpoint import Checkpoint, load_checkpoint
+from edgeleuk.contract import check_input
 from edgeleuk.errors import UsageError
 from edgeleuk.meta import ModelMeta, Preprocess
 from edgeleuk.reference import TorchReference
-from edgeleuk.tta import TTAClassifier, check_batch, crop_offset, rotated_views, rotation_index_map
+from edgeleuk.tta import TTAClassifier, crop_offset, rotated_views, rotation_index_map
 
 
 def _pil_views(image: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -56,9 +57,9 @@ def test_index_map_structure() -> None:
 def test_check_batch_rejects_wrong_input() -> None:
     pre = Preprocess()
     with pytest.raises(UsageError, match="uint8"):
-        check_batch(np.zeros((1, 450, 450, 3), np.float32), pre)
+        check_input(np.zeros((1, 450, 450, 3), np.float32), pre.input_size)
     with pytest.raises(UsageError):
-        check_batch(np.zeros((1, 300, 300, 3), np.uint8), pre)
+        check_input(np.zeros((1, 300, 300, 3), np.uint8), pre.input_size)
 
 
 def test_tta_classifier_matches_torch_reference(tiny_checkpoint) -> None:

@@ -160,3 +160,37 @@ def test_cli_prints_both_operating_points_and_maps_errors(tmp_path: Path, model:
     )
     assert res.exit_code == 2
     assert "both ALL and HEM" in res.output
+
+
+def test_rewritten_models_are_fsynced_with_their_folder(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    xml = build_brightness_ir(model, tmp_path / "bright.xml")
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1]
+    )
+    out_dir = tmp_path / "out"
+    write_model_with_meta(model, out_dir / "c.onnx", ModelMeta(threshold=0.3))
+    write_model_with_meta(xml, out_dir / "c.xml", ModelMeta(threshold=0.3))
+    names = [Path(p).name for p in synced]
+    assert "c.onnx" in names  # the ONNX copy before its rename
+    assert sum(n in ("c.xml", "c.bin") for n in names) >= 2  # both IR files, in their temporary folder
+    assert synced.count(str(out_dir)) >= 2  # and the folder after each rename
+
+
+def test_saturated_scores_give_no_degenerate_threshold(
+    tmp_path: Path, model: Path, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _, _ = data
+    # An ALL cell the model scores exactly 0.0: full sensitivity would need threshold 0, which
+    # calls everything ALL and which no model file may carry.
+    saturated = (np.array([1.0, 0.0, 0.0]), np.array([1, 1, 0]), 0)
+    monkeypatch.setattr("edgeleuk.workflow.calibrate.score_records", lambda *args: saturated)
+    out = tmp_path / "c.onnx"
+    with pytest.raises(DataError, match="outside \\(0, 1\\)"):
+        calibrate_model(model, data=root, sensitivity=1.0, out=out, backend="cpu")
+    assert not out.exists()

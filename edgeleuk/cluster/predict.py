@@ -22,8 +22,7 @@ import numpy as np
 
 from edgeleuk.cluster import connect
 from edgeleuk.errors import UsageError
-from edgeleuk.predict import DEFAULT_OUT, PredictOptions, predict
-from edgeleuk.predict_summary import PredictSummary
+from edgeleuk.predict import DEFAULT_OUT, PredictOptions, PredictSummary, load_classifier, predict
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Prediction, default_batch
 from edgeleuk.runtime.modelfile import read_model_meta
@@ -76,9 +75,7 @@ class _Worker:
     """One Ray Data actor: the model opened once, then batches of paths in, records out."""
 
     def __init__(self, model: str, options: PredictOptions) -> None:
-        from edgeleuk.predict import _load_classifier
-
-        self.clf = _load_classifier(Path(model), options)
+        self.clf = load_classifier(Path(model), options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [json.dumps([_encode(p) for p in self.clf.predict_paths([str(x) for x in chunk])])

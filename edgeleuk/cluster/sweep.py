@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgeleuk.cluster import connect
 from edgeleuk.errors import EdgeleukError, UsageError
+from edgeleuk.training.loop import train
+from edgeleuk.training.recipe import Recipe, load_recipe
 from edgeleuk.training.rundir import RunFiles, read_summary
 from edgeleuk.training.sweep import SweepTable, run_sweep, seed_dir
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edgeleuk.training.recipe import Recipe
 
 log = logging.getLogger("edgeleuk.training")
 
@@ -30,9 +29,7 @@ class SweepFailed(EdgeleukError):
 
 def _train_seed(data: str, recipe: Any, seed: int, out: str, pretrained: str | None,
                 train_kwargs: dict[str, Any]) -> int:
-    """The body of one seed's Ray task (runs on a worker; imports torch there)."""
-    from edgeleuk.training.loop import train
-
+    """The body of one seed's Ray task (runs on a worker)."""
     files = RunFiles(Path(out))
     train(data, recipe=recipe, out=files.root, seed=seed, pretrained=pretrained,
           resume=files.last.is_file(), **train_kwargs)
@@ -77,8 +74,6 @@ def cluster_sweep(data: str | Path, recipe: str | Path | Recipe = "train/paper.t
         UsageError: ``seeds < 1``, a folder of another recipe, Ray missing or unreachable.
         SweepFailed: A seed's task failed (the others' runs are kept; rerun to resume).
     """
-    from edgeleuk.training.recipe import Recipe, load_recipe
-
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)

@@ -25,6 +25,7 @@ from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
 from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control
 from edgeleuk.exporting.profile import ExportProfile
+from edgeleuk.runtime.altstack import kept_signal_stack
 
 log = logging.getLogger(__name__)
 _AUTO_NAME = re.compile(r"^[A-Za-z]+_\d+$")  # OpenVINO's counter-based default names
@@ -74,22 +75,24 @@ def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate
     record: dict[str, Any] = {"calibration": calib.source, "calibration_images": len(calib),
                               "preset": profile.int8_preset, "nncf_version": nncf.__version__}
     log.info("NNCF: quantizing on %d calibration images (%s)", len(calib), calib.source)
-    try:
-        if profile.accuracy_control and gate.labels is not None:
-            quantized, controlled = quantize_with_f1_control(model, dataset, len(calib), gate, ref, profile,
-                                                             ignored_scope=float_tail(nncf))
-            record.update(controlled)
-        else:
-            quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(profile.int8_preset),
-                                      subset_size=len(calib), target_device=nncf.TargetDevice.CPU,
-                                      ignored_scope=float_tail(nncf))
-            why = "no labels" if profile.accuracy_control else "off in the profile"
-            record.update(method="nncf.quantize", accuracy_control=f"off ({why})")
-            log.info("NNCF: accuracy control off (%s)", why)
-    except EdgeleukError:
-        raise
-    except Exception as exc:  # NNCF raises assorted types; keep the cause
-        raise EdgeleukError(f"NNCF quantization failed: {exc}") from exc
+    # NNCF compiles on Cores of its own, whose release can leave this thread's signal stack unmapped.
+    with kept_signal_stack():
+        try:
+            if profile.accuracy_control and gate.labels is not None:
+                quantized, controlled = quantize_with_f1_control(model, dataset, len(calib), gate, ref, profile,
+                                                                 ignored_scope=float_tail(nncf))
+                record.update(controlled)
+            else:
+                quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(profile.int8_preset),
+                                          subset_size=len(calib), target_device=nncf.TargetDevice.CPU,
+                                          ignored_scope=float_tail(nncf))
+                why = "no labels" if profile.accuracy_control else "off in the profile"
+                record.update(method="nncf.quantize", accuracy_control=f"off ({why})")
+                log.info("NNCF: accuracy control off (%s)", why)
+        except EdgeleukError:
+            raise
+        except Exception as exc:  # NNCF raises assorted types; keep the cause
+            raise EdgeleukError(f"NNCF quantization failed: {exc}") from exc
     in_float, total = float_layers(quantized)
     record["layers_in_float"] = f"{in_float} of {total}"
     return quantized, record

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edgeleuk.contract import TensorSpec
 from edgeleuk.errors import UsageError
 
 
@@ -236,6 +237,14 @@ class Backend(abc.ABC):
         Lets callers read ``edgeleuk.meta`` without parsing a large model a second time.
         """
         return {}
+
+    def graph_io(self) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
+        """``(inputs, outputs)`` of the loaded graph as the engine reports them.
+
+        :class:`edgeleuk.runtime.classifier.Classifier` checks them against
+        :mod:`edgeleuk.contract` before any image is read. None: this backend cannot say.
+        """
+        return None
 
     def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int) -> ThroughputMode | None:
         """Cells/s in the engine's own throughput mode, for ``bench``; None when it has none.

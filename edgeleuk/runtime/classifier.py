@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.contract import check_input, graph_problems
 from edgeleuk.data import subject_from_name
-from edgeleuk.errors import UsageError
+from edgeleuk.errors import EdgeleukError, EngineFault, UsageError
 from edgeleuk.imageio import Decoded
 from edgeleuk.runtime.base import Backend, BackendInfo
 from edgeleuk.runtime.modelfile import parse_metadata
@@ -97,6 +98,19 @@ def _failed(path: Path | None, error: str, adjustments: tuple[str, ...] = ()) ->
     )
 
 
+def _check_graph(backend: Backend, size: int, source: object) -> None:
+    """Refuse a graph whose real inputs/outputs break the contract, before any image is read."""
+    found = backend.graph_io()
+    if found is None:
+        return
+    problems = graph_problems(*found, size)
+    if problems:
+        raise UsageError(
+            f"{source}: the graph does not follow the edgeleuk model contract: " + "; ".join(problems)
+            + " (export the model with `edgeleuk export`)"
+        )
+
+
 class Classifier:
     """An exported model on one backend, plus its metadata.
 
@@ -131,9 +145,9 @@ class Classifier:
         if batch_size is not None and batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
         self.backend = backend
-        self.meta, self.export_info = parse_metadata(
-            backend.metadata(), getattr(backend, "model_path", "model")
-        )
+        source = getattr(backend, "model_path", "model")
+        self.meta, self.export_info = parse_metadata(backend.metadata(), source)
+        _check_graph(backend, self.meta.preprocess.input_size, source)
         self.threshold = float(self.meta.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise UsageError(f"threshold must lie in [0, 1], got {self.threshold}")
@@ -187,7 +201,9 @@ class Classifier:
                 see :func:`edgeleuk.runtime.registry.backend_options`.
 
         Raises:
-            UsageError: Missing/unsupported model, no edgeleuk metadata, bad options.
+            UsageError: Missing/unsupported model, no or malformed edgeleuk metadata (class
+                names, input size, threshold, export record), a graph whose inputs/outputs
+                break :mod:`edgeleuk.contract`, bad options. Raised before any image is read.
             BackendUnavailable: The backend cannot run here (the message names the fix).
         """
         options = build_options(**backend_options)
@@ -223,9 +239,29 @@ class Classifier:
         return self.backend.run(chunk) if self._staged is None else self._staged(chunk)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the engine; any failure of its own is an :class:`EngineFault`, not the images' fault.
+
+        Inputs reaching here already meet the contract (decoded and checked), so an
+        exception from the engine says the engine, the device or the model is broken.
+        """
         logits, probs = [], []
         for start in range(0, len(batch), self.batch_size):
-            lo, pr = self._run_chunk(batch[start : start + self.batch_size])
+            part = batch[start : start + self.batch_size]
+            try:
+                lo, pr = self._run_chunk(part)
+                lo, pr = np.asarray(lo).reshape(-1), np.asarray(pr).reshape(-1)
+            except EdgeleukError:
+                raise
+            except Exception as exc:
+                raise EngineFault(
+                    f"the {self.backend.name} engine failed on a batch of {len(part)}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if lo.shape != (len(part),) or pr.shape != (len(part),):
+                raise EngineFault(
+                    f"the {self.backend.name} engine returned {lo.size} logit(s) and {pr.size} "
+                    f"probabilit(ies) for a batch of {len(part)}"
+                )
             logits.append(lo)
             probs.append(pr)
         return np.concatenate(logits), np.concatenate(probs)
@@ -251,12 +287,7 @@ class Classifier:
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
-        size = self.input_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise UsageError(
-                f"expected uint8 RGB images [N, {size}, {size}, 3] (the model's input contract), "
-                f"got {images.dtype} {list(images.shape)}; decode files with predict_paths instead"
-            )
+        check_input(images, self.input_size, hint="decode files with predict_paths instead")
         return np.ascontiguousarray(images)
 
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
@@ -267,6 +298,9 @@ class Classifier:
 
         Returns:
             One :class:`Prediction` per image, in order, with ``path`` None.
+
+        Raises:
+            EngineFault: The engine failed; no result is made up for these images.
         """
         images = self._check_arrays(images)
         if len(images) == 0:
@@ -281,13 +315,8 @@ class Classifier:
         good = [i for i, (_, d) in enumerate(batch) if d.ok]
         if not good:
             return out
-        try:
-            logits, probs = self._run(np.stack([batch[i][1].image for i in good]))
-        except Exception as exc:  # noqa: BLE001 - an engine fault: report these files, keep going
-            log.error("inference failed for a batch of %d: %s", len(good), exc)
-            for i in good:
-                out[i] = _failed(batch[i][0], f"inference failed: {exc}", batch[i][1].adjustments)
-            return out
+        # An engine fault propagates: the files are fine, so they get no error row.
+        logits, probs = self._run(np.stack([batch[i][1].image for i in good]))
         for i, lo, pr in zip(good, logits, probs, strict=True):
             out[i] = self._prediction(batch[i][0], float(lo), float(pr), batch[i][1].adjustments)
         return out
@@ -297,6 +326,10 @@ class Classifier:
 
         Bad files (missing, empty, corrupt, not an image) give ``status="error"`` rows;
         nothing is skipped.
+
+        Raises:
+            EngineFault: The engine failed on a batch. Every prediction yielded before it is
+                final; the files of that batch and after it have none (callers retry or stop).
         """
         for batch in decoded_batches(
             (Path(p) for p in paths), self.input_size, self.batch_size, workers=self.workers

@@ -44,7 +44,9 @@ def parse_metadata(raw: Mapping[str, str], source: Path | str) -> tuple[ModelMet
     """Turn the raw strings into ``(ModelMeta, export info)``.
 
     Raises:
-        UsageError: The file carries no ``edgeleuk.meta`` (not exported by edgeleuk) or it is malformed.
+        UsageError: The file carries no ``edgeleuk.meta`` (not exported by edgeleuk), or either
+            record is malformed: not JSON objects, or values :class:`ModelMeta` refuses (class
+            names, input size, threshold...).
     """
     if META_KEY not in raw:
         raise UsageError(
@@ -56,6 +58,11 @@ def parse_metadata(raw: Mapping[str, str], source: Path | str) -> tuple[ModelMet
         export = json.loads(raw[EXPORT_KEY]) if raw.get(EXPORT_KEY) else {}
     except (ValueError, TypeError, CheckpointError) as exc:
         raise UsageError(f"{source}: malformed edgeleuk metadata: {exc}") from exc
+    if not isinstance(export, dict):
+        raise UsageError(
+            f"{source}: malformed edgeleuk metadata: the '{EXPORT_KEY}' record must be a JSON object, "
+            f"got {type(export).__name__}"
+        )
     return meta, export
 
 

@@ -7,6 +7,7 @@ reports the precision read back from the compiled model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import EXPORT_KEY, INPUT_NAME, LOGIT, META_KEY, PROB, VIEW_LOGITS, VIEWS_NAME
+from edgeleuk.contract import EXPORT_KEY, INPUT_NAME, LOGIT, META_KEY, PROB, VIEW_LOGITS, VIEWS_NAME, TensorSpec
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import (
     Backend,
@@ -73,7 +74,19 @@ def ir_metadata(model: Any) -> dict[str, str]:
 
 def ir_file_metadata(path: Path) -> dict[str, str]:
     """The ``edgeleuk.*`` strings of an IR ``.xml`` (read, not compiled)."""
-    return ir_metadata(_import_openvino().Core().read_model(str(path)))
+    return ir_metadata(shared_core().read_model(str(path)))
+
+
+@functools.cache
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, used for every model edgeleuk reads or compiles.
+
+    Never released on purpose: each Core that compiles on a thread gives it an alternate signal
+    stack and unmaps that stack when released, and Cores released in the order they were made
+    leave the thread on an unmapped one, after which Ctrl-C ends the process with SIGSEGV
+    (:mod:`edgeleuk.runtime.altstack`). ``ov.Core`` is thread-safe.
+    """
+    return _import_openvino().Core()
 
 
 def _import_openvino() -> Any:
@@ -93,6 +106,20 @@ def _check_device(core: Any, device: str) -> None:
             f"OpenVINO device {device!r} not found; available: {', '.join(core.available_devices) or 'none'} "
             "(for an Intel GPU install its compute runtime, then check `benchmark_app -d GPU`)"
         )
+
+
+def _port_specs(port: Any) -> list[TensorSpec]:
+    """One :class:`TensorSpec` per name of an OpenVINO port (a port may carry several names)."""
+    try:
+        dtype = str(np.dtype(port.get_element_type().to_dtype()))
+    except Exception:  # noqa: BLE001 - an element type numpy has no name for
+        dtype = port.get_element_type().get_type_name()
+    pshape = port.get_partial_shape()
+    if pshape.rank.is_dynamic:
+        shape: tuple[int | None, ...] = (None,)
+    else:
+        shape = tuple(None if d.is_dynamic else d.get_length() for d in pshape)
+    return [TensorSpec(name, dtype, shape) for name in sorted(port.get_names()) or ["?"]]
 
 
 IR = ModelKind("ir", ".xml", "OpenVINO IR", read_metadata=ir_file_metadata, companions=(".bin",))
@@ -154,7 +181,7 @@ class OpenVINOBackend(Backend):
         own: OpenVINOOptions = options.of(type(self))
         self.own = own
         self._version = ov.get_version().split("-")[0]
-        self._core = core = ov.Core()
+        self._core = core = shared_core()
         self.device = (own.device or "CPU").upper()
         _check_device(core, self.device)
         try:
@@ -213,6 +240,14 @@ class OpenVINOBackend(Backend):
 
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)
+
+    def graph_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        inputs = []
+        for port in self._compiled.inputs:  # one entry per input, under the contract's name if it has it
+            specs = _port_specs(port)
+            inputs.append(next((s for s in specs if s.name == INPUT_NAME), specs[0]))
+        outputs = [spec for port in self._compiled.outputs for spec in _port_specs(port)]
+        return inputs, outputs
 
     def info(self) -> BackendInfo:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
+from edgeleuk.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME, TensorSpec
 from edgeleuk.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, ModelKind
 from edgeleuk.runtime.views import onnx_with_views_input
@@ -49,6 +49,16 @@ def import_ort() -> Any:
             "onnxruntime is not installed: pip install 'edgeleuk[cpu]' (or 'edgeleuk[gpu]' for CUDA)"
         ) from exc
     return onnxruntime
+
+
+_ORT_TYPES = {"float": "float32", "double": "float64"}  # ORT says tensor(float); numpy says float32
+
+
+def _spec(arg: Any) -> TensorSpec:
+    """An ONNX Runtime ``NodeArg`` as a :class:`TensorSpec` (symbolic dimensions become None)."""
+    kind = str(arg.type).removeprefix("tensor(").removesuffix(")")
+    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or ()))
+    return TensorSpec(arg.name, _ORT_TYPES.get(kind, kind), shape)
 
 
 def onnx_file_metadata(path: Path) -> dict[str, str]:
@@ -139,6 +149,9 @@ class OrtBackend(Backend):
 
     def metadata(self) -> dict[str, str]:
         return dict(self._session.get_modelmeta().custom_metadata_map)
+
+    def graph_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        return [_spec(a) for a in self._session.get_inputs()], [_spec(a) for a in self._session.get_outputs()]
 
     def info(self) -> BackendInfo:
         try:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +27,11 @@ import numpy as np
 from edgeleuk import __version__
 from edgeleuk.cluster import RAY_FIX, connect, import_ray
 from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.imageio import decode_bytes
 from edgeleuk.runtime import wire
+from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +101,6 @@ class ModelService:
     """
 
     def __init__(self, model_path: str, backend: str, threads: int) -> None:
-        from edgeleuk.runtime.classifier import Classifier
-
         self.clf = Classifier.load(model_path, backend, threads=threads, batch_size=wire.MAX_IMAGES)
         self.model = model_identity(Path(model_path))
         self.size = self.clf.input_size
@@ -116,7 +120,8 @@ class ModelService:
             "input_size": self.size,
             "max_images": wire.MAX_IMAGES,
             "raw": self.clf.backend.metadata(),
-            "backend": {**dataclasses.asdict(info), "providers": list(info.providers)},
+            # default=str: engine details may hold paths or enums; the answer must stay JSON.
+            "backend": json.loads(json.dumps(dataclasses.asdict(info), default=str)),
         }
 
     def infer(self, images: list[np.ndarray]) -> list[tuple[float, float]]:
@@ -143,8 +148,6 @@ class ModelService:
         Raises:
             WireError: 400 for an empty body, 422 for bytes that are no usable image.
         """
-        from edgeleuk.imageio import decode_bytes
-
         if not body:
             raise wire.WireError(400, "empty request body (empty file (0 bytes)); send the image file's bytes")
         decoded = decode_bytes(body, self.size)
@@ -240,8 +243,6 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
 
 def _check_backend(name: str) -> None:
     """Refuse here, with the fix, a backend no replica could open (rather than replicas that keep dying)."""
-    from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
-
     if name == AUTO:
         return
     if name not in BACKENDS or name in explicit_only():
@@ -259,8 +260,6 @@ def start(model_path: Path, options: ServeOptions | None = None) -> str:
         UsageError: Missing or unsupported model file (checked before Ray starts).
         BackendUnavailable: Ray is not installed.
     """
-    from edgeleuk.runtime.modelfile import read_model_meta
-
     options = options or ServeOptions()
     read_model_meta(Path(model_path))  # a missing/foreign model is a usage error, not a dead replica
     _check_backend(options.backend)
@@ -277,9 +276,19 @@ def stop() -> None:
     import_serve().shutdown()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def serve_forever(model_path: Path, options: ServeOptions, echo: Callable[[str], None] = print) -> None:
-    """``edgeleuk serve``: start, say where and what, serve until Ctrl-C, then shut Serve down."""
+    """``edgeleuk serve``: start, say where and what, serve until Ctrl-C or SIGTERM, then shut Serve down.
+
+    SIGTERM (systemd, docker stop) stops as cleanly as Ctrl-C; so does SIGINT in a process that
+    was started with it ignored (a background job of a script).
+    """
     url = start(model_path, options)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
+        signal.signal(sig, _interrupt)
     echo(f"serving {Path(model_path).name} at {url} ({options.replicas} replica(s) x {options.threads} "
          f"thread(s), batches up to {options.max_batch})")
     echo(f"  GET {url}{wire.HEALTH}   GET {url}{wire.METADATA}   POST {url}{wire.PREDICT}")

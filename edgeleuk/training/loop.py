@@ -49,9 +49,17 @@ from edgeleuk.training.rundir import (
     write_skipped,
     write_summary,
 )
-from edgeleuk.training.schedule import build_optimizer, build_scheduler, current_lrs
-from edgeleuk.training.session import run_log, torch_settings
-from edgeleuk.training.state import TrainState, load_last, restore_rng, save_last, state_from
+from edgeleuk.training.session import loader_signals, run_log, torch_settings
+from edgeleuk.training.state import (
+    TrainState,
+    build_optimizer,
+    build_scheduler,
+    current_lrs,
+    load_last,
+    restore_rng,
+    save_last,
+    state_from,
+)
 
 log = logging.getLogger("edgeleuk.training")
 
@@ -97,7 +105,7 @@ def train(data: str | Path, recipe: str | Path | Recipe = "paper", out: str | Pa
         return done
     info, device = ddp.setup(rec.device)
     try:
-        with torch_settings(rec, device), run_log(files, info.is_main):
+        with torch_settings(rec, device), run_log(files, info.is_main), loader_signals():
             payload = load_last(files.last) if resume and files.last.is_file() else None
             trainer = Trainer(Path(data), rec, files, info, device, payload)
             return trainer.run(stop_after)
@@ -168,7 +176,7 @@ class Trainer:
             dataset, batch_size=ddp.per_process_batch(rec.batch_size, self.info), sampler=self.sampler,
             drop_last=True, num_workers=rec.num_workers, pin_memory=self.device.type == "cuda",
             # Workers end with each pass: a library call must leave no process behind when train()
-            # returns (leftover loader workers crashed a later subprocess-heavy benchmark here).
+            # returns (train() also gives back the SIGCHLD handler they install: loader_signals).
             persistent_workers=False,
             # Only seeds worker processes; no draw depends on it (see sample_rng).
             generator=torch.Generator().manual_seed(rec.seed),

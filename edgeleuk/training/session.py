@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -55,3 +57,32 @@ def run_log(files: RunFiles, enabled: bool) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
         handler.close()
+
+
+@contextlib.contextmanager
+def loader_signals() -> Iterator[None]:
+    """Give back the SIGCHLD disposition that data-loader workers take over for the run.
+
+    With ``num_workers > 0`` torch installs a process-wide Python SIGCHLD handler (to notice a
+    worker that dies) and never removes it. Left behind, it makes every later child exit in the
+    process (a benchmark row, ``edgeleuk bench`` run by the demo) deliver a signal that Python
+    handles on the main thread's alternate signal stack. OpenVINO's CPU plugin can leave that
+    stack unmapped (two ``ov.Core`` released in creation order, as an INT8 export does); the
+    kernel then cannot deliver the signal and kills the process with SIGSEGV. The default
+    disposition ignores SIGCHLD without delivering it. torch's "installed" flag is restored too,
+    so the loaders of the next run in this process (``sweep``) install their handler again.
+    """
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        yield  # torch installs its handler only from the main thread, and never on Windows
+        return
+    from torch.utils.data._utils import signal_handling
+
+    previous = signal.getsignal(signal.SIGCHLD)
+    was_set = getattr(signal_handling, "_SIGCHLD_handler_set", None)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: installed outside Python, which signal.signal cannot restore
+            signal.signal(signal.SIGCHLD, previous)
+        if was_set is not None:
+            signal_handling._SIGCHLD_handler_set = was_set

@@ -5,6 +5,6 @@
   the threshold and its provenance (through :mod:`edgeleuk.modelwrite`);
 * :mod:`~edgeleuk.workflow.watch` (+ ``arrivals``, ``csvlog``): ``edgeleuk watch``, classify images as
   they land, one durable CSV row each, resumable;
-* :mod:`~edgeleuk.workflow.report` (+ ``report_data``, ``report_html``, ``report_svg``, ``thumbs``):
+* :mod:`~edgeleuk.workflow.report` (+ ``report_data`` to read the CSV, ``report_html`` to draw the page):
   ``edgeleuk report``, a self-contained HTML page per predictions CSV.
 """

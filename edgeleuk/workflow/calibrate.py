@@ -190,6 +190,11 @@ def calibrate_model(
         chosen, source, extra = previous, meta.threshold_source, dict(meta.extra)
     else:  # select_threshold also refuses one class left after failures
         chosen = select_threshold(scores.probs, scores.labels, sensitivity)
+        if not 0.0 < chosen.threshold < 1.0:  # saturated scores: a model file may not carry such a threshold
+            raise DataError(
+                f"the threshold for sensitivity {sensitivity:g} would be {chosen.threshold!r}, outside (0, 1): "
+                "the scores saturate at 0 or 1 on these data, so no threshold separates them; nothing was written"
+            )
         source, calibration = _provenance(meta, chosen, sensitivity, data, split, scores.failed)
         extra = {**meta.extra, "calibration": calibration}
     stage, note = choose_for(scores, chosen.threshold, staged_agreement, f"{data.resolve()} ({split} split)")

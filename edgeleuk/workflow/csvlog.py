@@ -6,7 +6,9 @@ is cut off: that image was not recorded and is classified again. A row is torn
 when the file does not end with a newline that closes a record, which includes a
 row cut inside a quoted field that holds a newline (a file name with a line
 break): a plain "ends with a newline" test would keep it, and every later row
-would then be read as part of that field.
+would then be read as part of that field. A row that cannot be written (disk
+full, folder turned read-only) is cut off at once, so the file holds only whole
+rows, and :class:`OutputError` says so.
 
 Cells are written spreadsheet-safe and read back exactly
 (:func:`edgeleuk.csvcells.sheet_row` / :func:`edgeleuk.csvcells.plain_row`).
@@ -15,13 +17,13 @@ Cells are written spreadsheet-safe and read back exactly
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 from edgeleuk.csvcells import plain_row, sheet_row
-from edgeleuk.errors import UsageError
+from edgeleuk.errors import OutputError, UsageError
 from edgeleuk.files import read_csv
 
 
@@ -71,28 +73,34 @@ class CsvLog:
         self.columns = list(columns)
         self.rows: list[dict[str, str]] = []
         self.trimmed_bytes = 0
-        self._fh: IO[str] | None = None
-        self._writer: csv.DictWriter | None = None
+        self._fd: int | None = None
+        self._size = 0  # bytes of whole rows in the file
 
     def __enter__(self) -> CsvLog:  # noqa: PYI034 (typing.Self needs Python 3.11)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            self._check_header()  # before anything is cut: never trim someone else's file
-            self.trimmed_bytes = _trim_torn_line(self.path)
-            self.rows = self._read_existing()
-        self._fh = open(self.path, "a", encoding="utf-8", newline="")
-        self._writer = csv.DictWriter(
-            self._fh, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore"
-        )
-        if self._fh.tell() == 0:
-            self._writer.writeheader()
-            self._sync()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                self._check_header()  # before anything is cut: never trim someone else's file
+                self.trimmed_bytes = _trim_torn_line(self.path)
+                self.rows = self._read_existing()
+            # A raw descriptor, not a buffered file: a failed row can be cut off exactly.
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:  # before any work: the same answer as predict's check (exit 2)
+            why = exc.strerror or exc
+            raise UsageError(f"cannot write {self.path}: {why} (choose another --out)") from exc
+        self._size = os.fstat(self._fd).st_size
+        if self._size == 0:
+            try:
+                self._write({c: c for c in self.columns})  # the header row
+            except OutputError:
+                self.__exit__()
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _refuse(self, header: object) -> UsageError:
         return UsageError(
@@ -123,14 +131,46 @@ class CsvLog:
             raise self._refuse(header)
         return [plain_row(r) for r in rows]
 
-    def _sync(self) -> None:
-        assert self._fh is not None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def _encode(self, row: Mapping[str, object]) -> bytes:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+        writer.writerow(row)
+        return text.getvalue().encode("utf-8")
+
+    def _write(self, row: Mapping[str, object]) -> None:
+        """Write one whole row and fsync it, or leave the file as it was and raise OutputError."""
+        assert self._fd is not None
+        encoded = self._encode(row)
+        data = memoryview(encoded)
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._cut_back()
+            raise OutputError(
+                f"cannot write {self.path}: {exc.strerror or exc}; the rows written before are kept "
+                "and nothing half-written is left. Free space (or make the folder writable) and run "
+                "again to continue"
+            ) from exc
+        self._size += len(encoded)
+
+    def _cut_back(self) -> None:
+        """Drop the bytes of a row that did not make it whole (best effort: the disk is failing)."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+        except OSError:
+            pass  # a torn last line is also cut off the next time the file is opened
 
     def append(self, row: Mapping[str, object]) -> None:
-        """Write one row (cells made spreadsheet-safe) and make it durable before returning."""
-        if self._writer is None:
+        """Write one row (cells made spreadsheet-safe) and make it durable before returning.
+
+        Raises:
+            OutputError: The row could not be written (disk full, read-only); the file
+                still ends with the previous whole row.
+        """
+        if self._fd is None:
             raise RuntimeError("CsvLog is not open; use it as a context manager")
-        self._writer.writerow(sheet_row(row))
-        self._sync()
+        self._write(sheet_row(row))

@@ -27,9 +27,7 @@ from edgeleuk.workflow.report_data import (
     load_rows,
     summarise_subjects,
 )
-from edgeleuk.workflow.report_html import Card, Page, render_page
-from edgeleuk.workflow.report_svg import histogram_svg
-from edgeleuk.workflow.thumbs import thumbnail_uri
+from edgeleuk.workflow.report_html import Card, Page, histogram_svg, render_page, thumbnail_uri
 
 N_THUMBS = 12
 

@@ -5,9 +5,17 @@ predict`` (plus ``true_label``, filled when the file name carries the class, as
 C-NMC names do), written and fsync'ed before the next image: a crash loses
 nothing already classified, and a restart reads the CSV and skips every file in
 it. A file is read only once its size and mtime have stayed the same across two
-polls; one that still fails to decode is retried (see
+polls; one that still fails to decode is retried, and one overwritten under the
+same name after it was classified is classified again (a new row; see
 :mod:`edgeleuk.workflow.arrivals`). Bad files become error rows, as in
 ``predict``. Ctrl-C stops cleanly with a summary.
+
+An engine fault (out of memory, a device lost, a model swapped mid-session) is
+not a bad file: it writes no row; the same files are tried again after a pause
+that doubles each time (:class:`FaultPolicy`), and after ``retries`` failures in
+a row the session stops with exit 1. A row that cannot be written (disk full,
+folder turned read-only) also stops it with exit 1; the CSV keeps every row
+written before and nothing half-written. A restart continues where it stopped.
 
 Why polling rather than file-system events: microscope PCs often write to
 network shares (SMB/NFS) where inotify/ReadDirectoryChangesW events are missing
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -30,16 +39,39 @@ from pathlib import Path
 
 from edgeleuk.csvcells import text_to_name
 from edgeleuk.data import label_from_name, subject_from_name
-from edgeleuk.errors import UsageError
+from edgeleuk.errors import EngineFault, OutputError, UsageError
 from edgeleuk.meta import ModelMeta
 from edgeleuk.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
 from edgeleuk.runtime.classifier import Classifier, Prediction
-from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
+from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
 
 log = logging.getLogger(__name__)
 
 COLUMNS = (*CSV_COLUMNS, TRUTH_COLUMN)
+
+
+@dataclass(frozen=True)
+class FaultPolicy:
+    """How ``watch`` rides out engine faults: retry with exponential backoff, then stop.
+
+    Attributes:
+        retries: Failed attempts in a row tolerated; the next one stops the session (exit 1).
+        backoff_s: Pause after the first fault; it doubles after each further one.
+        max_backoff_s: Longest pause between attempts.
+    """
+
+    retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise UsageError(f"fault retries and backoff must not be negative, got {self}")
+
+    def delay(self, faults: int) -> float:
+        """Seconds to wait after the ``faults``-th fault in a row (1, 2, 4... capped)."""
+        return min(self.backoff_s * 2.0 ** (faults - 1), self.max_backoff_s)
 
 
 @dataclass
@@ -102,8 +134,9 @@ class _Session:
     sink: CsvLog
     tracker: ArrivalTracker
     summary: WatchSummary
-    recursive: bool
+    scanner: FolderScanner
     batch: int
+    faults: FaultPolicy
 
 
 def _record(session: _Session, path: Path, prediction: Prediction) -> None:
@@ -125,7 +158,8 @@ def _process(
     """Classify ready files in small batches; says why to stop, if it is time to."""
     for start in range(0, len(ready), session.batch):
         chunk = ready[start : start + session.batch]
-        for path, prediction in zip(chunk, session.classifier.predict_paths(chunk), strict=True):
+        # iter_predict, not predict_paths: rows made before an engine fault are recorded.
+        for path, prediction in zip(chunk, session.classifier.iter_predict(chunk), strict=True):
             if not session.tracker.accept(path, failed=prediction.status != "ok"):
                 continue  # still being written or retried: it comes back on a later poll
             _record(session, path, prediction)
@@ -136,15 +170,45 @@ def _process(
     return None
 
 
+def _after_fault(session: _Session, fault: EngineFault, faults: int, stop: threading.Event) -> None:
+    """Wait before trying the same files again, or give up after the policy's bound (exit 1)."""
+    policy = session.faults
+    if faults > policy.retries:
+        raise EngineFault(
+            f"giving up after {faults} engine fault(s) in a row, the last: {fault}. No row was written "
+            "for the files it failed on; check the engine (memory, device, model file) and run watch "
+            "again: it continues where it stopped"
+        ) from fault
+    delay = policy.delay(faults)
+    log.warning(
+        "engine fault %d of %d tolerated in a row: %s; trying again in %.3g s",
+        faults,
+        policy.retries,
+        fault,
+        delay,
+    )
+    stop.wait(delay)
+
+
 def _loop(
     session: _Session, interval: float, stop: threading.Event, max_files: int | None, max_idle: float | None
 ) -> str:
     """Poll until stopped; returns why it stopped."""
     last_activity = time.monotonic()
+    faults = 0
     while not stop.is_set():
-        ready = session.tracker.poll(list_arrivals(session.folder, session.recursive))
+        ready = session.tracker.poll(session.scanner.list())
         if ready:
-            reason = _process(session, ready, max_files, stop)
+            written = session.summary.written
+            try:
+                reason = _process(session, ready, max_files, stop)
+            except EngineFault as fault:
+                # "In a row" counts attempts that got nothing done: progress starts the count again.
+                faults = 1 if session.summary.written > written else faults + 1
+                _after_fault(session, fault, faults, stop)
+                last_activity = time.monotonic()
+                continue  # the files it failed on are still ready: the next poll tries them again
+            faults = 0
             if reason:
                 return reason
             last_activity = time.monotonic()
@@ -197,6 +261,7 @@ def _start_session(
     recursive: bool,
     batch: int,
     give_up_s: float,
+    faults: FaultPolicy,
 ) -> _Session:
     """Pick up where an earlier session's CSV left off and say what runs."""
     if sink.trimmed_bytes:
@@ -204,7 +269,7 @@ def _start_session(
             "%s ended in a torn row (a crash mid-write); it was dropped and will be redone", sink.path
         )
     summary.resumed = len(sink.rows)
-    tracker = ArrivalTracker(done=_resumed_keys(folder, sink.rows), give_up_s=give_up_s)
+    tracker = ArrivalTracker(done=dict.fromkeys(_resumed_keys(folder, sink.rows)), give_up_s=give_up_s)
     log.info(
         "watching %s on %s, threshold %.4g (%s); %d file(s) already in %s; Ctrl-C stops",
         folder,
@@ -214,7 +279,8 @@ def _start_session(
         summary.resumed,
         sink.path,
     )
-    return _Session(folder, classifier, sink, tracker, summary, recursive, max(1, batch))
+    scanner = FolderScanner(folder, recursive)
+    return _Session(folder, classifier, sink, tracker, summary, scanner, max(1, batch), faults)
 
 
 def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
@@ -237,6 +303,7 @@ def watch_folder(
     batch: int = 8,
     give_up_s: float = 10.0,
     tta: str = "full",
+    faults: FaultPolicy | None = None,
 ) -> WatchSummary:
     """Classify images as they appear in ``folder`` until stopped.
 
@@ -255,14 +322,19 @@ def watch_folder(
         give_up_s: Seconds an unchanged file may keep failing to decode (a writer that
             paused mid-file) before it is recorded as an error row.
         tta: ``full`` or ``staged`` rotation TTA for ``model`` (see :mod:`edgeleuk.staged`).
+        faults: Retry and backoff for engine faults (default :class:`FaultPolicy`).
 
     Returns:
         The session summary; Ctrl-C ends the session normally.
 
     Raises:
-        UsageError: The folder or model is missing, or ``out`` is not a predictions CSV.
+        UsageError: The folder or model is missing, or ``out`` is not a predictions CSV
+            this command can write (exit 2, before any work).
+        EngineFault: The engine kept failing past ``faults.retries`` (exit 1); no error rows.
+        OutputError: A row could not be written (disk full, read-only) (exit 1); every
+            row written before is kept.
     """
-    folder = Path(folder)
+    folder = Path(os.path.abspath(folder))  # absolute paths double as the tracker's keys
     if not folder.is_dir():
         raise UsageError(
             f"watch folder not found: {folder} (create it, or point at the microscope's output folder)"
@@ -273,13 +345,18 @@ def watch_folder(
     summary = WatchSummary(folder=folder, out=Path(out))
     started = time.monotonic()
     with CsvLog(out, COLUMNS) as sink:
-        session = _start_session(folder, classifier, sink, summary, recursive, batch, give_up_s)
+        session = _start_session(
+            folder, classifier, sink, summary, recursive, batch, give_up_s, faults or FaultPolicy()
+        )
         stop = stop_event or threading.Event()
         with _ctrl_c_sets(stop) as presses:
             try:
                 summary.stopped = _loop(session, interval, stop, max_files, max_idle)
             except KeyboardInterrupt:
                 summary.stopped = "interrupted (Ctrl-C twice)"
+            except (EngineFault, OutputError) as exc:
+                summary.stopped, summary.seconds = "failed", time.monotonic() - started
+                raise type(exc)(f"{exc}\n{summary.describe()}") from exc
             if presses and summary.stopped == "stop requested":
                 summary.stopped = "interrupted (Ctrl-C)"
     summary.seconds = time.monotonic() - started

@@ -9,7 +9,7 @@ import torch
 
 from edgeleuk.model import create_model
 from edgeleuk.training.recipe import load_recipe
-from edgeleuk.training.schedule import build_optimizer, build_scheduler, current_lrs
+from edgeleuk.training.state import build_optimizer, build_scheduler, current_lrs
 
 PAPER_RATES = {"stages_1_2": 1e-6, "stages_3_5": 1e-4, "classifier": 1e-2}
 PAPER_DECAY = [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
