@@ -22,6 +22,7 @@ from edgeleuk.meta import ModelMeta
 from edgeleuk.modelwrite import write_model_with_meta
 from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.workflow.calibrate import calibrate_model
+from edgeleuk.workflow.stagecal import Scores
 from edgeleuk.workflow.threshold import select_threshold
 
 # 20 ALL and 20 HEM cells; the lowest ALL cell scores below several HEM cells,
@@ -188,8 +189,8 @@ def test_saturated_scores_give_no_degenerate_threshold(
     root, _, _ = data
     # An ALL cell the model scores exactly 0.0: full sensitivity would need threshold 0, which
     # calls everything ALL and which no model file may carry.
-    saturated = (np.array([1.0, 0.0, 0.0]), np.array([1, 1, 0]), 0)
-    monkeypatch.setattr("edgeleuk.workflow.calibrate.score_records", lambda *args: saturated)
+    saturated = Scores(np.array([1.0, 0.0, 0.0]), np.array([1, 1, 0]), None, 0, no_views="test")
+    monkeypatch.setattr("edgeleuk.workflow.calibrate.score_labelled", lambda *args: saturated)
     out = tmp_path / "c.onnx"
     with pytest.raises(DataError, match="outside \\(0, 1\\)"):
         calibrate_model(model, data=root, sensitivity=1.0, out=out, backend="cpu")
