@@ -82,7 +82,7 @@ if how == "nncf":  # NNCF's own Cores, during the INT8 export's quantization (si
         return ov_model
 
     fake = types.SimpleNamespace(__version__="fake", Dataset=list, QuantizationPreset=str, quantize=quantize,
-                                 TargetDevice=types.SimpleNamespace(CPU="CPU"))
+                                 TargetDevice=types.SimpleNamespace(CPU="CPU"), IgnoredScope=dict)
     int8._import_nncf = lambda: fake
     cells = ImageSet(np.zeros((1, 8, 8, 3), np.uint8), None, "test", "train")
     profile = types.SimpleNamespace(int8_preset="performance", accuracy_control=False)

@@ -207,8 +207,9 @@ def _in_child(fn: Callable[..., None], *args: object) -> None:
 
     In the full suite, a test process that had run OpenVINO models with the views entry
     open later crashed (SIGSEGV) in an unrelated test's float16 torch convolution on the
-    CPU; alone neither crashes and the cause is not isolated, so the OpenVINO checks run
-    in their own process.
+    CPU; alone neither crashes and the cause was not isolated here (a released OpenVINO
+    Core can leave a thread's signal stack unmapped: edgeleuk.runtime.altstack), so the
+    OpenVINO checks run in their own process.
     """
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         pool.apply(fn, args)
