@@ -16,26 +16,22 @@ from pathlib import Path
 
 import pytest
 from runtime_support import build_onnx
+from signal_support import ALTSTACK_PRELUDE
 
 from edgeleuk.runtime import altstack
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux signal stacks only")
 
-SCRIPT = r"""
+SCRIPT = (
+    r"""
 import ctypes, gc, signal, sys
 from pathlib import Path
 
 how, model = sys.argv[1], Path(sys.argv[2])
 
-
-class StackT(ctypes.Structure):
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+"""
+    + ALTSTACK_PRELUDE
+    + r"""
 
 
 def dangle_like_openvino():
@@ -92,6 +88,7 @@ try:
 except KeyboardInterrupt:
     print("KeyboardInterrupt", flush=True)
 """
+)
 
 
 def _run(how: str, model: Path) -> subprocess.CompletedProcess:

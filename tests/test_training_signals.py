@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from signal_support import ALTSTACK_PRELUDE
 from training_support import fast_recipe
 
 from edgeleuk.training.loop import train
@@ -46,7 +47,8 @@ def test_train_gives_back_the_sigchld_handler_of_its_loader_workers(synth_root, 
 
 
 # Run in its own process: before the fix it dies with SIGSEGV, which would take pytest with it.
-OLD_CRASH = r"""
+OLD_CRASH = (
+    r"""
 import ctypes, gc, subprocess, sys
 from pathlib import Path
 
@@ -56,15 +58,9 @@ from edgeleuk.training.loop import train
 
 root, out, how = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 
-
-class StackT(ctypes.Structure):
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+"""
+    + ALTSTACK_PRELUDE
+    + r"""
 
 
 def altstack_unusable():
@@ -112,6 +108,7 @@ for _ in range(3):  # the benchmark's rows: child processes that start and exit
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 print("survived", flush=True)
 """
+)
 
 
 @pytest.mark.slow
