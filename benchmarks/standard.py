@@ -136,7 +136,7 @@ def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Pa
         if _exported_from(out, sha):
             log.info("reusing %s", out)
             continue
-        profile = load_profile(REPO / profile_path)
+        profile = load_profile(profile_path)
         profile = profile.replace(parity_n=min(profile.parity_n, cfg.gate_n))
         log.info("exporting %s with %s (gate on %d cells)", out.name, profile_path, profile.parity_n)
         result = export_model(ckpt, out=out, profile=profile, calib=data)

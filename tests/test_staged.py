@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -269,6 +270,15 @@ def test_calibrate_stores_a_stage_choice_and_staged_predict_runs(
     run = CliRunner().invoke(app, ["predict", str(synth_root / "prelim"), "--model", str(out), "--backend",
                                    "openvino", "--tta", "staged", "--out", str(tmp_path / "p.csv")])
     assert run.exit_code == 0, run.output
+    assert re.search(r"staged TTA: \d+ of \d+ cells went on to stage 2", run.output)
+    # watch says the same in its summary.
+    from edgeleuk.workflow.watch import watch_folder
+
+    clf = Classifier.load(out, backend="cpu", tta="staged")
+    summary = watch_folder(synth_root / "prelim", out=tmp_path / "w.csv", classifier=clf, max_files=6,
+                           interval=0.05, max_idle=5)
+    assert summary.classified == 6 and clf.staged_counts.cells == 6
+    assert "of 6 cells went on to stage 2" in summary.describe()
     # A new threshold invalidates the old choice: it is chosen again at the new threshold.
     again = calibrate_model(out, data=synth_root, sensitivity=0.9, out=tmp_path / "cal2.onnx", backend="cpu")
     stored = read_model_meta(tmp_path / "cal2.onnx")[0]

@@ -87,6 +87,7 @@ class WatchSummary:
         failed: Files recorded as errors in this session.
         stopped: Why the session ended.
         seconds: Wall time of the session.
+        tta_note: How staged TTA went (share of cells that went on to stage 2); empty for full TTA.
     """
 
     folder: Path
@@ -97,6 +98,7 @@ class WatchSummary:
     failed: int = 0
     stopped: str = ""
     seconds: float = 0.0
+    tta_note: str = ""
 
     @property
     def written(self) -> int:
@@ -105,15 +107,14 @@ class WatchSummary:
     def describe(self) -> str:
         """What was classified, what failed and where the rows are."""
         share = f" ({100 * self.called_all / self.classified:.1f}%)" if self.classified else ""
-        return "\n".join(
-            [
-                f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
-                f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
-                + f"{self.failed} unreadable file(s) recorded as errors",
-                f"  {self.out}: {self.resumed + self.written} row(s) ({self.resumed} from earlier sessions); "
-                + "run `edgeleuk watch` again to continue",
-            ]
-        )
+        lines = [
+            f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
+            f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
+            + f"{self.failed} unreadable file(s) recorded as errors",
+            f"  {self.out}: {self.resumed + self.written} row(s) ({self.resumed} from earlier sessions); "
+            + "run `edgeleuk watch` again to continue",
+        ]
+        return "\n".join(lines + ([f"  {self.tta_note}"] if self.tta_note else []))
 
 
 def _csv_row(folder: Path, path: Path, prediction: Prediction, meta: ModelMeta) -> dict[str, str]:
@@ -356,8 +357,9 @@ def watch_folder(
                 summary.stopped = "interrupted (Ctrl-C twice)"
             except (EngineFault, OutputError) as exc:
                 summary.stopped, summary.seconds = "failed", time.monotonic() - started
+                summary.tta_note = classifier.tta_note
                 raise type(exc)(f"{exc}\n{summary.describe()}") from exc
             if presses and summary.stopped == "stop requested":
                 summary.stopped = "interrupted (Ctrl-C)"
-    summary.seconds = time.monotonic() - started
+    summary.seconds, summary.tta_note = time.monotonic() - started, classifier.tta_note
     return summary
