@@ -323,3 +323,17 @@ def test_bench_runs_staged_rows_for_a_file_with_a_stage_choice(exported: Path, s
     assert measured.staged["cells"] == 4 and 0 <= measured.staged["stage2"] <= 4
     assert "went on to stage 2" in report.to_markdown()
     assert rows["cpu fp32"].measurement.staged is None
+
+
+def test_openvino_staged_row_has_a_staged_throughput_mode(exported: Path, synth_root: Path, tmp_path: Path) -> None:
+    from edgeleuk.bench import BenchOptions, run_bench
+    from edgeleuk.workflow.calibrate import calibrate_model
+
+    staged = tmp_path / "staged.onnx"
+    assert calibrate_model(exported, data=synth_root, sensitivity=None, out=staged, backend="cpu").stage
+    opts = BenchOptions(backend="openvino", n=4, batch=2, quick=True, tta="staged")
+    report = run_bench(staged, data=synth_root, options=opts)
+    row = next(r for r in report.rows if r.case.label == "openvino fp32 staged")
+    mode = row.measurement.mode
+    assert mode is not None and "threads of staged cells" in mode["mode"]
+    assert mode["cells"] >= 2 and mode["cells_per_s"] > 0

@@ -86,8 +86,7 @@ def _measure_all(cases: list[Case], cells: Cells, opts: BenchOptions, checkpoint
                 case=case, checkpoint=checkpoint, threads=threads, budget_s=opts.budget_s,
                 min_runs=opts.min_runs, max_runs=opts.max_runs, warmup_runs=opts.warmup_runs,
                 batch_sizes=opts.batch_sizes(len(cells.images)),
-                # An engine's throughput mode runs the file's own call: not staged TTA.
-                throughput_mode=opts.throughput_mode and case.tta == "full")
+                throughput_mode=opts.throughput_mode)
             log.info("bench: measuring %s", case.label)
             results.append(_run_isolated(spec, images, Path(tmp), index) if opts.isolate
                            else measure_safely(spec, cells.images))

@@ -175,7 +175,8 @@ def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
                          f"cells ({staged['share']:.1%}) went on to stage 2")
     mode = None
     if spec.throughput_mode and backend is not None:
-        result = backend.throughput_mode(cells, spec.budget_s, max(spec.batch_sizes))
+        choice = run.choice if isinstance(run, StagedRunner) else None
+        result = backend.throughput_mode(cells, spec.budget_s, max(spec.batch_sizes), staged=choice)
         mode = None if result is None else result.to_dict()
     return Measurement(
         status="ok", engine=engine, load_s=load_s, warmup_s=warmup_s, latency=latency.to_dict(),

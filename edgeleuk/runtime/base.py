@@ -15,12 +15,15 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from edgeleuk.contract import TensorSpec
 from edgeleuk.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgeleuk.staged import StageChoice
 
 
 @dataclass(frozen=True)
@@ -246,12 +249,16 @@ class Backend(abc.ABC):
         """
         return None
 
-    def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int) -> ThroughputMode | None:
+    def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int,
+                        staged: StageChoice | None = None) -> ThroughputMode | None:
         """Cells/s in the engine's own throughput mode, for ``bench``; None when it has none.
 
         Args:
             cells: uint8 cells to cycle through.
             budget_s: Seconds to keep timing.
             batch: Largest batch size bench tries.
+            staged: Run staged TTA with this choice (backend opened with ``views_input``);
+                None runs the file's own full-TTA call. Engines without a staged
+                throughput mode return None for it.
         """
         return None

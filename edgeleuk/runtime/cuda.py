@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from edgeleuk.runtime.ort_common import (
     import_ort,
     installed_ort_distributions,
 )
+
+if TYPE_CHECKING:
+    from edgeleuk.staged import StageChoice
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +141,15 @@ class CudaBackend(OrtBackend):
                 f"{CUDA} did not start (session runs on {in_use}): {_why(self._load_log)}"
             )
 
-    def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int) -> ThroughputMode:
-        """Cells/s with the batch bound on the GPU (IO binding): the GPU's figure, no host copies."""
+    def throughput_mode(self, cells: np.ndarray, budget_s: float, batch: int,
+                        staged: StageChoice | None = None) -> ThroughputMode | None:
+        """Cells/s with the batch bound on the GPU (IO binding): the GPU's figure, no host copies.
+
+        Staged TTA has no IO-bound mode here (its second stage depends on the first's
+        answer on the host): None for it.
+        """
+        if staged is not None:
+            return None
         idx = np.arange(batch) % len(cells)
         x = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(cells[idx]), "cuda", 0)
         binding = self._session.io_binding()
