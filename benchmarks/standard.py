@@ -19,7 +19,9 @@ Steps (exports are cached in --work and reused while the checkpoint is the same)
    --keep-threshold`` made on a second SYNTHETIC set (seed 1), not on the benchmarked cells.
 5. Peak memory of the whole ``edgeleuk predict`` path at its default batch, per
    precision and engine (each in its own process).
-6. RESULTS.md (+ RESULTS.json) beside this script.
+6. Decision agreement with torch fp32 full TTA on every labelled prelim cell (150),
+   for the INT8 IR with full and with staged TTA.
+7. RESULTS.md (+ RESULTS.json) beside this script.
 """
 
 from __future__ import annotations
@@ -211,6 +213,54 @@ def staged_model(cfg: StandardConfig, model: Path) -> tuple[Path, dict]:
     return out, result.stage.to_dict()
 
 
+#: all-cells agreement rows: (name, model key, --precision, --tta), each against torch fp32 full TTA.
+AGREEMENT_CONFIGS = (("int8 IR, float layers bf16, full TTA", "int8", "bf16", "full"),
+                     ("int8 IR, float layers bf16, staged TTA", "staged", "bf16", "staged"),
+                     ("int8 IR, float layers f32, staged TTA", "staged", "f32", "staged"))
+
+
+def all_cells_agreement(cfg: StandardConfig, ckpt: Path, models: dict[str, Path], data: Path) -> dict:
+    """Decisions on every labelled prelim cell: torch fp32 full TTA against the INT8 rows, full and staged.
+
+    The bench table compares on its ``n`` cells only (eager torch costs seconds per cell);
+    here every labelled prelim cell is classified once by each, so one disagreement moves
+    the figure by well under 1 %.
+    """
+    import numpy as np
+    import torch
+
+    from edgeleuk.checkpoint import load_checkpoint
+    from edgeleuk.data import discover
+    from edgeleuk.imageio import decode_image
+    from edgeleuk.metrics import binary_metrics
+    from edgeleuk.reference import TorchReference
+    from edgeleuk.runtime.classifier import Classifier
+
+    records = [r for r in discover(data).split("prelim") if r.label is not None]
+    labels = np.array([r.label for r in records])
+    ckpt_data = load_checkpoint(ckpt)
+    threshold = ckpt_data.meta.threshold
+    images = np.stack([decode_image(r.path, ckpt_data.meta.preprocess.input_size).image for r in records])
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    _, ref = TorchReference(ckpt_data).predict_arrays(images)
+    ref = np.asarray(ref, np.float64)
+    rows = [{"config": "torch eager fp32, full TTA (reference)", "seconds": time.perf_counter() - started,
+             "f1": binary_metrics(labels, ref, threshold)["f1"]}]
+    ref_pos = ref >= threshold
+    for name, key, precision, tta in AGREEMENT_CONFIGS:
+        clf = Classifier.load(models[key], backend="openvino", precision=precision, threads=cfg.threads, tta=tta)
+        started = time.perf_counter()
+        probs = np.array([p.prob_all for p in clf.predict_arrays(images)], np.float64)
+        row = {"config": name, "seconds": time.perf_counter() - started,
+               "agreement": float(((probs >= threshold) == ref_pos).mean()),
+               "f1": binary_metrics(labels, probs, threshold)["f1"]}
+        if tta == "staged":
+            row["stage2"], row["stage2_share"] = clf.staged_counts.stage2, clf.staged_counts.stage2_share
+        rows.append(row)
+    return {"cells": len(records), "threshold": threshold, "rows": rows}
+
+
 def run(cfg: StandardConfig, quick: bool = False) -> Path:
     """Every step; returns the RESULTS.md written."""
     from edgeleuk.bench import BenchOptions, run_bench
@@ -228,14 +278,16 @@ def run(cfg: StandardConfig, quick: bool = False) -> Path:
                        json_out=cfg.out.with_suffix(".json"))
     load_after = os.getloadavg()[0]
     memory = predict_memory(cfg, {"fp32": onnx_model, "int8": int8_model}, data)
-    context = {"stage": stage, "export_s": export_s, "load_before": load_before, "load_after": load_after,
-               "total_s": time.time() - started, "config": cfg, "quick": quick}
+    agreement = all_cells_agreement(cfg, ckpt, {"int8": int8_model, "staged": int8_staged}, data)
+    context = {"agreement": agreement, "stage": stage, "export_s": export_s, "load_before": load_before,
+               "load_after": load_after, "total_s": time.time() - started, "config": cfg, "quick": quick}
     text = render_results(report, memory, context)
     from edgeleuk.atomic import atomic_write_text
 
     atomic_write_text(cfg.out, text)
     record = json.loads(cfg.out.with_suffix(".json").read_text(encoding="utf-8"))
     record["predict_memory"] = memory
+    record["all_cells_agreement"] = agreement
     atomic_write_text(cfg.out.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(text)
     return cfg.out

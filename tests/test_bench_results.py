@@ -49,7 +49,7 @@ def test_targets_table_verdicts():
         _row("openvino", "bf16", 4.0),
         _row("openvino", "int8", 9.0, status=PARITY_FAILED, wrong=2),
     ])
-    lines = results.targets_table(report, MEMORY)
+    lines = results.targets_table(report, MEMORY, {})
     cpu, bf16, int8, int8_bf16, exact, staged, mem = lines[2:]
     assert cpu.endswith("| yes |") and "2.50x cells/s" in cpu
     assert bf16.endswith("| no (speed) |")
@@ -62,16 +62,36 @@ def test_staged_target_needs_its_agreement_and_reports_the_stage2_share():
     row = _row("openvino", "int8", 20.0, wrong=1)  # 15/16 agree: passes an INT8 gate of its own? not 99.5%
     row = dataclasses.replace(row, case=dataclasses.replace(row.case, tag="int8+bf16", tta="staged"))
     row.measurement.staged = {"cells": 16, "stage2": 4, "share": 0.25, "views": [0, 4], "margin": 1.0}
-    (line,) = [x for x in results.targets_table(_report([row]), MEMORY) if x.startswith("| Staged TTA")]
+    (line,) = [x for x in results.targets_table(_report([row]), MEMORY, {}) if x.startswith("| Staged TTA")]
     assert "25.0% of cells went on to stage 2" in line and "no (gate failed)" in line
     row.parity = dataclasses.replace(row.parity, agreement=1.0, disagreements=0)
-    (line,) = [x for x in results.targets_table(_report([row]), MEMORY) if x.startswith("| Staged TTA")]
+    (line,) = [x for x in results.targets_table(_report([row]), MEMORY, {}) if x.startswith("| Staged TTA")]
     assert line.endswith("| yes |")
+
+
+AGREEMENT = {"cells": 150, "threshold": 0.5, "rows": [
+    {"config": "torch eager fp32, full TTA (reference)", "seconds": 200.0, "f1": 0.93},
+    {"config": "int8 IR, float layers bf16, staged TTA", "seconds": 6.0, "f1": 0.93, "agreement": 0.98,
+     "stage2": 9, "stage2_share": 0.06}]}
+
+
+def test_staged_target_also_needs_the_agreement_on_all_labelled_cells():
+    row = _row("openvino", "int8", 20.0)  # 16/16 on the bench's cells
+    row = dataclasses.replace(row, case=dataclasses.replace(row.case, tag="int8+bf16", tta="staged"))
+    row.measurement.staged = {"cells": 16, "stage2": 1, "share": 1 / 16, "views": [5], "margin": 0.3}
+    ctx = {"agreement": AGREEMENT}
+    (line,) = [x for x in results.targets_table(_report([row]), MEMORY, ctx) if x.startswith("| Staged TTA")]
+    assert "98.00% on all 150 labelled cells" in line and "no (gate failed)" in line
+    good = {"agreement": {**AGREEMENT, "rows": [{**r, "agreement": 1.0} for r in AGREEMENT["rows"]]}}
+    (line,) = [x for x in results.targets_table(_report([row]), MEMORY, good) if x.startswith("| Staged TTA")]
+    assert "100.00% on all 150 labelled cells" in line and line.endswith("| yes |")
+    table = "\n".join(results.agreement_table(AGREEMENT))
+    assert "| reference |" in table and "| 9 (6.0%) |" in table and "98.00%" in table
 
 
 def test_memory_over_limit_names_the_precision():
     runs = [{**MEMORY["runs"][0], "peak_rss": 1_200_000_000}, MEMORY["runs"][1]]
-    lines = results.targets_table(_report([_row("cpu", "fp32", 2.5)], bf16=False), {**MEMORY, "runs": runs})
+    lines = results.targets_table(_report([_row("cpu", "fp32", 2.5)], bf16=False), {**MEMORY, "runs": runs}, {})
     assert lines[-1].endswith("| no (fp32 onnx, cpu) |")
 
 
@@ -89,8 +109,10 @@ def test_render_results_mentions_synthetic_random_weights_and_command():
         budget_s: float = 5.0
         min_runs: int = 10
 
-    ctx = {"export_s": {}, "load_before": 1.0, "load_after": 2.0, "total_s": 600.0, "config": Cfg()}
+    ctx = {"agreement": AGREEMENT, "export_s": {}, "load_before": 1.0, "load_after": 2.0, "total_s": 600.0,
+           "config": Cfg()}
     text = results.render_results(_report([_row("cpu", "fp32", 2.5)]), MEMORY, ctx)
     assert "SYNTHETIC" in text and "RANDOM" in text and "logistic probe" in text
     assert "python benchmarks/standard.py" in text
+    assert "## Decision agreement on all 150 labelled prelim cells" in text
     assert "## Targets" in text and "#### Speed" in text and "legacy_seresnext50_32x4d" in text
