@@ -28,6 +28,9 @@ import ctypes, gc, signal, sys
 from pathlib import Path
 
 how, model = sys.argv[1], Path(sys.argv[2])
+# A background job (nohup, `cmd &` in a script) starts with SIGINT ignored, and Python then leaves it
+# so: install Python's own handler, as an interactive start would have, so the signal is handled.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 """
     + ALTSTACK_PRELUDE
