@@ -53,6 +53,7 @@ def recalibrate_batchnorm(net: torch.nn.Module, x: torch.Tensor, batch: int = 8)
         The number of BatchNorm layers re-estimated.
     """
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over all batches
@@ -62,8 +63,8 @@ def recalibrate_batchnorm(net: torch.nn.Module, x: torch.Tensor, batch: int = 8)
             for start in range(0, len(x), batch):
                 net(x[start : start + batch])
     finally:
-        for m in norms:
-            m.momentum = 0.1
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
         net.eval()
     return len(norms)
 

@@ -45,20 +45,6 @@ def kernel_precision(exec_type: str) -> str:
     return m.group(1).lower().replace("fp32", "f32").replace("fp16", "f16") if m else "?"
 
 
-def compile_ir(path: Path, precision: str, threads: int, batch: int, static: bool) -> tuple[Any, Any]:
-    """The IR read and compiled for the CPU with performance counters on (and a static batch if asked)."""
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(path))
-    if static:  # a fixed batch instead of the dynamic N: lets the plugin plan memory and kernels ahead
-        dims = [batch, *model.inputs[0].get_partial_shape()[1:]]
-        model.reshape({model.inputs[0].get_any_name(): ov.PartialShape(dims)})
-    config = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
-              "PERFORMANCE_HINT": "LATENCY"}
-    return model, core.compile_model(model, "CPU", config)
-
-
 @dataclass(frozen=True)
 class Variant:
     """One way of compiling and calling the IR, for the interleaved comparison.
@@ -90,8 +76,13 @@ VARIANTS = (
 )
 
 
-def compile_variant(path: Path, v: Variant, threads: int) -> Any:
-    """The IR compiled as ``v`` says (views entry opened when ``v.views`` is set)."""
+def compile_variant(path: Path, v: Variant, threads: int, batch: int = 1,
+                    perf_count: bool = False) -> tuple[Any, Any]:
+    """The IR read and compiled as ``v`` says: ``(model, compiled)``.
+
+    ``v.views`` opens the views entry; ``v.static`` fixes every input's shape (``batch``
+    cells, ``len(v.views)`` views) instead of the dynamic N, letting the plugin plan ahead.
+    """
     import openvino as ov
 
     from edgeleuk.runtime.views import ov_expose_views
@@ -101,12 +92,13 @@ def compile_variant(path: Path, v: Variant, threads: int) -> Any:
     if v.views is not None:
         ov_expose_views(model)
     if v.static:
-        shapes = {model.inputs[0].get_any_name(): ov.PartialShape([1, *model.inputs[0].get_partial_shape()[1:]])}
+        shapes = {model.inputs[0].get_any_name(): ov.PartialShape([batch, *model.inputs[0].get_partial_shape()[1:]])}
         if v.views is not None:
             shapes["views"] = ov.PartialShape([len(v.views)])
         model.reshape(shapes)
-    config = {"INFERENCE_PRECISION_HINT": v.precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": v.hint}
-    return core.compile_model(model, "CPU", config)
+    config = {"INFERENCE_PRECISION_HINT": v.precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": v.hint,
+              "PERF_COUNT": perf_count}
+    return model, core.compile_model(model, "CPU", config)
 
 
 def interleaved(path: Path, variants: tuple[Variant, ...], threads: int, rounds: int, calls: int,
@@ -120,7 +112,7 @@ def interleaved(path: Path, variants: tuple[Variant, ...], threads: int, rounds:
     image = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     runs = []
     for v in variants:
-        request = compile_variant(path, v, threads).create_infer_request()
+        request = compile_variant(path, v, threads)[1].create_infer_request()
         feed: dict[Any, np.ndarray] = {0: image}
         if v.views is not None:
             feed = {"image": image, "views": np.asarray(v.views, np.int64)}
@@ -319,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                                                      encoding="utf-8")
         print(render_variants(meta, rows))
         return 0
-    model, compiled = compile_ir(args.model, args.precision, args.threads, args.batch, args.static)
+    variant = Variant(f"int8, float layers {args.precision}", args.precision, static=args.static)
+    model, compiled = compile_variant(args.model, variant, args.threads, args.batch, perf_count=True)
     size = model.inputs[0].get_partial_shape()[1].get_length()
     layers, wall_ms = layer_profile(compiled, args.batch, size, args.runs)
     meta = {"model": str(args.model), "command": command,

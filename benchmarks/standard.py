@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from fitted_head import fit_head  # noqa: E402 - a sibling script, importable once HERE is on sys.path
-from results import render_results  # noqa: E402
+from results import STAGED_BF16, render_results  # noqa: E402
 
 log = logging.getLogger("standard")
 REPO = HERE.parent
@@ -221,7 +221,7 @@ def staged_model(cfg: StandardConfig, model: Path) -> tuple[Path, dict]:
 
 #: all-cells agreement rows: (name, model key, --precision, --tta), each against torch fp32 full TTA.
 AGREEMENT_CONFIGS = (("int8 IR, float layers bf16, full TTA", "int8", "bf16", "full"),
-                     ("int8 IR, float layers bf16, staged TTA", "staged", "bf16", "staged"),
+                     (STAGED_BF16, "staged", "bf16", "staged"),
                      ("int8 IR, float layers f32, staged TTA", "staged", "f32", "staged"))
 
 

@@ -150,9 +150,10 @@ class _Scored:
 
 
 def _score_subset(view_logits: np.ndarray, labels: np.ndarray, t_logit: float, subset: tuple[int, ...],
-                  target: float, full_pos: np.ndarray) -> _Scored:
+                  target: float, full: np.ndarray) -> _Scored:
     """The smallest margin (most cells stopped) for ``subset`` that keeps both bounds."""
     n, rotations = view_logits.shape
+    full_pos = full >= t_logit
     first = view_logits[:, list(subset)].astype(np.float64).mean(axis=1)
     distance = np.abs(first - t_logit)
     order = np.argsort(-distance, kind="stable")  # farthest first: they stop first
@@ -173,8 +174,7 @@ def _score_subset(view_logits: np.ndarray, labels: np.ndarray, t_logit: float, s
     # chosen so on 150 synthetic cells agreed at 96 % on fresh ones). Every cell shows how far
     # the other rotations can still move a stage-1 logit: stop only beyond the target quantile
     # of that shift, so a stopped cell flips with probability below 1 - target.
-    shift = np.abs(view_logits.astype(np.float64).mean(axis=1) - first)
-    margin = max(margin, shift_floor(shift, target))
+    margin = max(margin, shift_floor(np.abs(full - first), target))
     stopped = distance > margin
     staged_pos = np.where(stopped, first >= t_logit, full_pos)
     positives = labels == 1
@@ -221,7 +221,7 @@ def choose_stage(view_logits: np.ndarray, labels: np.ndarray, threshold: float,
     t_logit = threshold_logit(threshold)
     full = view_logits.mean(axis=1)
     full_pos = full >= t_logit
-    scored = [_score_subset(view_logits, labels, t_logit, s, target_agreement, full_pos)
+    scored = [_score_subset(view_logits, labels, t_logit, s, target_agreement, full)
               for s in candidate_subsets(rotations)]
     scored = [s for s in scored if s.stopped.any()]
     if not scored:

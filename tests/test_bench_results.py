@@ -71,7 +71,7 @@ def test_staged_target_needs_its_agreement_and_reports_the_stage2_share():
 
 AGREEMENT = {"cells": 150, "threshold": 0.5, "rows": [
     {"config": "torch eager fp32, full TTA (reference)", "seconds": 200.0, "f1": 0.93},
-    {"config": "int8 IR, float layers bf16, staged TTA", "seconds": 6.0, "f1": 0.93, "agreement": 0.98,
+    {"config": results.STAGED_BF16, "seconds": 6.0, "f1": 0.93, "agreement": 0.98,
      "stage2": 9, "stage2_share": 0.06}]}
 
 

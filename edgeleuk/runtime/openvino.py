@@ -221,12 +221,8 @@ class OpenVINOBackend(Backend):
             request = self._requests.get_nowait()
         except queue.Empty:
             request = self._compiled.create_infer_request()
-        feed: dict[Any, np.ndarray] = {0: np.ascontiguousarray(batch)}
-        if views is not None:
-            feed = {INPUT_NAME: feed[0], VIEWS_NAME: np.asarray(views, np.int64)}
         try:
-            result = request.infer(feed)
-            return np.array(result[names[0]], np.float32), np.array(result[names[1]], np.float32)
+            return _infer_on(request, batch, views, names)
         finally:
             self._requests.put(request)
 
@@ -276,13 +272,15 @@ class OpenVINOBackend(Backend):
         staged cells one at a time on its own request (a cell's stage 2 depends on its
         stage 1, so the queue cannot be fed blind).
         """
+        if staged is not None and self._all_views is None:
+            return None
         ov = _import_openvino()
         config = compile_config(replace(self.own, hint="throughput"), self.options.threads)
         compiled = self._compile(config)
-        if staged is not None:
-            return None if self._all_views is None else _staged_throughput(compiled, cells, budget_s, staged)
         nreq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         streams = compiled.get_property("NUM_STREAMS")
+        if staged is not None:
+            return _staged_throughput(compiled, nreq, streams, cells, budget_s, staged)
         jobs = ov.AsyncInferQueue(compiled, nreq)
         min_cells = max(batch, 2 * nreq)
         singles = [np.ascontiguousarray(c[None]) for c in cells]
@@ -302,17 +300,25 @@ class OpenVINOBackend(Backend):
         return ThroughputMode(mode, done / elapsed, done)
 
 
-def _staged_throughput(compiled: Any, cells: np.ndarray, budget_s: float, choice: StageChoice) -> ThroughputMode:
+def _infer_on(request: Any, batch: np.ndarray, views: np.ndarray | None, names: tuple[str, str]) -> tuple[Any, Any]:
+    """One call on ``request``: the two named outputs as float32 (``views`` only with the views entry open)."""
+    feed: dict[Any, np.ndarray] = {0: np.ascontiguousarray(batch)}
+    if views is not None:
+        feed = {INPUT_NAME: feed[0], VIEWS_NAME: np.asarray(views, np.int64)}
+    result = request.infer(feed)
+    return np.array(result[names[0]], np.float32), np.array(result[names[1]], np.float32)
+
+
+def _staged_throughput(compiled: Any, nreq: int, streams: Any, cells: np.ndarray, budget_s: float,
+                       choice: StageChoice) -> ThroughputMode:
     """Cells/s of staged TTA with one thread per infer request of a THROUGHPUT-compiled model (views exposed)."""
-    nreq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    streams = compiled.get_property("NUM_STREAMS")
 
     def worker(index: int, deadline: float | None) -> int:
         request = compiled.create_infer_request()
 
         def run_views(batch: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            result = request.infer({INPUT_NAME: batch, VIEWS_NAME: np.asarray(views, np.int64)})
-            return np.array(result[LOGIT], np.float32).reshape(-1), np.array(result[VIEW_LOGITS], np.float32)
+            logits, view_logits = _infer_on(request, batch, views, (LOGIT, VIEW_LOGITS))
+            return logits.reshape(-1), view_logits
 
         done, i = 0, index
         while True:  # OpenVINO releases the GIL while a request runs: the threads overlap
