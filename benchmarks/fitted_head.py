@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeleuk.data import discover, spread
-from edgeleuk.imageio import decode_image
-from edgeleuk.meta import ModelMeta
-from edgeleuk.tta import rotated_views
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.data import discover, spread
+from edgeleuk.io.imageio import decode_image
+from edgeleuk.modeling.tta import rotated_views
 
 log = logging.getLogger("standard.head")
 

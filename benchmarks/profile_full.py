@@ -144,8 +144,8 @@ def profile_torch(ckpt: Path, cells: np.ndarray, threads: int) -> list[str]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from edgeleuk.checkpoint import load_checkpoint
-    from edgeleuk.reference import TorchReference
+    from edgeleuk.modeling.checkpoint import load_checkpoint
+    from edgeleuk.modeling.reference import TorchReference
 
     torch.set_num_threads(threads)
     ref = TorchReference(load_checkpoint(ckpt))
@@ -164,8 +164,8 @@ def torch_variants(ckpt: Path, cells: np.ndarray, threads: int) -> list[str]:
     """What the paper's eager path spends on preprocessing, and what other torch modes would give."""
     import torch
 
-    from edgeleuk.checkpoint import load_checkpoint
-    from edgeleuk.reference import TorchReference
+    from edgeleuk.modeling.checkpoint import load_checkpoint
+    from edgeleuk.modeling.reference import TorchReference
 
     torch.set_num_threads(threads)
     ref = TorchReference(load_checkpoint(ckpt))
@@ -198,8 +198,8 @@ def interleaved(work: Path, arch: str, cells: np.ndarray, threads: int, rounds: 
     import openvino as ov
     import torch
 
-    from edgeleuk.checkpoint import load_checkpoint
-    from edgeleuk.reference import TorchReference
+    from edgeleuk.modeling.checkpoint import load_checkpoint
+    from edgeleuk.modeling.reference import TorchReference
 
     torch.set_num_threads(threads)
     ref = TorchReference(load_checkpoint(work / f"{arch}-random.pt"))
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "profiles" / "PROFILE.md")
     ap.add_argument("--skip-torch", action="store_true")
     args = ap.parse_args(argv)
-    from edgeleuk.atomic import atomic_write_text
     from edgeleuk.bench.cells import load_cells
+    from edgeleuk.io.atomic import atomic_write_text
 
     cells = load_cells(args.work / "data", args.cells).images
     onnx_model, int8 = args.work / f"{args.arch}-fp32.onnx", args.work / f"{args.arch}-int8.xml"

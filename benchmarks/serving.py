@@ -38,10 +38,10 @@ def _model(work: Path) -> Path:
         return out
     import torch
 
-    from edgeleuk.checkpoint import save_checkpoint
+    from edgeleuk.core.meta import ModelMeta
     from edgeleuk.exporting import export_model
-    from edgeleuk.meta import ModelMeta
-    from edgeleuk.model import create_model
+    from edgeleuk.modeling.checkpoint import save_checkpoint
+    from edgeleuk.modeling.model import create_model
 
     torch.manual_seed(0)
     ckpt = work / "tiny.pt"
@@ -53,7 +53,7 @@ def _model(work: Path) -> Path:
 def _folder(work: Path, n: int) -> Path:
     from runtime_support import write_bad_files
 
-    from edgeleuk.synth import make_synthetic
+    from edgeleuk.synth.dataset import make_synthetic
 
     folder = work / "cells"
     if not folder.is_dir():
@@ -67,7 +67,7 @@ def _folder(work: Path, n: int) -> Path:
 
 
 def _cells(folder: Path, n: int) -> list[np.ndarray]:
-    from edgeleuk.imageio import decode_image
+    from edgeleuk.io.imageio import decode_image
 
     decoded = [decode_image(p) for p in sorted(folder.glob("*.bmp"))]
     return [d.image for d in decoded if d.ok][:n]
@@ -112,9 +112,9 @@ def main() -> None:
     import ray
 
     from edgeleuk.cluster.predict import cluster_predict
-    from edgeleuk.predict import PredictOptions, predict
     from edgeleuk.runtime.remote import ServerClient
     from edgeleuk.serving.server import ServeOptions, start, stop
+    from edgeleuk.workflow.predict import PredictOptions, predict
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     url = start(model, ServeOptions(backend="cpu", threads=1, max_batch=8, port=18765))

@@ -82,7 +82,7 @@ class StandardConfig:
 
 def synthetic_data(cfg: StandardConfig) -> Path:
     """The SYNTHETIC data set, drawn once into the work folder."""
-    from edgeleuk.synth import make_synthetic
+    from edgeleuk.synth.dataset import make_synthetic
 
     root = cfg.work / "data"
     if not (root / "SYNTHETIC.txt").is_file():
@@ -95,9 +95,9 @@ def benchmark_checkpoint(cfg: StandardConfig, data: Path) -> Path:
     """The paper's architecture: random trunk (seed 0), head fitted on SYNTHETIC cells; saved once."""
     import torch
 
-    from edgeleuk.checkpoint import save_checkpoint
-    from edgeleuk.meta import ModelMeta
-    from edgeleuk.model import create_model
+    from edgeleuk.core.meta import ModelMeta
+    from edgeleuk.modeling.checkpoint import save_checkpoint
+    from edgeleuk.modeling.model import create_model
 
     path = cfg.work / f"{cfg.arch}-fitted-head.pt"
     if not path.is_file():
@@ -113,8 +113,8 @@ def benchmark_checkpoint(cfg: StandardConfig, data: Path) -> Path:
 
 def _exported_from(model: Path, ckpt_sha: str) -> bool:
     """Whether a cached export came from this checkpoint under the current graph contract."""
-    from edgeleuk.contract import contract_record
-    from edgeleuk.runtime.modelfile import read_model_meta
+    from edgeleuk.core.contract import contract_record
+    from edgeleuk.io.modelfile import read_model_meta
 
     try:
         meta, export = read_model_meta(model) if model.is_file() else (None, {})
@@ -128,8 +128,8 @@ def _exported_from(model: Path, ckpt_sha: str) -> bool:
 
 def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Path, dict[str, float]]:
     """fp32 ONNX and INT8 IR of ``ckpt`` (reused when already exported from it), and export seconds."""
-    from edgeleuk.checkpoint import sha256_file
     from edgeleuk.exporting import export_model, load_profile
+    from edgeleuk.modeling.checkpoint import sha256_file
 
     sha, seconds = sha256_file(ckpt), {}
     jobs = {"fp32": ("cpu-fp32", cfg.work / f"{cfg.arch}-fp32.onnx"),
@@ -155,7 +155,7 @@ PREDICT_CONFIGS = (("fp32 onnx, cpu", "fp32", "cpu", "f32"), ("fp32 onnx, openvi
 
 
 def _predict_input(cfg: StandardConfig, data: Path, n: int) -> Path:
-    from edgeleuk.data import discover
+    from edgeleuk.io.data import discover
 
     folder = discover(data).split("prelim")[0].path.parent
     subset = cfg.work / f"predict-in-{n}"
@@ -198,7 +198,7 @@ def stage_data(cfg: StandardConfig) -> Path:
     reads) holds 300 cells: the margin's floor, a 99.5 % quantile, then lies below the largest
     shift seen instead of at it.
     """
-    from edgeleuk.synth import make_synthetic
+    from edgeleuk.synth.dataset import make_synthetic
 
     subjects = 2 * cfg.subjects
     root = cfg.work / f"stage-data-{subjects}x{cfg.cells_per_subject}"
@@ -235,11 +235,11 @@ def all_cells_agreement(cfg: StandardConfig, ckpt: Path, models: dict[str, Path]
     import numpy as np
     import torch
 
-    from edgeleuk.checkpoint import load_checkpoint
-    from edgeleuk.data import discover
-    from edgeleuk.imageio import decode_image
-    from edgeleuk.metrics import binary_metrics
-    from edgeleuk.reference import TorchReference
+    from edgeleuk.evaluation.metrics import binary_metrics
+    from edgeleuk.io.data import discover
+    from edgeleuk.io.imageio import decode_image
+    from edgeleuk.modeling.checkpoint import load_checkpoint
+    from edgeleuk.modeling.reference import TorchReference
     from edgeleuk.runtime.classifier import Classifier
 
     records = [r for r in discover(data).split("prelim") if r.label is not None]
@@ -288,7 +288,7 @@ def run(cfg: StandardConfig, quick: bool = False) -> Path:
     context = {"agreement": agreement, "stage": stage, "export_s": export_s, "load_before": load_before,
                "load_after": load_after, "total_s": time.time() - started, "config": cfg, "quick": quick}
     text = render_results(report, memory, context)
-    from edgeleuk.atomic import atomic_write_text
+    from edgeleuk.io.atomic import atomic_write_text
 
     atomic_write_text(cfg.out, text)
     record = json.loads(cfg.out.with_suffix(".json").read_text(encoding="utf-8"))

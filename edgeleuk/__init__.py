@@ -9,7 +9,7 @@ The embedding API needs no torch::
 
 from __future__ import annotations
 
-from edgeleuk.imageheader import limit_opencv
+from edgeleuk.io.imageheader import limit_opencv
 
 limit_opencv()  # before anything imports cv2: OpenCV reads its pixel cap once, when it loads
 

@@ -27,18 +27,18 @@ import typer
 from edgeleuk.bench import BenchOptions, run_bench
 from edgeleuk.bench.options import bench_choices
 from edgeleuk.cluster.predict import cluster_predict
-from edgeleuk.config import config_text, describe_configs
-from edgeleuk.errors import EdgeleukError
+from edgeleuk.core.config import config_text, describe_configs
+from edgeleuk.core.errors import EdgeleukError
 from edgeleuk.info import describe_model_file
-from edgeleuk.predict import PredictOptions
-from edgeleuk.predict import predict as run_predict
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, backend_options, explicit_only, option_fields
+from edgeleuk.runtime.staged import DEFAULT_AGREEMENT, TTA_MODES
 from edgeleuk.serving.repository import RepoOptions, write_serving_repos
 from edgeleuk.serving.server import ServeOptions, serve_forever
-from edgeleuk.staged import DEFAULT_AGREEMENT, TTA_MODES
-from edgeleuk.synth import make_synthetic
+from edgeleuk.synth.dataset import make_synthetic
 from edgeleuk.workflow.calibrate import calibrate_model
+from edgeleuk.workflow.predict import PredictOptions
+from edgeleuk.workflow.predict import predict as run_predict
 from edgeleuk.workflow.report import write_report
 from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
@@ -152,7 +152,7 @@ def import_checkpoint(
     out: Path = typer.Argument(..., help="edgeleuk checkpoint to write."),
 ) -> None:
     """Convert the paper's published model.pt into an edgeleuk checkpoint."""
-    from edgeleuk.checkpoint import import_paper_checkpoint  # lazy: torch
+    from edgeleuk.modeling.checkpoint import import_paper_checkpoint  # lazy: torch
 
     with _exit_codes():
         ckpt = import_paper_checkpoint(src, out)
@@ -371,8 +371,12 @@ def serve(
 @app.command("serving-repo")
 def serving_repo(
     out: Path = typer.Argument(..., help="New folder for the repositories (triton/ and ovms/)."),
-    onnx: Path | None = typer.Option(None, help="Exported .onnx for Triton (ONNX Runtime backend)."),
-    ir: Path | None = typer.Option(None, help="Exported OpenVINO IR .xml (e.g. INT8) for OpenVINO Model Server."),
+    model: list[Path] = typer.Option(
+        [], "--model", "-m",
+        help="Exported model, repeatable; each goes to its format's repository (.onnx: Triton, .xml: OVMS).",
+    ),
+    onnx: Path | None = typer.Option(None, hidden=True, help="Deprecated: use --model."),
+    ir: Path | None = typer.Option(None, hidden=True, help="Deprecated: use --model."),
     name: str = typer.Option("edgeleuk", help="Model name in both repositories."),
     max_batch: int = typer.Option(8, min=1, help="Triton max_batch_size (dynamic batching up to it)."),
     gpu: bool | None = typer.Option(None, help="Triton instances on GPU (default: only for an fp16 export)."),
@@ -381,7 +385,11 @@ def serving_repo(
     """Write Triton Inference Server and/or OpenVINO Model Server model repositories."""
     with _exit_codes():
         opts = RepoOptions(name=name, max_batch=max_batch, gpu=gpu, tensorrt=tensorrt)
-        result = write_serving_repos(out, onnx=onnx, ir=ir, options=opts)
+        models = [*model, *(p for p in (onnx, ir) if p is not None)]
+        if onnx or ir:
+            typer.echo("note: --onnx and --ir are deprecated; use --model (each model goes to its format's "
+                       "repository)", err=True)
+        result = write_serving_repos(out, models, options=opts)
     typer.echo(result.describe())
 
 

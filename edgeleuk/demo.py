@@ -19,13 +19,13 @@ from typing import Any
 
 from rich.console import Console
 
-from edgeleuk.atomic import atomic_write_text
-from edgeleuk.data import discover
-from edgeleuk.errors import EdgeleukError, GateFailed, UsageError
+from edgeleuk.core.errors import EdgeleukError, GateFailed, UsageError
 from edgeleuk.exporting import export_model
-from edgeleuk.predict import PredictOptions, predict
-from edgeleuk.synth import make_synthetic
+from edgeleuk.io.atomic import atomic_write_text
+from edgeleuk.io.data import discover
+from edgeleuk.synth.dataset import make_synthetic
 from edgeleuk.training.loop import train
+from edgeleuk.workflow.predict import PredictOptions, predict
 from edgeleuk.workflow.report import write_report
 
 SYNTHETIC_NOTE = (

@@ -1,7 +1,7 @@
 """``edgeleuk info``: what a model file or checkpoint says about itself, as text for people.
 
 Exported ``.onnx``/``.xml`` files are read torch-free through
-:mod:`edgeleuk.runtime.modelfile`; a checkpoint ``.pt`` is the only case that
+:mod:`edgeleuk.io.modelfile`; a checkpoint ``.pt`` is the only case that
 imports torch.
 """
 
@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.errors import UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.runtime.modelfile import read_model_meta
-from edgeleuk.runtime.registry import kind_of
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.formats import format_of
+from edgeleuk.io.modelfile import read_model_meta
 
 #: Suffixes ``info`` treats as PyTorch checkpoints rather than exported models.
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -56,7 +56,7 @@ def _format_export(export: dict[str, Any]) -> list[str]:
 
 def _describe_checkpoint(path: Path) -> str:
     # Lazy: only a checkpoint needs torch; `edgeleuk info model.onnx` must work on a torch-free install.
-    from edgeleuk.checkpoint import load_checkpoint
+    from edgeleuk.modeling.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     head = [f"{path}: edgeleuk checkpoint (PyTorch), {len(ckpt.state_dict)} tensors"]
@@ -71,7 +71,6 @@ def describe_model_file(path: Path) -> str:
             raise UsageError(f"checkpoint not found: {path}")
         return _describe_checkpoint(path)
     meta, export = read_model_meta(path)
-    kind = kind_of(path)
-    size_mb = sum(f.stat().st_size for f in kind.files(path)) / 1e6
-    head = [f"{path}: {kind.label} model, {size_mb:.1f} MB"]
+    fmt = format_of(path)
+    head = [f"{path}: {fmt.label} model, {fmt.size_bytes(path) / 1e6:.1f} MB"]
     return "\n".join(head + format_meta(meta) + _format_export(export))

@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic data set in the public C-NMC release layout."""
-    from edgeleuk.synth import make_synthetic
+    from edgeleuk.synth.dataset import make_synthetic
 
     root = tmp_path_factory.mktemp("synth")
     make_synthetic(root, subjects=10, cells_per_subject=6, seed=0)
@@ -32,9 +32,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight ``seresnext_tiny`` checkpoint with the paper's preprocessing (8 rotations)."""
     import torch
 
-    from edgeleuk.checkpoint import save_checkpoint
-    from edgeleuk.meta import ModelMeta
-    from edgeleuk.model import create_model
+    from edgeleuk.core.meta import ModelMeta
+    from edgeleuk.modeling.checkpoint import save_checkpoint
+    from edgeleuk.modeling.model import create_model
 
     torch.manual_seed(0)
     model = create_model("seresnext_tiny")

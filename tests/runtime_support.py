@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeleuk.meta import ModelMeta
+from edgeleuk.core.meta import ModelMeta
 
 GAIN = 12.0
 SIZE = 450

@@ -1,6 +1,6 @@
 import pytest
 
-from edgeleuk.atomic import atomic_open, atomic_path, atomic_write_text
+from edgeleuk.io.atomic import atomic_open, atomic_path, atomic_write_text
 
 
 def test_success_replaces_destination(tmp_path):
@@ -56,7 +56,7 @@ def test_rewrite_keeps_owner_only_permissions(tmp_path):
 def test_process_umask_is_never_changed(tmp_path, monkeypatch):
     import os
 
-    from edgeleuk.atomic import current_umask
+    from edgeleuk.io.atomic import current_umask
 
     umask = os.umask(0o027)
     try:
@@ -97,8 +97,8 @@ def test_atomic_path_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
 
 
 def test_cnmc_zip_is_fsynced(tmp_path, monkeypatch):
-    from edgeleuk.outputs import ResultRow, write_cnmc
     from edgeleuk.runtime.classifier import Prediction
+    from edgeleuk.workflow.outputs import ResultRow, write_cnmc
 
     seen = _fsynced(monkeypatch)
     rows = [

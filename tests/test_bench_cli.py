@@ -34,9 +34,9 @@ def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another random tiny checkpoint: different weights from the one the model came from."""
     import torch
 
-    from edgeleuk.checkpoint import save_checkpoint
-    from edgeleuk.meta import ModelMeta
-    from edgeleuk.model import create_model
+    from edgeleuk.core.meta import ModelMeta
+    from edgeleuk.modeling.checkpoint import save_checkpoint
+    from edgeleuk.modeling.model import create_model
 
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("other") / "other.pt"

@@ -12,7 +12,7 @@ from edgeleuk.bench.cases import Case, ModelFile
 from edgeleuk.bench.machine import MachineInfo
 from edgeleuk.bench.report import OK, PARITY_FAILED, BenchReport, Row
 from edgeleuk.bench.worker import Measurement
-from edgeleuk.parity import Parity, recorded_thresholds
+from edgeleuk.evaluation.parity import Parity, recorded_thresholds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 results = pytest.importorskip("results")

@@ -15,8 +15,8 @@ from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.report import OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row
 from edgeleuk.bench.timing import Latency, measure_throughput, percentiles, repeat_for
 from edgeleuk.bench.worker import Measurement
-from edgeleuk.errors import UsageError
-from edgeleuk.parity import Parity, Thresholds
+from edgeleuk.core.errors import UsageError
+from edgeleuk.evaluation.parity import Parity, Thresholds
 
 FP32 = Thresholds("cpu-fp32", 1.0, 1e-4)
 
@@ -165,7 +165,7 @@ def _mf(name: str, kind: str = "onnx", precision: str = "fp32") -> ModelFile:
 
 def test_plan_rows_for_fp32_onnx_and_int8_ir():
     avail = {"cpu": None, "openvino": None, "cuda": "no GPU", "torch": None}
-    cases = plan_cases([_mf("m.onnx"), _mf("q.xml", "ir", "int8")], "all", True, True, avail)
+    cases = plan_cases([_mf("m.onnx"), _mf("q.xml", "openvino", "int8")], "all", True, True, avail)
     labels = [c.label for c in cases]
     assert labels == ["torch eager fp32", "cpu fp32", "openvino fp32", "openvino bf16", "cuda fp32", "openvino int8",
                       "openvino int8+bf16"]

@@ -3,17 +3,17 @@ import os
 import pytest
 import torch
 
-from edgeleuk.checkpoint import (
+from edgeleuk.core.errors import CheckpointError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.modeling.checkpoint import (
     Checkpoint,
     convert_paper_state_dict,
     import_paper_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from edgeleuk.errors import CheckpointError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.model import create_model
-from edgeleuk.weights import safe_torch_load
+from edgeleuk.modeling.model import create_model
+from edgeleuk.modeling.weights import safe_torch_load
 
 
 def _paper_style_state_dict(model: torch.nn.Module) -> dict:

@@ -17,8 +17,8 @@ from runtime_support import (
 )
 
 import edgeleuk
-from edgeleuk.errors import UsageError
-from edgeleuk.meta import ModelMeta
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import ModelMeta
 from edgeleuk.runtime.classifier import Classifier, Prediction
 
 BACKENDS = ["cpu", "openvino"]

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeleuk.config import (
+from edgeleuk.core.config import (
     config_names,
     config_text,
     describe_configs,
@@ -11,7 +11,7 @@ from edgeleuk.config import (
     load_toml,
     resolve_named,
 )
-from edgeleuk.errors import ConfigError
+from edgeleuk.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""edgeleuk.csvcells: exact names in valid UTF-8, and cells a spreadsheet will not evaluate."""
+"""edgeleuk.io.csvcells: exact names in valid UTF-8, and cells a spreadsheet will not evaluate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from edgeleuk.csvcells import name_to_text, plain_cell, plain_row, sheet_cell, sheet_row, text_to_name
+from edgeleuk.io.csvcells import name_to_text, plain_cell, plain_row, sheet_cell, sheet_row, text_to_name
 
 NAMES = [
     "UID_7_1_1_all.bmp",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeleuk.data import (
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.io.data import (
     Record,
     discover,
     fingerprint,
@@ -24,7 +25,6 @@ from edgeleuk.data import (
     spread,
     subject_from_name,
 )
-from edgeleuk.errors import DataError, UsageError
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -248,8 +248,8 @@ def test_describe_mentions_splits(synth_root):
 
 def test_runtime_modules_do_not_import_torch():
     code = (
-        "import sys; import edgeleuk.data, edgeleuk.metrics, edgeleuk.imageio; "
-        "import edgeleuk.imageio as io, numpy as np; io.decode_bytes(b'x'); "
+        "import sys; import edgeleuk.io.data, edgeleuk.evaluation.metrics, edgeleuk.io.imageio; "
+        "import edgeleuk.io.imageio as io, numpy as np; io.decode_bytes(b'x'); "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
+from edgeleuk.core.errors import UsageError
 from edgeleuk.demo import MARKER, run_demo
-from edgeleuk.errors import UsageError
 
 
 @pytest.mark.slow

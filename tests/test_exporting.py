@@ -10,15 +10,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgeleuk.checkpoint import load_checkpoint
-from edgeleuk.contract import EXPORT_KEY, META_KEY
-from edgeleuk.errors import GateFailed
+from edgeleuk.core.contract import EXPORT_KEY, META_KEY
+from edgeleuk.core.errors import GateFailed
+from edgeleuk.core.meta import ModelMeta, Preprocess
 from edgeleuk.exporting import export_model, load_profile
-from edgeleuk.files import sha256_file
 from edgeleuk.info import describe_model_file
-from edgeleuk.meta import ModelMeta, Preprocess
-from edgeleuk.reference import TorchReference
-from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.io.files import sha256_file
+from edgeleuk.io.modelfile import read_model_meta
+from edgeleuk.modeling.checkpoint import load_checkpoint
+from edgeleuk.modeling.reference import TorchReference
 
 EPOCH = 1_700_000_000
 
@@ -147,8 +147,8 @@ def test_full_seresnext50_passes_fp32_gate(synth_root: Path, tmp_path: Path) -> 
     """The paper's network (random weights: none can be downloaded here) at 450 -> 300 with 8 rotations."""
     import torch
 
-    from edgeleuk.checkpoint import save_checkpoint
-    from edgeleuk.model import create_model
+    from edgeleuk.modeling.checkpoint import save_checkpoint
+    from edgeleuk.modeling.model import create_model
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "full.pt", create_model().state_dict(), ModelMeta())

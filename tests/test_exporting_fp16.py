@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edgeleuk.core.meta import ModelMeta
 from edgeleuk.exporting import export_model, load_profile
 from edgeleuk.exporting.graph import contract_problems, fp16_problems
-from edgeleuk.meta import ModelMeta
 from edgeleuk.runtime.cuda import CudaBackend
 
 HAS_CUDA = CudaBackend.availability() is None
@@ -46,8 +46,8 @@ def test_fp16_gate_records_cuda_status(fp16_export) -> None:
 
 
 def test_fp32_graph_has_no_fp16_weights(tiny_checkpoint: Path) -> None:
-    from edgeleuk.checkpoint import load_checkpoint
     from edgeleuk.exporting.graph import export_onnx
+    from edgeleuk.modeling.checkpoint import load_checkpoint
 
     assert fp16_problems(export_onnx(load_checkpoint(tiny_checkpoint), 17)) != []
 

@@ -12,7 +12,7 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from edgeleuk.errors import DataError
+from edgeleuk.core.errors import DataError
 from edgeleuk.exporting import export_model, load_profile
 
 EPOCH = 1_700_000_000
@@ -51,7 +51,7 @@ def test_int8_ir_is_quantized_and_keeps_contract(int8_export) -> None:
 
 
 def test_int8_metadata_in_rt_info(int8_export) -> None:
-    from edgeleuk.runtime.modelfile import read_model_meta
+    from edgeleuk.io.modelfile import read_model_meta
 
     meta, export = read_model_meta(int8_export.path)
     assert meta.arch == "seresnext_tiny"

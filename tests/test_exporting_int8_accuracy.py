@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeleuk.errors import ConfigError
+from edgeleuk.core.errors import ConfigError
+from edgeleuk.evaluation.metrics import binary_metrics
 from edgeleuk.exporting import export_model, load_profile
 from edgeleuk.exporting.gate import ReferenceOutputs
 from edgeleuk.exporting.int8 import describe_quantization
 from edgeleuk.exporting.int8_accuracy import F1Validator, _record
-from edgeleuk.metrics import binary_metrics
 
 LABELS = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
 REF_PROBS = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1, 0.1, 0.6], dtype=np.float32)
@@ -95,7 +95,7 @@ def _small(**changes):
 
 def test_without_labels_plain_nncf_runs_and_says_so(tiny_checkpoint: Path, synth_root: Path,
                                                      tmp_path: Path) -> None:
-    from edgeleuk.runtime.modelfile import read_model_meta
+    from edgeleuk.io.modelfile import read_model_meta
 
     result = export_model(tiny_checkpoint, tmp_path / "nolabels.xml", _small(), calib=synth_root / "final")
     assert not result.gate.labelled and result.gate.passed

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeleuk.errors import ConfigError, DataError, UsageError
+from edgeleuk.core.errors import ConfigError, DataError, UsageError
 from edgeleuk.exporting import load_profile
 from edgeleuk.exporting.calib import gate_and_calib_sets
 from edgeleuk.exporting.pipeline import export_time, output_path

@@ -15,9 +15,9 @@ from runtime_support import FlakyBackend, gray_cell, write_bmp
 from typer.testing import CliRunner
 
 from edgeleuk.cli import app
-from edgeleuk.errors import EngineFault
-from edgeleuk.predict import PredictOptions, partial_path, predict
+from edgeleuk.core.errors import EngineFault
 from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.workflow.predict import PredictOptions, partial_path, predict
 from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
 FAST = FaultPolicy(retries=4, backoff_s=0.01, max_backoff_s=0.02)
@@ -129,7 +129,7 @@ def test_predict_keeps_what_it_classified_before_a_fault(
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     names = _cells(folder, 6)
     monkeypatch.setattr(
-        "edgeleuk.predict.load_classifier", lambda model, options: _classifier(lambda c: c > 2)
+        "edgeleuk.workflow.predict.load_classifier", lambda model, options: _classifier(lambda c: c > 2)
     )
     with pytest.raises(EngineFault, match="stopped after classifying 4 of 6") as fault:
         predict(folder, model=tmp_path / "m.onnx", out=out, options=PredictOptions(progress=False))
@@ -147,7 +147,7 @@ def test_predict_with_an_engine_that_always_fails_writes_no_error_rows(
     _cells(folder, 3)
     out.write_text("an earlier run\n")
     monkeypatch.setattr(
-        "edgeleuk.predict.load_classifier", lambda model, options: _classifier(lambda c: True)
+        "edgeleuk.workflow.predict.load_classifier", lambda model, options: _classifier(lambda c: True)
     )
     result = CliRunner().invoke(
         app, ["predict", str(folder), "--model", str(tmp_path / "m.onnx"), "--out", str(out)]

@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from edgeleuk.errors import DataError
-from edgeleuk.files import SYNTHETIC_MARKER, read_csv, sha256_file, synthetic_root
+from edgeleuk.core.errors import DataError
+from edgeleuk.io.files import SYNTHETIC_MARKER, read_csv, sha256_file, synthetic_root
 
 
 def test_sha256_file_matches_hashlib_across_chunks(tmp_path):

@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 from workflow_support import cell_bytes
 
 from edgeleuk.cli import app
-from edgeleuk.csvcells import plain_cell, text_to_name
-from edgeleuk.predict import PredictOptions, predict
+from edgeleuk.io.csvcells import plain_cell, text_to_name
 from edgeleuk.workflow.csvlog import CsvLog
+from edgeleuk.workflow.predict import PredictOptions, predict
 from edgeleuk.workflow.report import build_page, write_report
 from edgeleuk.workflow.report_data import OUTSIDE
 from edgeleuk.workflow.watch import COLUMNS, watch_folder
@@ -103,7 +103,7 @@ RUN = textwrap.dedent(
     """
     import resource, sys
     from pathlib import Path
-    from edgeleuk.predict import PredictOptions, predict
+    from edgeleuk.workflow.predict import PredictOptions, predict
     from edgeleuk.workflow.watch import watch_folder
 
     folder, model, out = (Path(a) for a in sys.argv[1:4])

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeleuk import imageio
-from edgeleuk.imageheader import HeaderError, read_header
-from edgeleuk.imageio import (
+from edgeleuk.io import imageio
+from edgeleuk.io.imageheader import HeaderError, read_header
+from edgeleuk.io.imageio import (
     Decoded,
     decode_bytes,
     decode_image,

@@ -57,7 +57,7 @@ def test_lazy_training_import_in_workflow_breaks_the_contract(tree: Path) -> Non
 
 
 def test_a_cycle_breaks_the_contract(tree: Path) -> None:
-    _append(tree / "edgeleuk" / "files.py", "import edgeleuk.data  # noqa")  # data imports files
+    _append(tree / "edgeleuk" / "io" / "files.py", "import edgeleuk.io.data  # noqa")  # data imports files
     result = _lint(tree)
     assert result.returncode != 0
     assert "No cycles are allowed in edgeleuk" in result.stdout

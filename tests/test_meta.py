@@ -1,7 +1,7 @@
 import pytest
 
-from edgeleuk.errors import CheckpointError
-from edgeleuk.meta import ModelMeta, Preprocess
+from edgeleuk.core.errors import CheckpointError
+from edgeleuk.core.meta import ModelMeta, Preprocess
 
 
 def test_defaults_follow_the_paper():

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from edgeleuk.errors import UsageError
-from edgeleuk.metrics import (
+from edgeleuk.core.errors import UsageError
+from edgeleuk.evaluation.metrics import (
     MetricsInputError,
     binary_metrics,
     confusion,

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from edgeleuk import model as model_mod
-from edgeleuk.errors import CheckpointError, UsageError
-from edgeleuk.model import GROUPS, create_model, load_pretrained, param_groups
+from edgeleuk.core.errors import CheckpointError, UsageError
+from edgeleuk.modeling import model as model_mod
+from edgeleuk.modeling.model import GROUPS, create_model, load_pretrained, param_groups
 
 
 def test_paper_architecture_matches_cadene_senet():

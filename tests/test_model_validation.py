@@ -14,9 +14,9 @@ from runtime_support import EXPORT_INFO, build_onnx, gray_cell, write_bmp
 from typer.testing import CliRunner
 
 from edgeleuk.cli import app
-from edgeleuk.contract import TensorSpec, graph_problems
-from edgeleuk.errors import UsageError
-from edgeleuk.meta import ModelMeta
+from edgeleuk.core.contract import TensorSpec, graph_problems
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import ModelMeta
 from edgeleuk.runtime.classifier import Classifier
 
 
@@ -29,7 +29,7 @@ def _with_metadata(src: Path, dst: Path, meta: str | None = None, export: str | 
     """A copy of ``src`` whose metadata strings are replaced verbatim (no validation on the way)."""
     import onnx
 
-    from edgeleuk.modelwrite import set_onnx_metadata
+    from edgeleuk.io.formats import set_onnx_metadata
 
     proto = onnx.load(str(src))
     strings = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeleuk import modelwrite as staging
-from edgeleuk.modelwrite import staged
+from edgeleuk.io import modelwrite as staging
+from edgeleuk.io.modelwrite import replace_atomically
 
 
 def _write_pair(folder: Path, tag: str) -> None:
@@ -22,16 +22,16 @@ def _visible(folder: Path) -> dict[str, str]:
 
 def test_pair_replaces_old_pair_and_leaves_no_stage(tmp_path: Path) -> None:
     _write_pair(tmp_path, "old")
-    with staged(tmp_path / "m.xml") as stage:
+    with replace_atomically(tmp_path / "m.xml") as stage:
         _write_pair(stage, "new")
     assert _visible(tmp_path) == {"m.xml": "xml new", "m.bin": "bin new"}
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
 
 
 def test_first_export_and_onnx(tmp_path: Path) -> None:
-    with staged(tmp_path / "m.xml") as stage:
+    with replace_atomically(tmp_path / "m.xml") as stage:
         _write_pair(stage, "new")
-    with staged(tmp_path / "m.onnx") as stage:
+    with replace_atomically(tmp_path / "m.onnx") as stage:
         (stage / "m.onnx").write_text("onnx")
     assert _visible(tmp_path) == {"m.xml": "xml new", "m.bin": "bin new", "m.onnx": "onnx"}
 
@@ -48,7 +48,7 @@ def test_every_intermediate_state_is_consistent_or_has_no_xml(tmp_path: Path,
         seen.append(_visible(tmp_path))
 
     monkeypatch.setattr(staging.os, "replace", replace)
-    with staged(tmp_path / "m.xml") as stage:
+    with replace_atomically(tmp_path / "m.xml") as stage:
         _write_pair(stage, "new")
     assert len(seen) == 4
     for state in seen:
@@ -71,7 +71,7 @@ def test_failed_move_restores_the_old_pair(tmp_path: Path, monkeypatch: pytest.M
         real_replace(src, dst)
 
     monkeypatch.setattr(staging.os, "replace", replace)
-    with pytest.raises(OSError, match="disk trouble"), staged(tmp_path / "m.xml") as stage:
+    with pytest.raises(OSError, match="disk trouble"), replace_atomically(tmp_path / "m.xml") as stage:
         _write_pair(stage, "new")
     assert _visible(tmp_path) == {"m.xml": "xml old", "m.bin": "bin old"}
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
@@ -82,6 +82,6 @@ def test_failed_first_move_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         raise OSError("read-only")
 
     monkeypatch.setattr(staging.os, "replace", replace)
-    with pytest.raises(OSError), staged(tmp_path / "m.xml") as stage:
+    with pytest.raises(OSError), replace_atomically(tmp_path / "m.xml") as stage:
         _write_pair(stage, "new")
     assert list(tmp_path.iterdir()) == []

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeleuk import outputs
-from edgeleuk.errors import UsageError
-from edgeleuk.outputs import (
+from edgeleuk.core.errors import UsageError
+from edgeleuk.runtime.classifier import Prediction
+from edgeleuk.workflow import outputs
+from edgeleuk.workflow.outputs import (
     ResultRow,
     SubmissionRefused,
     check_cnmc_names,
@@ -18,7 +19,6 @@ from edgeleuk.outputs import (
     write_csv,
     write_jsonl,
 )
-from edgeleuk.runtime.classifier import Prediction
 
 
 def _ok(path: str, prob: float) -> ResultRow:

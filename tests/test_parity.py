@@ -1,4 +1,4 @@
-"""edgeleuk.parity: the one comparison and report export and bench share; thresholds from profiles."""
+"""edgeleuk.evaluation.parity: the one comparison and report export and bench share; thresholds from profiles."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edgeleuk.errors import ConfigError
-from edgeleuk.parity import Parity, Thresholds, breaches, compare, normalise_precision, recorded_thresholds
+from edgeleuk.core.errors import ConfigError
+from edgeleuk.evaluation.parity import Parity, Thresholds, breaches, compare, normalise_precision, recorded_thresholds
 
 
 def _sig(x):

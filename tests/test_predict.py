@@ -15,10 +15,10 @@ import pytest
 from runtime_support import build_onnx, gray_cell, write_bad_files, write_bmp, write_flagged_files
 from typer.testing import CliRunner
 
-from edgeleuk import outputs
 from edgeleuk.cli import app
-from edgeleuk.errors import DataError, OutputError
-from edgeleuk.predict import PredictOptions, index_inputs, predict
+from edgeleuk.core.errors import DataError, OutputError
+from edgeleuk.workflow import outputs
+from edgeleuk.workflow.predict import PredictOptions, index_inputs, predict
 
 runner = CliRunner()
 

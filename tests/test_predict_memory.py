@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeleuk.bench.memory import run_measured
-from edgeleuk.data import list_images
+from edgeleuk.io.data import list_images
 
 HERE = Path(__file__).resolve().parent
 LIMIT = 1e9  # bytes: what a small microscope PC should not exceed
@@ -43,11 +43,11 @@ def _export(ckpt_path: Path, dest: Path, synth_root: Path, int8: bool) -> Path:
     """The graph as export writes it, without the parity gate (whose eager reference is slow here)."""
     import onnx
 
-    from edgeleuk.checkpoint import load_checkpoint
     from edgeleuk.exporting import load_profile
     from edgeleuk.exporting.graph import export_onnx
     from edgeleuk.exporting.pipeline import export_info, metadata_strings
-    from edgeleuk.modelwrite import set_ir_metadata, set_onnx_metadata
+    from edgeleuk.io.formats import set_ir_metadata, set_onnx_metadata
+    from edgeleuk.modeling.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     model = export_onnx(ckpt, 17)
@@ -61,7 +61,7 @@ def _export(ckpt_path: Path, dest: Path, synth_root: Path, int8: bool) -> Path:
     import openvino as ov
 
     from edgeleuk.exporting.int8 import float_tail, save_ir
-    from edgeleuk.imageio import decode_image
+    from edgeleuk.io.imageio import decode_image
 
     cells = [decode_image(p).image[None] for p in list_images(synth_root / "training_data", recursive=True)[:4]]
     quantized = nncf.quantize(ov.Core().read_model(str(onnx_path)), nncf.Dataset(cells), subset_size=len(cells),
@@ -77,9 +77,9 @@ def _checkpoint(path: Path) -> Path:
     """The paper's network with random weights (seed 0)."""
     import torch
 
-    from edgeleuk.checkpoint import save_checkpoint
-    from edgeleuk.meta import PAPER_ARCH, ModelMeta
-    from edgeleuk.model import create_model
+    from edgeleuk.core.meta import PAPER_ARCH, ModelMeta
+    from edgeleuk.modeling.checkpoint import save_checkpoint
+    from edgeleuk.modeling.model import create_model
 
     torch.manual_seed(0)
     save_checkpoint(path, create_model(PAPER_ARCH).state_dict(), ModelMeta(recipe="memory-test"))

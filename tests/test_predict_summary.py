@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeleuk.outputs import ResultRow
-from edgeleuk.predict import PredictSummary
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Prediction
+from edgeleuk.workflow.outputs import ResultRow
+from edgeleuk.workflow.predict import PredictSummary
 
 INFO = BackendInfo("cpu", "onnxruntime x", ("CPUExecutionProvider",), "fp32")
 

@@ -168,7 +168,7 @@ class TestServe:
 
 def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, folder, tmp_path):
     from edgeleuk.cluster.predict import cluster_predict
-    from edgeleuk.predict import PredictOptions, predict
+    from edgeleuk.workflow.predict import PredictOptions, predict
 
     opts = PredictOptions(backend="cpu", progress=False)
     local = predict(folder, model, tmp_path / "local.csv", opts)

@@ -8,10 +8,10 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from edgeleuk.checkpoint import Checkpoint, load_checkpoint
-from edgeleuk.errors import UsageError
-from edgeleuk.meta import Preprocess
-from edgeleuk.reference import TorchReference
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import Preprocess
+from edgeleuk.modeling.checkpoint import Checkpoint, load_checkpoint
+from edgeleuk.modeling.reference import TorchReference
 
 
 @pytest.fixture(scope="module")

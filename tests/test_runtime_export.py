@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeleuk.data import list_images
-from edgeleuk.imageio import decode_image
+from edgeleuk.io.data import list_images
+from edgeleuk.io.imageio import decode_image
+from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.classifier import Classifier
-from edgeleuk.runtime.modelfile import read_model_meta
 
 FP32_LOGIT_TOLERANCE = 1e-4  # the cpu-fp32 profile's parity gate
 
@@ -30,8 +30,8 @@ def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.T
 def test_exported_model_matches_the_reference_on_both_backends(
     exported: Path, tiny_checkpoint: Path, synth_root: Path
 ) -> None:
-    from edgeleuk.checkpoint import load_checkpoint
-    from edgeleuk.reference import TorchReference
+    from edgeleuk.modeling.checkpoint import load_checkpoint
+    from edgeleuk.modeling.reference import TorchReference
 
     ckpt = load_checkpoint(tiny_checkpoint)
     paths = list_images(synth_root / "prelim")[:3]

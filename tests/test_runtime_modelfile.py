@@ -11,11 +11,11 @@ from runtime_support import EXPORT_INFO, build_ir, build_onnx
 from typer.testing import CliRunner
 
 from edgeleuk.cli import app
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import ModelMeta, Preprocess
 from edgeleuk.info import describe_model_file
-from edgeleuk.meta import ModelMeta, Preprocess
-from edgeleuk.runtime import modelfile
-from edgeleuk.runtime.modelfile import parse_metadata, read_model_meta
+from edgeleuk.io.modelfile import parse_metadata, read_model_meta
+from edgeleuk.io import formats as modelfile
 
 META = ModelMeta(
     arch="seresnext_tiny",

@@ -13,7 +13,7 @@ from runtime_support import build_onnx, gray_cell, write_bmp
 SCRIPT = """
 import json, sys
 from edgeleuk import Classifier
-from edgeleuk.predict import predict, PredictOptions
+from edgeleuk.workflow.predict import predict, PredictOptions
 clf = Classifier.load(sys.argv[1], backend=sys.argv[2])
 [result] = clf.predict_paths([sys.argv[3]])
 summary = predict(sys.argv[4], model=sys.argv[1], out=sys.argv[5],

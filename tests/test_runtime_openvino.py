@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from runtime_support import build_ir, build_onnx, gray_cell
 
-from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime import BackendOptions, backend_options, open_backend
 from edgeleuk.runtime.openvino import OpenVINOOptions, compile_config
 

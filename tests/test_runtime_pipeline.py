@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from runtime_support import gray_cell, write_bmp
 
-from edgeleuk.imageio import Decoded
+from edgeleuk.io.imageio import Decoded
 from edgeleuk.runtime import pipeline
 from edgeleuk.runtime.pipeline import decoded_batches
 

@@ -16,12 +16,12 @@ import typer.main
 from runtime_support import build_ir, build_onnx, expected_logit, gray_cell, write_bmp
 from typer.testing import CliRunner
 
-from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime import BACKENDS, BackendOptions, backend_options, choose_backend, open_backend, registry
 from edgeleuk.runtime import cuda as cuda_mod
 from edgeleuk.runtime.base import Backend, BackendInfo, BenchVariant, OptionsRecord, option
 from edgeleuk.runtime.openvino import OpenVINOBackend, OpenVINOOptions
-from edgeleuk.runtime.ort_common import ONNX
+from edgeleuk.io.formats import ONNX
 from edgeleuk.runtime.registry import auto_order, explicit_only, readers
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -45,7 +45,7 @@ def test_registry_holds_one_class_per_backend() -> None:
     assert len(set(BACKENDS.values())) == 4
     assert auto_order() == ("cuda", "openvino", "cpu")  # from each backend's auto_rank
     assert explicit_only() == ("remote",)  # auto_rank None: never picked by auto
-    assert readers("onnx") == ("cuda", "openvino", "cpu") and readers("ir") == ("openvino",)
+    assert readers("onnx") == ("cuda", "openvino", "cpu", "remote") and readers("openvino") == ("openvino", "remote")
 
 
 def test_flat_option_fields_reach_their_backend_record() -> None:
@@ -246,7 +246,7 @@ class StubBackend(Backend):
     """A backend that computes the tiny model's answer in numpy; ``auto`` tries it first."""
 
     name = "stub"
-    reads = (ONNX,)
+    reads = ("onnx",)
     auto_rank = 1
     Options = StubOptions
     libraries = ("stub-engine",)
@@ -300,7 +300,7 @@ def test_a_registered_backend_appears_in_registry_auto_cli_bench_and_gate(
     from edgeleuk.exporting.profile import load_profile
 
     assert registry.BACKENDS["stub"] is StubBackend
-    assert auto_order()[0] == "stub" and readers("onnx")[0] == "stub" and readers("ir") == ("openvino",)
+    assert auto_order()[0] == "stub" and readers("onnx")[0] == "stub" and readers("openvino") == ("openvino", "remote")
     backend, why = choose_backend(models["onnx"], "auto")
     assert backend.name == "stub" and "numpy" in why
     assert backend_options(stub_level="high").of(StubBackend) == StubOptions("high")

@@ -12,15 +12,23 @@ runner = CliRunner()
 
 def test_serving_repo_writes_triton_repository(tmp_path):
     model = build_onnx(tmp_path / "m.onnx")
-    result = runner.invoke(app, ["serving-repo", str(tmp_path / "repo"), "--onnx", str(model), "--max-batch", "4"])
+    result = runner.invoke(app, ["serving-repo", str(tmp_path / "repo"), "-m", str(model), "--max-batch", "4"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "repo" / "triton" / "edgeleuk" / "config.pbtxt").is_file()
-    assert "neither server was started" in result.output
+    assert "no server was started" in result.output and "deprecated" not in result.output
+
+
+def test_serving_repo_keeps_the_deprecated_onnx_flag_with_a_note(tmp_path):
+    model = build_onnx(tmp_path / "m.onnx")
+    result = runner.invoke(app, ["serving-repo", str(tmp_path / "repo"), "--onnx", str(model)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "repo" / "triton" / "edgeleuk" / "1" / "model.onnx").is_file()
+    assert "--onnx and --ir are deprecated; use --model" in result.output
 
 
 def test_serving_repo_without_models_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["serving-repo", str(tmp_path / "repo")])
-    assert result.exit_code == 2 and "--onnx" in result.output
+    assert result.exit_code == 2 and "give at least one --model" in result.output
     assert not (tmp_path / "repo").exists()
 
 

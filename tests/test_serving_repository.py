@@ -11,8 +11,8 @@ import json
 import pytest
 from runtime_support import build_ir, build_onnx
 
-from edgeleuk.errors import UsageError
-from edgeleuk.meta import ModelMeta
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import ModelMeta
 from edgeleuk.runtime.wire import model_sha256
 from edgeleuk.serving.repository import RepoOptions, triton_config, write_serving_repos
 
@@ -36,8 +36,8 @@ def parse_triton(text: str):
 
 def test_triton_config_follows_the_model_config_schema(models, tmp_path):
     onnx, ir = models
-    result = write_serving_repos(tmp_path / "repo", onnx=onnx, ir=ir, options=RepoOptions(max_batch=16))
-    folder = result.triton / "edgeleuk"
+    result = write_serving_repos(tmp_path / "repo", [onnx, ir], options=RepoOptions(max_batch=16))
+    folder = result.repos["triton"] / "edgeleuk"
     assert (folder / "1" / "model.onnx").read_bytes() == onnx.read_bytes()
     cfg = parse_triton((folder / "config.pbtxt").read_text())
     from tritonclient.grpc import model_config_pb2 as pb
@@ -73,29 +73,31 @@ def test_triton_tensorrt_accelerator_for_fp16(models):
 
 def test_ovms_repository_layout(models, tmp_path):
     _, ir = models
-    result = write_serving_repos(tmp_path / "repo", ir=ir, options=RepoOptions(name="leuk"))
-    assert result.triton is None
-    version = result.ovms / "leuk" / "1"
+    result = write_serving_repos(tmp_path / "repo", [ir], options=RepoOptions(name="leuk"))
+    assert list(result.repos) == ["ovms"]
+    ovms = result.repos["ovms"]
+    version = ovms / "leuk" / "1"
     assert (version / "model.xml").read_bytes() == ir.read_bytes()
     assert (version / "model.bin").read_bytes() == ir.with_suffix(".bin").read_bytes()
-    config = json.loads((result.ovms / "config.json").read_text())
+    config = json.loads((ovms / "config.json").read_text())
     (entry,) = config["model_config_list"]
     # base_path relative to config.json: OVMS resolves it there, so the folder can be mounted anywhere.
-    assert entry["config"]["name"] == "leuk" and (result.ovms / entry["config"]["base_path"] / "1").is_dir()
+    assert entry["config"]["name"] == "leuk" and (ovms / entry["config"]["base_path"] / "1").is_dir()
 
 
-def test_refuses_wrong_kinds_and_a_used_folder(models, tmp_path):
+def test_refuses_two_models_for_one_repository_none_at_all_and_a_used_folder(models, tmp_path):
     onnx, ir = models
-    with pytest.raises(UsageError, match="--onnx"):
-        write_serving_repos(tmp_path / "a", onnx=ir)
-    with pytest.raises(UsageError, match="--ir"):
-        write_serving_repos(tmp_path / "b", ir=onnx)
-    with pytest.raises(UsageError, match="give --onnx"):
-        write_serving_repos(tmp_path / "c")
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(onnx.read_bytes())
+    with pytest.raises(UsageError, match="already goes to the triton repository"):
+        write_serving_repos(tmp_path / "a", [onnx, copy])
+    with pytest.raises(UsageError, match="give at least one --model"):
+        write_serving_repos(tmp_path / "c", [])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
     used = tmp_path / "used"
     used.mkdir()
     (used / "keep.txt").write_text("mine")
     with pytest.raises(UsageError, match="not empty"):
-        write_serving_repos(used, onnx=onnx)
+        write_serving_repos(used, [onnx])
     assert sorted(p.name for p in used.iterdir()) == ["keep.txt"]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind

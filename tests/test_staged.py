@@ -1,4 +1,4 @@
-"""Staged (early-exit) rotation TTA: the stage choice, the views entry and the cascade (edgeleuk.staged).
+"""Staged (early-exit) rotation TTA: the stage choice, the views entry and the cascade (edgeleuk.runtime.staged).
 
 The tiny model's cells are SYNTHETIC and its weights random; the tests check arithmetic
 and contracts, not accuracy.
@@ -18,13 +18,13 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeleuk.cli import app
-from edgeleuk.data import list_images
-from edgeleuk.errors import UsageError
-from edgeleuk.imageio import decode_image
-from edgeleuk.modelwrite import write_model_with_meta
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.data import list_images
+from edgeleuk.io.imageio import decode_image
+from edgeleuk.io.modelfile import read_model_meta
+from edgeleuk.io.modelwrite import write_model_with_meta
 from edgeleuk.runtime.classifier import Classifier
-from edgeleuk.runtime.modelfile import read_model_meta
-from edgeleuk.staged import (
+from edgeleuk.runtime.staged import (
     META_EXTRA_KEY,
     StageChoice,
     candidate_subsets,

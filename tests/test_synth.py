@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeleuk.data import discover
-from edgeleuk.errors import UsageError
-from edgeleuk.synth import assign_subjects, make_synthetic
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.data import discover
+from edgeleuk.synth.dataset import assign_subjects, make_synthetic
 
 UID = re.compile(r"UID_(H?\d+)_(\d+)_(\d+)_(all|hem)\.bmp")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeleuk.meta import Preprocess
+from edgeleuk.core.meta import Preprocess
 from edgeleuk.training.augment import (
     AugmentParams,
     TrainTransform,
@@ -82,8 +82,8 @@ def test_same_rng_same_image():
 
 @pytest.mark.parametrize("rotations", [1, 8])
 def test_validation_views_match_the_reference_path(tiny_checkpoint, rotations):
-    from edgeleuk.checkpoint import load_checkpoint
-    from edgeleuk.reference import TorchReference
+    from edgeleuk.modeling.checkpoint import load_checkpoint
+    from edgeleuk.modeling.reference import TorchReference
 
     ckpt = load_checkpoint(tiny_checkpoint)
     meta = ckpt.meta.replace(preprocess=Preprocess(rotations=rotations))

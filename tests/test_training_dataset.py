@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from edgeleuk.errors import DataError
+from edgeleuk.core.errors import DataError
 from edgeleuk.training.augment import TrainTransform
 from edgeleuk.training.dataset import CellDataset, class_counts, pos_weight, select_records, stratified_cap
 from edgeleuk.training.recipe import load_recipe

@@ -11,7 +11,7 @@ import pytest
 import torch
 from training_support import FAST_TOML
 
-from edgeleuk.checkpoint import load_checkpoint
+from edgeleuk.modeling.checkpoint import load_checkpoint
 from edgeleuk.training import distributed as ddp
 from edgeleuk.training.rundir import read_metrics
 
@@ -28,7 +28,7 @@ def test_single_process_without_torchrun(monkeypatch):
 
 
 def test_batch_must_split_across_processes():
-    from edgeleuk.errors import UsageError
+    from edgeleuk.core.errors import UsageError
 
     with pytest.raises(UsageError, match="split"):
         ddp.per_process_batch(5, ddp.DistInfo(rank=0, world_size=2))

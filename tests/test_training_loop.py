@@ -10,13 +10,13 @@ import pytest
 import torch
 from training_support import FAST_TOML, fast_recipe
 
-from edgeleuk.checkpoint import load_checkpoint
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
+from edgeleuk.modeling.checkpoint import load_checkpoint
+from edgeleuk.modeling.weights import safe_torch_load
 from edgeleuk.training.dataset import select_records
 from edgeleuk.training.loop import train
 from edgeleuk.training.recipe import load_recipe
 from edgeleuk.training.rundir import read_metrics
-from edgeleuk.weights import safe_torch_load
 
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "confusion", "accuracy", "sensitivity", "specificity",
                "precision", "recall", "f1", "auc", "lr", "seconds"}
@@ -118,9 +118,9 @@ def test_unreadable_images_are_skipped_and_listed(synth_root, tmp_path):
 
 
 def test_gather_and_pil_validation_agree(tiny_checkpoint):
+    from edgeleuk.modeling.tta import TTAClassifier
     from edgeleuk.training.augment import rotation_stack
     from edgeleuk.training.evaluate import tta_logits
-    from edgeleuk.tta import TTAClassifier
 
     ckpt = load_checkpoint(tiny_checkpoint)
     net = ckpt.build_model()

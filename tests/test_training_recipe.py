@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeleuk.errors import ConfigError, UsageError
-from edgeleuk.meta import PAPER_ARCH
+from edgeleuk.core.errors import ConfigError, UsageError
+from edgeleuk.core.meta import PAPER_ARCH
 from edgeleuk.training.recipe import Recipe, load_recipe
 
 TRAIN_DIR = Path(__file__).resolve().parent.parent / "edgeleuk" / "configs" / "recipes"

@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from edgeleuk.model import create_model
+from edgeleuk.modeling.model import create_model
 from edgeleuk.training.recipe import load_recipe
 from edgeleuk.training.state import build_optimizer, build_scheduler, current_lrs
 

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import mannwhitneyu
 from training_support import fast_recipe
 
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
 from edgeleuk.training import sweep
 from edgeleuk.training.compare import compare_sweeps
 from edgeleuk.training.recipe import Augment

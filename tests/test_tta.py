@@ -12,12 +12,12 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from edgeleuk.checkpoint import Checkpoint, load_checkpoint
-from edgeleuk.contract import check_input
-from edgeleuk.errors import UsageError
-from edgeleuk.meta import ModelMeta, Preprocess
-from edgeleuk.reference import TorchReference
-from edgeleuk.tta import TTAClassifier, crop_offset, rotated_views, rotation_index_map
+from edgeleuk.core.contract import check_input
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import ModelMeta, Preprocess
+from edgeleuk.modeling.checkpoint import Checkpoint, load_checkpoint
+from edgeleuk.modeling.reference import TorchReference
+from edgeleuk.modeling.tta import TTAClassifier, crop_offset, rotated_views, rotation_index_map
 
 
 def _pil_views(image: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -86,7 +86,7 @@ def test_tta_classifier_half_keeps_io_types(tiny_checkpoint) -> None:
 
 
 def test_index_part_does_not_import_torch() -> None:
-    code = ("import sys, edgeleuk.tta as t; from edgeleuk.meta import Preprocess; "
+    code = ("import sys, edgeleuk.modeling.tta as t; from edgeleuk.core.meta import Preprocess; "
             "t.gather_index(Preprocess()); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 from workflow_support import write_cell
 
 from edgeleuk.cli import app
-from edgeleuk.errors import OutputError, UsageError
-from edgeleuk.files import list_images
-from edgeleuk.predict import PredictOptions, predict
+from edgeleuk.core.errors import OutputError, UsageError
+from edgeleuk.io.files import list_images
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.workflow import arrivals, csvlog
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
+from edgeleuk.workflow.predict import PredictOptions, predict
 from edgeleuk.workflow.watch import watch_folder
 
 GREYS = [40, 120, 170, 230]
@@ -124,7 +124,7 @@ def test_predict_on_a_folder_turned_read_only_stops_with_exit_1(
     rescue = tmp_path / "rescue"
     rescue.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(rescue))
-    monkeypatch.setattr("edgeleuk.predict.load_classifier", lambda model, options: _classifier())
+    monkeypatch.setattr("edgeleuk.workflow.predict.load_classifier", lambda model, options: _classifier())
     real_mkstemp = tempfile.mkstemp
 
     def read_only(*args, dir=None, **kwargs):
@@ -132,7 +132,7 @@ def test_predict_on_a_folder_turned_read_only_stops_with_exit_1(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return real_mkstemp(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr("edgeleuk.atomic.tempfile.mkstemp", read_only)
+    monkeypatch.setattr("edgeleuk.io.atomic.tempfile.mkstemp", read_only)
     with pytest.raises(OutputError, match="Read-only file system") as stopped:
         predict(folder, model=tmp_path / "m.onnx", out=out, options=PredictOptions(progress=False))
     assert stopped.value.exit_code == 1

@@ -17,10 +17,10 @@ from workflow_support import (
 )
 
 from edgeleuk.cli import app
-from edgeleuk.errors import DataError, UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.modelwrite import write_model_with_meta
-from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.modelfile import read_model_meta
+from edgeleuk.io.modelwrite import write_model_with_meta
 from edgeleuk.workflow.calibrate import calibrate_model
 from edgeleuk.workflow.stagecal import Scores
 from edgeleuk.workflow.threshold import select_threshold
@@ -90,7 +90,7 @@ def test_runtime_uses_the_calibrated_threshold(tmp_path: Path, model: Path, data
 
 
 def test_calibration_prefers_the_prelim_split(tmp_path: Path, model: Path, synth_root: Path) -> None:
-    from edgeleuk.data import discover
+    from edgeleuk.io.data import discover
 
     result = calibrate_model(model, data=synth_root, sensitivity=0.9, out=tmp_path / "c.onnx", backend="cpu")
     assert result.split == "prelim"
@@ -129,7 +129,7 @@ def test_missing_onnx_package_names_the_fix(
     tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
-    with pytest.raises(UsageError, match="pip install onnx"):
+    with pytest.raises(UsageError, match="needs the onnx package: pip install"):
         write_model_with_meta(model, tmp_path / "x.onnx", ModelMeta(threshold=0.3))
 
 

@@ -22,10 +22,10 @@ def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.T
 def test_calibrate_watch_report_on_exported_tiny_model(
     tmp_path: Path, exported: Path, synth_root: Path
 ) -> None:
-    from edgeleuk.data import discover
-    from edgeleuk.predict import PredictOptions, predict
-    from edgeleuk.runtime.modelfile import read_model_meta
+    from edgeleuk.io.data import discover
+    from edgeleuk.io.modelfile import read_model_meta
     from edgeleuk.workflow.calibrate import calibrate_model
+    from edgeleuk.workflow.predict import PredictOptions, predict
     from edgeleuk.workflow.report import write_report
     from edgeleuk.workflow.watch import watch_folder
 

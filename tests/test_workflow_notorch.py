@@ -8,7 +8,7 @@ import sys
 MODULES = [
     "edgeleuk.workflow.threshold",
     "edgeleuk.workflow.calibrate",
-    "edgeleuk.modelwrite",
+    "edgeleuk.io.modelwrite",
     "edgeleuk.workflow.watch",
     "edgeleuk.workflow.report",
 ]

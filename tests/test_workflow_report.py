@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from workflow_support import build_brightness_onnx, write_cell
 
 from edgeleuk.cli import app
-from edgeleuk.errors import DataError, UsageError
+from edgeleuk.core.errors import DataError, UsageError
 from edgeleuk.workflow.report import write_report
 from edgeleuk.workflow.report_data import estimate_threshold, load_rows, summarise_subjects
 
@@ -25,7 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def predicted(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> tuple[Path, Path]:
     """``predict`` on the synthetic prelim folder (true labels known) plus one error row."""
-    from edgeleuk.predict import PredictOptions, predict
+    from edgeleuk.workflow.predict import PredictOptions, predict
 
     tmp = tmp_path_factory.mktemp("report")
     # Centred on the synthetic cells' brightness so both calls occur.

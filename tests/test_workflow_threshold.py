@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeleuk.errors import DataError, UsageError
+from edgeleuk.core.errors import DataError, UsageError
 from edgeleuk.workflow.threshold import operating_point, select_threshold
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from workflow_support import build_brightness_onnx, cell_bytes, prob_for_grey, write_cell
 
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
 from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
 from edgeleuk.workflow.watch import COLUMNS, watch_folder
 

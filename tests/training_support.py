@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeleuk.meta import Preprocess
+from edgeleuk.core.meta import Preprocess
 from edgeleuk.training.recipe import Recipe, load_recipe
 
 #: A 96-pixel crop and 4 rotations: same code paths as smoke.toml at a fraction of the compute.

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from runtime_support import GAIN, SIZE, build_ir, build_onnx
 
-from edgeleuk.meta import ModelMeta
+from edgeleuk.core.meta import ModelMeta
 
 
 def build_brightness_onnx(

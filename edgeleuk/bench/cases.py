@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.errors import UsageError
-from edgeleuk.parity import normalise_precision
-from edgeleuk.runtime.modelfile import read_model_meta
-from edgeleuk.runtime.registry import BACKENDS, kind_of
-from edgeleuk.staged import META_EXTRA_KEY
+from edgeleuk.core.errors import UsageError
+from edgeleuk.evaluation.parity import normalise_precision
+from edgeleuk.io.formats import format_of
+from edgeleuk.io.modelfile import read_model_meta
+from edgeleuk.runtime.registry import BACKENDS
+from edgeleuk.runtime.staged import META_EXTRA_KEY
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,11 @@ def read_model_file(path: Path) -> ModelFile:
         UsageError: Missing file, wrong suffix or no edgeleuk metadata.
     """
     path = Path(path)
-    kind = kind_of(path)
+    fmt = format_of(path)
     meta, export = read_model_meta(path)
-    size = sum(f.stat().st_size for f in kind.files(path))
     return ModelFile(
-        path=path, kind=kind.name, precision=normalise_precision(export.get("precision")), size_bytes=size,
+        path=path, kind=fmt.name, size_bytes=fmt.size_bytes(path),
+        precision=normalise_precision(export.get("precision")),
         source_sha256=export.get("source_sha256"), threshold=meta.threshold, export=export,
         stage=meta.extra.get(META_EXTRA_KEY),
     )
@@ -113,7 +114,7 @@ def rows_for_file(mf: ModelFile, features: dict[str, bool]) -> list[Case]:
     """
     rows = []
     for name, cls in BACKENDS.items():
-        if not any(k.name == mf.kind for k in cls.reads):
+        if mf.kind not in cls.reads:
             continue
         rows.append(Case(name, mf.path, mf.precision))
         for v in cls.bench_variants(mf.precision):

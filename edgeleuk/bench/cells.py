@@ -1,6 +1,6 @@
 """The cells a benchmark runs on: from a data folder, or drawn synthetic cells.
 
-With ``--data`` any layout :func:`edgeleuk.data.discover` understands is used;
+With ``--data`` any layout :func:`edgeleuk.io.data.discover` understands is used;
 the labelled preliminary-test split gives F1, sensitivity and specificity.
 Without it, SYNTHETIC cells are drawn in memory (with their labels) by the same
 renderer as ``edgeleuk synth``.
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeleuk.data import discover, spread
-from edgeleuk.errors import DataError
-from edgeleuk.imageio import decode_image
-from edgeleuk.synth_cells import render_cell, sample_looks, subject_stain
+from edgeleuk.core.errors import DataError
+from edgeleuk.io.data import discover, spread
+from edgeleuk.io.imageio import decode_image
+from edgeleuk.synth.cells import render_cell, sample_looks, subject_stain
 
 # Split preference: labelled test cells first, then labelled training cells, then unlabelled ones.
 SPLIT_ORDER = ("prelim", "train", "final", "images")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeleuk.errors import EdgeleukError
+from edgeleuk.core.errors import EdgeleukError
 
 # ru_maxrss is KiB on Linux and bytes on macOS.
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
 from edgeleuk.runtime.registry import BACKENDS
-from edgeleuk.staged import check_mode
+from edgeleuk.runtime.staged import check_mode
 
 ALL, TORCH = "all", "torch"
 
@@ -41,7 +41,7 @@ class BenchOptions:
             with an AsyncInferQueue, ONNX Runtime IO binding on CUDA).
         seed: Seed for the random cells used when no data is given.
         tta: ``full``, or ``staged``: the rows of model files that carry a calibrated stage
-            choice run staged TTA (``edgeleuk.staged``) and report the share of cells that
+            choice run staged TTA (``edgeleuk.runtime.staged``) and report the share of cells that
             went on to stage 2; the other files' rows stay full.
         engine_fields: Backend option fields by name (``--server`` for remote...), under each
             row's own variant options.

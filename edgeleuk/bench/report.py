@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeleuk import __version__
-from edgeleuk.atomic import atomic_write_text
 from edgeleuk.bench.cases import Case, ModelFile
 from edgeleuk.bench.machine import MachineInfo
 from edgeleuk.bench.worker import Measurement
-from edgeleuk.parity import Parity, Thresholds
+from edgeleuk.evaluation.parity import Parity, Thresholds
+from edgeleuk.io.atomic import atomic_write_text
 
 OK, PARITY_FAILED, UNAVAILABLE, ERROR = "ok", "parity failed", "unavailable", "error"
 SYNTHETIC_LINE = (

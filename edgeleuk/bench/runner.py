@@ -20,10 +20,10 @@ from edgeleuk.bench.memory import run_measured
 from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
-from edgeleuk.errors import BackendUnavailable, ConfigError, UsageError
-from edgeleuk.files import sha256_file
-from edgeleuk.metrics import binary_metrics
-from edgeleuk.parity import breaches, compare, recorded_thresholds
+from edgeleuk.core.errors import BackendUnavailable, ConfigError, UsageError
+from edgeleuk.evaluation.metrics import binary_metrics
+from edgeleuk.evaluation.parity import breaches, compare, recorded_thresholds
+from edgeleuk.io.files import sha256_file
 from edgeleuk.runtime.registry import BACKENDS, option_fields
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def run_bench(
     Args:
         model: Exported ``.onnx`` or OpenVINO ``.xml``.
         checkpoint: Checkpoint it was exported from; runs the torch reference row.
-        data: Cell images (any layout ``edgeleuk.data`` discovers); SYNTHETIC cells without it.
+        data: Cell images (any layout ``edgeleuk.io.data`` discovers); SYNTHETIC cells without it.
         options: What to measure.
         json_out: Where to write the JSON record (atomically).
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.atomic import atomic_write_text
 from edgeleuk.bench.cases import Case
 from edgeleuk.bench.memory import self_peak_rss
 from edgeleuk.bench.timing import measure_latency, measure_throughput, timed
-from edgeleuk.errors import BackendUnavailable
+from edgeleuk.core.errors import BackendUnavailable
+from edgeleuk.io.atomic import atomic_write_text
+from edgeleuk.io.modelfile import parse_metadata
 from edgeleuk.runtime.base import Backend
-from edgeleuk.runtime.modelfile import parse_metadata
 from edgeleuk.runtime.registry import backend_options, open_backend
-from edgeleuk.staged import StagedRunner, stage_choice_of
+from edgeleuk.runtime.staged import StagedRunner, stage_choice_of
 
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -106,8 +106,8 @@ def _open_engine(spec: WorkSpec) -> tuple[RunFn, dict[str, Any], Backend | None]
         # Lazy: only the torch row may load torch; the other rows' processes measure their engine alone.
         import torch
 
-        from edgeleuk.checkpoint import load_checkpoint
-        from edgeleuk.reference import TorchReference
+        from edgeleuk.modeling.checkpoint import load_checkpoint
+        from edgeleuk.modeling.reference import TorchReference
 
         torch.set_num_threads(spec.threads)  # same thread count as every other engine: a fair race
         ref = TorchReference(load_checkpoint(spec.checkpoint))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edgeleuk.errors import BackendUnavailable
+from edgeleuk.core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

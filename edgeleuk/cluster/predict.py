@@ -4,7 +4,7 @@ The driver lists the folder (exactly as local ``predict``), Ray Data hands batch
 a fixed pool of workers, each worker opens the model once with its own CPUs as engine threads,
 reads and decodes its files with edgeleuk's decoder and returns one record per file (error rows
 included). The driver puts the records back in input order and the rest is local ``predict``
-itself (:func:`edgeleuk.predict.predict` with this module's :class:`ClusterClassifier`): the
+itself (:func:`edgeleuk.workflow.predict.predict` with this module's :class:`ClusterClassifier`): the
 same rows, order, columns, summary and atomic write.
 """
 
@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.cluster import connect
-from edgeleuk.errors import UsageError
-from edgeleuk.predict import DEFAULT_OUT, PredictOptions, PredictSummary, load_classifier, predict
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Prediction, default_batch
-from edgeleuk.runtime.modelfile import read_model_meta
+from edgeleuk.runtime.registry import device_of
+from edgeleuk.workflow.predict import DEFAULT_OUT, PredictOptions, PredictSummary, load_classifier, predict
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class ClusterShape:
     Attributes:
         workers: Engine workers (Ray actors), each with its own copy of the model.
         threads: CPUs per worker: Ray reserves them and the engine uses them as threads.
-        gpus: GPUs per worker (1 for the cuda backend, else 0).
+        gpus: GPUs per worker (1 for a backend whose device is ``gpu``, else 0).
     """
 
     workers: int
@@ -48,14 +49,14 @@ class ClusterShape:
 def plan(resources: dict[str, float], backend: str, workers: int | None, threads: int | None) -> ClusterShape:
     """Size the worker pool from what the cluster has free (each given value wins).
 
-    cuda: one worker per GPU. Otherwise: up to 4 threads per worker (engines scale poorly
-    beyond that on one cell), as many workers as the free CPUs allow.
+    A GPU backend (``Backend.device == "gpu"``): one worker per GPU. Otherwise: up to 4 threads
+    per worker (engines scale poorly beyond that on one cell), as many workers as the free CPUs allow.
     """
     cpus = max(1, int(resources.get("CPU", 1)))
-    if backend == "cuda":
+    if device_of(backend) == "gpu":
         gpus = int(resources.get("GPU", 0))
         if gpus < 1 and workers is None:
-            raise UsageError("--backend cuda with --cluster: the Ray cluster has no free GPU")
+            raise UsageError(f"--backend {backend} with --cluster: the Ray cluster has no free GPU")
         return ClusterShape(workers or gpus, threads or 1, gpus=1)
     threads = threads or min(4, cpus)
     return ClusterShape(workers or max(1, cpus // threads), threads)
@@ -84,7 +85,7 @@ class _Worker:
 
 
 class ClusterClassifier:
-    """What :func:`edgeleuk.predict.predict` needs of a classifier, with the work on a Ray cluster.
+    """What :func:`edgeleuk.workflow.predict.predict` needs of a classifier, with the work on a Ray cluster.
 
     The driver reads only the model's metadata (threshold, class names); the engines run in
     the workers.

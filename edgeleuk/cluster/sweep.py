@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeleuk.cluster import connect
-from edgeleuk.errors import EdgeleukError, UsageError
+from edgeleuk.core.errors import EdgeleukError, UsageError
 from edgeleuk.training.loop import train
 from edgeleuk.training.recipe import Recipe, load_recipe
 from edgeleuk.training.rundir import RunFiles, read_summary

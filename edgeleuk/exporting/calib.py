@@ -1,10 +1,10 @@
 """Images for the parity gate and for INT8 calibration: real data, or a SYNTHETIC set.
 
-With ``--calib DATA`` any layout :func:`edgeleuk.data.discover` understands is
+With ``--calib DATA`` any layout :func:`edgeleuk.io.data.discover` understands is
 used: gate cells come from the labelled preliminary test split if present, else
 the training split, else the plain images; INT8 calibration cells come from the
 training split first. Without it a SYNTHETIC C-NMC-layout set is drawn into a
-temporary folder (``edgeleuk.synth``) and read back through the same path, so
+temporary folder (``edgeleuk.synth.dataset``) and read back through the same path, so
 the gate still runs, but its F1 says nothing about real cells.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeleuk.data import DataIndex, discover, spread
-from edgeleuk.errors import DataError
-from edgeleuk.imageio import decode_image
-from edgeleuk.synth import assign_subjects, make_synthetic
+from edgeleuk.core.errors import DataError
+from edgeleuk.io.data import DataIndex, discover, spread
+from edgeleuk.io.imageio import decode_image
+from edgeleuk.synth.dataset import assign_subjects, make_synthetic
 
 log = logging.getLogger(__name__)
 

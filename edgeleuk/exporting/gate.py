@@ -1,9 +1,9 @@
 """The parity gate: the exported file, on the runtime backends, against the PyTorch original.
 
-The reference is :class:`~edgeleuk.reference.TorchReference`, the paper's eager
+The reference is :class:`~edgeleuk.modeling.reference.TorchReference`, the paper's eager
 PIL-rotation path. Each backend the profile names opens the file exactly as
 ``predict`` does (``edgeleuk.runtime.registry``: the same provider checks, thread
-settings and device choice) and runs the gate cells; :mod:`edgeleuk.parity`
+settings and device choice) and runs the gate cells; :mod:`edgeleuk.evaluation.parity`
 compares the outputs and the profile's thresholds decide. Batch sizes (1 and 5
 by default) must run and agree with each other. ``bench`` uses the same
 comparison and report.
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.evaluation.parity import Parity, Thresholds, breaches, compare
 from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.profile import ExportProfile
-from edgeleuk.parity import Parity, Thresholds, breaches, compare
 from edgeleuk.runtime.base import Backend
 from edgeleuk.runtime.registry import BACKENDS, open_backend
 

@@ -2,7 +2,7 @@
 
 We use torch's TorchScript-based exporter (``dynamo=False``): for this static,
 control-flow-free wrapper it is fast, gives byte-identical files run after run,
-and honours the constant ``Pad`` symbolic in :mod:`edgeleuk.tta`. Before any
+and honours the constant ``Pad`` symbolic in :mod:`edgeleuk.modeling.tta`. Before any
 number is compared, the written file must pass ``onnx.checker`` and the
 input/output contract (:func:`check_onnx_file`).
 """
@@ -20,15 +20,15 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgeleuk.checkpoint import Checkpoint
-from edgeleuk.contract import INPUT_NAME, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
-from edgeleuk.errors import EdgeleukError, GateFailed
-from edgeleuk.meta import ModelMeta
-from edgeleuk.tta import TTAClassifier
+from edgeleuk.core.contract import INPUT_NAME, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
+from edgeleuk.core.errors import EdgeleukError, GateFailed
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.modeling.checkpoint import Checkpoint
+from edgeleuk.modeling.tta import TTAClassifier
 
 
 def build_wrapper(ckpt: Checkpoint, half: bool = False) -> Any:
-    """The :class:`~edgeleuk.tta.TTAClassifier` around the checkpoint's network, in eval mode."""
+    """The :class:`~edgeleuk.modeling.tta.TTAClassifier` around the checkpoint's network, in eval mode."""
     return TTAClassifier(ckpt.build_model(), ckpt.meta, half=half).eval()
 
 

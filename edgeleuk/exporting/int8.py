@@ -19,8 +19,8 @@ from typing import Any
 
 import openvino as ov
 
-from edgeleuk.contract import LOGIT
-from edgeleuk.errors import EdgeleukError
+from edgeleuk.core.contract import LOGIT
+from edgeleuk.core.errors import EdgeleukError
 from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
 from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control

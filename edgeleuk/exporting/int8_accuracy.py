@@ -4,7 +4,7 @@
 metric on labelled validation cells, and if the quantized model is more than
 ``max_drop`` below the float one it returns layer groups to float, most harmful
 first, until it is within reach. Our metric is the weighted F1 of
-:func:`edgeleuk.metrics.binary_metrics`, floored by label agreement with the
+:func:`edgeleuk.evaluation.metrics.binary_metrics`, floored by label agreement with the
 PyTorch reference::
 
     metric = min(F1, F1_ref - max_f1_drop * (1 - agreement) / (1 - min_agreement))
@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.data import spread_indices
+from edgeleuk.evaluation.metrics import binary_metrics
 from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
 from edgeleuk.exporting.profile import ExportProfile
-from edgeleuk.metrics import binary_metrics
+from edgeleuk.io.data import spread_indices
 
 log = logging.getLogger(__name__)
 BATCH = 8  # images per inference call; the compiled model has a dynamic batch axis

@@ -5,12 +5,12 @@ on the gate cells once (shared by INT8 accuracy control and every gate engine),
 build the graph (preprocessing and TTA inside), write it to a private staging
 folder, check its structure, run the parity gate on the file as written, then
 store metadata (with the gate report) and move into place. A gate breach raises
-:class:`~edgeleuk.errors.GateFailed` and leaves no file.
+:class:`~edgeleuk.core.errors.GateFailed` and leaves no file.
 
 What the file says about itself: two JSON strings, ``edgeleuk.meta`` (the
-checkpoint's :class:`~edgeleuk.meta.ModelMeta`) and ``edgeleuk.export`` (:func:`export_info`:
+checkpoint's :class:`~edgeleuk.core.meta.ModelMeta`) and ``edgeleuk.export`` (:func:`export_info`:
 provenance, contract, profile, how INT8 was made, the gate's verdict);
-:mod:`edgeleuk.modelwrite` stores them and :mod:`edgeleuk.runtime.modelfile` reads them back.
+:mod:`edgeleuk.io.modelwrite` stores them and :mod:`edgeleuk.io.modelfile` reads them back.
 """
 
 from __future__ import annotations
@@ -28,17 +28,18 @@ import onnx
 import openvino as ov
 
 from edgeleuk import __version__
-from edgeleuk.checkpoint import Checkpoint, load_checkpoint
-from edgeleuk.contract import EXPORT_KEY, META_KEY, contract_record
-from edgeleuk.errors import ConfigError, GateFailed, UsageError
+from edgeleuk.core.contract import EXPORT_KEY, META_KEY, contract_record
+from edgeleuk.core.errors import ConfigError, GateFailed, UsageError
 from edgeleuk.exporting.calib import ImageSet, gate_and_calib_sets
 from edgeleuk.exporting.gate import GateReport, ReferenceOutputs, reference_outputs, run_gate
 from edgeleuk.exporting.graph import check_onnx_file, export_onnx
 from edgeleuk.exporting.int8 import describe_quantization, quantize_onnx, save_ir
 from edgeleuk.exporting.profile import DEFAULT_PROFILE, ExportProfile, load_profile
-from edgeleuk.files import sha256_file
-from edgeleuk.modelwrite import output_files, set_ir_metadata, set_onnx_metadata, staged
-from edgeleuk.reference import TorchReference
+from edgeleuk.io.files import sha256_file
+from edgeleuk.io.formats import set_ir_metadata, set_onnx_metadata
+from edgeleuk.io.modelwrite import output_files, replace_atomically
+from edgeleuk.modeling.checkpoint import Checkpoint, load_checkpoint
+from edgeleuk.modeling.reference import TorchReference
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = "model.onnx"
@@ -68,11 +69,11 @@ class ExportResult:
 
     @property
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files)
+        return self.profile.model_format.size_bytes(self.path)
 
     def describe(self) -> str:
         p = self.profile
-        kind = f"{p.kind.label} opset {p.opset}" if p.kind.suffix == ".onnx" else p.kind.label
+        kind = f"{p.model_format.label} opset {p.opset}" if p.format == "onnx" else p.model_format.label
         lines = [
             (f"wrote {self.path} ({p.name}: {p.precision} {kind}, {self.size_bytes / 1e6:.1f} MB) "
              f"in {self.seconds:.1f} s"),
@@ -153,7 +154,7 @@ def output_path(out: str | Path, profile: ExportProfile) -> Path:
     if out.suffix.lower() == profile.suffix:
         return out
     if out.suffix.lower() == Path(DEFAULT_OUT).suffix:
-        log.warning("profile %s writes an %s: writing %s", profile.name, profile.kind.label,
+        log.warning("profile %s writes an %s: writing %s", profile.name, profile.model_format.label,
                     out.with_suffix(profile.suffix))
         return out.with_suffix(profile.suffix)
     raise UsageError(f"--out {out}: profile {profile.name!r} writes a {profile.suffix} file; "
@@ -169,8 +170,8 @@ def _gate_or_fail(path: Path, profile: ExportProfile, data: ImageSet, ref: Refer
     return report
 
 
-def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, ref: ReferenceOutputs,
-                exported_at: str) -> GateReport:
+def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
+                ref: ReferenceOutputs, exported_at: str) -> tuple[GateReport, dict[str, Any] | None]:
     model = export_onnx(ckpt, profile.opset, half=profile.precision == "fp16")
     onnx.save(model, str(dest))
     check_onnx_file(dest, ckpt.meta, fp16=profile.precision == "fp16")
@@ -178,7 +179,7 @@ def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: Imag
     # Metadata does not touch the computation: the gated graph is what gets moved into place.
     set_onnx_metadata(model, metadata_strings(ckpt, export_info(ckpt, profile, report.to_dict(), exported_at)))
     onnx.save(model, str(dest))
-    return report
+    return report, None
 
 
 def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
@@ -199,6 +200,10 @@ def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageS
     return report, record
 
 
+# Model format (edgeleuk.io.formats) -> the exporter's writer for it: build, gate, set metadata.
+WRITERS = {"onnx": _write_onnx, "openvino": _write_ir}
+
+
 def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
                  profile: str | Path | ExportProfile = DEFAULT_PROFILE, calib: str | Path | None = None,
                  *, reference: Any = None) -> ExportResult:
@@ -208,10 +213,10 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
         ckpt: Checkpoint path (or a loaded :class:`Checkpoint`).
         out: Output ``.onnx``, or ``.xml`` for an OpenVINO IR profile.
         profile: Profile object, TOML file or a packaged profile name (``cpu-fp32``).
-        calib: Data root (any layout ``edgeleuk.data`` discovers) for gate and INT8
+        calib: Data root (any layout ``edgeleuk.io.data`` discovers) for gate and INT8
             calibration images; None draws a SYNTHETIC set.
         reference: Stand-in for the PyTorch reference (tests); default
-            :class:`~edgeleuk.reference.TorchReference` of ``ckpt``.
+            :class:`~edgeleuk.modeling.reference.TorchReference` of ``ckpt``.
 
     Raises:
         GateFailed: The file breaks its contract or the parity gate; nothing is written.
@@ -219,6 +224,9 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
     """
     started = time.perf_counter()
     prof = load_profile(profile)
+    if prof.format not in WRITERS:
+        raise ConfigError(f"export profile {prof.name!r}: edgeleuk exports {' and '.join(WRITERS)} models, "
+                          f"not {prof.format!r}")
     checkpoint = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt)
     dest = output_path(out, prof)
     exported_at = export_time(prof)
@@ -229,11 +237,8 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
         reference = TorchReference(checkpoint)
     ref = reference_outputs(reference, data)
     record = None
-    with staged(dest) as stage:
+    with replace_atomically(dest) as stage:
         draft = stage / dest.name
-        if prof.format == "onnx":
-            report = _write_onnx(checkpoint, prof, draft, data, ref, exported_at)
-        else:
-            report, record = _write_ir(checkpoint, prof, draft, data, calib_set, ref, exported_at)
+        report, record = WRITERS[prof.format](checkpoint, prof, draft, data, calib_set, ref, exported_at)
     return ExportResult(path=dest, files=output_files(dest), profile=prof, gate=report,
                         seconds=time.perf_counter() - started, exported_at=exported_at, quantization=record)

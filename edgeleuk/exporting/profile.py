@@ -12,14 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeleuk.config import DEFAULT_EXPORT_PROFILE, from_mapping, load_toml, resolve_named
-from edgeleuk.errors import ConfigError
-from edgeleuk.parity import THRESHOLD_KEYS, Thresholds
-from edgeleuk.runtime.base import ModelKind
-from edgeleuk.runtime.registry import BACKENDS, model_kinds
+from edgeleuk.core.config import DEFAULT_EXPORT_PROFILE, from_mapping, load_toml, resolve_named
+from edgeleuk.core.errors import ConfigError
+from edgeleuk.evaluation.parity import THRESHOLD_KEYS, Thresholds
+from edgeleuk.io.formats import FORMATS, ModelFormat
+from edgeleuk.runtime.registry import BACKENDS
 
-# The formats the exporter writes (its own writers), as runtime model kinds.
-FORMAT_KINDS = {"onnx": "onnx", "openvino": "ir"}
 MIN_INT8_CALIB = 300  # the calibration floor the issue asks for: a few hundred real training cells
 DEFAULT_PROFILE = DEFAULT_EXPORT_PROFILE
 
@@ -33,7 +31,8 @@ class ExportProfile:
         description: One line for humans.
         precision: ``fp32``, ``fp16`` (weights and activations; uint8 in, float32 out)
             or ``int8`` (NNCF post-training quantization).
-        format: ``onnx`` or ``openvino`` (IR ``.xml`` + ``.bin``; required for int8).
+        format: A model format of :mod:`edgeleuk.io.formats`: ``onnx`` or ``openvino`` (IR ``.xml``
+            + ``.bin``; required for int8); the exporter refuses one it has no writer for.
         opset: ONNX opset of the exported graph.
         gate_engines: Runtime backends the parity gate runs the file on, opened as
             ``predict`` opens them (``cpu``, ``cuda``, ``openvino``: any registered
@@ -70,7 +69,7 @@ class ExportProfile:
     name: str
     description: str = ""
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    format: Literal["onnx", "openvino"] = "onnx"
+    format: str = "onnx"
     opset: int = 17
     gate_engines: tuple[str, ...] = ("cpu",)
     parity_n: int = 16
@@ -90,6 +89,8 @@ class ExportProfile:
 
     def __post_init__(self) -> None:
         where = f"export profile {self.name!r}"
+        if self.format not in FORMATS:
+            raise ConfigError(f"{where}: format {self.format!r}; choose from {list(FORMATS)}")
         if self.precision == "int8" and self.format != "openvino":
             raise ConfigError(f"{where}: int8 is produced as an OpenVINO IR; set format = \"openvino\"")
         if self.precision == "fp16" and self.format != "onnx":
@@ -122,11 +123,11 @@ class ExportProfile:
         if unknown or not self.gate_engines:
             raise ConfigError(f"{where}: gate_engines {list(self.gate_engines)}; "
                               f"choose from {list(BACKENDS)}")
-        kind = self.kind
-        unfit = [e for e in self.gate_engines if kind not in BACKENDS[e].reads]
+        fmt = self.model_format
+        unfit = [e for e in self.gate_engines if fmt.name not in BACKENDS[e].reads]
         if unfit:
-            able = [n for n, cls in BACKENDS.items() if kind in cls.reads]
-            raise ConfigError(f"{where}: {', '.join(unfit)} cannot read an {kind.label}; "
+            able = [n for n, cls in BACKENDS.items() if fmt.name in cls.reads]
+            raise ConfigError(f"{where}: {', '.join(unfit)} cannot read an {fmt.label}; "
                               f"gate it on {able}")
 
     def _check_accuracy_control(self, where: str) -> None:
@@ -139,14 +140,14 @@ class ExportProfile:
             raise ConfigError(f"{where}: accuracy_control_n, _max_reverts and _rank_n must be >= 1")
 
     @property
-    def kind(self) -> ModelKind:
-        """The runtime model kind this profile writes."""
-        return model_kinds()[FORMAT_KINDS[self.format]]
+    def model_format(self) -> ModelFormat:
+        """The model format this profile writes."""
+        return FORMATS[self.format]
 
     @property
     def suffix(self) -> str:
-        """File suffix of the main output file."""
-        return self.kind.suffix
+        """Suffix of the main output path."""
+        return self.model_format.suffix
 
     def thresholds(self, compute: str | None = None) -> Thresholds:
         """The parity thresholds, or those of its ``[compute.<precision>]`` table.

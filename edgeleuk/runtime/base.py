@@ -4,7 +4,7 @@ A backend module declares, on its :class:`Backend` subclass, everything the rest
 of the package needs to know about it: its ``name``, the model kinds it
 ``reads``, its ``auto_rank`` (``auto`` tries lower ranks first), its own
 ``Options`` record and its ``availability`` check. ``runtime.registry`` derives
-the backend table, ``auto`` order, file kinds, CLI choices and flags, bench rows
+the backend table, ``auto`` order, readers per format, CLI choices and flags, bench rows
 and export gate engines from these declarations.
 """
 
@@ -12,50 +12,19 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgeleuk.contract import TensorSpec
-from edgeleuk.errors import UsageError
+from edgeleuk.core.contract import TensorSpec
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.formats import ModelFormat, format_of
 
 if TYPE_CHECKING:
-    from edgeleuk.staged import StageChoice
-
-
-@dataclass(frozen=True)
-class ModelKind:
-    """A model file format some backend reads.
-
-    Attributes:
-        name: Key used in messages and records (``onnx``, ``ir``).
-        suffix: Suffix of the file users name (``.onnx``, ``.xml``).
-        label: Name for people (``ONNX``, ``OpenVINO IR``).
-        read_metadata: Reads the raw ``edgeleuk.*`` strings of such a file without
-            compiling it (``info``, ``bench`` and ``calibrate`` need nothing more).
-        companions: Suffixes of files that must sit beside it under the same stem
-            (an IR's ``.bin`` weights); written before the main file, which commits.
-    """
-
-    name: str
-    suffix: str
-    label: str
-    read_metadata: Callable[[Path], dict[str, str]] = field(compare=False, repr=False)
-    companions: tuple[str, ...] = ()
-
-    def files(self, path: Path) -> tuple[Path, ...]:
-        """Every file of the model at ``path``: companions first, the main file last."""
-        path = Path(path)
-        return (*(path.with_suffix(s) for s in self.companions), path)
-
-    def check(self, path: Path) -> None:
-        """Raise a UsageError naming the first companion file missing beside ``path``."""
-        for other in self.files(path)[:-1]:
-            if not other.is_file():
-                raise UsageError(f"{path}: {self.label} weights {other.name} are missing beside it")
+    from edgeleuk.runtime.staged import StageChoice
 
 
 def option(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
@@ -163,7 +132,9 @@ class Backend(abc.ABC):
 
     Class attributes (the declaration the registry derives everything from):
         name: Key users type (``--backend NAME``) and profiles list as gate engines.
-        reads: Model kinds this backend opens.
+        reads: Names of the model formats (:data:`edgeleuk.io.formats.FORMATS`) this backend opens.
+        device: ``cpu`` or ``gpu``: what one instance computes on (``--cluster`` gives a worker
+            of a ``gpu`` backend one GPU). A backend reads only formats that run on its device.
         auto_rank: Order in which ``auto`` tries backends, lowest first; None: only when named
             (``remote``: ``auto`` never moves inference to another machine).
         Options: This backend's own options record (an :class:`OptionsRecord`).
@@ -171,7 +142,8 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str] = "?"
-    reads: ClassVar[tuple[ModelKind, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ()
+    device: ClassVar[str] = "cpu"
     auto_rank: ClassVar[int | None] = 100
     Options: ClassVar[type[OptionsRecord]] = NoOptions
     libraries: ClassVar[tuple[str, ...]] = ()
@@ -187,21 +159,16 @@ class Backend(abc.ABC):
         return ()
 
     @classmethod
-    def kind_of(cls, path: Path) -> ModelKind:
-        """The kind of ``path`` among those this backend reads.
+    def model_format(cls, path: Path) -> ModelFormat:
+        """The format of the model at ``path``, which this backend must read.
 
         Raises:
-            UsageError: Missing file, a kind this backend does not read, or missing companions.
+            UsageError: A missing model, a format this backend does not read, or missing companions.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"model file not found: {path}")
-        for kind in cls.reads:
-            if path.suffix.lower() == kind.suffix:
-                kind.check(path)
-                return kind
-        reads = " or ".join(f"{k.label} {k.suffix}" for k in cls.reads)
-        raise UsageError(f"{path.name}: the {cls.name} backend reads {reads} files only")
+        fmt = format_of(path)
+        if fmt.name not in cls.reads:
+            raise UsageError(f"{Path(path).name}: the {cls.name} backend reads {' or '.join(cls.reads)} models only")
+        return fmt
 
     @abc.abstractmethod
     def __init__(self, model_path: Path, options: BackendOptions) -> None: ...
@@ -245,7 +212,7 @@ class Backend(abc.ABC):
         """``(inputs, outputs)`` of the loaded graph as the engine reports them.
 
         :class:`edgeleuk.runtime.classifier.Classifier` checks them against
-        :mod:`edgeleuk.contract` before any image is read. None: this backend cannot say.
+        :mod:`edgeleuk.core.contract` before any image is read. None: this backend cannot say.
         """
         return None
 

@@ -24,16 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import check_input, graph_problems
-from edgeleuk.data import subject_from_name
-from edgeleuk.errors import EdgeleukError, EngineFault, UsageError
-from edgeleuk.imageio import Decoded
+from edgeleuk.core.contract import check_input, graph_problems
+from edgeleuk.core.errors import EdgeleukError, EngineFault, UsageError
+from edgeleuk.io.data import subject_from_name
+from edgeleuk.io.imageio import Decoded
+from edgeleuk.io.modelfile import parse_metadata
 from edgeleuk.runtime.base import Backend, BackendInfo
-from edgeleuk.runtime.modelfile import parse_metadata
 from edgeleuk.runtime.pipeline import decoded_batches
 from edgeleuk.runtime.registry import backend_options as build_options
 from edgeleuk.runtime.registry import choose_backend
-from edgeleuk.staged import StageChoice, StagedCounts, StagedRunner, check_mode, stage_choice_of
+from edgeleuk.runtime.staged import StageChoice, StagedCounts, StagedRunner, check_mode, stage_choice_of
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Classifier:
             workers: Decoder threads for :meth:`predict_paths`; None picks a default.
             selection: Why this backend was chosen (reported in :attr:`info`).
             tta: ``full`` (every rotation, the file's own result) or ``staged`` (see
-                :mod:`edgeleuk.staged`; needs a calibrated stage choice in the model and a
+                :mod:`edgeleuk.runtime.staged`; needs a calibrated stage choice in the model and a
                 backend opened with ``views_input``).
         """
         if batch_size is not None and batch_size < 1:
@@ -203,7 +203,7 @@ class Classifier:
         Raises:
             UsageError: Missing/unsupported model, no or malformed edgeleuk metadata (class
                 names, input size, threshold, export record), a graph whose inputs/outputs
-                break :mod:`edgeleuk.contract`, bad options. Raised before any image is read.
+                break :mod:`edgeleuk.core.contract`, bad options. Raised before any image is read.
             BackendUnavailable: The backend cannot run here (the message names the fix).
         """
         options = build_options(**backend_options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeleuk.errors import BackendUnavailable
+from edgeleuk.core.errors import BackendUnavailable
 from edgeleuk.runtime.ort_common import OrtBackend, import_ort
 
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeleuk.contract import OUTPUT_NAMES
-from edgeleuk.errors import BackendUnavailable
+from edgeleuk.core.contract import OUTPUT_NAMES
+from edgeleuk.core.errors import BackendUnavailable
 from edgeleuk.runtime.base import OptionsRecord, ThroughputMode, option
 from edgeleuk.runtime.ort_common import (
     CPU_DIST,
@@ -32,7 +32,7 @@ from edgeleuk.runtime.ort_common import (
 )
 
 if TYPE_CHECKING:
-    from edgeleuk.staged import StageChoice
+    from edgeleuk.runtime.staged import StageChoice
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``openvino`` backend: OpenVINO Runtime, for ``.onnx`` and OpenVINO IR ``.xml`` (the IR kind).
+"""``openvino`` backend: OpenVINO Runtime, for ``.onnx`` and OpenVINO IR ``.xml`` (the openvino format).
 
 OpenVINO runs fp32 graphs in bf16 on CPUs that support it unless told
 otherwise; this backend asks for f32 explicitly (bf16 only when requested) and
@@ -7,7 +7,6 @@ reports the precision read back from the compiled model.
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import time
@@ -18,21 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import EXPORT_KEY, INPUT_NAME, LOGIT, META_KEY, PROB, VIEW_LOGITS, VIEWS_NAME, TensorSpec
-from edgeleuk.errors import BackendUnavailable, UsageError
+from edgeleuk.core.contract import INPUT_NAME, LOGIT, PROB, VIEW_LOGITS, VIEWS_NAME, TensorSpec
+from edgeleuk.core.errors import BackendUnavailable, UsageError
+from edgeleuk.io.formats import import_openvino, ir_metadata, shared_core
 from edgeleuk.runtime.base import (
     Backend,
     BackendInfo,
     BackendOptions,
     BenchVariant,
-    ModelKind,
     OptionsRecord,
     ThroughputMode,
     option,
 )
-from edgeleuk.runtime.ort_common import ONNX
+from edgeleuk.runtime.staged import StageChoice, run_staged
 from edgeleuk.runtime.views import ov_expose_views
-from edgeleuk.staged import StageChoice, run_staged
 
 log = logging.getLogger(__name__)
 
@@ -57,46 +55,6 @@ class OpenVINOOptions(OptionsRecord):
         "latency", "openvino: performance hint (throughput can help on large folders).", tuple(HINTS)
     )
     device: str | None = option(None, "openvino: device name (CPU, GPU, ...); default CPU.")
-
-
-def ir_metadata(model: Any) -> dict[str, str]:
-    """Both metadata strings from an ``openvino.Model``'s rt_info.
-
-    The exporter writes them under ``["edgeleuk", "meta"|"export"]``; OpenVINO's
-    ONNX reader puts an ONNX file's ``metadata_props`` under ``["framework", key]``.
-    """
-    found: dict[str, str] = {}
-    for key in (META_KEY, EXPORT_KEY):
-        for rt_path in (key.split("."), ["framework", key]):
-            if model.has_rt_info(rt_path):
-                found[key] = model.get_rt_info(rt_path).astype(str)
-                break
-    return found
-
-
-def ir_file_metadata(path: Path) -> dict[str, str]:
-    """The ``edgeleuk.*`` strings of an IR ``.xml`` (read, not compiled)."""
-    return ir_metadata(shared_core().read_model(str(path)))
-
-
-@functools.cache
-def shared_core() -> Any:
-    """The process's one ``openvino.Core``, used for every model edgeleuk reads or compiles.
-
-    Never released on purpose: each Core that compiles on a thread gives it an alternate signal
-    stack and unmaps that stack when released, and Cores released in the order they were made
-    leave the thread on an unmapped one, after which Ctrl-C ends the process with SIGSEGV
-    (:mod:`edgeleuk.runtime.altstack`). ``ov.Core`` is thread-safe.
-    """
-    return _import_openvino().Core()
-
-
-def _import_openvino() -> Any:
-    try:
-        import openvino  # lazy: importing edgeleuk.runtime loads no engine (runtime/__init__)
-    except ImportError as exc:
-        raise BackendUnavailable("openvino is not installed: pip install openvino") from exc
-    return openvino
 
 
 def _check_device(core: Any, device: str) -> None:
@@ -124,9 +82,6 @@ def _port_specs(port: Any) -> list[TensorSpec]:
     return [TensorSpec(name, dtype, shape) for name in sorted(port.get_names()) or ["?"]]
 
 
-IR = ModelKind("ir", ".xml", "OpenVINO IR", read_metadata=ir_file_metadata, companions=(".bin",))
-
-
 def compile_config(options: OpenVINOOptions, threads: int | None = None) -> dict[str, Any]:
     """OpenVINO compile properties for this backend's ``options`` and the generic ``threads``."""
     config: dict[str, Any] = {
@@ -148,7 +103,7 @@ class OpenVINOBackend(Backend):
     """
 
     name = "openvino"
-    reads = (ONNX, IR)
+    reads = ("onnx", "openvino")
     libraries = ("openvino",)
     auto_rank = 20
     Options = OpenVINOOptions
@@ -156,7 +111,7 @@ class OpenVINOBackend(Backend):
     @classmethod
     def availability(cls) -> str | None:
         try:
-            _import_openvino()
+            import_openvino()
         except BackendUnavailable as exc:
             return str(exc)
         return None
@@ -177,8 +132,8 @@ class OpenVINOBackend(Backend):
 
     def __init__(self, model_path: Path, options: BackendOptions) -> None:
         self.model_path = Path(model_path)
-        self._kind = self.kind_of(self.model_path)
-        ov = _import_openvino()
+        self._format = self.model_format(self.model_path)
+        ov = import_openvino()
         self.options = options
         own: OpenVINOOptions = options.of(type(self))
         self.own = own
@@ -260,7 +215,7 @@ class OpenVINOBackend(Backend):
             details={
                 "hint": self._property("PERFORMANCE_HINT"),
                 "threads": self._property("INFERENCE_NUM_THREADS"),
-                "model_format": self._kind.name,
+                "model_format": self._format.name,
             },
         )
 
@@ -274,7 +229,7 @@ class OpenVINOBackend(Backend):
         """
         if staged is not None and self._all_views is None:
             return None
-        ov = _import_openvino()
+        ov = import_openvino()
         config = compile_config(replace(self.own, hint="throughput"), self.options.threads)
         compiled = self._compile(config)
         nreq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))

@@ -1,4 +1,4 @@
-"""What the two ONNX Runtime backends (``cpu`` and ``cuda``) share, and the ONNX model kind.
+"""What the two ONNX Runtime backends (``cpu`` and ``cuda``) share.
 
 ``onnxruntime`` is imported only when a session is made, so importing this
 module costs nothing on machines that run OpenVINO only.
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME, TensorSpec
-from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, ModelKind
+from edgeleuk.core.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME, TensorSpec
+from edgeleuk.core.errors import BackendUnavailable
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.views import onnx_with_views_input
 
 log = logging.getLogger(__name__)
@@ -61,29 +61,6 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, _ORT_TYPES.get(kind, kind), shape)
 
 
-def onnx_file_metadata(path: Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ``.onnx`` file, with ``onnx`` if installed, else ONNX Runtime."""
-    try:
-        import onnx  # lazy: optional (cpu/gpu extras), and the runtime must start without it
-    except ImportError:
-        onnx = None
-    if onnx is not None:
-        # Parses the protobuf only; no graph optimisation, unlike creating a session.
-        proto = onnx.load(str(path), load_external_data=False)
-        return {p.key: p.value for p in proto.metadata_props}
-    try:
-        import onnxruntime as ort  # lazy: engines load only when a file of theirs is read
-    except ImportError as exc:
-        raise UsageError("reading .onnx metadata needs onnxruntime: pip install 'edgeleuk[cpu]'") from exc
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-ONNX = ModelKind("onnx", ".onnx", "ONNX", read_metadata=onnx_file_metadata)
-
-
 def session_options(ort: Any, threads: int | None) -> Any:
     """ONNX Runtime session options for ``threads`` (None keeps ONNX Runtime's default)."""
     so = ort.SessionOptions()
@@ -99,7 +76,7 @@ class OrtBackend(Backend):
     ``InferenceSession.run`` is thread-safe, so one instance may serve many threads.
     """
 
-    reads = (ONNX,)
+    reads = ("onnx",)
     libraries = (CPU_DIST, GPU_DIST)
 
     @abc.abstractmethod
@@ -115,7 +92,7 @@ class OrtBackend(Backend):
 
     def __init__(self, model_path: Path, options: BackendOptions) -> None:
         self.model_path = Path(model_path)
-        self.kind_of(self.model_path)
+        self.model_format(self.model_path)
         reason = self.availability()
         if reason:
             raise BackendUnavailable(reason)

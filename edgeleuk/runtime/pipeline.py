@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from edgeleuk.imageio import Decoded, decode_image
+from edgeleuk.io.imageio import Decoded, decode_image
 
 
 def default_workers() -> int:

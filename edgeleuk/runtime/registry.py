@@ -1,10 +1,10 @@
 """The backends, registered once; everything else about them is derived from their declarations.
 
-Each backend module declares its name, the model kinds it reads, its ``auto``
+Each backend module declares its name, the model formats it reads, its device, its ``auto``
 rank, its options record and its availability check (see
 :class:`~edgeleuk.runtime.base.Backend`). From the registrations below this
 module derives the backend table, the ``auto`` order, which backends read which
-file kinds, the per-backend option fields (the CLI's flags) and opens backends
+format (:mod:`edgeleuk.io.formats`), the per-backend option fields (the CLI's flags) and opens backends
 by name (``auto`` picks the best that really starts). The CLI's choices, bench's
 rows and the export gate's engines come from here too.
 
@@ -18,8 +18,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.runtime.base import Backend, BackendOptions, ModelKind
+from edgeleuk.core.errors import BackendUnavailable, UsageError
+from edgeleuk.io.formats import FORMATS, ModelFormat, format_of
+from edgeleuk.runtime.base import Backend, BackendOptions
 from edgeleuk.runtime.cpu import CpuBackend
 from edgeleuk.runtime.cuda import CudaBackend
 from edgeleuk.runtime.openvino import OpenVINOBackend
@@ -39,17 +40,19 @@ def register(cls: type[Backend]) -> type[Backend]:
     """Add a backend; its declarations must not clash with those already registered.
 
     Raises:
-        ValueError: A reserved or taken name, no model kinds, a kind name reused for
-            another format, or an option field another backend already declares.
+        ValueError: A reserved or taken name, no formats, a format not in the format table or
+            not run on the backend's device, or an option field another backend already declares.
     """
     if cls.name in _RESERVED or cls.name in BACKENDS or not cls.name.isidentifier():
         raise ValueError(f"backend name {cls.name!r} is reserved, taken or not an identifier")
     if not cls.reads:
-        raise ValueError(f"backend {cls.name} declares no model kinds it reads")
-    kinds = model_kinds()
-    for kind in cls.reads:
-        if kinds.get(kind.name, kind) != kind:
-            raise ValueError(f"backend {cls.name}: model kind {kind.name!r} differs from the one registered")
+        raise ValueError(f"backend {cls.name} declares no model formats it reads")
+    for name in cls.reads:
+        if name not in FORMATS:
+            raise ValueError(f"backend {cls.name}: model format {name!r} is not registered "
+                             f"(edgeleuk.io.formats.register_format); known: {list(FORMATS)}")
+        if cls.device not in FORMATS[name].devices:
+            raise ValueError(f"backend {cls.name} computes on {cls.device}, which does not run {name} models")
     taken = {f.name: owner for owner, f in option_fields()}
     for f in dataclasses.fields(cls.Options):
         if f.name in GENERIC_OPTIONS or f.name in taken:
@@ -70,50 +73,22 @@ def explicit_only() -> tuple[str, ...]:
     return tuple(name for name in BACKENDS if BACKENDS[name].auto_rank is None)
 
 
-def model_kinds() -> dict[str, ModelKind]:
-    """Every model kind some registered backend reads, by name."""
-    return {kind.name: kind for cls in BACKENDS.values() for kind in cls.reads}
+def readers(fmt: str) -> tuple[str, ...]:
+    """Backends that read model format ``fmt``, in ``auto`` order, then those that run only when named."""
+    return tuple(name for name in (*auto_order(), *explicit_only()) if fmt in BACKENDS[name].reads)
 
 
-def readers(kind: str) -> tuple[str, ...]:
-    """Backends that read model kind ``kind``, in ``auto`` order."""
-    return tuple(name for name in auto_order() if any(k.name == kind for k in BACKENDS[name].reads))
-
-
-def kind_of(path: Path | str) -> ModelKind:
-    """Check that ``path`` is an existing model file of a known kind and return that kind.
+def device_of(backend: str) -> str:
+    """The device (``cpu``/``gpu``) ``backend`` computes on; ``auto`` counts as ``cpu``.
 
     Raises:
-        UsageError: The file is missing, its suffix names no kind, or a companion is missing.
+        UsageError: An unknown backend name.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(
-            f"model file not found: {path} (export one with `edgeleuk export CKPT --out model.onnx`)"
-        )
-    for kind in model_kinds().values():
-        if path.suffix.lower() == kind.suffix:
-            kind.check(path)
-            return kind
-    known = " or ".join(f"{k.label} {k.suffix}" for k in model_kinds().values())
-    raise UsageError(f"{path}: unsupported model file; expected an exported {known}")
-
-
-def model_kind(path: Path | str) -> str:
-    """The name of ``path``'s kind (``onnx``, ``ir``...); see :func:`kind_of`."""
-    return kind_of(path).name
-
-
-def kind_for_suffix(suffix: str) -> ModelKind:
-    """The kind whose files end in ``suffix`` (for writers naming files not yet written).
-
-    Raises:
-        UsageError: No registered kind has that suffix.
-    """
-    for kind in model_kinds().values():
-        if kind.suffix == suffix.lower():
-            return kind
-    raise UsageError(f"no model kind is written as {suffix!r}")
+    if backend == AUTO:
+        return "cpu"
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose {AUTO} or one of {', '.join(BACKENDS)}")
+    return BACKENDS[backend].device
 
 
 def option_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
@@ -148,16 +123,16 @@ def backend_options(threads: int | None = None, engine: dict[str, Any] | None = 
     return BackendOptions(threads=threads, engine=records, views_input=views_input)
 
 
-def _open_explicit(path: Path, kind: ModelKind, name: str, options: BackendOptions) -> Backend:
+def _open_explicit(path: Path, fmt: ModelFormat, name: str, options: BackendOptions) -> Backend:
     cls = BACKENDS.get(name)
     if cls is None:
         raise UsageError(f"unknown backend {name!r}; choose {AUTO} or one of {', '.join(BACKENDS)}")
-    if kind not in cls.reads:
-        able = readers(kind.name)
+    if fmt.name not in cls.reads:
+        able = [n for n in readers(fmt.name) if BACKENDS[n].auto_rank is not None] or readers(fmt.name)
         raise UsageError(
-            f"{path.name} is an {kind.label} ({kind.suffix}): only the {' or '.join(able)} backend runs it; "
+            f"{path.name} is an {fmt.label} ({fmt.suffix}): only the {' or '.join(able)} backend runs it; "
             f"use --backend {able[0]} (or {AUTO}), or give the {name} backend "
-            f"the {' or '.join(k.suffix for k in cls.reads)} export"
+            f"the {' or '.join(FORMATS[k].suffix for k in cls.reads)} export"
         )
     reason = cls.availability()
     if reason:
@@ -165,9 +140,9 @@ def _open_explicit(path: Path, kind: ModelKind, name: str, options: BackendOptio
     return cls(path, options)
 
 
-def _open_auto(path: Path, kind: ModelKind, options: BackendOptions) -> tuple[Backend, str]:
+def _open_auto(path: Path, fmt: ModelFormat, options: BackendOptions) -> tuple[Backend, str]:
     skipped: list[str] = []
-    able = readers(kind.name)
+    able = [name for name in readers(fmt.name) if BACKENDS[name].auto_rank is not None]
     for name in able:
         cls = BACKENDS[name]
         reason = cls.availability()
@@ -179,7 +154,7 @@ def _open_auto(path: Path, kind: ModelKind, options: BackendOptions) -> tuple[Ba
             else:
                 why = f"first that started, on {', '.join(backend.info().providers)}"
                 if len(able) == 1:
-                    why += f" (an {kind.label} runs on {name} only)"
+                    why += f" (an {fmt.label} runs on {name} only)"
                 if skipped:
                     why += "; skipped " + "; ".join(skipped)
                 return backend, why
@@ -197,18 +172,18 @@ def choose_backend(
 
     Raises:
         UsageError: Missing or unsupported model file, unknown backend name, or a
-            backend that cannot read this file kind (cpu/cuda with an ``.xml``).
+            backend that cannot read this format (cpu/cuda with an ``.xml``).
         BackendUnavailable: The requested backend (or, for ``auto``, every backend)
             cannot run here; the message names the fix.
     """
     path = Path(model_path)
     options = options or BackendOptions()
-    kind = kind_of(path)
+    fmt = format_of(path)
     if backend == AUTO:
-        opened, why = _open_auto(path, kind, options)
+        opened, why = _open_auto(path, fmt, options)
         log.info("backend auto -> %s: %s", opened.name, why)
         return opened, why
-    return _open_explicit(path, kind, backend, options), "requested"
+    return _open_explicit(path, fmt, backend, options), "requested"
 
 
 def open_backend(

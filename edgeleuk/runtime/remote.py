@@ -29,13 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import META_KEY
-from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.meta import ModelMeta
+from edgeleuk.core.contract import META_KEY
+from edgeleuk.core.errors import BackendUnavailable, UsageError
+from edgeleuk.core.meta import ModelMeta
 from edgeleuk.runtime import wire
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, OptionsRecord, option
-from edgeleuk.runtime.openvino import IR
-from edgeleuk.runtime.ort_common import ONNX
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +176,7 @@ class RemoteBackend(Backend):
     """
 
     name = "remote"
-    reads = (ONNX, IR)
+    reads = ("onnx", "openvino")
     auto_rank = None
     Options = RemoteOptions
 
@@ -191,10 +189,10 @@ class RemoteBackend(Backend):
         if not own.server:
             raise BackendUnavailable(f"backend remote needs --server URL; {SERVE_FIX}")
         self.model_path = Path(model_path)
-        kind = self.kind_of(self.model_path)
+        fmt = self.model_format(self.model_path)
         self.client = ServerClient(own.server, timeout=own.server_timeout)
         self.server_meta = server_metadata(self.client)
-        check_expected(self.server_meta, self.model_path, kind.read_metadata(self.model_path))
+        check_expected(self.server_meta, self.model_path, fmt.read_metadata(self.model_path))
         self.model = self.server_meta["model"]
         log.info("backend remote: %s serves %s (sha256 %s)", self.client.url, self.model["file"],
                  self.model["sha256"][:12])

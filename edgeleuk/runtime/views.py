@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.contract import VIEW_LOGITS, VIEWS_NAME
-from edgeleuk.errors import UsageError
+from edgeleuk.core.contract import VIEW_LOGITS, VIEWS_NAME
+from edgeleuk.core.errors import UsageError
 
 
 class NoViewsEntry(UsageError):

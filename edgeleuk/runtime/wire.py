@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.files import sha256_file
+from edgeleuk.io.files import sha256_file
 
 HEALTH = "/healthz"
 METADATA = "/metadata"

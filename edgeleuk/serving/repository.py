@@ -10,6 +10,9 @@ expects, with the decision threshold and class names beside it, instead of ``edg
 * OVMS: ``ovms/<name>/1/model.xml|bin`` + ``ovms/config.json`` (``base_path`` relative to the
   config file, which OVMS resolves itself).
 
+Which repository takes which model is the format table's word (``ModelFormat.repository`` in
+:mod:`edgeleuk.io.formats`): each model file given goes to its format's repository.
+
 Torch-free: the metadata comes from the model file. Neither server runs in this repository's
 tests; the Triton config is checked against Triton's own ``ModelConfig`` protobuf schema.
 """
@@ -21,14 +24,16 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.contract import CHANNELS, INPUT_NAME, OUTPUT_NAMES
-from edgeleuk.errors import UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.runtime.modelfile import model_kind, read_model_meta
+from edgeleuk.core.contract import CHANNELS, INPUT_NAME, OUTPUT_NAMES
+from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.formats import FORMATS, ModelFormat, format_of
+from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.wire import model_sha256
 
 VERSION = "1"
@@ -64,19 +69,16 @@ class RepoOptions:
 
 @dataclass(frozen=True)
 class RepoResult:
-    """What was written: the repository roots (None where no model of that kind was given)."""
+    """What was written: repository name (``triton``, ``ovms``) -> its root folder."""
 
     out: Path
-    triton: Path | None
-    ovms: Path | None
+    repos: dict[str, Path] = field(default_factory=dict)
 
     def describe(self) -> str:
         lines = [f"wrote {self.out}"]
-        if self.triton:
-            lines.append(f"  Triton:  {self.triton} (tritonserver --model-repository {self.triton})")
-        if self.ovms:
-            lines.append(f"  OVMS:    {self.ovms} (ovms --config_path {self.ovms / 'config.json'})")
-        lines.append("  neither server was started here; the Triton config follows Triton's ModelConfig schema")
+        for name, root in self.repos.items():
+            lines.append(f"  {REPOSITORIES[name].label + ':':<8} {root} ({REPOSITORIES[name].start(root)})")
+        lines.append("  no server was started here; the Triton config follows Triton's ModelConfig schema")
         return "\n".join(lines)
 
 
@@ -137,57 +139,95 @@ def ovms_config(name: str) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def _check_model(path: Path | None, kind: str, flag: str) -> tuple[ModelMeta, dict[str, Any]] | None:
-    if path is None:
-        return None
-    if model_kind(path) != kind:
-        want = "an exported .onnx" if kind == "onnx" else "an OpenVINO IR .xml (the INT8 export)"
-        raise UsageError(f"{flag} {path}: expected {want}")
-    return read_model_meta(path)
+def _copy_model(fmt: ModelFormat, src: Path, folder: Path) -> None:
+    """Copy the model at ``src`` into ``folder`` as ``model<suffix>`` (companions and folders too)."""
+    for path, name in zip(fmt.files(src), fmt.files(folder / f"model{fmt.suffix}"), strict=True):
+        if path.is_dir():
+            shutil.copytree(path, name)
+        else:
+            shutil.copyfile(path, name)
 
 
-def _write_triton(root: Path, onnx: Path, options: RepoOptions) -> Path:
-    meta, export = read_model_meta(onnx)
+def _write_triton(root: Path, fmt: ModelFormat, model: Path, options: RepoOptions) -> None:
+    meta, export = read_model_meta(model)
     folder = root / "triton" / options.name
     (folder / VERSION).mkdir(parents=True)
-    shutil.copyfile(onnx, folder / VERSION / "model.onnx")
-    config = triton_config(meta, export, model_sha256(onnx), options)
+    _copy_model(fmt, model, folder / VERSION)
+    config = triton_config(meta, export, model_sha256(model), options)
     (folder / "config.pbtxt").write_text(config, encoding="utf-8")
-    return root / "triton"
 
 
-def _write_ovms(root: Path, xml: Path, name: str) -> Path:
-    folder = root / "ovms" / name / VERSION
+def _write_ovms(root: Path, fmt: ModelFormat, model: Path, options: RepoOptions) -> None:
+    folder = root / "ovms" / options.name / VERSION
     folder.mkdir(parents=True)
-    shutil.copyfile(xml, folder / "model.xml")
-    shutil.copyfile(xml.with_suffix(".bin"), folder / "model.bin")
-    (root / "ovms" / "config.json").write_text(ovms_config(name), encoding="utf-8")
-    return root / "ovms"
+    _copy_model(fmt, model, folder)
+    (root / "ovms" / "config.json").write_text(ovms_config(options.name), encoding="utf-8")
 
 
-def write_serving_repos(
-    out: Path, onnx: Path | None = None, ir: Path | None = None, options: RepoOptions | None = None
-) -> RepoResult:
-    """Write the Triton repository (from ``onnx``) and/or the OVMS repository (from ``ir``).
+@dataclass(frozen=True)
+class Repository:
+    """A serving repository kind ``serving-repo`` can write.
 
-    The whole folder appears at once (built beside ``out``, then renamed), so a failed run
-    leaves nothing half-written.
+    Attributes:
+        label: Name for people.
+        write: ``(staging root, format, model, options)``: writes the repository under the root.
+        start: The command that starts the server on the written repository root.
+    """
+
+    label: str
+    write: Callable[[Path, ModelFormat, Path, RepoOptions], None]
+    start: Callable[[Path], str]
+
+
+# Repository name (``ModelFormat.repository``) -> how to write it.
+REPOSITORIES: dict[str, Repository] = {
+    "triton": Repository("Triton", _write_triton, lambda root: f"tritonserver --model-repository {root}"),
+    "ovms": Repository("OVMS", _write_ovms, lambda root: f"ovms --config_path {root / 'config.json'}"),
+}
+
+
+def served_formats() -> dict[str, str]:
+    """Format name -> the repository that takes it, for every format that has one."""
+    return {name: fmt.repository for name, fmt in FORMATS.items() if fmt.repository in REPOSITORIES}
+
+
+def _sort_models(models: Sequence[Path]) -> dict[str, tuple[ModelFormat, Path]]:
+    """Repository name -> the one model (and its format) that goes there."""
+    chosen: dict[str, tuple[ModelFormat, Path]] = {}
+    for model in models:
+        fmt = format_of(model)
+        repo = served_formats().get(fmt.name)
+        if repo is None:
+            raise UsageError(f"{model}: no serving repository takes {fmt.label} models; "
+                             f"serving-repo writes {', '.join(f'{n} ({r})' for n, r in served_formats().items())}")
+        if repo in chosen:
+            raise UsageError(f"{model}: {chosen[repo][1]} already goes to the {repo} repository; give one model each")
+        read_model_meta(model)  # an edgeleuk export, with its threshold and classes
+        chosen[repo] = (fmt, Path(model))
+    return chosen
+
+
+def write_serving_repos(out: Path, models: Sequence[Path], options: RepoOptions | None = None) -> RepoResult:
+    """Write one serving repository per model: each goes to its format's repository.
+
+    An ``.onnx`` goes to Triton (ONNX Runtime backend), an OpenVINO IR ``.xml`` (with its ``.bin``)
+    to OpenVINO Model Server; see :func:`served_formats`. The whole folder appears at once (built
+    beside ``out``, then renamed), so a failed run leaves nothing half-written.
 
     Args:
         out: New folder; it must not exist yet (or be empty).
-        onnx: An exported ``.onnx`` for Triton's ONNX Runtime backend.
-        ir: An exported OpenVINO IR ``.xml`` (with its ``.bin``) for OVMS.
+        models: Exported model files, at most one per repository.
         options: Name, batching, instances, GPU and TensorRT choices.
 
     Raises:
-        UsageError: Neither model given, a model of the wrong kind or without edgeleuk
-            metadata, or ``out`` already holds files.
+        UsageError: No model given, a format no repository takes, two models for one repository,
+            a model without edgeleuk metadata, or ``out`` already holds files.
     """
     options = options or RepoOptions()
-    if onnx is None and ir is None:
-        raise UsageError("give --onnx (for Triton) and/or --ir (for OpenVINO Model Server)")
-    _check_model(onnx, "onnx", "--onnx")
-    _check_model(ir, "ir", "--ir")
+    if not models:
+        raise UsageError("give at least one --model: " + ", ".join(
+            f"{FORMATS[f].label} {FORMATS[f].suffix} for {REPOSITORIES[r].label}" for f, r in served_formats().items()))
+    chosen = _sort_models(models)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not empty; choose a new folder")
@@ -197,14 +237,12 @@ def write_serving_repos(
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is owner-only; servers often run as another user
     try:
-        triton = _write_triton(staging, Path(onnx), options) if onnx else None
-        ovms = _write_ovms(staging, Path(ir), options.name) if ir else None
+        for repo, (fmt, model) in chosen.items():
+            REPOSITORIES[repo].write(staging, fmt, model, options)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return RepoResult(
-        out=out, triton=out / "triton" if triton else None, ovms=out / "ovms" if ovms else None
-    )
+    return RepoResult(out=out, repos={repo: out / repo for repo in chosen})

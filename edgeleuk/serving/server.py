@@ -26,11 +26,11 @@ import numpy as np
 
 from edgeleuk import __version__
 from edgeleuk.cluster import RAY_FIX, connect, import_ray
-from edgeleuk.errors import BackendUnavailable, UsageError
-from edgeleuk.imageio import decode_bytes
+from edgeleuk.core.errors import BackendUnavailable, UsageError
+from edgeleuk.io.imageio import decode_bytes
+from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime import wire
 from edgeleuk.runtime.classifier import Classifier
-from edgeleuk.runtime.modelfile import read_model_meta
 from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from edgeleuk.meta import Preprocess
+from edgeleuk.core.meta import Preprocess
 from edgeleuk.training.recipe import Augment
 
 

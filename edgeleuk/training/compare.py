@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from edgeleuk.atomic import atomic_write_text
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.atomic import atomic_write_text
 from edgeleuk.training.plots import plot_sweep_curves
 from edgeleuk.training.rundir import SYNTHETIC_NOTE, RunFiles, read_metrics, read_summary
 

@@ -1,6 +1,6 @@
 """Training and validation cells as torch datasets, plus the checks and counts around them.
 
-Every sample is decoded with :func:`edgeleuk.imageio.decode_image`. A file that
+Every sample is decoded with :func:`edgeleuk.io.imageio.decode_image`. A file that
 cannot be read does not stop an epoch: the sample comes back with its
 ``error`` set and an all-zero image, and the loop drops it from the batch and
 lists it in ``skipped.txt``.
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgeleuk.data import Record, discover, fingerprint
-from edgeleuk.errors import DataError
-from edgeleuk.imageio import decode_image
-from edgeleuk.meta import Preprocess
+from edgeleuk.core.errors import DataError
+from edgeleuk.core.meta import Preprocess
+from edgeleuk.io.data import Record, discover, fingerprint
+from edgeleuk.io.imageio import decode_image
 from edgeleuk.training.augment import TrainTransform, rotation_stack
 from edgeleuk.training.recipe import Recipe
 

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
 
 log = logging.getLogger(__name__)
 

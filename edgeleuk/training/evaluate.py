@@ -4,7 +4,7 @@ Two interchangeable implementations feed the network the same pixels:
 
 * ``pil``: each cell is cropped and rotated with PIL in the data loader
   (``augment.rotation_stack``), exactly as the paper's ``TF_VALID_ROT``;
-* ``gather``: raw uint8 cells go to ``edgeleuk.tta.TTAClassifier``, which crops
+* ``gather``: raw uint8 cells go to ``edgeleuk.modeling.tta.TTAClassifier``, which crops
   and rotates every view with one index gather on the device. Its tests prove
   it equal to the PIL path; ``val_tta = "auto"`` chooses it.
 """
@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from edgeleuk.data import Record
-from edgeleuk.errors import DataError, UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.metrics import binary_metrics, per_subject_accuracy
-from edgeleuk.tta import TTAClassifier
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.evaluation.metrics import binary_metrics, per_subject_accuracy
+from edgeleuk.io.data import Record
+from edgeleuk.modeling.tta import TTAClassifier
 
 
 def use_gather(choice: str) -> bool:
@@ -61,7 +61,7 @@ class EvalResult:
         indices: Their positions in the validation record list.
         skipped: Record position -> why the image could not be read.
         loss: Weighted BCE on the averaged logits (mean over cells).
-        metrics: ``edgeleuk.metrics.binary_metrics`` of the cells.
+        metrics: ``edgeleuk.evaluation.metrics.binary_metrics`` of the cells.
     """
 
     logits: np.ndarray

@@ -27,11 +27,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edgeleuk.atomic import atomic_write_text
-from edgeleuk.checkpoint import save_checkpoint
-from edgeleuk.errors import DataError, UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.model import create_model, load_pretrained
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.atomic import atomic_write_text
+from edgeleuk.modeling.checkpoint import save_checkpoint
+from edgeleuk.modeling.model import create_model, load_pretrained
 from edgeleuk.training import distributed as ddp
 from edgeleuk.training.augment import TrainTransform
 from edgeleuk.training.dataset import CellDataset, Splits, class_counts, pos_weight, select_records

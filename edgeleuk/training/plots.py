@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from edgeleuk.atomic import atomic_path
+from edgeleuk.io.atomic import atomic_path
 from edgeleuk.training.rundir import SYNTHETIC_NOTE
 
 
@@ -51,7 +51,7 @@ def plot_subjects(subjects: Mapping[str, Mapping[str, Any]], path: Path, synthet
     """Figure 3: accuracy per validation subject, healthy subjects in a second colour.
 
     Args:
-        subjects: ``edgeleuk.metrics.per_subject_accuracy`` output (``accuracy``, ``healthy``, ``n``).
+        subjects: ``edgeleuk.evaluation.metrics.per_subject_accuracy`` output (``accuracy``, ``healthy``, ``n``).
         path: PNG to write.
         synthetic: Label the figure as synthetic.
     """

@@ -11,10 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeleuk.config import load_toml, resolve_named
-from edgeleuk.errors import ConfigError
-from edgeleuk.meta import PAPER_ARCH, Preprocess
-from edgeleuk.model import ARCHITECTURES, GROUPS
+from edgeleuk.core.config import load_toml, resolve_named
+from edgeleuk.core.errors import ConfigError
+from edgeleuk.core.meta import PAPER_ARCH, Preprocess
+from edgeleuk.modeling.model import ARCHITECTURES, GROUPS
 
 #: Fields that do not change what a run computes; a resumed run may differ in them.
 RESULT_NEUTRAL = ("description", "pretrained", "num_workers", "threads", "val_tta")
@@ -22,7 +22,7 @@ RESULT_NEUTRAL = ("description", "pretrained", "num_workers", "threads", "val_tt
 
 @dataclass(frozen=True)
 class LearningRates:
-    """Base learning rate of each parameter group (see ``edgeleuk.model.GROUPS``).
+    """Base learning rate of each parameter group (see ``edgeleuk.modeling.model.GROUPS``).
 
     Attributes:
         stages_1_2: Stem and first residual stage (``layer0``, ``layer1``).
@@ -35,7 +35,7 @@ class LearningRates:
     classifier: float = 1e-2
 
     def as_dict(self) -> dict[str, float]:
-        """Parameter group name -> learning rate, as ``edgeleuk.model.param_groups`` takes it."""
+        """Parameter group name -> learning rate, as ``edgeleuk.modeling.model.param_groups`` takes it."""
         return dataclasses.asdict(self)
 
 
@@ -72,7 +72,7 @@ class Recipe:
     Attributes:
         name: Recipe name recorded in checkpoints (defaults to the file's stem).
         description: One line for humans.
-        arch: Network architecture (``edgeleuk.model.ARCHITECTURES``).
+        arch: Network architecture (``edgeleuk.modeling.model.ARCHITECTURES``).
         pretrained: ``"imagenet"``, a state-dict path, or unset for random initialisation.
         seed: Seed used when the command line gives none.
         train_folds: Training folds of the C-NMC training set.
@@ -92,7 +92,7 @@ class Recipe:
         deterministic: Ask torch for deterministic kernels.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
         val_tta: Validation TTA implementation: ``pil`` (the paper's per-image PIL
-            rotations), ``gather`` (``edgeleuk.tta``'s batched index gather, proven
+            rotations), ``gather`` (``edgeleuk.modeling.tta``'s batched index gather, proven
             equal to ``pil``, much faster on a GPU) or ``auto`` (gather if available).
         threads: CPU threads for torch (default: torch's choice).
     """

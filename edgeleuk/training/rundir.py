@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.atomic import atomic_write_text
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.atomic import atomic_write_text
 
 SYNTHETIC_NOTE = "SYNTHETIC DATA: says nothing about leukaemia diagnosis"
 

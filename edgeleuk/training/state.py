@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeleuk.atomic import atomic_path
-from edgeleuk.errors import CheckpointError
-from edgeleuk.model import param_groups
+from edgeleuk.core.errors import CheckpointError
+from edgeleuk.io.atomic import atomic_path
+from edgeleuk.modeling.model import param_groups
+from edgeleuk.modeling.weights import safe_torch_load
 from edgeleuk.training.recipe import Recipe
-from edgeleuk.weights import safe_torch_load
 
 FORMAT = "edgeleuk.train-state/1"
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.atomic import atomic_write_text
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.atomic import atomic_write_text
 from edgeleuk.training.loop import train
 from edgeleuk.training.recipe import Recipe, load_recipe
 from edgeleuk.training.rundir import SYNTHETIC_NOTE, RunFiles, TrainResult, read_summary

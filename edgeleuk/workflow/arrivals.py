@@ -25,8 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeleuk.errors import DataError
-from edgeleuk.files import enters, image_entries, list_images, natural_key
+from edgeleuk.core.errors import DataError
+from edgeleuk.io.files import enters, image_entries, list_images, natural_key
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def signature(path: str | os.PathLike[str]) -> Signature | None:
 def list_arrivals(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` in natural order, skipping hidden names (temporary files).
 
-    The same listing as ``predict`` (:func:`edgeleuk.files.list_images`, with files
+    The same listing as ``predict`` (:func:`edgeleuk.io.files.list_images`, with files
     named like unsupported image formats, which get an error row), except
     that a folder that is missing or cannot be listed gives no files instead of an
     error: the microscope may not have created it yet, or a network share may

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.data import Record, discover
-from edgeleuk.errors import DataError, UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.modelwrite import write_model_with_meta
-from edgeleuk.runtime.modelfile import read_model_meta
-from edgeleuk.staged import DEFAULT_AGREEMENT, StageChoice
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.data import Record, discover
+from edgeleuk.io.modelfile import read_model_meta
+from edgeleuk.io.modelwrite import write_model_with_meta
+from edgeleuk.runtime.staged import DEFAULT_AGREEMENT, StageChoice
 from edgeleuk.workflow.stagecal import choose_for, score_labelled, stage_extra
 from edgeleuk.workflow.threshold import OperatingPoint, operating_point, select_threshold
 
@@ -152,7 +152,7 @@ def calibrate_model(
 
     One pass over the labelled cells gives each cell's full-TTA probability and every
     rotation's logit: the threshold comes from the former, then the stage choice
-    (:func:`edgeleuk.staged.choose_stage`) at that threshold from the latter.
+    (:func:`edgeleuk.runtime.staged.choose_stage`) at that threshold from the latter.
 
     Args:
         model: Exported ``.onnx`` or OpenVINO ``.xml`` model.
@@ -162,7 +162,7 @@ def calibrate_model(
         out: Model file to write (same suffix as ``model``); None overwrites ``model``.
         backend: Inference backend (``auto``, ``cpu``, ``cuda``, ``openvino``).
         staged_agreement: Bound on the agreement of cells that stop after stage 1 with full TTA;
-            None takes :data:`edgeleuk.staged.DEFAULT_AGREEMENT`.
+            None takes :data:`edgeleuk.runtime.staged.DEFAULT_AGREEMENT`.
 
     Returns:
         The chosen and the previous operating point, the stage choice and where the model went.

@@ -11,7 +11,7 @@ full, folder turned read-only) is cut off at once, so the file holds only whole
 rows, and :class:`OutputError` says so.
 
 Cells are written spreadsheet-safe and read back exactly
-(:func:`edgeleuk.csvcells.sheet_row` / :func:`edgeleuk.csvcells.plain_row`).
+(:func:`edgeleuk.io.csvcells.sheet_row` / :func:`edgeleuk.io.csvcells.plain_row`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from edgeleuk.csvcells import plain_row, sheet_row
-from edgeleuk.errors import OutputError, UsageError
-from edgeleuk.files import read_csv
+from edgeleuk.core.errors import OutputError, UsageError
+from edgeleuk.io.csvcells import plain_row, sheet_row
+from edgeleuk.io.files import read_csv
 
 
 def _complete_records_end(data: bytes) -> int:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from edgeleuk.atomic import atomic_write_text
-from edgeleuk.errors import UsageError
-from edgeleuk.metrics import binary_metrics
+from edgeleuk.core.errors import UsageError
+from edgeleuk.evaluation.metrics import binary_metrics
+from edgeleuk.io.atomic import atomic_write_text
 from edgeleuk.workflow.report_data import (
     Row,
     ThresholdEstimate,

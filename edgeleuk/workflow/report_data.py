@@ -12,10 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeleuk.csvcells import name_to_text, plain_row, text_to_name
-from edgeleuk.errors import DataError, UsageError
-from edgeleuk.files import SYNTHETIC_MARKER, natural_key, read_csv, synthetic_root
-from edgeleuk.outputs import TRUTH_COLUMN
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.io.csvcells import name_to_text, plain_row, text_to_name
+from edgeleuk.io.files import SYNTHETIC_MARKER, natural_key, read_csv, synthetic_root
+from edgeleuk.workflow.outputs import TRUTH_COLUMN
 
 REQUIRED_COLUMNS = ("path", "status", "prob_all", "label")
 UNKNOWN_SUBJECT = "(unknown)"
@@ -32,7 +32,7 @@ class Row:
 
     Attributes:
         path: Image path as predict/watch listed it, exact (read back with
-            :func:`edgeleuk.csvcells.text_to_name`; may hold surrogate escapes).
+            :func:`edgeleuk.io.csvcells.text_to_name`; may hold surrogate escapes).
         ok: The image was classified.
         error: Why not, when it was not.
         prob: Probability of ALL.

@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeleuk.csvcells import name_to_text
-from edgeleuk.imageio import decode_image
-from edgeleuk.meta import Preprocess
+from edgeleuk.core.meta import Preprocess
+from edgeleuk.io.csvcells import name_to_text
+from edgeleuk.io.imageio import decode_image
 from edgeleuk.workflow.report_data import Row, SubjectSummary
 
 CSS = """

@@ -3,7 +3,7 @@
 One pass of the model over the labelled cells gives, per cell, the file's own
 mean logit and the R per-rotation logits: the threshold is chosen on the former
 (:mod:`edgeleuk.workflow.threshold`), the staged-TTA subset and margin on the
-latter (:func:`edgeleuk.staged.choose_stage`). A model exported before staged TTA
+latter (:func:`edgeleuk.runtime.staged.choose_stage`). A model exported before staged TTA
 has no ``views`` entry: it is scored the plain way and gets no stage choice.
 """
 
@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.data import Record
-from edgeleuk.errors import EdgeleukError
+from edgeleuk.core.errors import EdgeleukError
+from edgeleuk.io.data import Record
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.runtime.pipeline import decoded_batches
+from edgeleuk.runtime.staged import META_EXTRA_KEY, StageChoice, choose_stage, sigmoid
 from edgeleuk.runtime.views import NoViewsEntry, all_views
-from edgeleuk.staged import META_EXTRA_KEY, StageChoice, choose_stage, sigmoid
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeleuk.errors import DataError, UsageError
-from edgeleuk.metrics import check_labels, check_scores, weighted_prf
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.evaluation.metrics import check_labels, check_scores, weighted_prf
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeleuk.csvcells import text_to_name
-from edgeleuk.data import label_from_name, subject_from_name
-from edgeleuk.errors import EngineFault, OutputError, UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
+from edgeleuk.core.errors import EngineFault, OutputError, UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.csvcells import text_to_name
+from edgeleuk.io.data import label_from_name, subject_from_name
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
+from edgeleuk.workflow.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def _start_session(
 
 
 def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
-    """The files an earlier session recorded, by their exact names (see :mod:`edgeleuk.csvcells`)."""
+    """The files an earlier session recorded, by their exact names (see :mod:`edgeleuk.io.csvcells`)."""
     return {ArrivalTracker.key(folder / text_to_name(r["path"])) for r in rows if r.get("path")}
 
 
@@ -322,7 +322,7 @@ def watch_folder(
         batch: Most files per engine call.
         give_up_s: Seconds an unchanged file may keep failing to decode (a writer that
             paused mid-file) before it is recorded as an error row.
-        tta: ``full`` or ``staged`` rotation TTA for ``model`` (see :mod:`edgeleuk.staged`).
+        tta: ``full`` or ``staged`` rotation TTA for ``model`` (see :mod:`edgeleuk.runtime.staged`).
         faults: Retry and backoff for engine faults (default :class:`FaultPolicy`).
 
     Returns:

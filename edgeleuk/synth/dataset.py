@@ -1,11 +1,11 @@
 """Write a SYNTHETIC data set in the public C-NMC release layout.
 
 The C-NMC 2019 data are licensed and large, so tests and the demo run on
-drawn cells instead (see :mod:`edgeleuk.synth_cells` for what they look like
+drawn cells instead (see :mod:`edgeleuk.synth.cells` for what they look like
 and how the classes differ). Results on them only show that the pipeline
 works; they say nothing about leukaemia diagnosis.
 
-Layout written (as the public release, see ``edgeleuk.data``)::
+Layout written (as the public release, see ``edgeleuk.io.data``)::
 
     out/training_data/fold_{0,1,2}/{all,hem}/UID_<subject>_<image>_<cell>_{all|hem}.bmp
     out/prelim/<N>.bmp  +  out/prelim_labels.csv   (Patient_ID,new_names,labels)
@@ -29,15 +29,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeleuk.atomic import atomic_path, atomic_write_text
-from edgeleuk.errors import UsageError
-from edgeleuk.files import SYNTHETIC_MARKER
-from edgeleuk.synth_cells import AMBIGUOUS, render_cell, sample_looks, subject_stain
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.atomic import atomic_path, atomic_write_text
+from edgeleuk.io.files import SYNTHETIC_MARKER
+from edgeleuk.synth.cells import AMBIGUOUS, render_cell, sample_looks, subject_stain
 
 ALL_SHARE = 2 / 3  # C-NMC training data are about 2:1 ALL:HEM
 PRELIM_SHARE, FINAL_SHARE = 0.25, 0.15  # of each class's subjects; the rest train
 FOLDS = 3
-MARKER = SYNTHETIC_MARKER  # read back by edgeleuk.files.synthetic_root
+MARKER = SYNTHETIC_MARKER  # read back by edgeleuk.io.files.synthetic_root
 _LAYOUT_NAMES = ("training_data", "prelim", "final", "prelim_labels.csv", MARKER)
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from edgeleuk.errors import CheckpointError
+from edgeleuk.core.errors import CheckpointError
 
 #: The first torch whose ``weights_only=True`` cannot be bypassed (CVE-2025-32434).
 SAFE_LOAD_TORCH = (2, 6)

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.config import DEFAULT_EXPORT_PROFILE, resolve_named
-from edgeleuk.errors import ConfigError
-from edgeleuk.metrics import binary_metrics
+from edgeleuk.core.config import DEFAULT_EXPORT_PROFILE, resolve_named
+from edgeleuk.core.errors import ConfigError
+from edgeleuk.evaluation.metrics import binary_metrics
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeleuk.errors import DataError, UsageError
-from edgeleuk.files import image_entries, list_images, natural_key, read_csv, synthetic_root
-from edgeleuk.imageio import SUPPORTED_EXTENSIONS, is_image_name
+from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.io.files import image_entries, list_images, natural_key, read_csv, synthetic_root
+from edgeleuk.io.imageio import SUPPORTED_EXTENSIONS, is_image_name
 
 __all__ = [
     "SPLITS",
@@ -367,7 +367,7 @@ def records_for(paths: Sequence[Path], csvs: Mapping[Path, list[Path]] | None = 
     Args:
         paths: The files, as listed.
         csvs: Folder -> its ``*.csv`` files, for the folders that were listed
-            (:func:`edgeleuk.files.list_images` fills it); any other folder a CSV
+            (:func:`edgeleuk.io.files.list_images` fills it); any other folder a CSV
             may sit in is looked at here.
     """
     csvs = dict(csvs or {})

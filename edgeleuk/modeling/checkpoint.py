@@ -1,8 +1,8 @@
 """One checkpoint format for the whole toolkit, and import of the paper's ``model.pt``.
 
 A checkpoint is a ``torch.save`` of a plain dict: ``format``, ``meta`` (a
-:class:`~edgeleuk.meta.ModelMeta` as a JSON-able dict) and ``state_dict``. It
-loads with ``weights_only=True`` through :mod:`edgeleuk.weights`: a pickle that
+:class:`~edgeleuk.core.meta.ModelMeta` as a JSON-able dict) and ``state_dict``. It
+loads with ``weights_only=True`` through :mod:`edgeleuk.modeling.weights`: a pickle that
 carries code is refused.
 """
 
@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeleuk.atomic import atomic_path
-from edgeleuk.errors import CheckpointError
-from edgeleuk.files import sha256_file
-from edgeleuk.meta import PAPER_ARCH, ModelMeta, Preprocess
-from edgeleuk.model import create_model
-from edgeleuk.weights import load_state_dict, safe_torch_load
+from edgeleuk.core.errors import CheckpointError
+from edgeleuk.core.meta import PAPER_ARCH, ModelMeta, Preprocess
+from edgeleuk.io.atomic import atomic_path
+from edgeleuk.io.files import sha256_file
+from edgeleuk.modeling.model import create_model
+from edgeleuk.modeling.weights import load_state_dict, safe_torch_load
 
-FORMAT = "edgeleuk.checkpoint/1"
+FORMAT = "edgeleuk.modeling.checkpoint/1"
 
 
 @dataclass(frozen=True)

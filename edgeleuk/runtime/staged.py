@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
 
 #: Where the stage choice lives in ``ModelMeta.extra``.
 META_EXTRA_KEY = "staged_tta"

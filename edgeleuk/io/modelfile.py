@@ -6,9 +6,8 @@ OpenVINO IR stores the same two in ``rt_info``:
 * ``edgeleuk.meta``: :meth:`ModelMeta.to_json` (preprocessing contract, threshold, classes);
 * ``edgeleuk.export``: how the file was made (profile, precision, opset, parity gate report).
 
-Which file kinds exist and how each is read is declared by the backend modules
-(:class:`~edgeleuk.runtime.base.ModelKind`) and looked up in the registry.
-Writing them is :mod:`edgeleuk.modelwrite`'s job; ``edgeleuk info``'s text is
+Which formats exist and how each is read is declared once, in :mod:`edgeleuk.io.formats`.
+Writing them is :mod:`edgeleuk.io.modelwrite`'s job; ``edgeleuk info``'s text is
 :mod:`edgeleuk.info`'s.
 """
 
@@ -19,21 +18,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.contract import EXPORT_KEY, META_KEY
-from edgeleuk.errors import CheckpointError, UsageError
-from edgeleuk.meta import ModelMeta
-from edgeleuk.runtime.openvino import ir_metadata
-from edgeleuk.runtime.registry import kind_of, model_kind
-
-__all__ = ["EXPORT_KEY", "META_KEY", "ir_metadata", "model_kind", "parse_metadata", "read_model_meta",
-           "read_raw_metadata"]
+from edgeleuk.core.contract import EXPORT_KEY, META_KEY
+from edgeleuk.core.errors import CheckpointError, UsageError
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.formats import format_of
 
 
 def read_raw_metadata(path: Path) -> dict[str, str]:
-    """The raw ``edgeleuk.*`` strings stored in a model file, read as its kind declares."""
-    kind = kind_of(path)
+    """The raw ``edgeleuk.*`` strings stored in a model file, read as its format declares."""
+    fmt = format_of(path)
     try:
-        return kind.read_metadata(Path(path))
+        return fmt.read_metadata(Path(path))
     except UsageError:
         raise
     except Exception as exc:  # a truncated or foreign file: say which file and why

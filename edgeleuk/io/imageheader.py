@@ -3,7 +3,7 @@
 Torch-free, pure Python. OpenCV cannot report an image's size without decoding
 it, and a few kilobytes of PNG may declare 20000x20000 pixels (1.2 GB once
 decoded). :func:`read_header` parses the headers of the four formats edgeleuk
-reads (BMP, PNG, JPEG, TIFF), so :mod:`edgeleuk.imageio` can refuse an oversized
+reads (BMP, PNG, JPEG, TIFF), so :mod:`edgeleuk.io.imageio` can refuse an oversized
 image before asking OpenCV to allocate it. The format is told by the file's
 content, as OpenCV does, not by its extension.
 """

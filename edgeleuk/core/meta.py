@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeleuk.errors import CheckpointError
+from edgeleuk.core.errors import CheckpointError
 
 PAPER_ARCH = "legacy_seresnext50_32x4d"
 INPUT_SIZE = 450  # C-NMC cells are 450x450 BMPs
@@ -107,7 +107,7 @@ class ModelMeta:
     """Everything needed to use a trained classifier besides its weights.
 
     Attributes:
-        arch: Model architecture name (see ``edgeleuk.model.ARCHITECTURES``).
+        arch: Model architecture name (see ``edgeleuk.modeling.model.ARCHITECTURES``).
         preprocess: Input contract and preprocessing.
         threshold: Decision threshold on the probability of ALL.
         class_names: Label index to name; 1 (ALL) is the positive class.

@@ -1,12 +1,12 @@
 """``edgeleuk predict``: classify every image in a folder, one output row per file, and say how it went.
 
 Torch-free. The data flow is one pass: the folder is listed once into
-:class:`~edgeleuk.data.Record` s (path, and subject and true label where the
+:class:`~edgeleuk.io.data.Record` s (path, and subject and true label where the
 C-NMC layout states them: ``UID_..._all.bmp`` names, or numbered files with a
 ``Patient_ID,new_names,labels`` CSV inside or beside the folder); the records'
 files are decoded on worker threads while the engine runs (see
 :mod:`edgeleuk.runtime.pipeline`); each record and its prediction become one
-:class:`~edgeleuk.outputs.ResultRow`, written atomically (complete or absent),
+:class:`~edgeleuk.workflow.outputs.ResultRow`, written atomically (complete or absent),
 and :class:`PredictSummary` reports the run and its exit code.
 
 Bad files become error rows and the run goes on. An engine fault is not a bad
@@ -30,14 +30,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from edgeleuk.data import Record, list_images, records_for
-from edgeleuk.errors import DataError, EngineFault, OutputError, UsageError
-from edgeleuk.files import synthetic_root
-from edgeleuk.imageio import SUPPORTED_EXTENSIONS
-from edgeleuk.metrics import binary_metrics
-from edgeleuk.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names, write_csv
+from edgeleuk.core.errors import DataError, EngineFault, OutputError, UsageError
+from edgeleuk.evaluation.metrics import binary_metrics
+from edgeleuk.io.data import Record, list_images, records_for
+from edgeleuk.io.files import synthetic_root
+from edgeleuk.io.imageio import SUPPORTED_EXTENSIONS
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Classifier, Prediction
+from edgeleuk.workflow.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class PredictOptions:
             OpenVINOOptions(precision="bf16")}``); backends not named run with their defaults.
         workers: Decoder threads; None picks a default.
         progress: Show a progress bar on stderr.
-        tta: ``full`` (every rotation) or ``staged`` (early exit; see :mod:`edgeleuk.staged`).
+        tta: ``full`` (every rotation) or ``staged`` (early exit; see :mod:`edgeleuk.runtime.staged`).
     """
 
     backend: str = "auto"

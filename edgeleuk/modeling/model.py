@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeleuk.errors import CheckpointError, UsageError
-from edgeleuk.meta import PAPER_ARCH
-from edgeleuk.weights import load_state_dict
+from edgeleuk.core.errors import CheckpointError, UsageError
+from edgeleuk.core.meta import PAPER_ARCH
+from edgeleuk.modeling.weights import load_state_dict
 
 # Parameter groups of the paper: stages 1-2, stages 3-5, classifier.
 GROUPS: dict[str, tuple[str, ...]] = {

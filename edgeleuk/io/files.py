@@ -16,8 +16,8 @@ import re
 from collections import deque
 from pathlib import Path
 
-from edgeleuk.errors import DataError
-from edgeleuk.imageio import is_image_name
+from edgeleuk.core.errors import DataError
+from edgeleuk.io.imageio import is_image_name
 
 #: The file ``edgeleuk synth`` writes at the root of every synthetic data set.
 SYNTHETIC_MARKER = "SYNTHETIC.txt"
@@ -79,9 +79,9 @@ def list_images(
         recursive: Descend into sub-folders, each real folder once; a link to the root or
             above it (``/``, a parent) is not followed.
         unsupported: Also list files named like images of formats edgeleuk does not read
-            (:data:`edgeleuk.imageio.UNSUPPORTED_EXTENSIONS`); their decode gives an error row.
+            (:data:`edgeleuk.io.imageio.UNSUPPORTED_EXTENSIONS`); their decode gives an error row.
         csvs: If given, filled with every listed folder -> the ``*.csv`` files in it, from
-            the same listing (see :func:`edgeleuk.data.records_for`).
+            the same listing (see :func:`edgeleuk.io.data.records_for`).
 
     Raises:
         DataError: ``root`` is missing, not a folder, or cannot be listed.

@@ -6,7 +6,7 @@ the file and carry on (no image is silently lost).
 
 Decoding is bounded, because a few kilobytes can declare gigapixels: at most
 :data:`MAX_FILE_BYTES` are read from a file, and its header (parsed by
-:mod:`edgeleuk.imageheader`, before OpenCV allocates anything) may declare at
+:mod:`edgeleuk.io.imageheader`, before OpenCV allocates anything) may declare at
 most :data:`MAX_IMAGE_PIXELS`, else the file gets the error
 ``image too large (W x H)``. Only BMP, PNG, JPEG and TIFF content is handed to
 OpenCV; files named like other image formats (:data:`UNSUPPORTED_EXTENSIONS`)
@@ -39,8 +39,8 @@ from types import ModuleType
 
 import numpy as np
 
-from edgeleuk.imageheader import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, HeaderError, read_header
-from edgeleuk.meta import INPUT_SIZE
+from edgeleuk.core.meta import INPUT_SIZE
+from edgeleuk.io.imageheader import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, HeaderError, read_header
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -154,7 +154,7 @@ def _cv2() -> ModuleType:
     global _cv2_module
     with _cv2_lock:
         if _cv2_module is None:
-            import cv2  # lazy: keeps ``import edgeleuk.data`` light
+            import cv2  # lazy: keeps ``import edgeleuk.io.data`` light
 
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
             _cv2_module = cv2

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgeleuk.meta import ModelMeta, Preprocess
+from edgeleuk.core.meta import ModelMeta, Preprocess
 
 
 def crop_offset(size: int, crop: int) -> int:

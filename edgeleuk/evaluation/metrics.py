@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.data import is_healthy
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
+from edgeleuk.io.data import is_healthy
 
 
 class MetricsInputError(UsageError, ValueError):

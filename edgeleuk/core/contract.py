@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.errors import UsageError
+from edgeleuk.core.errors import UsageError
 
 INPUT_NAME = "image"
 INPUT_DTYPE = "uint8"

@@ -15,9 +15,9 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from edgeleuk.checkpoint import Checkpoint
-from edgeleuk.contract import check_input
-from edgeleuk.meta import ModelMeta
+from edgeleuk.core.contract import check_input
+from edgeleuk.core.meta import ModelMeta
+from edgeleuk.modeling.checkpoint import Checkpoint
 
 
 class TorchReference:

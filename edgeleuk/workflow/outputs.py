@@ -2,7 +2,7 @@
 
 Every writer writes atomically (complete or absent) and one row per input file.
 File names are stored exactly, as valid UTF-8, and CSV cells are safe to open in
-a spreadsheet; :mod:`edgeleuk.csvcells` says how, and how to read them back.
+a spreadsheet; :mod:`edgeleuk.io.csvcells` says how, and how to read them back.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.atomic import atomic_open, atomic_path
-from edgeleuk.csvcells import name_to_text, sheet_row
-from edgeleuk.errors import EdgeleukError, UsageError
+from edgeleuk.core.errors import EdgeleukError, UsageError
+from edgeleuk.io.atomic import atomic_open, atomic_path
+from edgeleuk.io.csvcells import name_to_text, sheet_row
 from edgeleuk.runtime.classifier import Prediction
 
 CSV_COLUMNS = ("path", "status", "error", "prob_all", "label", "subject", "adjustment")
@@ -38,7 +38,7 @@ class ResultRow:
     Attributes:
         path: File path relative to the predicted folder (POSIX separators), exactly as
             listed (a name that is not UTF-8 holds surrogate escapes; written with
-            :func:`edgeleuk.csvcells.name_to_text`).
+            :func:`edgeleuk.io.csvcells.name_to_text`).
         prediction: What the classifier returned.
         subject: Subject id (from the file name or a labels CSV), if known.
         true_label: Class name from the data layout (``"all"``/``"hem"``), if known.
@@ -75,7 +75,7 @@ class ResultRow:
 
         ``predict`` and ``watch`` both write through this, so their files read alike;
         each file writer then makes the cells spreadsheet-safe
-        (:func:`edgeleuk.csvcells.sheet_row`).
+        (:func:`edgeleuk.io.csvcells.sheet_row`).
         """
         return {
             k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else str(v))

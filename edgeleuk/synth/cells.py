@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edgeleuk.meta import INPUT_SIZE, Preprocess
+from edgeleuk.core.meta import INPUT_SIZE, Preprocess
 
 # Cells are drawn in a central box a little larger than the model's centre crop,
 # and kept small enough (radius <= 135 px, centre jitter 8 px) to sit inside the crop.

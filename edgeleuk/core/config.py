@@ -15,7 +15,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgeleuk.errors import ConfigError
+from edgeleuk.core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,0 +1,1 @@
+"""Metrics and the parity comparison with the PyTorch original (numpy, torch-free)."""

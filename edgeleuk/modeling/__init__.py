@@ -1,0 +1,1 @@
+"""The torch side: the network, weights, checkpoints, TTA module and the eager reference."""

@@ -1,0 +1,1 @@
+"""SYNTHETIC C-NMC-like cells and data sets (pipeline tests and demos only)."""
