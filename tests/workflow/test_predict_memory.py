@@ -92,7 +92,8 @@ def _isolated(*args: str) -> Path:
     Tracing and quantizing the full network leave torch, OpenVINO and NNCF state behind,
     and this process goes on running other tests.
     """
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; import test_predict_memory as t; "
+    code = ("import sys; from pathlib import Path; sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]; "
+            "from pathlib import Path; import test_predict_memory as t; "
             "a = sys.argv[3:]; print(t._checkpoint(Path(a[0])) if sys.argv[2] == 'ckpt' else "
             "t._export(Path(a[0]), Path(a[1]), Path(a[2]), a[3] == '1'))")
     done = subprocess.run([sys.executable, "-c", code, str(HERE), *args], capture_output=True, text=True,

@@ -17,11 +17,11 @@ from runtime_support import build_ir, build_onnx, expected_logit, gray_cell, wri
 from typer.testing import CliRunner
 
 from edgeleuk.core.errors import BackendUnavailable, UsageError
+from edgeleuk.io.formats import ONNX
 from edgeleuk.runtime import BACKENDS, BackendOptions, backend_options, choose_backend, open_backend, registry
 from edgeleuk.runtime import cuda as cuda_mod
 from edgeleuk.runtime.base import Backend, BackendInfo, BenchVariant, OptionsRecord, option
 from edgeleuk.runtime.openvino import OpenVINOBackend, OpenVINOOptions
-from edgeleuk.io.formats import ONNX
 from edgeleuk.runtime.registry import auto_order, explicit_only, readers
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None

@@ -176,6 +176,7 @@ def test_contract_graph_passes(tmp_path: Path) -> None:
 _OPENVINO_CHILD = """
 import sys
 from pathlib import Path
+sys.path[:0] = [str(Path.cwd()), str(Path.cwd().parent)]  # this folder and tests/ (runtime_support)
 import test_model_validation as t
 folder = Path(sys.argv[1])
 for case, (changes, _) in t.BAD_GRAPHS.items():
@@ -190,7 +191,7 @@ def test_openvino_backend_refuses_the_same_graphs(tmp_path: Path) -> None:
     child = subprocess.run(
         [sys.executable, "-c", _OPENVINO_CHILD, str(tmp_path)],
         check=False,
-        cwd=Path(__file__).parent,
+        cwd=Path(__file__).resolve().parent,
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,7 +10,7 @@ from edgeleuk.core.errors import ConfigError, UsageError
 from edgeleuk.core.meta import PAPER_ARCH
 from edgeleuk.training.recipe import Recipe, load_recipe
 
-TRAIN_DIR = Path(__file__).resolve().parent.parent / "edgeleuk" / "configs" / "recipes"
+TRAIN_DIR = Path(__file__).resolve().parents[2] / "edgeleuk" / "configs" / "recipes"
 
 
 def test_paper_recipe_is_the_paper():

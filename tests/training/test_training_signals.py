@@ -116,7 +116,7 @@ print("survived", flush=True)
 def test_children_after_training_with_workers_do_not_crash_the_process(synth_root, tmp_path, how):
     if how == "openvino":
         pytest.importorskip("openvino")
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).resolve().parents[1])
     done = subprocess.run([sys.executable, "-c", OLD_CRASH, tests, str(synth_root), str(tmp_path / "run"), how],
                           check=False, capture_output=True, text=True, timeout=600)
     if "altstack usable" in done.stdout:

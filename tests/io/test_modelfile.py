@@ -14,8 +14,8 @@ from edgeleuk.cli import app
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import ModelMeta, Preprocess
 from edgeleuk.info import describe_model_file
-from edgeleuk.io.modelfile import parse_metadata, read_model_meta
 from edgeleuk.io import formats as modelfile
+from edgeleuk.io.modelfile import parse_metadata, read_model_meta
 
 META = ModelMeta(
     arch="seresnext_tiny",

@@ -14,7 +14,7 @@ from edgeleuk.bench.report import OK, PARITY_FAILED, BenchReport, Row
 from edgeleuk.bench.worker import Measurement
 from edgeleuk.evaluation.parity import Parity, recorded_thresholds
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 results = pytest.importorskip("results")
 
 
