@@ -1,4 +1,4 @@
-"""The import contracts in pyproject.toml bite: a torch import or a cycle slipped into a copy breaks them."""
+"""The import contracts in pyproject.toml bite: a torch import, an upward import or a cycle breaks them."""
 
 from __future__ import annotations
 
@@ -61,3 +61,17 @@ def test_a_cycle_breaks_the_contract(tree: Path) -> None:
     result = _lint(tree)
     assert result.returncode != 0
     assert "No cycles are allowed in edgeleuk" in result.stdout
+
+
+@pytest.mark.parametrize(("lower", "higher"), [
+    (("core", "meta.py"), "edgeleuk.io.files"),  # core under io
+    (("io", "files.py"), "edgeleuk.runtime.registry"),  # file I/O under the runtime
+    (("runtime", "pipeline.py"), "edgeleuk.workflow.outputs"),  # the runtime under the workflow
+])
+def test_a_lower_layer_importing_a_higher_one_breaks_the_layers_contract(tree: Path, lower, higher) -> None:
+    folder, module = lower
+    _append(tree / "edgeleuk" / folder / module, f"def _later():\n    import {higher}  # noqa")  # lazy counts too
+    result = _lint(tree)
+    assert result.returncode != 0
+    assert "Layers: each imports only those below it" in result.stdout and "BROKEN" in result.stdout
+    assert f"edgeleuk.{folder}.{module.removesuffix('.py')} -> {higher}" in result.stdout
