@@ -21,7 +21,7 @@ from edgeleuk.io.files import sha256_file
 from edgeleuk.modeling.model import create_model
 from edgeleuk.modeling.weights import load_state_dict, safe_torch_load
 
-FORMAT = "edgeleuk.modeling.checkpoint/1"
+FORMAT = "edgeleuk.checkpoint/1"  # the on-disk format name, not the module path: keep it
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,8 @@ def _copy_model(fmt: ModelFormat, src: Path, folder: Path) -> None:
 
 def _write_triton(root: Path, fmt: ModelFormat, model: Path, options: RepoOptions) -> None:
     meta, export = read_model_meta(model)
+    if options.gpu and "gpu" not in fmt.devices:
+        raise UsageError(f"{model}: {fmt.label} models do not run on GPUs; drop --gpu")
     folder = root / "triton" / options.name
     (folder / VERSION).mkdir(parents=True)
     _copy_model(fmt, model, folder / VERSION)
