@@ -14,7 +14,7 @@ STAGED_BF16 = "int8 IR, float layers bf16, staged TTA"
 
 @dataclass(frozen=True)
 class Target:
-    """A performance target of the issue, as a ratio over torch eager fp32 in the same run.
+    """A performance target of the standard benchmark, as a ratio over torch eager fp32 in the same run.
 
     Attributes:
         name: What is measured.
@@ -95,7 +95,7 @@ def _target_line(report: BenchReport, t: Target, ctx: dict[str, Any]) -> str:
 
 
 def targets_table(report: BenchReport, memory: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
-    """The issue's targets with the measured figures and a verdict each."""
+    """The benchmark's targets with the measured figures and a verdict each."""
     lines = ["| target | measured | met |", "|---|---|---|"]
     lines += [_target_line(report, t, ctx) for t in TARGETS]
     worst = max(memory["runs"], key=lambda r: r["peak_rss"])

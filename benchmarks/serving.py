@@ -1,4 +1,4 @@
-"""Through the server vs in process, cluster predict vs local predict: the README's "More than one machine" figures.
+"""Through the server vs in process, cluster predict vs local predict: the figures of docs/scaling.md.
 
     python benchmarks/serving.py --work /tmp/edgeleuk-serving      # needs the ray extra
 

@@ -1,4 +1,4 @@
-"""``edgeleuk info``: what a model file or checkpoint says about itself, as text for people.
+"""``edgeleuk info``: what a model file or checkpoint says about itself, as text for people or JSON.
 
 Exported ``.onnx``/``.xml`` files are read torch-free through
 :mod:`edgeleuk.io.modelfile`; a checkpoint ``.pt`` is the only case that
@@ -54,23 +54,59 @@ def _format_export(export: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _describe_checkpoint(path: Path) -> str:
+def _is_checkpoint(path: Path, checkpoint: bool | None) -> bool:
+    """Whether ``path`` is described as a checkpoint: as asked, else by its suffix."""
+    is_ckpt = path.suffix.lower() in CHECKPOINT_SUFFIXES if checkpoint is None else checkpoint
+    if is_ckpt and not path.is_file():
+        raise UsageError(f"checkpoint not found: {path}")
+    return is_ckpt
+
+
+def _load_checkpoint(path: Path) -> Any:
     # Lazy: only a checkpoint needs torch; `edgeleuk info model.onnx` must work on a torch-free install.
     from edgeleuk.modeling.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(path)
-    head = [f"{path}: edgeleuk checkpoint (PyTorch), {len(ckpt.state_dict)} tensors"]
-    return "\n".join(head + format_meta(ckpt.meta))
+    return load_checkpoint(path)
 
 
-def describe_model_file(path: Path) -> str:
-    """A multi-line description of an exported model or checkpoint (``edgeleuk info``)."""
+def describe_model_file(path: Path, *, checkpoint: bool | None = None) -> str:
+    """A multi-line description of an exported model or checkpoint (``edgeleuk info``).
+
+    Args:
+        path: Exported ``.onnx``/``.xml``, or a checkpoint.
+        checkpoint: Describe ``path`` as a checkpoint (True) or an exported model (False);
+            None decides by the suffix (:data:`CHECKPOINT_SUFFIXES`).
+    """
     path = Path(path)
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        if not path.is_file():
-            raise UsageError(f"checkpoint not found: {path}")
-        return _describe_checkpoint(path)
+    if _is_checkpoint(path, checkpoint):
+        ckpt = _load_checkpoint(path)
+        head = [f"{path}: edgeleuk checkpoint (PyTorch), {len(ckpt.state_dict)} tensors"]
+        return "\n".join(head + format_meta(ckpt.meta))
     meta, export = read_model_meta(path)
     fmt = format_of(path)
     head = [f"{path}: {fmt.label} model, {fmt.size_bytes(path) / 1e6:.1f} MB"]
     return "\n".join(head + format_meta(meta) + _format_export(export))
+
+
+def model_file_record(path: Path, *, checkpoint: bool | None = None) -> dict[str, Any]:
+    """What ``edgeleuk info --json`` prints: the same facts as :func:`describe_model_file`, for programs.
+
+    Keys: ``path``, ``kind`` (``model`` or ``checkpoint``), ``format`` (a model format's name,
+    e.g. ``onnx``/``openvino``, or ``pytorch``), ``format_label``, ``size_bytes``, ``meta``
+    (:meth:`ModelMeta.to_dict`) and ``export`` (the export record; None for a checkpoint,
+    which carries ``tensors`` instead).
+    """
+    path = Path(path)
+    if _is_checkpoint(path, checkpoint):
+        ckpt = _load_checkpoint(path)
+        return {
+            "path": str(path), "kind": "checkpoint", "format": "pytorch", "format_label": "PyTorch checkpoint",
+            "size_bytes": path.stat().st_size, "tensors": len(ckpt.state_dict), "meta": ckpt.meta.to_dict(),
+            "export": None,
+        }
+    meta, export = read_model_meta(path)
+    fmt = format_of(path)
+    return {
+        "path": str(path), "kind": "model", "format": fmt.name, "format_label": fmt.label,
+        "size_bytes": fmt.size_bytes(path), "meta": meta.to_dict(), "export": export,
+    }

@@ -13,7 +13,7 @@ import pytest
 # Two cores on CI: keep torch from oversubscribing when several things run.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Idle OpenMP threads sleep instead of spinning: with other processes on the same cores a
-# spinning barrier made a 2-thread training step 5-10x slower (measured, trainer helper).
+# spinning barrier made a 2-thread training step 5-10x slower (measured on a 2-core machine).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -41,3 +41,32 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model.state_dict(), ModelMeta(arch="seresnext_tiny", recipe="test"))
     return path
+
+
+#: The shared tiny export's profile: the shipped ``cpu-fp32`` with a 6-cell gate and a fixed export time.
+#: tests/exporting/test_exporting.py checks the file against exactly these settings.
+TINY_EXPORT_SETTINGS = {"parity_n": 6, "source_date_epoch": 1_700_000_000}
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_checkpoint`` exported once per session (an ``ExportResult``): float32 ONNX, ``tiny.onnx``.
+
+    Shared and read-only: a test that rewrites a model file (calibrate, metadata edits) writes
+    to its own path or copies this one first. The file is checked unchanged at the session's end.
+    """
+    from edgeleuk.exporting import export_model, load_profile
+    from edgeleuk.io.files import sha256_file
+
+    profile = load_profile("cpu-fp32").replace(**TINY_EXPORT_SETTINGS)
+    result = export_model(tiny_checkpoint, tmp_path_factory.mktemp("tiny-export") / "tiny.onnx", profile,
+                          calib=synth_root)
+    digest = sha256_file(result.path)
+    yield result
+    assert sha256_file(result.path) == digest, f"a test modified the shared {result.path}"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_export) -> Path:
+    """The path of the shared tiny export (:func:`tiny_export`); never write to it."""
+    return tiny_export.path

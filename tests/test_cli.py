@@ -37,7 +37,8 @@ def test_synth_then_help_as_a_new_user(tmp_path):
 
 
 def test_missing_checkpoint_is_a_usage_error(tmp_path):
-    result = runner.invoke(app, ["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")])
+    out = str(tmp_path / "m.onnx")
+    result = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", out])
     assert result.exit_code == 2
     assert "not found" in result.output
     assert not (tmp_path / "m.onnx").exists()
@@ -49,14 +50,14 @@ def test_bad_enum_choice_is_rejected():
 
 
 def test_errors_go_to_stderr_with_the_usage_exit_code(tmp_path):
-    proc = _edgeleuk("info", str(tmp_path / "nope.onnx"))
+    proc = _edgeleuk("info", "--model", str(tmp_path / "nope.onnx"))
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.startswith("error: model file not found")
 
 
 def test_unknown_profile_name_lists_the_shipped_ones(tmp_path):
-    result = runner.invoke(app, ["export", str(tmp_path / "x.pt"), "--profile", "no-such-profile"])
+    result = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "x.pt"), "--profile", "no-such-profile"])
     assert result.exit_code == 2
     assert "no-such-profile" in result.output and "cpu-fp32" in result.output
 

@@ -1,8 +1,11 @@
-"""What the benchmark ran on: CPU, bf16 support, GPU, library versions, thread settings.
+"""What the benchmark ran on: CPU, bf16 support, memory, GPU, library versions, thread settings.
 
-Torch-free and import-free for the engines: versions come from package metadata,
-so describing the machine does not load (or initialise the thread pools of) torch,
-ONNX Runtime or OpenVINO.
+Portable: cores and memory come from psutil and the standard library, CPU
+features from numpy's runtime dispatcher (which probes the CPU itself on every
+OS), refined by ``/proc/cpuinfo`` where it exists (Linux: the model name, and the
+AMX and AVX-VNNI flags numpy does not name). Torch-free and import-free for the
+engines: versions come from package metadata, so describing the machine does not
+load (or initialise the thread pools of) torch, ONNX Runtime or OpenVINO.
 """
 
 from __future__ import annotations
@@ -15,27 +18,34 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import psutil
+
 from edgeleuk.runtime.registry import BACKENDS
 
-# CPU flags that give OpenVINO native bf16 compute (else it runs f32 or emulates).
+# CPU flags (``/proc/cpuinfo`` spelling) that give OpenVINO native bf16 compute (else it runs f32 or
+# emulates). Every x86 CPU with AMX-BF16 also has AVX512-BF16, which numpy detects on any OS.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OV_CPU_THREADS")
+#: numpy's feature names whose ``/proc/cpuinfo`` spelling is not just the lower case.
+NUMPY_FLAG_NAMES = {"AVX512BF16": "avx512_bf16", "AVX512VNNI": "avx512_vnni", "AVX512FP16": "avx512_fp16"}
 
 
 @dataclass(frozen=True)
 class CpuInfo:
-    """What ``/proc/cpuinfo`` says.
+    """The CPU: model name, processors and instruction-set flags.
 
     Attributes:
         model: CPU model name.
-        logical: Logical processors listed.
-        flags: Instruction-set flags of the first processor.
+        logical: Logical processors.
+        flags: Instruction-set flags, in ``/proc/cpuinfo`` spelling (``avx512_bf16``).
+        physical: Physical cores; None where the OS does not say.
     """
 
     model: str
     logical: int
     flags: frozenset[str] = frozenset()
+    physical: int | None = None
 
     @property
     def bf16(self) -> bool:
@@ -48,7 +58,7 @@ class CpuInfo:
 
 
 def parse_cpuinfo(text: str) -> CpuInfo:
-    """Parse the text of ``/proc/cpuinfo`` (x86 and ARM spellings)."""
+    """Parse the text of Linux's ``/proc/cpuinfo`` (x86 and ARM spellings)."""
     model, flags, logical = "", frozenset(), 0
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
@@ -61,12 +71,43 @@ def parse_cpuinfo(text: str) -> CpuInfo:
     return CpuInfo(model=model or platform.processor() or "unknown", logical=logical, flags=flags)
 
 
-def read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
-    """:func:`parse_cpuinfo` of this machine; falls back to ``platform`` off Linux."""
+def numpy_cpu_flags(features: dict[str, bool] | None = None) -> frozenset[str]:
+    """The CPU features numpy's dispatcher found, in ``/proc/cpuinfo`` spelling; empty if it says none.
+
+    Args:
+        features: numpy's ``__cpu_features__`` (name -> found); None reads this process's.
+    """
+    if features is None:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as features  # numpy >= 2
+        except ImportError:
+            try:
+                from numpy.core._multiarray_umath import __cpu_features__ as features  # numpy 1.26
+            except ImportError:
+                return frozenset()
+    return frozenset(NUMPY_FLAG_NAMES.get(name, name.lower()) for name, found in features.items() if found)
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+    """This machine's CPU: numpy's features and psutil's counts, with ``cpuinfo`` where it exists."""
     try:
-        return parse_cpuinfo(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return CpuInfo(model=platform.processor() or "unknown", logical=os.cpu_count() or 0)
+        proc = parse_cpuinfo(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:  # not Linux: no refinement
+        proc = None
+    model = (proc.model if proc is not None else "") or platform.processor() or platform.machine() or "unknown"
+    return CpuInfo(
+        model=model, logical=psutil.cpu_count(logical=True) or os.cpu_count() or 0,
+        flags=numpy_cpu_flags() | (proc.flags if proc is not None else frozenset()),
+        physical=psutil.cpu_count(logical=False),
+    )
+
+
+def load_average() -> float | None:
+    """The 1-minute load average; None where the OS keeps none (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def gpu_names(timeout: float = 10.0) -> tuple[str, ...]:
@@ -102,10 +143,10 @@ def library_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, e.g. a container's CPU set)."""
+    """Cores this process may run on (the affinity mask, e.g. a container's CPU set; all of them on macOS)."""
     try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
+        return len(psutil.Process().cpu_affinity()) or os.cpu_count() or 1
+    except (AttributeError, OSError, psutil.Error):  # macOS has no affinity masks
         return os.cpu_count() or 1
 
 
@@ -115,7 +156,7 @@ class MachineInfo:
 
     Attributes:
         cpu: CPU model name.
-        logical_cores: Logical processors in ``/proc/cpuinfo``.
+        logical_cores: Logical processors.
         usable_cores: Cores this process may run on.
         bf16: Native bf16 instructions (``avx512_bf16`` or ``amx_bf16``).
         int8_dot: VNNI/AMX int8 instructions.
@@ -125,6 +166,8 @@ class MachineInfo:
         thread_env: Thread-related environment variables that were set.
         load_avg: 1-minute load average before the run (other processes sharing the cores).
         platform: OS and Python.
+        physical_cores: Physical cores; None where the OS does not say.
+        memory_bytes: Physical memory.
     """
 
     cpu: str
@@ -138,6 +181,8 @@ class MachineInfo:
     thread_env: dict[str, str] = field(default_factory=dict)
     load_avg: float | None = None
     platform: str = ""
+    physical_cores: int | None = None
+    memory_bytes: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -149,8 +194,10 @@ class MachineInfo:
         libs = ", ".join(f"{k} {v}" for k, v in self.libraries.items())
         env = ", ".join(f"{k}={v}" for k, v in self.thread_env.items()) or "none set"
         load = "unknown" if self.load_avg is None else f"{self.load_avg:.2f}"
+        physical = "" if self.physical_cores is None else f" ({self.physical_cores} physical)"
+        memory = "" if self.memory_bytes is None else f"; memory {self.memory_bytes / 2**30:.1f} GiB"
         return [
-            f"- CPU: {self.cpu}; {self.usable_cores} usable of {self.logical_cores} logical cores",
+            f"- CPU: {self.cpu}; {self.usable_cores} usable of {self.logical_cores} logical cores{physical}{memory}",
             (f"- bf16 instructions (avx512_bf16/amx_bf16): {'yes' if self.bf16 else 'no'}; "
              f"int8 dot products (VNNI/AMX): {'yes' if self.int8_dot else 'no'}"),
             f"- GPU: {', '.join(self.gpus) if self.gpus else 'none'}",
@@ -164,14 +211,12 @@ class MachineInfo:
 
 def collect_machine(threads: int | None) -> MachineInfo:
     """Describe this machine; ``threads`` None means every usable core."""
-    cpu = read_cpuinfo()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
+    cpu = cpu_info()
     return MachineInfo(
-        cpu=cpu.model, logical_cores=cpu.logical or (os.cpu_count() or 0), usable_cores=usable_cores(),
+        cpu=cpu.model, logical_cores=cpu.logical, usable_cores=usable_cores(),
         bf16=cpu.bf16, int8_dot=cpu.int8_dot, gpus=gpu_names(), libraries=library_versions(),
         threads=threads or usable_cores(), thread_env={k: os.environ[k] for k in THREAD_ENV if k in os.environ},
-        load_avg=load, platform=f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        load_avg=load_average(),
+        platform=f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        physical_cores=cpu.physical, memory_bytes=psutil.virtual_memory().total,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -21,6 +22,7 @@ from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
 from edgeleuk.core.errors import BackendUnavailable, ConfigError, UsageError
+from edgeleuk.core.numerics import threshold_logit
 from edgeleuk.evaluation.metrics import binary_metrics
 from edgeleuk.evaluation.parity import breaches, compare, recorded_thresholds
 from edgeleuk.io.files import sha256_file
@@ -67,7 +69,7 @@ def _run_isolated(spec: WorkSpec, images: Path, tmp: Path, index: int) -> Measur
     if done.stderr.strip():
         log.debug("worker stderr for %s:\n%s", spec.case.label, done.stderr)
     result = Measurement.from_dict(json.loads(out.read_text(encoding="utf-8")))
-    # The worker's own VmHWM at its end is exact; the parent's samples are the fallback.
+    # The worker's own peak at its end (memory.self_peak_rss) is exact; the parent's samples are the fallback.
     result.peak_rss = result.peak_rss or done.peak_rss
     return result
 
@@ -169,11 +171,17 @@ def _spread_note(rows: list[Row], threshold: float) -> list[str]:
     ref = rows[0].measurement if rows and rows[0].status == OK else None
     if ref is None or not ref.logits:
         return []
-    logits = np.asarray(ref.logits)
-    cut = float(np.log(threshold / (1.0 - threshold)))
+    logits = np.asarray(ref.logits, np.float64)
+    spread = (f"torch logits over the {logits.size} cells: {logits.min():.4g} .. {logits.max():.4g} "
+              f"(std {logits.std():.2g}); ")
+    cut = threshold_logit(threshold)
+    if not math.isfinite(cut):  # threshold 0 or 1: no logit to be near
+        calls = ("every cell ALL" if cut < 0 else
+                 "ALL only a probability of 1 (float32 rounds to it from a logit of about 16.6)")
+        return [f"{spread}the threshold {threshold:g} calls {calls}, so label agreement says little about "
+                "the engines' logits"]
     margin = float(np.min(np.abs(logits - cut)))
-    return [(f"torch logits over the {logits.size} cells: {logits.min():.4g} .. {logits.max():.4g} "
-             f"(std {logits.std():.2g}); the threshold {threshold:g} is logit {cut:.4g}, nearest cell "
+    return [(f"{spread}the threshold {threshold:g} is logit {cut:.4g}, nearest cell "
              f"{margin:.2g} away. Label agreement tests an engine only where its max|dlogit| is comparable to "
              "such margins; near-constant logits (e.g. random weights) put every cell at about the same margin, "
              "so agreement there is all or nothing")]

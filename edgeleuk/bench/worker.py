@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.bench.cases import Case
+from edgeleuk.bench.machine import load_average
 from edgeleuk.bench.memory import self_peak_rss
 from edgeleuk.bench.timing import measure_latency, measure_throughput, timed
 from edgeleuk.core.errors import BackendUnavailable
@@ -156,7 +156,7 @@ class _FirstPass:
 
 def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
     """Measure one row in this process (see the module docstring for the order of steps)."""
-    load_before = os.getloadavg()[0]  # other processes on the cores distort timings: record them
+    load_before = load_average()  # other processes on the cores distort timings: record them
     (run, engine, backend), load_s = timed(lambda: _open_engine(spec))
     _, warmup_s = timed(lambda: run(cells[:1]))
     for i in range(spec.warmup_runs):
@@ -178,10 +178,11 @@ def measure(spec: WorkSpec, cells: np.ndarray) -> Measurement:
         choice = run.choice if isinstance(run, StagedRunner) else None
         result = backend.throughput_mode(cells, spec.budget_s, max(spec.batch_sizes), staged=choice)
         mode = None if result is None else result.to_dict()
+    load_after = load_average()
     return Measurement(
         status="ok", engine=engine, load_s=load_s, warmup_s=warmup_s, latency=latency.to_dict(),
         throughput=dict(sorted(throughput.items())), mode=mode, peak_rss=self_peak_rss(), staged=staged,
-        load_avg=(load_before, os.getloadavg()[0]),
+        load_avg=None if load_before is None or load_after is None else (load_before, load_after),
         logits=np.concatenate(first.logits).astype(float).tolist(),
         probs=np.concatenate(first.probs).astype(float).tolist(),
     )

@@ -1,6 +1,7 @@
-"""``edgeleuk predict DIR --cluster ADDRESS``: the same prediction, with Ray Data across a cluster.
+"""``edgeleuk predict INPUTS --cluster ADDRESS``: the same prediction, with Ray Data across a cluster.
 
-The driver lists the folder (exactly as local ``predict``), Ray Data hands batches of paths to
+The driver lists the inputs with local ``predict``'s own :func:`~edgeleuk.workflow.predict.index_inputs`
+(files, folders and patterns alike, before Ray starts), Ray Data hands batches of paths to
 a fixed pool of workers, each worker opens the model once with its own CPUs as engine threads,
 reads and decodes its files with edgeleuk's decoder and returns one record per file (error rows
 included). The driver puts the records back in input order and the rest is local ``predict``
@@ -13,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,14 @@ from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Prediction, default_batch
 from edgeleuk.runtime.registry import device_of
-from edgeleuk.workflow.predict import DEFAULT_OUT, PredictOptions, PredictSummary, load_classifier, predict
+from edgeleuk.workflow.predict import (
+    DEFAULT_OUT,
+    PredictOptions,
+    PredictSummary,
+    index_inputs,
+    load_classifier,
+    predict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +176,7 @@ def _in_order(rows: Iterable[dict[str, Any]], n: int) -> Iterator[list[Predictio
 
 
 def cluster_predict(
-    folder: Path,
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     model: Path,
     out: Path = DEFAULT_OUT,
     options: PredictOptions | None = None,
@@ -178,7 +187,7 @@ def cluster_predict(
     """Local ``predict``'s output, computed on the Ray cluster at ``address``.
 
     Args:
-        folder: Folder of cell images (a path every node sees).
+        inputs: Image files, folders and patterns, as for local predict (paths every node sees).
         model: Exported model (a path every node sees).
         out: Output file, written by this process, atomically.
         options: As for local predict; ``threads`` sets CPUs per worker.
@@ -186,12 +195,13 @@ def cluster_predict(
         workers: Engine workers; None sizes the pool from the cluster's free resources.
 
     Raises:
-        UsageError: As local predict (missing model or folder, bad format...).
+        UsageError: As local predict (missing model or input, bad format...), before Ray starts.
         BackendUnavailable: Ray missing or the cluster unreachable (exit 2).
     """
     options = options or PredictOptions()
     read_model_meta(Path(model))  # a missing or foreign model fails before Ray starts
+    found = index_inputs(inputs, options.recursive)  # so does an input that matches nothing
     ray = connect(address)
     shape = plan(ray.available_resources(), options.backend, workers, options.threads)
     log.info("cluster predict: %d worker(s) x %d CPU(s)", shape.workers, shape.threads)
-    return predict(folder, model, out, options, classifier=ClusterClassifier(Path(model), options, shape))
+    return predict(found, model, out, options, classifier=ClusterClassifier(Path(model), options, shape))

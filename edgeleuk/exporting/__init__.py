@@ -6,8 +6,8 @@ INT8 OpenVINO IR, gates it against the eager PyTorch reference
 (:mod:`edgeleuk.modeling.reference`) and only then renames it into place.
 
 Modules: ``profile`` (TOML profiles), ``graph`` (torch -> ONNX, checker and
-contract), ``gate`` (parity gate on the runtime backends), ``calib`` (gate and
-calibration images), ``int8`` (NNCF) with ``int8_accuracy`` (F1 accuracy
+contract), ``gate`` (parity gate on the runtime backends), ``imagesets`` (gate and
+INT8 quantization images), ``int8`` (NNCF) with ``int8_accuracy`` (F1 accuracy
 control), ``pipeline`` (the steps, and the metadata the file carries). Files are
 written, all or nothing, by :mod:`edgeleuk.io.modelwrite`, which ``calibrate`` shares.
 """

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.evaluation.parity import Parity, Thresholds, breaches, compare
-from edgeleuk.exporting.calib import ImageSet
+from edgeleuk.exporting.imagesets import ImageSet
 from edgeleuk.exporting.profile import ExportProfile
 from edgeleuk.runtime.base import Backend
 from edgeleuk.runtime.registry import BACKENDS, open_backend

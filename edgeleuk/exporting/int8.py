@@ -21,8 +21,8 @@ import openvino as ov
 
 from edgeleuk.core.contract import LOGIT
 from edgeleuk.core.errors import EdgeleukError
-from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
+from edgeleuk.exporting.imagesets import ImageSet
 from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control
 from edgeleuk.exporting.profile import ExportProfile
 from edgeleuk.runtime.altstack import kept_signal_stack
@@ -51,13 +51,13 @@ def float_tail(nncf: Any) -> Any:
     return nncf.IgnoredScope(names=[LOGIT], validate=False)
 
 
-def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate: ImageSet,
+def quantize_onnx(onnx_path: Path, quant: ImageSet, profile: ExportProfile, gate: ImageSet,
                   ref: ReferenceOutputs) -> tuple[Any, dict[str, Any]]:
     """Quantize a float32 ONNX file into an INT8 ``openvino.Model``.
 
     Args:
         onnx_path: The float32 export (same contract as every edgeleuk model).
-        calib: Calibration images, one per NNCF sample.
+        quant: INT8 calibration images (NNCF's statistics), one per NNCF sample.
         profile: Supplies the NNCF preset and the accuracy-control settings.
         gate: The gate cells; their labels, if any, drive accuracy control.
         ref: The PyTorch reference's outputs on ``gate``.
@@ -71,20 +71,20 @@ def quantize_onnx(onnx_path: Path, calib: ImageSet, profile: ExportProfile, gate
     nncf = _import_nncf()
     model = ov.Core().read_model(str(onnx_path))
     # Batch 1 per sample, uint8 as deployed: calibration sees what inference sees.
-    dataset = nncf.Dataset([img[None] for img in calib.images])
-    record: dict[str, Any] = {"calibration": calib.source, "calibration_images": len(calib),
+    dataset = nncf.Dataset([img[None] for img in quant.images])
+    record: dict[str, Any] = {"calibration": quant.source, "calibration_images": len(quant),
                               "preset": profile.int8_preset, "nncf_version": nncf.__version__}
-    log.info("NNCF: quantizing on %d calibration images (%s)", len(calib), calib.source)
+    log.info("NNCF: quantizing on %d calibration images (%s)", len(quant), quant.source)
     # NNCF compiles on Cores of its own, whose release can leave this thread's signal stack unmapped.
     with kept_signal_stack():
         try:
             if profile.accuracy_control and gate.labels is not None:
-                quantized, controlled = quantize_with_f1_control(model, dataset, len(calib), gate, ref, profile,
+                quantized, controlled = quantize_with_f1_control(model, dataset, len(quant), gate, ref, profile,
                                                                  ignored_scope=float_tail(nncf))
                 record.update(controlled)
             else:
                 quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(profile.int8_preset),
-                                          subset_size=len(calib), target_device=nncf.TargetDevice.CPU,
+                                          subset_size=len(quant), target_device=nncf.TargetDevice.CPU,
                                           ignored_scope=float_tail(nncf))
                 why = "no labels" if profile.accuracy_control else "off in the profile"
                 record.update(method="nncf.quantize", accuracy_control=f"off ({why})")

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.evaluation.metrics import binary_metrics
-from edgeleuk.exporting.calib import ImageSet
 from edgeleuk.exporting.gate import ReferenceOutputs
+from edgeleuk.exporting.imagesets import ImageSet
 from edgeleuk.exporting.profile import ExportProfile
 from edgeleuk.io.data import spread_indices
 
@@ -102,15 +102,15 @@ class F1Validator:
                 for cells, m, f, a in self.calls[1:] if cells == n]
 
 
-def quantize_with_f1_control(model: Any, calib_dataset: Any, calib_n: int, gate: ImageSet,
+def quantize_with_f1_control(model: Any, quant_dataset: Any, quant_n: int, gate: ImageSet,
                              ref: ReferenceOutputs, profile: ExportProfile,
                              ignored_scope: Any = None) -> tuple[Any, dict[str, Any]]:
     """Run ``nncf.quantize_with_accuracy_control`` with the floored weighted F1.
 
     Args:
         model: Float ``openvino.Model``.
-        calib_dataset: ``nncf.Dataset`` of calibration images.
-        calib_n: Number of calibration images (all are used for statistics).
+        quant_dataset: ``nncf.Dataset`` of INT8 calibration images.
+        quant_n: Number of those images (all are used for statistics).
         gate: Labelled gate cells.
         ref: The PyTorch reference's outputs on ``gate``.
         profile: Thresholds, preset and accuracy-control limits.
@@ -129,9 +129,9 @@ def quantize_with_f1_control(model: Any, calib_dataset: Any, calib_n: int, gate:
         ranking_subset_size=min(profile.accuracy_control_rank_n, len(idx)), num_ranking_workers=1)
     log.info("NNCF: accuracy control on %d labelled gate cells (max F1 drop %g)", len(idx), profile.max_f1_drop)
     quantized = nncf.quantize_with_accuracy_control(
-        model, calib_dataset, validation, validator, max_drop=profile.max_f1_drop + DROP_TOLERANCE,
+        model, quant_dataset, validation, validator, max_drop=profile.max_f1_drop + DROP_TOLERANCE,
         drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset(profile.int8_preset),
-        target_device=nncf.TargetDevice.CPU, subset_size=calib_n, advanced_accuracy_restorer_parameters=restorer,
+        target_device=nncf.TargetDevice.CPU, subset_size=quant_n, advanced_accuracy_restorer_parameters=restorer,
         ignored_scope=ignored_scope)
     return quantized, _record(validator, len(idx), gate, profile)
 

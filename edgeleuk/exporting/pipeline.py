@@ -1,11 +1,12 @@
 """``export_model``: checkpoint -> gated model file (ONNX, or OpenVINO IR for INT8).
 
-Steps: decode the gate (and calibration) cells once, run the PyTorch reference
-on the gate cells once (shared by INT8 accuracy control and every gate engine),
-build the graph (preprocessing and TTA inside), write it to a private staging
-folder, check its structure, run the parity gate on the file as written, then
-store metadata (with the gate report) and move into place. A gate breach raises
-:class:`~edgeleuk.core.errors.GateFailed` and leaves no file.
+Steps: decode the gate (and INT8 quantization) cells once, run the PyTorch
+reference on the gate cells once (shared by INT8 accuracy control and every gate
+engine), build the graph (preprocessing and TTA inside), write it to a private
+temporary folder beside the destination, check its structure, run the parity gate
+on the file as written, then store metadata (with the gate report) and move into
+place. A gate breach raises :class:`~edgeleuk.core.errors.GateFailed` and leaves
+no file.
 
 What the file says about itself: two JSON strings, ``edgeleuk.meta`` (the
 checkpoint's :class:`~edgeleuk.core.meta.ModelMeta`) and ``edgeleuk.export`` (:func:`export_info`:
@@ -30,9 +31,9 @@ import openvino as ov
 from edgeleuk import __version__
 from edgeleuk.core.contract import EXPORT_KEY, META_KEY, contract_record
 from edgeleuk.core.errors import ConfigError, GateFailed, UsageError
-from edgeleuk.exporting.calib import ImageSet, gate_and_calib_sets
 from edgeleuk.exporting.gate import GateReport, ReferenceOutputs, reference_outputs, run_gate
 from edgeleuk.exporting.graph import check_onnx_file, export_onnx
+from edgeleuk.exporting.imagesets import ImageSet, gate_and_quant_sets
 from edgeleuk.exporting.int8 import describe_quantization, quantize_onnx, save_ir
 from edgeleuk.exporting.profile import DEFAULT_PROFILE, ExportProfile, load_profile
 from edgeleuk.io.files import sha256_file
@@ -170,7 +171,7 @@ def _gate_or_fail(path: Path, profile: ExportProfile, data: ImageSet, ref: Refer
     return report
 
 
-def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
+def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, quant: ImageSet | None,
                 ref: ReferenceOutputs, exported_at: str) -> tuple[GateReport, dict[str, Any] | None]:
     model = export_onnx(ckpt, profile.opset, half=profile.precision == "fp16")
     onnx.save(model, str(dest))
@@ -182,14 +183,14 @@ def _write_onnx(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: Imag
     return report, None
 
 
-def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, calib: ImageSet | None,
+def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageSet, quant: ImageSet | None,
               ref: ReferenceOutputs, exported_at: str) -> tuple[GateReport, dict[str, Any] | None]:
     fp32 = dest.with_name("float32.onnx")
     onnx.save(export_onnx(ckpt, profile.opset), str(fp32))
     check_onnx_file(fp32, ckpt.meta)
     record = None
     if profile.precision == "int8":
-        model, record = quantize_onnx(fp32, calib, profile, data, ref)
+        model, record = quantize_onnx(fp32, quant, profile, data, ref)
     else:
         model = ov.Core().read_model(str(fp32))
     save_ir(model, dest)
@@ -213,8 +214,8 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
         ckpt: Checkpoint path (or a loaded :class:`Checkpoint`).
         out: Output ``.onnx``, or ``.xml`` for an OpenVINO IR profile.
         profile: Profile object, TOML file or a packaged profile name (``cpu-fp32``).
-        calib: Data root (any layout ``edgeleuk.io.data`` discovers) for gate and INT8
-            calibration images; None draws a SYNTHETIC set.
+        calib: Data root (``export --data``; any layout ``edgeleuk.io.data`` discovers) for the
+            gate and INT8 calibration images; None draws a SYNTHETIC set.
         reference: Stand-in for the PyTorch reference (tests); default
             :class:`~edgeleuk.modeling.reference.TorchReference` of ``ckpt``.
 
@@ -230,15 +231,15 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
     checkpoint = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt)
     dest = output_path(out, prof)
     exported_at = export_time(prof)
-    calib_n = prof.calib_size if prof.precision == "int8" else 0
-    data, calib_set = gate_and_calib_sets(Path(calib) if calib else None, prof.parity_n, calib_n,
-                                          checkpoint.meta.preprocess.input_size)
+    quant_n = prof.calib_size if prof.precision == "int8" else 0
+    data, quant = gate_and_quant_sets(Path(calib) if calib else None, prof.parity_n, quant_n,
+                                      checkpoint.meta.preprocess.input_size)
     if reference is None:
         reference = TorchReference(checkpoint)
     ref = reference_outputs(reference, data)
     record = None
-    with replace_atomically(dest) as stage:
-        draft = stage / dest.name
-        report, record = WRITERS[prof.format](checkpoint, prof, draft, data, calib_set, ref, exported_at)
+    with replace_atomically(dest) as tmp:
+        draft = tmp / dest.name
+        report, record = WRITERS[prof.format](checkpoint, prof, draft, data, quant, ref, exported_at)
     return ExportResult(path=dest, files=output_files(dest), profile=prof, gate=report,
                         seconds=time.perf_counter() - started, exported_at=exported_at, quantization=record)

@@ -18,7 +18,7 @@ from edgeleuk.evaluation.parity import THRESHOLD_KEYS, Thresholds
 from edgeleuk.io.formats import FORMATS, ModelFormat
 from edgeleuk.runtime.registry import BACKENDS
 
-MIN_INT8_CALIB = 300  # the calibration floor the issue asks for: a few hundred real training cells
+MIN_INT8_CALIB = 300  # the INT8 calibration floor: a few hundred real training cells
 DEFAULT_PROFILE = DEFAULT_EXPORT_PROFILE
 
 
@@ -47,7 +47,8 @@ class ExportProfile:
         compute: Thresholds for running the file at a lower compute precision than it
             stores, keyed by that precision (``[compute.bf16]``: OpenVINO computing an
             fp32 file in bf16); ``bench`` gates such rows with them.
-        calib_size: Training images used to calibrate INT8 quantization.
+        calib_size: INT8 calibration images: training images NNCF gathers quantization
+            statistics on (not ``edgeleuk calibrate``'s threshold; the TOML key keeps its name).
         allow_small_calib: Permit ``calib_size`` below 300 (tests and demos only; the
             model file records it).
         int8_preset: NNCF preset, ``performance`` (symmetric) or ``mixed``.

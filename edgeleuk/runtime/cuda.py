@@ -87,6 +87,7 @@ class CudaBackend(OrtBackend):
     """An exported ``.onnx`` on an NVIDIA GPU through ONNX Runtime; ``auto`` tries it first."""
 
     name = "cuda"
+    device = "gpu"  # --cluster gives each worker a GPU; auto gives GPU install advice only where one is seen
     auto_rank = 10
     Options = CudaOptions
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +142,27 @@ def _open_explicit(path: Path, fmt: ModelFormat, name: str, options: BackendOpti
     return cls(path, options)
 
 
+#: No GPU shown: ``auto`` gives this as a GPU backend's reason (see :func:`gpu_visible`).
+NO_GPU = "no NVIDIA GPU on this machine (no nvidia-smi, no /dev/nvidia0)"
+
+
+def gpu_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU: ``nvidia-smi`` on the PATH or ``/dev/nvidia0``.
+
+    Without one, ``auto`` names no GPU install advice (``pip install 'edgeleuk[gpu]'``): every
+    CPU-only run would log it. An explicit ``--backend cuda`` still gets the advice.
+    """
+    return shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
+
+
 def _open_auto(path: Path, fmt: ModelFormat, options: BackendOptions) -> tuple[Backend, str]:
     skipped: list[str] = []
     able = [name for name in readers(fmt.name) if BACKENDS[name].auto_rank is not None]
     for name in able:
         cls = BACKENDS[name]
         reason = cls.availability()
+        if reason is not None and cls.device == "gpu" and not gpu_visible():
+            reason = NO_GPU  # not how to install GPU wheels on a machine without a GPU
         if reason is None:
             try:
                 backend = cls(path, options)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.core.errors import UsageError
+from edgeleuk.core.numerics import sigmoid, threshold_logit
 
 #: Where the stage choice lives in ``ModelMeta.extra``.
 META_EXTRA_KEY = "staged_tta"
@@ -36,15 +37,6 @@ DEFAULT_AGREEMENT = 0.995
 TTA_MODES = ("full", "staged")
 
 RunViews = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def threshold_logit(threshold: float) -> float:
-    """The logit at which ``sigmoid(logit) >= threshold`` starts; infinite at 0 and 1."""
-    if threshold <= 0.0:
-        return -math.inf
-    if threshold >= 1.0:
-        return math.inf
-    return math.log(threshold / (1.0 - threshold))
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ class StageChoice:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-            UsageError: Missing or unknown keys, or views outside 0..R-1.
+            UsageError: Missing or unknown keys, views outside 0..R-1, or a threshold outside [0, 1].
         """
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict) or set(d) - names or {"views", "margin", "threshold", "rotations"} - set(d):
@@ -97,6 +89,8 @@ class StageChoice:
         choice = cls(**{**d, "views": tuple(int(v) for v in d["views"])})
         if not choice.views or any(not 0 <= v < choice.rotations for v in choice.views):
             raise UsageError(f"staged-TTA views {list(choice.views)} outside 0..{choice.rotations - 1}")
+        if not isinstance(choice.threshold, (int, float)) or not 0.0 <= choice.threshold <= 1.0:
+            raise UsageError(f"staged-TTA threshold {choice.threshold!r} outside [0, 1]")
         return choice
 
     @property
@@ -208,13 +202,16 @@ def choose_stage(view_logits: np.ndarray, labels: np.ndarray, threshold: float,
         (staged TTA would then only add an engine call).
 
     Raises:
-        UsageError: Bad shapes, a bound outside (0, 1], or fewer than 2 rotations.
+        UsageError: Bad shapes, a bound outside (0, 1], a threshold outside [0, 1], or fewer
+            than 2 rotations.
     """
     view_logits, labels = np.asarray(view_logits, np.float64), np.asarray(labels).astype(np.int64)
     if view_logits.ndim != 2 or labels.shape != (view_logits.shape[0],) or view_logits.shape[0] == 0:
         raise UsageError(f"need view logits [cells, R] and one label per cell, got {view_logits.shape}, {labels.shape}")
     if not 0.0 < target_agreement <= 1.0:
         raise UsageError(f"the agreement bound must lie in (0, 1], got {target_agreement}")
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"the threshold must lie in [0, 1], got {threshold}")
     rotations = view_logits.shape[1]
     if rotations < 2:
         raise UsageError("staged TTA needs a model with at least 2 rotations")
@@ -331,8 +328,3 @@ def check_mode(tta: str) -> str:
     if tta not in TTA_MODES:
         raise UsageError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     return tta
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """float32 sigmoid, as the graph's ``prob`` output."""
-    return (1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))).astype(np.float32)

@@ -1,4 +1,4 @@
-"""``edgeleuk serve MODEL``: the :class:`~edgeleuk.runtime.classifier.Classifier` as a Ray Serve app.
+"""``edgeleuk serve --model MODEL``: the :class:`~edgeleuk.runtime.classifier.Classifier` as a Ray Serve app.
 
 Each replica opens the model once on the backend it is given (any backend the serving machine
 has) and batches requests server-side with ``@serve.batch``: concurrent requests from many
@@ -17,8 +17,8 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class ServeOptions:
         host: Address the HTTP proxy binds (``0.0.0.0`` to accept other machines).
         port: HTTP port.
         address: Ray cluster to join (``auto``, ``ray://...``); None starts Ray on this machine.
+        engine_fields: Backend option fields by name (``precision``, ``tensorrt``...), as
+            :meth:`Classifier.load` takes them; every replica opens its engine with them.
     """
 
     backend: str = "auto"
@@ -68,6 +70,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     address: str | None = None
+    engine_fields: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.replicas < 1 or self.threads < 1 or self.max_batch < 1 or self.max_ongoing < 1:
@@ -98,10 +101,13 @@ class ModelService:
         model_path: Exported ``.onnx``/``.xml`` on the serving machine.
         backend: Backend name for :meth:`Classifier.load`.
         threads: Engine threads.
+        engine_fields: Backend option fields by name (:attr:`ServeOptions.engine_fields`).
     """
 
-    def __init__(self, model_path: str, backend: str, threads: int) -> None:
-        self.clf = Classifier.load(model_path, backend, threads=threads, batch_size=wire.MAX_IMAGES)
+    def __init__(self, model_path: str, backend: str, threads: int,
+                 engine_fields: Mapping[str, Any] | None = None) -> None:
+        self.clf = Classifier.load(model_path, backend, threads=threads, batch_size=wire.MAX_IMAGES,
+                                   **dict(engine_fields or {}))
         self.model = model_identity(Path(model_path))
         self.size = self.clf.input_size
 
@@ -214,8 +220,9 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
     class ClassifierDeployment:
         """One replica: a loaded model behind the routes of :mod:`edgeleuk.runtime.wire`."""
 
-        def __init__(self, path: str, backend: str, threads: int, max_batch: int, wait_s: float) -> None:
-            self.service = ModelService(path, backend, threads)
+        def __init__(self, path: str, backend: str, threads: int, max_batch: int, wait_s: float,
+                     engine_fields: dict[str, Any]) -> None:
+            self.service = ModelService(path, backend, threads, engine_fields)
             self._infer.set_max_batch_size(max_batch)
             self._infer.set_batch_wait_timeout_s(wait_s)
 
@@ -237,7 +244,7 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
 
     return ClassifierDeployment.bind(
         str(Path(model_path).resolve()), options.backend, options.threads, options.max_batch,
-        options.batch_wait_ms / 1000.0,
+        options.batch_wait_ms / 1000.0, dict(options.engine_fields),
     )
 
 

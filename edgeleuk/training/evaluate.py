@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from edgeleuk.core.errors import DataError, UsageError
 from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.numerics import sigmoid
 from edgeleuk.evaluation.metrics import binary_metrics, per_subject_accuracy
 from edgeleuk.io.data import Record
 from edgeleuk.modeling.tta import TTAClassifier
@@ -73,7 +74,7 @@ class EvalResult:
 
     def prediction_rows(self, records: Sequence[Record]) -> list[dict[str, Any]]:
         """One CSV row per evaluated cell."""
-        probs = _sigmoid(self.logits)
+        probs = sigmoid(self.logits)
         return [{"path": str(records[i].path), "subject": records[i].subject or "", "label": int(y),
                  "logit": f"{lg:.6f}", "prob": f"{p:.6f}"}
                 for i, y, lg, p in zip(self.indices, self.labels, self.logits, probs, strict=True)]
@@ -81,17 +82,12 @@ class EvalResult:
     def subject_accuracy(self, records: Sequence[Record], threshold: float) -> dict[str, dict[str, Any]]:
         """Accuracy per validation subject (the paper's Figure 3), ``H`` subjects marked healthy."""
         subjects = [records[i].subject for i in self.indices]
-        return per_subject_accuracy(subjects, self.labels, _sigmoid(self.logits), threshold=threshold)
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow warning for large negative logits.
-    return 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))
+        return per_subject_accuracy(subjects, self.labels, sigmoid(self.logits), threshold=threshold)
 
 
 def compute_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Paper metrics on probabilities ``sigmoid(logit)`` with the model's threshold."""
-    return binary_metrics(labels, _sigmoid(logits), threshold=threshold)
+    """Paper metrics on probabilities ``sigmoid(logit)`` (float32, as the graph's ``prob``) at the model's threshold."""
+    return binary_metrics(labels, sigmoid(logits), threshold=threshold)
 
 
 @torch.inference_mode()

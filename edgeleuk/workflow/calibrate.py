@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ def _provenance(
 
 def calibrate_model(
     model: Path, data: Path, sensitivity: float | None = 0.95, out: Path | None = None, backend: str = "auto",
-    staged_agreement: float | None = None,
+    staged_agreement: float | None = None, engine_fields: Mapping[str, Any] | None = None,
 ) -> CalibrationResult:
     """Calibrate ``model``'s threshold and staged-TTA choice on ``data``; write the result to ``out``.
 
@@ -163,6 +164,9 @@ def calibrate_model(
         backend: Inference backend (``auto``, ``cpu``, ``cuda``, ``openvino``).
         staged_agreement: Bound on the agreement of cells that stop after stage 1 with full TTA;
             None takes :data:`edgeleuk.runtime.staged.DEFAULT_AGREEMENT`.
+        engine_fields: Backend option fields by name (``server``, ``precision``...), passed on to
+            the backend (``--backend remote --server URL`` scores on an ``edgeleuk serve`` server;
+            it computes no single rotations, so no stage choice is made there).
 
     Returns:
         The chosen and the previous operating point, the stage choice and where the model went.
@@ -180,7 +184,7 @@ def calibrate_model(
     out = Path(out) if out is not None else model
     meta, _ = read_model_meta(model)
     split, records = load_labelled(data)
-    scores = score_labelled(model, records, backend)
+    scores = score_labelled(model, records, backend, engine_fields)
     if scores.labels.size == 0:
         raise DataError(
             f"{data}: none of the {len(records)} labelled files could be classified (see the log)"

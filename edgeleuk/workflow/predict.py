@@ -1,6 +1,6 @@
-"""``edgeleuk predict``: classify every image in a folder, one output row per file, and say how it went.
+"""``edgeleuk predict``: classify image files, folders and patterns, one output row per file, and say how it went.
 
-Torch-free. The data flow is one pass: the folder is listed once into
+Torch-free. The data flow is one pass: the inputs are listed once (:func:`index_inputs`) into
 :class:`~edgeleuk.io.data.Record` s (path, and subject and true label where the
 C-NMC layout states them: ``UID_..._all.bmp`` names, or numbered files with a
 ``Patient_ID,new_names,labels`` CSV inside or beside the folder); the records'
@@ -17,6 +17,7 @@ read-only folder) stops with exit 1 and the rows are rescued to the temporary fo
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import tempfile
@@ -33,14 +34,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgeleuk.core.errors import DataError, EngineFault, OutputError, UsageError
 from edgeleuk.evaluation.metrics import binary_metrics
 from edgeleuk.io.data import Record, list_images, records_for
-from edgeleuk.io.files import synthetic_root
-from edgeleuk.io.imageio import SUPPORTED_EXTENSIONS
+from edgeleuk.io.files import natural_key, synthetic_root
+from edgeleuk.io.imageio import SUPPORTED_EXTENSIONS, is_image_name
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.outputs import SUFFIXES, WRITERS, ResultRow, SubmissionRefused, check_cnmc_names, write_csv
 
 log = logging.getLogger(__name__)
 
+#: The default output of ``predict`` and ``watch``, declared once (the CLI derives its defaults from it).
 DEFAULT_OUT = Path("predictions.csv")
 MAX_LISTED_ERRORS = 10
 
@@ -80,7 +82,8 @@ class PredictSummary:
     """The outcome of one ``predict`` run.
 
     Attributes:
-        folder: Folder that was classified.
+        folder: Where the files came from: the folder the rows' paths are relative to
+            (:attr:`Inputs.shown`).
         out: File written, or None when the submission was refused (its per-file CSV
             is then written beside it; ``refused`` names it).
         fmt: Output format (csv, jsonl, cnmc).
@@ -221,24 +224,143 @@ class PredictSummary:
         return "\n".join(lines)
 
 
-def index_inputs(folder: Path, recursive: bool = False) -> list[Record]:
-    """The files to classify, listed once, with subject and true label where the layout states them.
+#: Characters that make an input a pattern edgeleuk expands (unless a file has that very name).
+GLOB_CHARS = frozenset("*?[")
 
-    Files named like images of other formats (``.gif``...) are listed too: they get an error row.
+
+@dataclass(frozen=True)
+class Inputs:
+    """What one ``predict`` run classifies, listed once.
+
+    Attributes:
+        records: One per file, in input order, each file once; subject and true label
+            where the layout states them.
+        base: The folder the output rows' paths are relative to: the folder as given when
+            the input is one folder, else the deepest folder holding every input (absolute).
+        shown: How the summary names where the files came from (``base``, relative to the
+            working folder when inside it).
+    """
+
+    records: tuple[Record, ...]
+    base: Path
+    shown: Path
+
+    def row_path(self, path: Path) -> str:
+        """The path an output row shows for ``path``: relative to :attr:`base`, with ``/``."""
+        if not self.base.is_absolute():
+            return path.relative_to(self.base).as_posix()
+        absolute = Path(os.path.abspath(path))
+        try:
+            return absolute.relative_to(self.base).as_posix()
+        except ValueError:  # inputs on different drives (Windows): no common folder
+            return absolute.as_posix()
+
+
+def _no_images(folder: Path, recursive: bool) -> DataError:
+    hint = "" if recursive or not any(p.is_dir() for p in folder.iterdir()) else "; add --recursive for sub-folders"
+    return DataError(f"no images in {folder} (looked for {', '.join(SUPPORTED_EXTENSIONS)}){hint}")
+
+
+def _expand(name: str, recursive: bool, csvs: dict[Path, list[Path]]) -> tuple[list[Path], list[Path]]:
+    """``(files, folders)`` one input names; ``csvs`` gets the listed folders' CSV files.
 
     Raises:
-        DataError: The folder is missing, cannot be listed or holds no images.
+        DataError: Nothing of that name exists, a pattern matches no image, a named folder
+            holds no images or cannot be listed.
     """
+    path = Path(name)
+    if not path.exists() and GLOB_CHARS.intersection(name):
+        matches = sorted(glob.glob(name, recursive=True), key=natural_key)
+        files = [Path(m) for m in matches if os.path.isfile(m) and is_image_name(m, unsupported=True)]
+        folders = [Path(m) for m in matches if os.path.isdir(m)]
+        for folder in folders:
+            files += _listed(folder, recursive, csvs)
+        if not matches:
+            raise DataError(f"{name!r} matches no file or folder")
+        if not files:
+            raise DataError(f"{name!r} matches no image (looked for {', '.join(SUPPORTED_EXTENSIONS)})")
+        return files, folders
+    if path.is_dir():
+        files = _listed(path, recursive, csvs)
+        if not files:
+            raise _no_images(path, recursive)
+        return files, [path]
+    if path.exists():
+        return [path], []  # taken as given: a file not named like an image gets an error row
+    raise DataError(f"file or folder not found: {name}")
+
+
+def _listed(folder: Path, recursive: bool, csvs: dict[Path, list[Path]]) -> list[Path]:
+    """A folder's images in natural order (``unsupported`` formats too: they get an error row)."""
+    own: dict[Path, list[Path]] = {}
+    files = list_images(folder, recursive=recursive, unsupported=True, csvs=own)
+    for place, found in own.items():
+        csvs.setdefault(place, found)
+    return files
+
+
+def _base(files: Sequence[Path], folders: Sequence[Path]) -> Path:
+    """The deepest folder holding every file's folder and every listed folder (absolute)."""
+    places = {os.path.abspath(f) for f in folders} | {os.path.dirname(os.path.abspath(f)) for f in files}
+    try:
+        return Path(os.path.commonpath(sorted(places)))
+    except ValueError:  # different drives (Windows): rows show absolute paths (Inputs.row_path)
+        return Path(Path.cwd().anchor)
+
+
+def _shown(base: Path) -> Path:
+    try:
+        return base.relative_to(Path.cwd())
+    except ValueError:
+        return base
+
+
+def index_inputs(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], recursive: bool = False) -> Inputs:
+    """The files ``predict`` classifies, from files, folders and patterns in any mix.
+
+    * A folder is listed (natural order, ``2.bmp`` before ``10.bmp``; hidden files skipped;
+      sub-folders with ``recursive``): files named like images, including formats edgeleuk
+      cannot read (``.gif``...), which get an error row. It must hold at least one.
+    * A file is taken as given, whatever its name: one that is no image gets an error row.
+    * A pattern (``*``, ``?``, ``[...]``; ``**`` spans folders), when no file has that very
+      name, is expanded here (for quoted patterns the shell did not expand): matches in
+      natural order, files named like images kept, matching folders listed as above. It must
+      match at least one image.
+
+    Inputs keep their order; a file named twice (by two inputs, or two names of one file)
+    appears once, where first named. Output rows show paths relative to :attr:`Inputs.base`:
+    one folder given, that folder (as before mixed inputs existed); otherwise the deepest
+    folder holding every input, so that ``predict a.bmp DIR/`` writes ``a.bmp`` and
+    ``DIR/1.bmp`` and no two rows share a path. True labels and subjects come from the names
+    and the labels CSVs around the files (:func:`edgeleuk.io.data.records_for`).
+
+    Raises:
+        UsageError: No inputs.
+        DataError: A name that matches nothing (naming it), a named folder that cannot be
+            listed or holds no images (exit 2, a usage error).
+    """
+    names = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not names:
+        raise UsageError("give at least one image file, folder or pattern to classify")
     csvs: dict[Path, list[Path]] = {}
-    paths = list_images(folder, recursive=recursive, unsupported=True, csvs=csvs)
-    if not paths:
-        hint = (
-            ""
-            if recursive or not any(p.is_dir() for p in folder.iterdir())
-            else "; add --recursive for sub-folders"
-        )
-        raise DataError(f"no images in {folder} (looked for {', '.join(SUPPORTED_EXTENSIONS)}){hint}")
-    return records_for(paths, csvs)
+    files: list[Path] = []
+    folders: list[Path] = []
+    for name in names:
+        found, listed = _expand(os.fspath(name), recursive, csvs)
+        files += found
+        folders += listed
+    if len(names) == 1 and Path(os.fspath(names[0])).is_dir():
+        base = Path(os.fspath(names[0]))  # one folder: rows relative to it, exactly as given
+        return Inputs(tuple(records_for(files, csvs)), base, base)
+    seen: set[str] = set()
+    unique = []
+    for path in files:
+        key = os.path.normcase(os.path.realpath(path))
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    base = _base(unique, folders)
+    return Inputs(tuple(records_for(unique, csvs)), base, _shown(base))
 
 
 def _output_path(out: Path, fmt: str) -> Path:
@@ -279,12 +401,12 @@ def _classify(
 
 
 def _rows(
-    folder: Path, records: Sequence[Record], predictions: Sequence[Prediction], clf: Classifier
+    found: Inputs, records: Sequence[Record], predictions: Sequence[Prediction], clf: Classifier
 ) -> list[ResultRow]:
     if len(predictions) != len(records):  # the pipeline promises one result per file
         raise RuntimeError(f"{len(records)} files but {len(predictions)} predictions")
     return [
-        ResultRow(rec.path.relative_to(folder).as_posix(), pred, rec.subject,
+        ResultRow(found.row_path(rec.path), pred, rec.subject,
                   None if rec.label is None else clf.meta.label_name(bool(rec.label)))
         for rec, pred in zip(records, predictions, strict=True)
     ]
@@ -362,13 +484,16 @@ def _stop_on_fault(
 
 
 def predict(
-    folder: Path, model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None,
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Inputs,
+    model: Path, out: Path = DEFAULT_OUT, options: PredictOptions | None = None,
     *, classifier: Classifier | None = None,
 ) -> PredictSummary:
-    """Classify every image in ``folder`` and write one row per file to ``out``.
+    """Classify every image the inputs name and write one row per file to ``out``.
 
     Args:
-        folder: Folder of cell images (BMP, PNG, JPEG, TIFF).
+        inputs: A folder of cell images (BMP, PNG, JPEG, TIFF), or image files, folders and
+            patterns in any mix (see :func:`index_inputs` for the rules and the rows' paths),
+            or their :class:`Inputs` already listed.
         model: Exported ``.onnx`` or OpenVINO ``.xml``.
         out: Output file; the default ``predictions.csv`` becomes ``.jsonl``/``.zip`` for those formats.
         options: Backend, batch, threshold, format and the rest.
@@ -382,7 +507,7 @@ def predict(
         none was, when ``strict`` and any failed, or when a C-NMC submission was refused.
 
     Raises:
-        UsageError: Missing model, missing or empty folder, unknown format, names
+        UsageError: Missing model, an input that matches nothing, a missing or empty folder, unknown format, names
             unfit for ``cnmc``, an unwritable output (exit code 2).
         BackendUnavailable: The requested backend cannot run here (exit code 2).
         EngineFault: The engine failed mid-run (exit code 1); rows made before it are in
@@ -390,27 +515,27 @@ def predict(
         OutputError: ``out`` could not be written at the end (exit code 1); see :func:`_rescue`.
     """
     options = options or PredictOptions()
-    folder = Path(folder)
     if options.fmt not in WRITERS:
         raise UsageError(f"unknown format {options.fmt!r}; choose one of {', '.join(WRITERS)}")
-    records = index_inputs(folder, options.recursive)
+    found = inputs if isinstance(inputs, Inputs) else index_inputs(inputs, options.recursive)
+    records = found.records
     if options.fmt == "cnmc":
         check_cnmc_names([r.path.name for r in records])
     out = _output_path(out, options.fmt)
     _check_writable(out)
     clf = classifier or load_classifier(model, options)
-    log.info("classifying %d file(s) from %s on %s", len(records), folder, clf.info.name)
+    log.info("classifying %d file(s) from %s on %s", len(records), found.shown, clf.info.name)
     started = time.perf_counter()
     predictions, fault = _classify(clf, records, options.progress)
     seconds = time.perf_counter() - started
     positive = clf.meta.label_name(True)
     if fault is not None:
         done = records[: len(predictions)]
-        _stop_on_fault(out, fault, _rows(folder, done, predictions, clf), len(records), positive)
-    rows = _rows(folder, records, predictions, clf)
+        _stop_on_fault(out, fault, _rows(found, done, predictions, clf), len(records), positive)
+    rows = _rows(found, records, predictions, clf)
     refused = _write(out, options.fmt, rows, positive)
     return PredictSummary(
-        folder=folder,
+        folder=found.shown,
         out=None if refused else out,
         fmt=options.fmt,
         rows=tuple(rows),
@@ -419,7 +544,7 @@ def predict(
         threshold_source=clf.threshold_source,
         seconds=seconds,
         positive=positive,
-        synthetic=synthetic_root(folder) is not None,
+        synthetic=synthetic_root(found.base) is not None,
         refused=refused,
         tta_note=clf.tta_note,
     )

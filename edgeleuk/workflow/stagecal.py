@@ -10,6 +10,7 @@ has no ``views`` entry: it is scored the plain way and gets no stage choice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.core.errors import EdgeleukError
+from edgeleuk.core.numerics import sigmoid
 from edgeleuk.io.data import Record
+from edgeleuk.runtime.base import Backend
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.runtime.pipeline import decoded_batches
-from edgeleuk.runtime.staged import META_EXTRA_KEY, StageChoice, choose_stage, sigmoid
+from edgeleuk.runtime.staged import META_EXTRA_KEY, StageChoice, choose_stage
 from edgeleuk.runtime.views import NoViewsEntry, all_views
 
 log = logging.getLogger(__name__)
@@ -45,12 +48,18 @@ class Scores:
     no_views: str | None = None
 
 
-def _views_classifier(model: Path, backend: str) -> Classifier | None:
+def _views_classifier(model: Path, backend: str, fields: Mapping[str, Any]) -> tuple[Classifier | None, str]:
+    """The model opened for single rotations, or None and why not."""
     try:
-        return Classifier.load(model, backend=backend, views_input=True)
+        clf = Classifier.load(model, backend=backend, views_input=True, **fields)
     except NoViewsEntry as exc:
         log.warning("%s", exc)
-        return None
+        return None, "the model has no views entry (exported before staged TTA)"
+    if type(clf.backend).run_views is Backend.run_views:  # e.g. remote: the server answers full TTA only
+        why = f"the {clf.backend.name} backend computes no single rotations"
+        log.warning("%s: calibrating the threshold only", why)
+        return None, why
+    return clf, ""
 
 
 def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
@@ -81,9 +90,9 @@ def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
                   failed + int((~finite).sum()))
 
 
-def _score_plain(model: Path, records: list[Record], backend: str) -> Scores:
-    """Probabilities only, from the file's own call (a model without a views entry)."""
-    classifier = Classifier.load(model, backend=backend)
+def _score_plain(model: Path, records: list[Record], backend: str, fields: Mapping[str, Any], why: str) -> Scores:
+    """Probabilities only, from the file's own call (a model without a views entry, or a backend without views)."""
+    classifier = Classifier.load(model, backend=backend, **fields)
     predictions = classifier.predict_paths([r.path for r in records])
     probs, labels, failed = [], [], 0
     for record, pred in zip(records, predictions, strict=True):
@@ -93,18 +102,26 @@ def _score_plain(model: Path, records: list[Record], backend: str) -> Scores:
             continue
         probs.append(float(pred.prob_all))
         labels.append(int(record.label))
-    return Scores(np.asarray(probs, np.float64), np.asarray(labels, np.int64), None, failed,
-                  no_views="the model has no views entry (exported before staged TTA)")
+    return Scores(np.asarray(probs, np.float64), np.asarray(labels, np.int64), None, failed, no_views=why)
 
 
-def score_labelled(model: Path, records: list[Record], backend: str) -> Scores:
+def score_labelled(model: Path, records: list[Record], backend: str,
+                   engine_fields: Mapping[str, Any] | None = None) -> Scores:
     """Run ``model`` once over labelled ``records``: probabilities, and view logits when it can.
+
+    Args:
+        model: Exported model.
+        records: Labelled cells.
+        backend: ``auto`` or a registered backend.
+        engine_fields: Backend option fields by name (``server=...``, ``precision=...``), as
+            :meth:`Classifier.load` takes them.
 
     Raises:
         EdgeleukError: The engine failed mid-way.
     """
-    clf = _views_classifier(model, backend)
-    return _score_plain(model, records, backend) if clf is None else _score_with_views(clf, records)
+    fields = dict(engine_fields or {})
+    clf, why = _views_classifier(model, backend, fields)
+    return _score_plain(model, records, backend, fields, why) if clf is None else _score_with_views(clf, records)
 
 
 def stage_extra(extra: dict[str, Any], choice: StageChoice | None) -> dict[str, Any]:

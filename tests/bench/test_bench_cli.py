@@ -20,16 +20,6 @@ CUDA_REASON = BACKENDS["cuda"].availability()
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint exported to fp32 ONNX (gate on a few cells to stay fast)."""
-    from edgeleuk.exporting import export_model, load_profile
-
-    profile = load_profile("export/cpu-fp32.toml").replace(parity_n=4, batch_sizes=(1, 2))
-    out = tmp_path_factory.mktemp("bench-model") / "tiny.onnx"
-    return export_model(tiny_checkpoint, out=out, profile=profile, calib=synth_root).path
-
-
-@pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another random tiny checkpoint: different weights from the one the model came from."""
     import torch

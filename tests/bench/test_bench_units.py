@@ -8,14 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeleuk.bench import memory
 from edgeleuk.bench.cases import Case, ModelFile, plan_cases
-from edgeleuk.bench.machine import MachineInfo, parse_cpuinfo
-from edgeleuk.bench.memory import run_measured
+from edgeleuk.bench.machine import (
+    MachineInfo,
+    collect_machine,
+    cpu_info,
+    load_average,
+    numpy_cpu_flags,
+    parse_cpuinfo,
+    usable_cores,
+)
+from edgeleuk.bench.memory import os_peak_rss, run_measured, self_peak_rss
 from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.report import OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row
 from edgeleuk.bench.timing import Latency, measure_throughput, percentiles, repeat_for
 from edgeleuk.bench.worker import Measurement
 from edgeleuk.core.errors import UsageError
+from edgeleuk.core.numerics import sigmoid
 from edgeleuk.evaluation.parity import Parity, Thresholds
 
 FP32 = Thresholds("cpu-fp32", 1.0, 1e-4)
@@ -119,6 +129,34 @@ def test_parse_cpuinfo_without_bf16():
     assert not cpu.bf16 and not cpu.int8_dot and cpu.logical == 1
 
 
+def test_numpy_features_in_cpuinfo_spelling():
+    found = numpy_cpu_flags({"AVX512BF16": True, "AVX512VNNI": False, "AVX2": True, "NEON": False})
+    assert found == {"avx512_bf16", "avx2"}
+    assert isinstance(numpy_cpu_flags(), frozenset)  # this machine's, whatever they are
+
+
+def test_cpu_info_without_proc_cpuinfo(tmp_path: Path):
+    """Off Linux there is no /proc/cpuinfo: numpy's features, psutil's counts and platform's name remain."""
+    cpu = cpu_info(tmp_path / "no-such-cpuinfo")
+    assert cpu.model and cpu.logical >= 1 and cpu.flags >= numpy_cpu_flags()
+    assert cpu.physical is None or 1 <= cpu.physical <= cpu.logical
+
+
+def test_cpu_info_adds_what_only_proc_cpuinfo_names(tmp_path: Path):
+    (tmp_path / "cpuinfo").write_text(CPUINFO, encoding="utf-8")
+    cpu = cpu_info(tmp_path / "cpuinfo")
+    assert cpu.model == "Intel(R) Xeon(R) Platinum 8480+" and {"amx_bf16", "amx_int8"} <= cpu.flags
+    assert cpu.bf16 and cpu.int8_dot
+
+
+def test_collect_machine_reports_cores_memory_and_load():
+    m = collect_machine(None)
+    assert 1 <= m.usable_cores == usable_cores() and m.threads == m.usable_cores
+    assert m.memory_bytes > 0 and m.logical_cores >= 1
+    assert load_average() is None or load_average() >= 0.0
+    assert "GiB" in "\n".join(m.header_lines())
+
+
 def _machine(**kw) -> MachineInfo:
     base = {"cpu": "Test CPU", "logical_cores": 2, "usable_cores": 2, "bf16": False, "int8_dot": True, "gpus": (),
                 "libraries": {"numpy": "2.0"}, "threads": 2}
@@ -128,6 +166,9 @@ def _machine(**kw) -> MachineInfo:
 def test_machine_header_says_bf16_and_gpu():
     text = "\n".join(_machine().header_lines())
     assert "bf16 instructions (avx512_bf16/amx_bf16): no" in text and "GPU: none" in text
+    assert "2 usable of 2 logical cores\n" in text + "\n"  # no physical count or memory when unknown
+    text = "\n".join(_machine(physical_cores=1, memory_bytes=8 * 2**30).header_lines())
+    assert "2 logical cores (1 physical); memory 8.0 GiB" in text
     text = "\n".join(_machine(bf16=True, gpus=("NVIDIA H100",)).header_lines())
     assert "amx_bf16): yes" in text and "GPU: NVIDIA H100" in text
 
@@ -155,6 +196,21 @@ def test_run_measured_is_not_inflated_by_a_big_parent():
 
 def test_run_measured_passes_exit_status():
     assert run_measured([sys.executable, "-c", "import sys; sys.exit(3)"]).returncode == 3
+
+
+def test_run_measured_where_the_os_keeps_no_peak(monkeypatch: pytest.MonkeyPatch):
+    """As on macOS: no high-water mark of a live process; sampled RSS and the child's ru_maxrss give the peak."""
+    monkeypatch.setattr(memory, "os_peak_rss", lambda pid=None: None)
+    small = run_measured([sys.executable, "-c", HOLD.format(n=1000)])
+    big = run_measured([sys.executable, "-c", HOLD.format(n=300_000_000)])
+    assert small.returncode == 0 and big.returncode == 0
+    assert big.peak_rss > 300_000_000 and small.peak_rss < big.peak_rss
+
+
+def test_this_process_peak_is_at_least_its_rss():
+    peak = os_peak_rss()
+    assert peak is None or peak >= memory.rss_now() // 2  # the OS's own figure, where it keeps one
+    assert self_peak_rss() >= memory.rss_now() // 2 > 0
 
 
 # --- planning -------------------------------------------------------------------------------------
@@ -231,7 +287,7 @@ def _rows_against(case: Case, export: dict, ref_logits: list[float], logits: lis
 
     def measured(lg: list[float]) -> Measurement:
         m = _measured(10.0, 10.0)
-        m.logits, m.probs = lg, [float(1 / (1 + np.exp(-x))) for x in lg]
+        m.logits, m.probs = lg, sigmoid(np.asarray(lg)).tolist()
         return m
 
     mf = ModelFile(Path("m.onnx"), "onnx", "fp32", 1000, None, 0.5, export=export)

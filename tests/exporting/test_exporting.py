@@ -28,9 +28,10 @@ def _profile(**changes):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("export") / "tiny.onnx"
-    return export_model(tiny_checkpoint, out, _profile(), calib=synth_root)
+def exported(tiny_export):
+    """The session's shared tiny export (conftest.py), made with exactly this module's ``_profile()``."""
+    assert tiny_export.profile == _profile()
+    return tiny_export
 
 
 def _props(path: Path) -> dict[str, str]:

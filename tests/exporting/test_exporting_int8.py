@@ -26,10 +26,12 @@ def _profile():
 
 @pytest.fixture(scope="module")
 def int8_export(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    # Its own export: INT8 by NNCF (openvino-int8), not the shared cpu-fp32 tiny model.
     return export_model(tiny_checkpoint, tmp_path_factory.mktemp("int8") / "tiny.onnx", _profile(),
                         calib=synth_root)
 
 
+@pytest.mark.slow
 def test_int8_ir_passes_gate(int8_export) -> None:
     assert int8_export.path.suffix == ".xml"  # .onnx was turned into the IR name
     assert [f.suffix for f in int8_export.files] == [".bin", ".xml"] and all(f.is_file() for f in int8_export.files)
@@ -39,6 +41,7 @@ def test_int8_ir_passes_gate(int8_export) -> None:
     assert check.parity.f1_reference - check.parity.f1_model <= 0.005
 
 
+@pytest.mark.slow
 def test_int8_ir_is_quantized_and_keeps_contract(int8_export) -> None:
     model = ov.Core().read_model(str(int8_export.path))
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
@@ -50,6 +53,7 @@ def test_int8_ir_is_quantized_and_keeps_contract(int8_export) -> None:
     assert out["logit"].shape == (5,) and out["prob"].dtype == np.float32
 
 
+@pytest.mark.slow
 def test_int8_metadata_in_rt_info(int8_export) -> None:
     from edgeleuk.io.modelfile import read_model_meta
 
@@ -66,6 +70,7 @@ def test_int8_metadata_in_rt_info(int8_export) -> None:
     assert "accuracy control on 12 labelled gate cells" in int8_export.describe()
 
 
+@pytest.mark.slow
 def test_int8_export_is_deterministic(int8_export, tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
     again = export_model(tiny_checkpoint, tmp_path / "tiny.xml", _profile(), calib=synth_root)
     for a, b in zip(int8_export.files, again.files, strict=True):

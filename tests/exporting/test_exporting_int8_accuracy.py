@@ -67,7 +67,7 @@ def test_metric_is_per_subset_and_nan_is_worst() -> None:
 
 
 def test_record_says_whether_restoration_ran() -> None:
-    from edgeleuk.exporting.calib import ImageSet
+    from edgeleuk.exporting.imagesets import ImageSet
 
     gate = ImageSet(np.zeros((10, 2, 2, 3), np.uint8), LABELS, "test cells", "prelim")
     prof = load_profile("openvino-int8")
@@ -93,6 +93,7 @@ def _small(**changes):
                                                     **changes})
 
 
+@pytest.mark.slow
 def test_without_labels_plain_nncf_runs_and_says_so(tiny_checkpoint: Path, synth_root: Path,
                                                      tmp_path: Path) -> None:
     from edgeleuk.io.modelfile import read_model_meta
@@ -106,6 +107,7 @@ def test_without_labels_plain_nncf_runs_and_says_so(tiny_checkpoint: Path, synth
     assert export["quantization"]["accuracy_control"] == "off (no labels)"
 
 
+@pytest.mark.slow
 def test_profile_can_turn_accuracy_control_off(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
     result = export_model(tiny_checkpoint, tmp_path / "off.xml", _small(accuracy_control=False), calib=synth_root)
     assert result.gate.labelled

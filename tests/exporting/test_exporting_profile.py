@@ -9,7 +9,7 @@ import pytest
 
 from edgeleuk.core.errors import ConfigError, DataError, UsageError
 from edgeleuk.exporting import load_profile
-from edgeleuk.exporting.calib import gate_and_calib_sets
+from edgeleuk.exporting.imagesets import gate_and_quant_sets
 from edgeleuk.exporting.pipeline import export_time, output_path
 from edgeleuk.exporting.profile import MIN_INT8_CALIB
 
@@ -66,13 +66,13 @@ def test_export_time_pins(monkeypatch: pytest.MonkeyPatch) -> None:
         export_time(prof)
 
 
-def test_gate_set_prefers_labelled_prelim_and_calib_uses_train(synth_root: Path) -> None:
-    gate, calib = gate_and_calib_sets(synth_root, gate_n=5, calib_n=7, size=450)
+def test_gate_set_prefers_labelled_prelim_and_quant_uses_train(synth_root: Path) -> None:
+    gate, quant = gate_and_quant_sets(synth_root, gate_n=5, quant_n=7, size=450)
     assert gate.split == "prelim" and gate.labels is not None and len(gate) == 5
     assert gate.images.dtype == np.uint8 and gate.images.shape[1:] == (450, 450, 3)
-    assert calib.split == "train" and len(calib) == 7 and "SYNTHETIC" in calib.source
+    assert quant.split == "train" and len(quant) == 7 and "SYNTHETIC" in quant.source
     with pytest.raises(DataError, match="calibration needs"):
-        gate_and_calib_sets(synth_root, gate_n=5, calib_n=10_000, size=450)
+        gate_and_quant_sets(synth_root, gate_n=5, quant_n=10_000, size=450)
 
 
 def test_plain_folder_gives_unlabelled_gate_set(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_plain_folder_gives_unlabelled_gate_set(tmp_path: Path) -> None:
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"cell{i}.png"), np.full((450, 450, 3), 40 * i, np.uint8))
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    gate, calib = gate_and_calib_sets(tmp_path, gate_n=10, calib_n=0, size=450)
-    assert len(gate) == 3 and gate.labels is None and calib is None
+    gate, quant = gate_and_quant_sets(tmp_path, gate_n=10, quant_n=0, size=450)
+    assert len(gate) == 3 and gate.labels is None and quant is None
     with pytest.raises(DataError, match="not found"):
-        gate_and_calib_sets(tmp_path / "missing", gate_n=3, calib_n=0, size=450)
+        gate_and_quant_sets(tmp_path / "missing", gate_n=3, quant_n=0, size=450)

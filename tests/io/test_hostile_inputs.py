@@ -1,6 +1,6 @@
 """Hostile input files for ``predict``, ``watch`` and ``report``: odd names, formula names, bombs.
 
-The issue-11 "done when" test runs ``predict``, ``watch`` and a restarted ``watch``
+The acceptance test runs ``predict``, ``watch`` and a restarted ``watch``
 on one folder in a subprocess of its own and reads that process's peak memory.
 """
 
@@ -65,7 +65,7 @@ def _write_raw(path: Path, data: bytes) -> None:
 
 
 def hostile_folder(folder: Path) -> dict[str, str]:
-    """The issue's folder: ok.bmp, a Latin-1 name, a 20000x20000 PNG, two formula names.
+    """The hostile folder: ok.bmp, a Latin-1 name, a 20000x20000 PNG, two formula names.
 
     Returns: exact name -> expected status.
     """
@@ -124,7 +124,7 @@ RUN = textwrap.dedent(
 
 
 def test_done_when_predict_and_watch_write_one_row_each_within_memory(model: Path, tmp_path: Path) -> None:
-    """Issue 11: one row per file, nothing added on restart, peak memory of the run under 600 MB."""
+    """One row per file, nothing added on restart, peak memory of the run under 600 MB."""
     expected = hostile_folder(tmp_path / "in")
     out = tmp_path / "out"
     out.mkdir()

@@ -88,10 +88,10 @@ def test_describe_shows_contract_threshold_and_export(models: dict[str, Path]) -
 
 def test_info_command(models: dict[str, Path], tmp_path: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(app, ["info", str(models["onnx"])])
+    ok = runner.invoke(app, ["info", "--model", str(models["onnx"])])
     assert ok.exit_code == 0, ok.output
     assert "ONNX model" in ok.stdout and "arch:          seresnext_tiny" in ok.stdout
-    missing = runner.invoke(app, ["info", str(tmp_path / "none.onnx")])
+    missing = runner.invoke(app, ["info", "-m", str(tmp_path / "none.onnx")])
     assert missing.exit_code == 2
     assert "model file not found" in missing.stderr
 

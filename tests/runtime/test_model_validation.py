@@ -172,7 +172,7 @@ def test_contract_graph_passes(tmp_path: Path) -> None:
 
 # OpenVINO reads the graph through its own API. These loads run in a child process: compiling
 # these graphs in the test process and later forking after training crashed pytest with SIGSEGV
-# (the fork-after-threads crash of README "Known issues"; not an effect of the checks).
+# (the fork-after-threads crash in CHANGELOG.md; not an effect of the checks).
 _OPENVINO_CHILD = """
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""After OpenVINO work, Ctrl-C still raises KeyboardInterrupt (README, known issues).
+"""After OpenVINO work, Ctrl-C still raises KeyboardInterrupt (CHANGELOG.md, 0.1.0 Fixed).
 
 OpenVINO's CPU plugin gives a thread that compiles on a ``Core`` its own alternate signal stack
 and unmaps it when the Core is released; Cores released in creation order left the thread on an
@@ -74,7 +74,7 @@ if how == "nncf":  # NNCF's own Cores, during the INT8 export's quantization (si
     import types
     import numpy as np
     import edgeleuk.exporting.int8 as int8
-    from edgeleuk.exporting.calib import ImageSet
+    from edgeleuk.exporting.imagesets import ImageSet
 
     def quantize(ov_model, *args, **kwargs):
         dangle_like_openvino()

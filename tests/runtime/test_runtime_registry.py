@@ -151,7 +151,22 @@ def test_auto_picks_what_is_installed_and_logs_why(
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("backend auto ->")]
     assert line == [f"backend auto -> {expected}: {why}"]
     if expected != "cuda":
-        assert f"skipped cuda: {cuda_mod.CudaBackend.availability()}" in why
+        reason = cuda_mod.CudaBackend.availability() if registry.gpu_visible() else registry.NO_GPU
+        assert f"skipped cuda: {reason}" in why
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_auto_gives_gpu_install_advice_only_where_a_gpu_is_seen(
+    monkeypatch: pytest.MonkeyPatch, models: dict[str, Path], gpu: bool
+) -> None:
+    """A CPU-only machine never hears how to install GPU wheels; a GPU machine without them does."""
+    advice = "onnxruntime-gpu is not installed: pip install 'edgeleuk[gpu]'"
+    monkeypatch.setattr(cuda_mod.CudaBackend, "availability", classmethod(lambda cls: advice))
+    monkeypatch.setattr(registry, "gpu_visible", lambda: gpu)
+    backend, why = choose_backend(models["onnx"], "auto")
+    assert backend.name != "cuda"
+    assert (f"skipped cuda: {advice}" in why) is gpu
+    assert ("edgeleuk[gpu]" in why) is gpu and (registry.NO_GPU in why) is not gpu
 
 
 def test_auto_falls_back_to_cpu_with_the_reason(
@@ -159,6 +174,7 @@ def test_auto_falls_back_to_cpu_with_the_reason(
 ) -> None:
     monkeypatch.setattr(cuda_mod.CudaBackend, "availability", classmethod(lambda cls: "no GPU here"))
     monkeypatch.setattr(OpenVINOBackend, "availability", classmethod(lambda cls: "openvino is not installed"))
+    monkeypatch.setattr(registry, "gpu_visible", lambda: True)  # the backend's own reason, as on a GPU machine
     backend, why = choose_backend(models["onnx"], "auto")
     assert backend.name == "cpu"
     assert "skipped cuda: no GPU here; openvino: openvino is not installed" in why

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from edgeleuk.cli import app
 from edgeleuk.core.errors import UsageError
+from edgeleuk.core.numerics import threshold_logit
 from edgeleuk.io.data import list_images
 from edgeleuk.io.imageio import decode_image
 from edgeleuk.io.modelfile import read_model_meta
@@ -32,7 +33,6 @@ from edgeleuk.runtime.staged import (
     run_staged,
     shift_floor,
     stage_choice_of,
-    threshold_logit,
 )
 
 SUM_TOLERANCE = 1e-6  # float32 summation order only
@@ -164,12 +164,9 @@ def test_run_staged_combines_both_stages_exactly() -> None:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeleuk.exporting import export_model, load_profile
-
-    profile = dataclasses.replace(load_profile("cpu-fp32"), parity_n=4, batch_sizes=(1, 2))
-    out = tmp_path_factory.mktemp("staged") / "tiny.onnx"
-    return export_model(tiny_checkpoint, out=out, profile=profile, calib=synth_root).path
+def exported(tiny_onnx: Path) -> Path:
+    """The session's shared cpu-fp32 export (conftest.py); tests write staged copies to their own paths."""
+    return tiny_onnx
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_serving_repo_without_models_is_a_usage_error(tmp_path):
 
 def test_serve_and_cluster_refuse_a_missing_model_before_starting_ray(tmp_path):
     missing = str(tmp_path / "nope.onnx")
-    for args in (["serve", missing],
+    for args in (["serve", "--model", missing],
                  ["predict", str(tmp_path), "--model", missing, "--cluster", "auto"],):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "model file not found" in result.output, args
@@ -70,5 +70,5 @@ def test_auto_never_picks_the_remote_backend(tmp_path):
 
 
 def test_serve_refuses_the_remote_backend_before_starting_ray(tmp_path):
-    result = runner.invoke(app, ["serve", str(build_onnx(tmp_path / "m.onnx")), "--backend", "remote"])
+    result = runner.invoke(app, ["serve", "-m", str(build_onnx(tmp_path / "m.onnx")), "--backend", "remote"])
     assert result.exit_code == 2 and "engine of this machine" in result.output

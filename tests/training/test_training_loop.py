@@ -28,6 +28,7 @@ def smoke_run(synth_root, tmp_path_factory):
     return train(synth_root, recipe="smoke", out=out, seed=3), out
 
 
+@pytest.mark.slow
 def test_one_epoch_of_smoke_writes_everything(smoke_run):
     result, out = smoke_run
     assert result.finished and result.epochs_done == 1 and result.best_epoch == 0
@@ -40,6 +41,7 @@ def test_one_epoch_of_smoke_writes_everything(smoke_run):
     assert result.synthetic and "SYNTHETIC" in result.describe()
 
 
+@pytest.mark.slow
 def test_best_checkpoint_carries_its_provenance(smoke_run, synth_root):
     result, out = smoke_run
     ckpt = load_checkpoint(out / "best.pt")
@@ -56,6 +58,7 @@ def test_best_checkpoint_carries_its_provenance(smoke_run, synth_root):
     assert state["next_epoch"] == 1 and state["seed"] == 3
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume(smoke_run, synth_root):
     _, out = smoke_run
     with pytest.raises(UsageError, match="--resume"):
@@ -70,6 +73,7 @@ def _two_epochs():
     return fast_recipe(epochs=2, lr_milestones=(1,))
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(synth_root, tmp_path):
     recipe = _two_epochs()
     train(synth_root, recipe=recipe, out=tmp_path / "full", seed=1)
@@ -94,12 +98,14 @@ def test_resume_equals_uninterrupted(synth_root, tmp_path):
     assert strip(full_lines) == strip(read_metrics(tmp_path / "part" / "metrics.jsonl"))
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_seed(synth_root, tmp_path):
     train(synth_root, recipe=_two_epochs(), out=tmp_path / "r", seed=1, stop_after=1)
     with pytest.raises(UsageError, match="seed"):
         train(synth_root, recipe=_two_epochs(), out=tmp_path / "r", seed=2, resume=True)
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_and_listed(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)
@@ -131,6 +137,7 @@ def test_gather_and_pil_validation_agree(tiny_checkpoint):
     torch.testing.assert_close(pil, gat, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_train_runs(synth_root, tmp_path):
     from typer.testing import CliRunner
 
@@ -147,6 +154,7 @@ def test_cli_train_runs(synth_root, tmp_path):
     assert res.exit_code == 2 and "not found" in res.output
 
 
+@pytest.mark.slow
 def test_fresh_start_discards_lines_of_a_crashed_first_epoch(synth_root, tmp_path):
     out = tmp_path / "r"
     out.mkdir()
@@ -158,6 +166,7 @@ def test_fresh_start_discards_lines_of_a_crashed_first_epoch(synth_root, tmp_pat
     assert not (out / "skipped.txt").exists()
 
 
+@pytest.mark.slow
 def test_loader_workers_do_not_outlive_train(synth_root, tmp_path):
     import multiprocessing
 

@@ -1,4 +1,4 @@
-"""Training leaves the process's signal handling as it found it (README, known issues: the SIGSEGV).
+"""Training leaves the process's signal handling as it found it (CHANGELOG.md, 0.1.0 Fixed: the SIGSEGV).
 
 The old crash: ``train`` with loader workers left torch's Python SIGCHLD handler installed; an
 INT8 export (OpenVINO's CPU plugin) then left the main thread's alternate signal stack unmapped;
@@ -22,6 +22,7 @@ from edgeleuk.training.loop import train
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="POSIX signals only")
 
 
+@pytest.mark.slow
 def test_train_gives_back_the_sigchld_handler_of_its_loader_workers(synth_root, tmp_path, monkeypatch):
     from torch.utils.data._utils import signal_handling
 

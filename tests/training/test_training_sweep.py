@@ -26,6 +26,7 @@ def sweeps(synth_root, tmp_path_factory):
     return root, a, b
 
 
+@pytest.mark.slow
 def test_sweep_writes_table2(sweeps):
     root, table, _ = sweeps
     assert [r.seed for r in table.runs] == [0, 1]
@@ -43,6 +44,7 @@ def test_sweep_writes_table2(sweeps):
         assert (root / "a" / f"seed-{seed}" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_sweep_skips_finished_runs(sweeps, synth_root, monkeypatch):
     root, table, _ = sweeps
 
@@ -54,12 +56,14 @@ def test_sweep_skips_finished_runs(sweeps, synth_root, monkeypatch):
     assert again.rows == table.rows
 
 
+@pytest.mark.slow
 def test_sweep_refuses_another_recipe_in_the_folder(sweeps, synth_root):
     root, _, _ = sweeps
     with pytest.raises(UsageError, match="fast-a"):
         run_sweep(synth_root, recipe=fast_recipe(name="other"), seeds=1, out=root / "a")
 
 
+@pytest.mark.slow
 def test_compare_writes_figure_and_tests(sweeps, tmp_path):
     root, a, b = sweeps
     report = compare_sweeps([root / "a", root / "b"], out=tmp_path / "cmp")
@@ -103,6 +107,7 @@ def test_compare_needs_finished_runs(tmp_path):
         compare_sweeps([tmp_path / "empty"], out=tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_sweep_and_compare(synth_root, tmp_path):
     from training_support import FAST_TOML
     from typer.testing import CliRunner

@@ -267,7 +267,7 @@ def test_truth_from_training_names_only_with_a_subject(tmp_path: Path) -> None:
     paths = [tmp_path / "UID_4_1_2_all.bmp", tmp_path / "photo_all.bmp"]
     for p in paths:
         write_bmp(p, gray_cell(100, size=20))
-    truth = {r.path: (r.label, r.subject) for r in index_inputs(tmp_path)}
+    truth = {r.path: (r.label, r.subject) for r in index_inputs(tmp_path).records}
     assert truth == {paths[0]: (1, "4"), paths[1]: (None, None)}
 
 

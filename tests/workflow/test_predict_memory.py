@@ -107,9 +107,8 @@ def _export_isolated(ckpt_path: Path, dest: Path, synth_root: Path, int8: bool) 
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    dest = tmp_path_factory.mktemp("tinymem")
-    return {"onnx": _export_isolated(tiny_checkpoint, dest, synth_root, int8=False)}
+def tiny_models(tiny_onnx: Path) -> dict:
+    return {"onnx": tiny_onnx}  # the session's shared cpu-fp32 export (conftest.py); predict only reads it
 
 
 @pytest.mark.parametrize("config", ["fp32-cpu", "fp32-openvino", "bf16-openvino"])
@@ -125,6 +124,7 @@ def test_predict_memory_is_flat_in_the_number_of_files(config: str, tiny_models:
 
 @pytest.fixture(scope="module")
 def full_models(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> dict:
+    # Its own export: the paper's full network, not the shared tiny model.
     dest = tmp_path_factory.mktemp("fullmem")
     path = _isolated("ckpt", str(dest / "full.pt"))
     return {"checkpoint": path, "onnx": _export_isolated(path, dest, synth_root, int8=False)}

@@ -141,6 +141,7 @@ def test_cli_prints_both_operating_points_and_maps_errors(tmp_path: Path, model:
         app,
         [
             "calibrate",
+            "--model",
             str(model),
             "--data",
             str(root),
@@ -157,7 +158,7 @@ def test_cli_prints_both_operating_points_and_maps_errors(tmp_path: Path, model:
     one_class = tmp_path / "hem-only"
     _labelled(one_class, [], [0.1, 0.2])
     res = runner.invoke(
-        app, ["calibrate", str(model), "--data", str(one_class), "--out", str(tmp_path / "d.onnx")]
+        app, ["calibrate", "-m", str(model), "--data", str(one_class), "--out", str(tmp_path / "d.onnx")]
     )
     assert res.exit_code == 2
     assert "both ALL and HEM" in res.output

@@ -1,4 +1,4 @@
-"""The workflow on a real exported model: export -> calibrate -> predict/watch -> report (slow)."""
+"""The workflow on a real exported model: export -> calibrate -> predict/watch -> report."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeleuk.exporting import export_model, load_profile
-
-    out = tmp_path_factory.mktemp("e2e") / "tiny.onnx"
-    export_model(tiny_checkpoint, out, load_profile("cpu-fp32").replace(parity_n=6), calib=synth_root)
-    return out
+def exported(tiny_onnx: Path) -> Path:
+    """The session's shared cpu-fp32 export (conftest.py); calibrate writes to its own --out."""
+    return tiny_onnx
 
 
 def test_calibrate_watch_report_on_exported_tiny_model(

@@ -1,11 +1,14 @@
-"""Images for the parity gate and for INT8 calibration: real data, or a SYNTHETIC set.
+"""The export's image sets: parity-gate cells and INT8 quantization images, from real data or SYNTHETIC.
 
-With ``--calib DATA`` any layout :func:`edgeleuk.io.data.discover` understands is
-used: gate cells come from the labelled preliminary test split if present, else
-the training split, else the plain images; INT8 calibration cells come from the
-training split first. Without it a SYNTHETIC C-NMC-layout set is drawn into a
-temporary folder (``edgeleuk.synth.dataset``) and read back through the same path, so
-the gate still runs, but its F1 says nothing about real cells.
+NNCF gathers INT8 quantization statistics on "calibration" images; here they are
+the ``quant`` set, unrelated to ``edgeleuk calibrate`` (which sets a model's
+decision threshold). With ``--data DATA`` any layout
+:func:`edgeleuk.io.data.discover` understands is used: gate cells come from the
+labelled preliminary test split if present, else the training split, else the
+plain images; quantization images come from the training split first. Without
+it a SYNTHETIC C-NMC-layout set is drawn into a temporary folder
+(``edgeleuk.synth.dataset``) and read back through the same path, so the gate
+still runs, but its F1 says nothing about real cells.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from edgeleuk.synth.dataset import assign_subjects, make_synthetic
 log = logging.getLogger(__name__)
 
 GATE_SPLITS = ("prelim", "train", "images")
-CALIB_SPLITS = ("train", "images", "prelim")
+QUANT_SPLITS = ("train", "images", "prelim")
 SYNTH_SUBJECTS, SYNTH_SEED = 24, 0
 
 
@@ -54,7 +57,7 @@ def _first_split(index: DataIndex, order: tuple[str, ...]) -> str:
     for name in order:
         if index.has(name):
             return name
-    raise DataError(f"no images found under {index.root}; give --calib a C-NMC data root or a folder of images")
+    raise DataError(f"no images found under {index.root}; give --data a C-NMC data root or a folder of images")
 
 
 def load_set(index: DataIndex, order: tuple[str, ...], n: int, size: int) -> ImageSet:
@@ -80,37 +83,43 @@ def load_set(index: DataIndex, order: tuple[str, ...], n: int, size: int) -> Ima
     return ImageSet(np.stack(images), known, source, split)
 
 
-def draw_synthetic_root(tmp: Path, gate_n: int, calib_n: int) -> Path:
-    """Draw a SYNTHETIC set large enough for ``gate_n`` prelim and ``calib_n`` training cells."""
+def draw_synthetic_root(tmp: Path, gate_n: int, quant_n: int) -> Path:
+    """Draw a SYNTHETIC set large enough for ``gate_n`` prelim and ``quant_n`` training cells."""
     subjects = assign_subjects(SYNTH_SUBJECTS, SYNTH_SEED)
     n_prelim = sum(s.split == "prelim" for s in subjects)
     n_train = sum(s.split == "train" for s in subjects)
-    per_subject = max(math.ceil(gate_n / n_prelim), math.ceil(calib_n / n_train), 1)
+    per_subject = max(math.ceil(gate_n / n_prelim), math.ceil(quant_n / n_train), 1)
     root = tmp / "synthetic"
-    log.info("no --calib data: drawing %d SYNTHETIC cells for the gate", SYNTH_SUBJECTS * per_subject)
+    log.info("no --data: drawing %d SYNTHETIC cells for the gate", SYNTH_SUBJECTS * per_subject)
     make_synthetic(root, subjects=SYNTH_SUBJECTS, cells_per_subject=per_subject, seed=SYNTH_SEED)
     return root
 
 
-def gate_and_calib_sets(calib: Path | None, gate_n: int, calib_n: int,
+def gate_and_quant_sets(data: Path | None, gate_n: int, quant_n: int,
                         size: int) -> tuple[ImageSet, ImageSet | None]:
-    """The gate set, and the INT8 calibration set when ``calib_n > 0``.
+    """The gate set, and the INT8 quantization set when ``quant_n > 0``.
+
+    Args:
+        data: Data root (``--data``); None draws a SYNTHETIC set.
+        gate_n: Gate cells wanted (fewer if the split is smaller).
+        quant_n: INT8 quantization images needed (the profile's ``calib_size``); 0 for none.
+        size: Side the images are decoded at.
 
     Raises:
-        DataError: No usable images, or fewer calibration images than ``calib_n``.
+        DataError: No usable images, or fewer quantization images than ``quant_n``.
     """
-    with tempfile.TemporaryDirectory(prefix="edgeleuk-calib-") as tmp:
-        root = Path(calib) if calib is not None else draw_synthetic_root(Path(tmp), gate_n, calib_n)
+    with tempfile.TemporaryDirectory(prefix="edgeleuk-imagesets-") as tmp:
+        root = Path(data) if data is not None else draw_synthetic_root(Path(tmp), gate_n, quant_n)
         if not root.exists():
-            raise DataError(f"--calib folder not found: {root}")
+            raise DataError(f"--data folder not found: {root}")
         index = discover(root)
         gate = load_set(index, GATE_SPLITS, gate_n, size)
-        calib_set = load_set(index, CALIB_SPLITS, calib_n, size) if calib_n > 0 else None
-    if calib_set is not None and len(calib_set) < calib_n:
+        quant = load_set(index, QUANT_SPLITS, quant_n, size) if quant_n > 0 else None
+    if quant is not None and len(quant) < quant_n:
         raise DataError(
-            f"INT8 calibration needs {calib_n} images but only {len(calib_set)} were usable ({calib_set.source}); "
-            "pass a larger --calib data set (its training split is used)"
+            f"INT8 calibration needs {quant_n} images but only {len(quant)} were usable ({quant.source}); "
+            "pass a larger --data set (its training split is used)"
         )
-    if calib_set is not None and calib_set.split == gate.split:
-        log.warning("gate and calibration images come from the same split; the INT8 gate is then optimistic")
-    return gate, calib_set
+    if quant is not None and quant.split == gate.split:
+        log.warning("gate and INT8 calibration images come from the same split; the INT8 gate is then optimistic")
+    return gate, quant
