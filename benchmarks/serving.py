@@ -46,7 +46,7 @@ def _model(work: Path) -> Path:
     torch.manual_seed(0)
     ckpt = work / "tiny.pt"
     save_checkpoint(ckpt, create_model("seresnext_tiny").state_dict(), ModelMeta(arch="seresnext_tiny", recipe="bench"))
-    export_model(ckpt, out=out, profile="cpu-fp32", calib=None)
+    export_model(ckpt, out=out, profile="cpu-fp32", data=None)
     return out
 
 

@@ -141,7 +141,7 @@ def export_models(cfg: StandardConfig, ckpt: Path, data: Path) -> tuple[Path, Pa
         profile = load_profile(profile_path)
         profile = profile.replace(parity_n=min(profile.parity_n, cfg.gate_n))
         log.info("exporting %s with %s (gate on %d cells)", out.name, profile_path, profile.parity_n)
-        result = export_model(ckpt, out=out, profile=profile, calib=data)
+        result = export_model(ckpt, out=out, profile=profile, data=data)
         seconds[name] = result.seconds
         print(result.describe(), file=sys.stderr)
     return jobs["fp32"][1], jobs["int8"][1], seconds
@@ -269,7 +269,8 @@ def all_cells_agreement(cfg: StandardConfig, ckpt: Path, models: dict[str, Path]
 
 def run(cfg: StandardConfig, quick: bool = False) -> Path:
     """Every step; returns the RESULTS.md written."""
-    from edgeleuk.bench import BenchOptions, run_bench
+    from edgeleuk.bench.options import BenchOptions
+    from edgeleuk.bench.runner import run_bench
 
     started = time.time()
     cfg.work.mkdir(parents=True, exist_ok=True)

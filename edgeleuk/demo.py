@@ -109,10 +109,10 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     ckpt = out / "run" / "best.pt"
     onnx_path, int8_path = out / "model.onnx", out / "model-int8.xml"
     exp = _stage(console, res, "3/6 export fp32 ONNX (parity gate vs PyTorch)", lambda: export_model(
-        ckpt, out=onnx_path, profile="cpu-fp32", calib=data))
+        ckpt, out=onnx_path, profile="cpu-fp32", data=data))
     console.print(exp.describe(), markup=False, highlight=False)
     exp8 = _stage(console, res, "4/6 export OpenVINO INT8 IR (NNCF, parity gate)", lambda: export_model(
-        ckpt, out=int8_path, profile=scale.int8_profile, calib=data))
+        ckpt, out=int8_path, profile=scale.int8_profile, data=data))
     console.print(exp8.describe(), markup=False, highlight=False)
     preds = out / "predictions.csv"
     pred = _stage(console, res, "5/6 predict the final-test folder", lambda: predict(
@@ -199,9 +199,9 @@ def _print_epilogue(console: Console, res: DemoResult) -> None:
     console.print(
         "\nOn real C-NMC data, run each stage by hand:\n"
         "  edgeleuk train C-NMC/ --recipe paper --out runs/paper --pretrained seresnext50.pth\n"
-        "  edgeleuk export runs/paper/best.pt --out model.onnx --calib C-NMC/\n"
-        "  edgeleuk export runs/paper/best.pt --out model-int8.xml --profile openvino-int8 "
-        "--calib C-NMC/\n"
+        "  edgeleuk export --checkpoint runs/paper/best.pt --out model.onnx --data C-NMC/\n"
+        "  edgeleuk export --checkpoint runs/paper/best.pt --out model-int8.xml --profile openvino-int8 "
+        "--data C-NMC/\n"
         "  edgeleuk predict C-NMC/final/ --model model.onnx --out predictions.csv\n"
         "  edgeleuk bench --model model.onnx --checkpoint runs/paper/best.pt --data C-NMC/ "
         "--extra-model model-int8.xml\n"

@@ -63,7 +63,7 @@ def _is_checkpoint(path: Path, checkpoint: bool | None) -> bool:
 
 
 def _load_checkpoint(path: Path) -> Any:
-    # Lazy: only a checkpoint needs torch; `edgeleuk info model.onnx` must work on a torch-free install.
+    # Lazy: only a checkpoint needs torch; `edgeleuk info -m model.onnx` must work on a torch-free install.
     from edgeleuk.modeling.checkpoint import load_checkpoint
 
     return load_checkpoint(path)

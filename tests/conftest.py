@@ -60,7 +60,7 @@ def tiny_export(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytes
 
     profile = load_profile("cpu-fp32").replace(**TINY_EXPORT_SETTINGS)
     result = export_model(tiny_checkpoint, tmp_path_factory.mktemp("tiny-export") / "tiny.onnx", profile,
-                          calib=synth_root)
+                          data=synth_root)
     digest = sha256_file(result.path)
     yield result
     assert sha256_file(result.path) == digest, f"a test modified the shared {result.path}"

@@ -14,7 +14,7 @@ from runtime_support import build_onnx, gray_cell, write_bmp
 from typer.testing import CliRunner
 from workflow_support import write_cell
 
-from edgeleuk.cli import DEFAULT_OUT, BenchBackend, app
+from edgeleuk.cli import DEFAULT_OUT, app
 from edgeleuk.workflow import predict as predict_mod
 
 runner = CliRunner()
@@ -170,12 +170,6 @@ def test_predictions_default_is_declared_once() -> None:
     for command in ("predict", "watch"):
         out = next(p for p in group.commands[command].params if p.name == "out")
         assert out.default is predict_mod.DEFAULT_OUT, command  # the same object: not a second literal
-
-
-def test_bench_choices_match_the_bench_package() -> None:
-    from edgeleuk.bench.options import bench_choices
-
-    assert tuple(c.value for c in BenchBackend) == bench_choices()
 
 
 def test_version_prints_the_package_version() -> None:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edgeleuk.cli import app
 from edgeleuk.core.errors import DataError
-from edgeleuk.workflow.predict import index_inputs
+from edgeleuk.workflow.inputs import index_inputs
 
 runner = CliRunner()
 

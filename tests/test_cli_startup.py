@@ -25,7 +25,7 @@ from edgeleuk.runtime.cuda import CudaBackend
 
 HEAVY = ("torch", "onnxruntime", "openvino", "ray", "nncf", "scipy", "matplotlib")
 # Torch-free but not needed to parse: each command imports these when it runs (edgeleuk.cli's docstring).
-LAZY = ("edgeleuk.bench", "edgeleuk.serving.server", "edgeleuk.cluster.predict", "edgeleuk.synth.dataset")
+LAZY = ("edgeleuk.bench.runner", "edgeleuk.serving.server", "edgeleuk.cluster.predict", "edgeleuk.synth.dataset")
 
 
 def _python(code: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

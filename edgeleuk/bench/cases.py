@@ -145,7 +145,7 @@ def plan_cases(
     """
     if tta == "staged" and not any(mf.stage for mf in files):
         raise UsageError("--tta staged: none of the model files carries a calibrated stage choice; choose one "
-                         "with `edgeleuk calibrate MODEL --data LABELLED --out MODEL2` and bench MODEL2")
+                         "with `edgeleuk calibrate -m MODEL --data LABELLED --out MODEL2` and bench MODEL2")
     torch_skip = availability.get("torch") if has_checkpoint else (
         "no --checkpoint: pass the checkpoint the model was exported from to measure the PyTorch "
         "original and check parity")

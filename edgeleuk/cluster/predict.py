@@ -1,6 +1,6 @@
 """``edgeleuk predict INPUTS --cluster ADDRESS``: the same prediction, with Ray Data across a cluster.
 
-The driver lists the inputs with local ``predict``'s own :func:`~edgeleuk.workflow.predict.index_inputs`
+The driver lists the inputs with local ``predict``'s own :func:`~edgeleuk.workflow.inputs.index_inputs`
 (files, folders and patterns alike, before Ray starts), Ray Data hands batches of paths to
 a fixed pool of workers, each worker opens the model once with its own CPUs as engine threads,
 reads and decodes its files with edgeleuk's decoder and returns one record per file (error rows
@@ -28,14 +28,9 @@ from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Prediction, default_batch
 from edgeleuk.runtime.registry import device_of
-from edgeleuk.workflow.predict import (
-    DEFAULT_OUT,
-    PredictOptions,
-    PredictSummary,
-    index_inputs,
-    load_classifier,
-    predict,
-)
+from edgeleuk.workflow.inputs import index_inputs
+from edgeleuk.workflow.outputs import DEFAULT_OUT
+from edgeleuk.workflow.predict import PredictOptions, PredictSummary, load_classifier, predict
 
 log = logging.getLogger(__name__)
 

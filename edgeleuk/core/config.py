@@ -25,6 +25,7 @@ else:  # pragma: no cover
 T = TypeVar("T")
 # The export profile used when none is named (by ``export``, and by ``bench`` for unrecorded files).
 DEFAULT_EXPORT_PROFILE = "cpu-fp32"
+DEFAULT_EXPORT_OUT = "model.onnx"  # where `edgeleuk export` writes unless told (a profile may change the suffix)
 
 #: Packaged config folders (``edgeleuk/configs/<kind>``) and the repository folder the same
 #: files were documented under (``--recipe train/paper.toml``, ``--profile export/cpu-fp32.toml``).

@@ -1,6 +1,6 @@
 """Export a checkpoint to one deployable model file, through a parity gate.
 
-``export_model(ckpt, out, profile, calib)`` folds preprocessing and rotation TTA
+``export_model(ckpt, out, profile, data)`` folds preprocessing and rotation TTA
 into the graph (:mod:`edgeleuk.modeling.tta`), writes ONNX (float32 or float16) or an
 INT8 OpenVINO IR, gates it against the eager PyTorch reference
 (:mod:`edgeleuk.modeling.reference`) and only then renames it into place.

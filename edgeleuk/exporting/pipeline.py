@@ -29,6 +29,7 @@ import onnx
 import openvino as ov
 
 from edgeleuk import __version__
+from edgeleuk.core.config import DEFAULT_EXPORT_OUT
 from edgeleuk.core.contract import EXPORT_KEY, META_KEY, contract_record
 from edgeleuk.core.errors import ConfigError, GateFailed, UsageError
 from edgeleuk.exporting.gate import GateReport, ReferenceOutputs, reference_outputs, run_gate
@@ -43,7 +44,7 @@ from edgeleuk.modeling.checkpoint import Checkpoint, load_checkpoint
 from edgeleuk.modeling.reference import TorchReference
 
 log = logging.getLogger(__name__)
-DEFAULT_OUT = "model.onnx"
+DEFAULT_OUT = DEFAULT_EXPORT_OUT
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ WRITERS = {"onnx": _write_onnx, "openvino": _write_ir}
 
 
 def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
-                 profile: str | Path | ExportProfile = DEFAULT_PROFILE, calib: str | Path | None = None,
+                 profile: str | Path | ExportProfile = DEFAULT_PROFILE, data: str | Path | None = None,
                  *, reference: Any = None) -> ExportResult:
     """Export a checkpoint through the parity gate.
 
@@ -214,14 +215,14 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
         ckpt: Checkpoint path (or a loaded :class:`Checkpoint`).
         out: Output ``.onnx``, or ``.xml`` for an OpenVINO IR profile.
         profile: Profile object, TOML file or a packaged profile name (``cpu-fp32``).
-        calib: Data root (``export --data``; any layout ``edgeleuk.io.data`` discovers) for the
+        data: Data root (``export --data``; any layout ``edgeleuk.io.data`` discovers) for the
             gate and INT8 calibration images; None draws a SYNTHETIC set.
         reference: Stand-in for the PyTorch reference (tests); default
             :class:`~edgeleuk.modeling.reference.TorchReference` of ``ckpt``.
 
     Raises:
         GateFailed: The file breaks its contract or the parity gate; nothing is written.
-        ConfigError: Bad profile. CheckpointError: Bad checkpoint. DataError: Bad ``calib``.
+        ConfigError: Bad profile. CheckpointError: Bad checkpoint. DataError: Bad ``data``.
     """
     started = time.perf_counter()
     prof = load_profile(profile)
@@ -232,14 +233,14 @@ def export_model(ckpt: str | Path | Checkpoint, out: str | Path = DEFAULT_OUT,
     dest = output_path(out, prof)
     exported_at = export_time(prof)
     quant_n = prof.calib_size if prof.precision == "int8" else 0
-    data, quant = gate_and_quant_sets(Path(calib) if calib else None, prof.parity_n, quant_n,
-                                      checkpoint.meta.preprocess.input_size)
+    gate_set, quant = gate_and_quant_sets(Path(data) if data else None, prof.parity_n, quant_n,
+                                          checkpoint.meta.preprocess.input_size)
     if reference is None:
         reference = TorchReference(checkpoint)
-    ref = reference_outputs(reference, data)
+    ref = reference_outputs(reference, gate_set)
     record = None
     with replace_atomically(dest) as tmp:
         draft = tmp / dest.name
-        report, record = WRITERS[prof.format](checkpoint, prof, draft, data, quant, ref, exported_at)
+        report, record = WRITERS[prof.format](checkpoint, prof, draft, gate_set, quant, ref, exported_at)
     return ExportResult(path=dest, files=output_files(dest), profile=prof, gate=report,
                         seconds=time.perf_counter() - started, exported_at=exported_at, quantization=record)

@@ -86,7 +86,7 @@ class ModelFormat:
         if not exists:
             what = "folder" if self.layout == "folder" else "file"
             raise UsageError(f"model {what} not found: {path} "
-                             "(export one with `edgeleuk export CKPT --out model.onnx`)")
+                             "(export one with `edgeleuk export --checkpoint CKPT --out model.onnx`)")
         for other in self.files(path)[:-1]:
             if not other.is_file():
                 raise UsageError(f"{path}: {self.label} weights {other.name} are missing beside it")
@@ -145,7 +145,8 @@ def format_of(path: Path | str) -> ModelFormat:
             fmt.check(path)
             return fmt
     if not path.exists():
-        raise UsageError(f"model file not found: {path} (export one with `edgeleuk export CKPT --out model.onnx`)")
+        raise UsageError(f"model file not found: {path} "
+                         "(export one with `edgeleuk export --checkpoint CKPT --out model.onnx`)")
     known = " or ".join(f"{f.label} {f.suffix}" for f in FORMATS.values())
     raise UsageError(f"{path}: unsupported model file; expected an exported {known}")
 

@@ -37,7 +37,7 @@ from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, OptionsR
 
 log = logging.getLogger(__name__)
 
-SERVE_FIX = "start one with `edgeleuk serve MODEL` (needs the ray extra) and pass its URL as --server"
+SERVE_FIX = "start one with `edgeleuk serve -m MODEL` (needs the ray extra) and pass its URL as --server"
 #: Statuses worth one more try: Serve sheds load with 503 and proxies time out with 504.
 RETRY_STATUSES = (502, 503, 504)
 

@@ -244,7 +244,7 @@ def stage_choice_of(extra: dict[str, Any], rotations: int, source: str = "model"
     if raw is None:
         raise UsageError(
             f"{source} carries no calibrated stage choice, so --tta staged has nothing to stop on; choose one "
-            "on labelled validation cells with `edgeleuk calibrate MODEL --data LABELLED --out MODEL2` "
+            "on labelled validation cells with `edgeleuk calibrate -m MODEL --data LABELLED --out MODEL2` "
             "(without labels nothing is guessed: use --tta full)"
         )
     choice = StageChoice.from_dict(raw)

@@ -21,6 +21,9 @@ from edgeleuk.io.atomic import atomic_open, atomic_path
 from edgeleuk.io.csvcells import name_to_text, sheet_row
 from edgeleuk.runtime.classifier import Prediction
 
+#: The default output of ``predict`` and ``watch``, declared once (the CLI derives its defaults from it).
+DEFAULT_OUT = Path("predictions.csv")
+
 CSV_COLUMNS = ("path", "status", "error", "prob_all", "label", "subject", "adjustment")
 TRUTH_COLUMN = "true_label"
 CNMC_MEMBER = "isbi_valid.predict"  # the file name the C-NMC evaluation server expects in the zip

@@ -44,7 +44,7 @@ from edgeleuk.io.data import label_from_name, subject_from_name
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
-from edgeleuk.workflow.outputs import CSV_COLUMNS, TRUTH_COLUMN, ResultRow
+from edgeleuk.workflow.outputs import CSV_COLUMNS, DEFAULT_OUT, TRUTH_COLUMN, ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
 def watch_folder(
     folder: Path,
     model: Path | None = None,
-    out: Path = Path("predictions.csv"),
+    out: Path = DEFAULT_OUT,
     backend: str = "auto",
     interval: float = 0.5,
     *,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeleuk.bench import BenchOptions, run_bench
+from edgeleuk.bench.options import BenchOptions
+from edgeleuk.bench.runner import run_bench
 from edgeleuk.cli import app
 from edgeleuk.runtime import BACKENDS
 

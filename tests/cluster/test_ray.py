@@ -154,7 +154,8 @@ class TestServe:
         assert not (tmp_path / "x.csv").exists()
 
     def test_bench_remote_reports_latency_and_throughput(self, url, model):
-        from edgeleuk.bench import BenchOptions, run_bench
+        from edgeleuk.bench.options import BenchOptions
+        from edgeleuk.bench.runner import run_bench
 
         opts = BenchOptions(backend="remote", n=8, batch=4, quick=True, engine_fields={"server": url})
         report = run_bench(model, options=opts)

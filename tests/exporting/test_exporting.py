@@ -88,14 +88,14 @@ def test_metadata_round_trips(exported, tiny_checkpoint: Path) -> None:
 
 def test_export_is_byte_identical_with_fixed_time(exported, tiny_checkpoint: Path, synth_root: Path,
                                                    tmp_path: Path) -> None:
-    again = export_model(tiny_checkpoint, tmp_path / "again.onnx", _profile(), calib=synth_root)
+    again = export_model(tiny_checkpoint, tmp_path / "again.onnx", _profile(), data=synth_root)
     assert again.path.read_bytes() == exported.path.read_bytes()
 
 
 def test_only_timestamp_differs_without_fixed_time(exported, tiny_checkpoint: Path, synth_root: Path,
                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH + 60))  # the env var beats the profile
-    other = export_model(tiny_checkpoint, tmp_path / "other.onnx", _profile(), calib=synth_root)
+    other = export_model(tiny_checkpoint, tmp_path / "other.onnx", _profile(), data=synth_root)
     assert other.path.read_bytes() != exported.path.read_bytes()
     a, b = json.loads(_props(exported.path)[EXPORT_KEY]), json.loads(_props(other.path)[EXPORT_KEY])
     assert b.pop("exported_at") == "2023-11-14T22:14:20+00:00"
@@ -114,7 +114,7 @@ def test_corrupted_parity_fails_and_leaves_nothing(tiny_checkpoint: Path, synth_
     old = tmp_path / "model.onnx"
     old.write_bytes(b"previous model")
     with pytest.raises(GateFailed, match="max\\|dlogit\\|") as err:
-        export_model(ckpt, old, _profile(gate_engines=("cpu",)), calib=synth_root,
+        export_model(ckpt, old, _profile(gate_engines=("cpu",)), data=synth_root,
                      reference=TorchReference(ckpt, meta=wrong))
     assert "no file was written" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp files either
@@ -154,7 +154,7 @@ def test_full_seresnext50_passes_fp32_gate(synth_root: Path, tmp_path: Path) -> 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "full.pt", create_model().state_dict(), ModelMeta())
     prof = _profile(parity_n=2, batch_sizes=(1, 2), gate_engines=("cpu",))
-    result = export_model(ckpt, tmp_path / "full.onnx", prof, calib=synth_root)
+    result = export_model(ckpt, tmp_path / "full.onnx", prof, data=synth_root)
     assert result.gate.passed and result.gate.checks[0].parity.max_abs_logit_delta <= 1e-4
     assert result.size_bytes > 90e6  # ~26M float32 weights plus the rotation index
 

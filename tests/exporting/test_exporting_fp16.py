@@ -21,7 +21,7 @@ HAS_CUDA = CudaBackend.availability() is None
 def fp16_export(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
     # Its own export: the cuda-fp16 profile, not the shared cpu-fp32 tiny model.
     prof = load_profile("cuda-fp16").replace(parity_n=6)
-    return export_model(tiny_checkpoint, tmp_path_factory.mktemp("fp16") / "tiny16.onnx", prof, calib=synth_root)
+    return export_model(tiny_checkpoint, tmp_path_factory.mktemp("fp16") / "tiny16.onnx", prof, data=synth_root)
 
 
 def test_fp16_graph_is_well_formed(fp16_export) -> None:

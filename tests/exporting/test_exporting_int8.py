@@ -28,7 +28,7 @@ def _profile():
 def int8_export(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
     # Its own export: INT8 by NNCF (openvino-int8), not the shared cpu-fp32 tiny model.
     return export_model(tiny_checkpoint, tmp_path_factory.mktemp("int8") / "tiny.onnx", _profile(),
-                        calib=synth_root)
+                        data=synth_root)
 
 
 @pytest.mark.slow
@@ -72,7 +72,7 @@ def test_int8_metadata_in_rt_info(int8_export) -> None:
 
 @pytest.mark.slow
 def test_int8_export_is_deterministic(int8_export, tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
-    again = export_model(tiny_checkpoint, tmp_path / "tiny.xml", _profile(), calib=synth_root)
+    again = export_model(tiny_checkpoint, tmp_path / "tiny.xml", _profile(), data=synth_root)
     for a, b in zip(int8_export.files, again.files, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
 
@@ -80,13 +80,13 @@ def test_int8_export_is_deterministic(int8_export, tiny_checkpoint: Path, synth_
 def test_int8_needs_enough_calibration_images(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
     prof = _profile().replace(calib_size=5000)
     with pytest.raises(DataError, match="calibration needs 5000"):
-        export_model(tiny_checkpoint, tmp_path / "big.xml", prof, calib=synth_root)
+        export_model(tiny_checkpoint, tmp_path / "big.xml", prof, data=synth_root)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_fp32_ir_profile_passes_fp32_gate(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
     prof = load_profile("cpu-fp32").replace(format="openvino", gate_engines=("openvino",), parity_n=5)
-    result = export_model(tiny_checkpoint, tmp_path / "fp32.xml", prof, calib=synth_root)
+    result = export_model(tiny_checkpoint, tmp_path / "fp32.xml", prof, data=synth_root)
     (check,) = result.gate.checks
     assert check.status == "passed" and check.parity.max_abs_logit_delta <= 1e-4
     assert result.quantization is None and "INT8" not in result.describe()

@@ -98,7 +98,7 @@ def test_without_labels_plain_nncf_runs_and_says_so(tiny_checkpoint: Path, synth
                                                      tmp_path: Path) -> None:
     from edgeleuk.io.modelfile import read_model_meta
 
-    result = export_model(tiny_checkpoint, tmp_path / "nolabels.xml", _small(), calib=synth_root / "final")
+    result = export_model(tiny_checkpoint, tmp_path / "nolabels.xml", _small(), data=synth_root / "final")
     assert not result.gate.labelled and result.gate.passed
     assert result.quantization["method"] == "nncf.quantize"
     assert result.quantization["accuracy_control"] == "off (no labels)"
@@ -109,7 +109,7 @@ def test_without_labels_plain_nncf_runs_and_says_so(tiny_checkpoint: Path, synth
 
 @pytest.mark.slow
 def test_profile_can_turn_accuracy_control_off(tiny_checkpoint: Path, synth_root: Path, tmp_path: Path) -> None:
-    result = export_model(tiny_checkpoint, tmp_path / "off.xml", _small(accuracy_control=False), calib=synth_root)
+    result = export_model(tiny_checkpoint, tmp_path / "off.xml", _small(accuracy_control=False), data=synth_root)
     assert result.gate.labelled
     assert result.quantization["method"] == "nncf.quantize"
     assert result.quantization["accuracy_control"] == "off (off in the profile)"

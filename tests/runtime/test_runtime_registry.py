@@ -292,17 +292,24 @@ class StubBackend(Backend):
         return BackendInfo(self.name, "stub 0", ("numpy",), "fp32")
 
 
+def _reload_cli() -> None:
+    """Build the CLI again: it derives its choices and flags from the registry at import."""
+    import edgeleuk.cli
+    from edgeleuk.cli import base, deployed, serving, training
+
+    for module in (base, deployed, training, serving, edgeleuk.cli):  # the app first, then its commands
+        importlib.reload(module)
+
+
 @pytest.fixture()
 def stub_registered() -> Iterator[None]:
-    import edgeleuk.cli
-
     registry.register(StubBackend)
-    importlib.reload(edgeleuk.cli)  # the CLI builds its choices and flags at import
+    _reload_cli()
     try:
         yield
     finally:
         del registry.BACKENDS["stub"]
-        importlib.reload(edgeleuk.cli)
+        _reload_cli()
 
 
 def test_a_registered_backend_appears_in_registry_auto_cli_bench_and_gate(

@@ -248,7 +248,7 @@ def test_staged_is_exact_on_the_int8_ir(tiny_checkpoint: Path, synth_root: Path,
 
     profile = dataclasses.replace(load_profile("openvino-int8"), parity_n=8, calib_size=16, allow_small_calib=True,
                                   accuracy_control=False, min_agreement=0.01, max_f1_drop=1.0)
-    xml = export_model(tiny_checkpoint, out=tmp_path / "tiny-int8.xml", profile=profile, calib=synth_root).path
+    xml = export_model(tiny_checkpoint, out=tmp_path / "tiny-int8.xml", profile=profile, data=synth_root).path
     _in_child(_staged_matches_full, xml, "openvino", cells, tmp_path)
 
 
@@ -322,7 +322,8 @@ def test_a_model_without_a_views_entry_calibrates_without_stages(synth_root: Pat
 
 def test_bench_runs_staged_rows_for_a_file_with_a_stage_choice(exported: Path, synth_root: Path,
                                                                tmp_path: Path) -> None:
-    from edgeleuk.bench import BenchOptions, run_bench
+    from edgeleuk.bench.options import BenchOptions
+    from edgeleuk.bench.runner import run_bench
     from edgeleuk.workflow.calibrate import calibrate_model
 
     staged = tmp_path / "staged.onnx"
@@ -341,7 +342,8 @@ def test_bench_runs_staged_rows_for_a_file_with_a_stage_choice(exported: Path, s
 
 
 def test_openvino_staged_row_has_a_staged_throughput_mode(exported: Path, synth_root: Path, tmp_path: Path) -> None:
-    from edgeleuk.bench import BenchOptions, run_bench
+    from edgeleuk.bench.options import BenchOptions
+    from edgeleuk.bench.runner import run_bench
     from edgeleuk.workflow.calibrate import calibrate_model
 
     staged = tmp_path / "staged.onnx"

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from edgeleuk.cli import app
 from edgeleuk.core.errors import DataError, OutputError
 from edgeleuk.workflow import outputs
-from edgeleuk.workflow.predict import PredictOptions, index_inputs, predict
+from edgeleuk.workflow.inputs import index_inputs
+from edgeleuk.workflow.predict import PredictOptions, predict
 
 runner = CliRunner()
 

@@ -1,0 +1,69 @@
+"""The commands that serve a model: serve (Ray Serve) and serving-repo (Triton and OVMS repositories)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeleuk.cli.base import MODEL_FLAG, BackendChoice, app, backend_flags, exit_codes, one_path
+
+
+@app.command()
+@backend_flags
+def serve(
+    model_arg: Path | None = typer.Argument(
+        None, metavar="MODEL", show_default=False, help="Deprecated: use --model/-m."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Exported model (.onnx or OpenVINO .xml) on this machine."
+    ),
+    backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend of every replica."),
+    replicas: int = typer.Option(1, min=1, help="Model replicas (processes, each with its engine)."),
+    threads: int = typer.Option(1, min=1, help="Engine threads (and reserved CPUs) per replica."),
+    gpus: float = typer.Option(0.0, min=0.0, help="GPUs reserved per replica (fractions share one)."),
+    max_batch: int = typer.Option(8, min=1, help="Most images per engine call (server-side batching)."),
+    batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long a request waits for a batch to fill."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 accepts other machines."),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
+    address: str | None = typer.Option(None, help="Ray cluster to join (default: running one, else local)."),
+    engine_fields: dict[str, Any] | None = None,
+) -> None:
+    """Serve the model over HTTP with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C."""
+    from edgeleuk.serving.server import ServeOptions, serve_forever  # lazy: the server side (asyncio, Ray Serve)
+
+    with exit_codes():
+        path = one_path(model, model_arg, MODEL_FLAG, "MODEL")
+        opts = ServeOptions(
+            backend=backend.value, replicas=replicas, threads=threads, gpus=gpus, max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms, host=host, port=port, address=address,
+            engine_fields=dict(engine_fields or {}),
+        )
+        serve_forever(path, opts, echo=typer.echo)
+
+@app.command("serving-repo")
+def serving_repo(
+    out: Path = typer.Argument(..., help="Folder (new) for the repositories: triton/ and ovms/."),
+    model: list[Path] = typer.Option(
+        [], "--model", "-m",
+        help="Exported model, repeatable; each goes to its format's repository (.onnx: Triton, .xml: OVMS).",
+    ),
+    onnx: Path | None = typer.Option(None, hidden=True, help="Deprecated: use --model."),
+    ir: Path | None = typer.Option(None, hidden=True, help="Deprecated: use --model."),
+    name: str = typer.Option("edgeleuk", help="Model name in both repositories."),
+    max_batch: int = typer.Option(8, min=1, help="Triton max_batch_size (dynamic batching up to it)."),
+    gpu: bool | None = typer.Option(None, help="Triton instances on GPU (default: only for an fp16 export)."),
+    tensorrt: bool = typer.Option(False, help="Triton: ONNX Runtime's TensorRT accelerator (GPU)."),
+) -> None:
+    """Write Triton Inference Server and/or OpenVINO Model Server model repositories."""
+    from edgeleuk.serving.repository import RepoOptions, write_serving_repos
+
+    with exit_codes():
+        opts = RepoOptions(name=name, max_batch=max_batch, gpu=gpu, tensorrt=tensorrt)
+        models = [*model, *(p for p in (onnx, ir) if p is not None)]
+        if onnx or ir:
+            typer.echo("note: --onnx and --ir are deprecated; use --model (each model goes to its format's "
+                       "repository)", err=True)
+        result = write_serving_repos(out, models, options=opts)
+    typer.echo(result.describe())
