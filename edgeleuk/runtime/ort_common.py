@@ -106,7 +106,7 @@ class OrtBackend(Backend):
         providers = self._providers(self._ort, options.of(type(self)))
         self._session = self._create_session(self._ort, so, providers)
         self._check_session(self._session)
-        self._source = None  # the serialized model (staged) is not needed once the session holds it
+        self._source = None  # the serialized model (views entry open) is not needed once the session holds it
         self._input = self._session.get_inputs()[0].name
         self._threads = so.intra_op_num_threads
 

@@ -14,7 +14,7 @@ from edgeleuk.exporting.pipeline import export_time, output_path
 from edgeleuk.exporting.profile import MIN_INT8_CALIB
 
 
-def test_shipped_profiles_load_with_issue_thresholds() -> None:
+def test_shipped_profiles_load_with_their_gate_thresholds() -> None:
     fp32, fp16, int8 = (load_profile(n) for n in ("cpu-fp32", "export/cuda-fp16.toml", "openvino-int8"))
     assert (fp32.precision, fp32.format, fp32.max_abs_logit_delta, fp32.min_agreement) == ("fp32", "onnx", 1e-4, 1.0)
     assert (fp16.precision, fp16.min_agreement) == ("fp16", 0.995) and "cuda" in fp16.gate_engines
