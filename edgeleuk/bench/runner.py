@@ -18,7 +18,7 @@ from edgeleuk.bench.cases import Case, ModelFile, plan_cases, read_model_file
 from edgeleuk.bench.cells import Cells, load_cells
 from edgeleuk.bench.machine import collect_machine
 from edgeleuk.bench.memory import run_measured
-from edgeleuk.bench.options import BenchOptions
+from edgeleuk.bench.options import ALL, BenchOptions
 from edgeleuk.bench.report import ERROR, OK, PARITY_FAILED, UNAVAILABLE, BenchReport, Row, best_throughput
 from edgeleuk.bench.worker import Measurement, WorkSpec, measure_safely
 from edgeleuk.core.errors import BackendUnavailable, ConfigError, UsageError
@@ -26,15 +26,15 @@ from edgeleuk.core.numerics import threshold_logit
 from edgeleuk.evaluation.metrics import binary_metrics
 from edgeleuk.evaluation.parity import breaches, compare, recorded_thresholds
 from edgeleuk.io.files import sha256_file
-from edgeleuk.runtime.registry import BACKENDS, option_fields
+from edgeleuk.runtime.registry import BACKENDS, option_fields, unavailable_reason
 
 log = logging.getLogger(__name__)
 WORKER_TIMEOUT_S = 4 * 3600  # a hung engine must not hang the benchmark forever
 
 
-def availability() -> dict[str, str | None]:
-    """Backend name -> None if it can run here, else why not and the fix."""
-    found = {name: cls.availability() for name, cls in BACKENDS.items()}
+def availability(asked: str = ALL) -> dict[str, str | None]:
+    """Backend name -> None if it can run here, else why not (install advice only for the ``asked`` one)."""
+    found = {name: unavailable_reason(name, asked=name == asked) for name in BACKENDS}
     found["torch"] = None if importlib.util.find_spec("torch") else (
         "torch is not installed: pip install 'edgeleuk[train]' to measure the PyTorch original")
     return found
@@ -212,7 +212,7 @@ def run_bench(
     if checkpoint is not None and not checkpoint.is_file():
         raise UsageError(f"--checkpoint {checkpoint}: no such file")
     files = [read_model_file(Path(p)) for p in (model, *opts.extra_models)]
-    reasons = availability()
+    reasons = availability(opts.backend)
     _check_explicit(opts.backend, reasons, checkpoint)
     machine = collect_machine(opts.threads)
     cases = plan_cases(files, opts.backend, checkpoint is not None, machine.bf16, reasons, tta=opts.tta)

@@ -155,14 +155,26 @@ def gpu_visible() -> bool:
     return shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
 
 
+def unavailable_reason(name: str, *, asked: bool = False) -> str | None:
+    """None when backend ``name`` can run here, else why not (with the fix).
+
+    A GPU backend on a machine that shows no GPU says :data:`NO_GPU` instead of how to install
+    GPU wheels, unless it was ``asked`` for by name: every CPU-only ``auto`` or ``bench`` run
+    would otherwise carry that advice.
+    """
+    cls = BACKENDS[name]
+    reason = cls.availability()
+    if reason is not None and cls.device == "gpu" and not asked and not gpu_visible():
+        return NO_GPU
+    return reason
+
+
 def _open_auto(path: Path, fmt: ModelFormat, options: BackendOptions) -> tuple[Backend, str]:
     skipped: list[str] = []
     able = [name for name in readers(fmt.name) if BACKENDS[name].auto_rank is not None]
     for name in able:
         cls = BACKENDS[name]
-        reason = cls.availability()
-        if reason is not None and cls.device == "gpu" and not gpu_visible():
-            reason = NO_GPU  # not how to install GPU wheels on a machine without a GPU
+        reason = unavailable_reason(name)
         if reason is None:
             try:
                 backend = cls(path, options)

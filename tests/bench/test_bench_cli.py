@@ -15,6 +15,7 @@ from edgeleuk.bench.options import BenchOptions
 from edgeleuk.bench.runner import run_bench
 from edgeleuk.cli import app
 from edgeleuk.runtime import BACKENDS
+from edgeleuk.runtime.registry import NO_GPU, gpu_visible
 
 runner = CliRunner()
 CUDA_REASON = BACKENDS["cuda"].availability()
@@ -60,6 +61,21 @@ def test_bench_all_prints_table_writes_json_and_lists_cuda_as_unavailable(
     if CUDA_REASON:
         assert rows["cuda fp32"]["status"] == "unavailable" and rows["cuda fp32"]["reason"]
         assert "cuda fp32 (tiny.onnx): unavailable" in res.output
+    if not gpu_visible():  # no GPU here: the row says so, with no advice to install GPU wheels
+        assert rows["cuda fp32"]["reason"] == NO_GPU and "edgeleuk[gpu]" not in res.output
+
+
+def test_bench_gives_the_gpu_install_advice_when_cuda_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeleuk.bench.runner import availability
+    from edgeleuk.runtime import registry
+    from edgeleuk.runtime.cuda import CudaBackend
+
+    advice = "onnxruntime-gpu is not installed: pip install 'edgeleuk[gpu]'"
+    monkeypatch.setattr(CudaBackend, "availability", classmethod(lambda cls: advice))
+    monkeypatch.setattr(registry, "gpu_visible", lambda: False)
+    assert availability("all")["cuda"] == NO_GPU and availability("cuda")["cuda"] == advice
+    monkeypatch.setattr(registry, "gpu_visible", lambda: True)
+    assert availability("all")["cuda"] == advice  # a GPU is there: then the advice helps
 
 
 def test_bench_gate_fails_against_another_checkpoint(tiny_onnx: Path, other_checkpoint: Path):
