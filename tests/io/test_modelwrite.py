@@ -1,4 +1,4 @@
-"""Staged output: an IR's .xml never sits beside another export's .bin, even when a move fails."""
+"""Staged output: an IR's .xml never sits beside another .bin; a folder model is swapped whole; failed moves undo."""
 
 from __future__ import annotations
 
@@ -85,3 +85,59 @@ def test_failed_first_move_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(OSError), replace_atomically(tmp_path / "m.xml") as stage:
         _write_pair(stage, "new")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def folder_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder format (like a CoreML .mlpackage), in the table for this test only."""
+    from edgeleuk.io.formats import FORMATS, ModelFormat
+
+    fmt = ModelFormat("pkgtest", ".pkgtest", "Package", read_metadata=dict, write_metadata=print, layout="folder")
+    monkeypatch.setitem(FORMATS, fmt.name, fmt)
+
+
+def _write_package(folder: Path, tag: str) -> None:
+    folder.mkdir()
+    (folder / "weights.bin").write_text(f"weights {tag}")
+    (folder / "meta.json").write_text(f"meta {tag}")
+
+
+@pytest.mark.usefixtures("folder_format")
+def test_a_folder_model_is_replaced_whole(tmp_path: Path) -> None:
+    _write_package(tmp_path / "m.pkgtest", "old")
+    with replace_atomically(tmp_path / "m.pkgtest") as stage:
+        _write_package(stage / "m.pkgtest", "new")
+    assert _visible(tmp_path / "m.pkgtest") == {"weights.bin": "weights new", "meta.json": "meta new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkgtest"]
+
+
+@pytest.mark.usefixtures("folder_format")
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_a_failed_folder_swap_or_a_full_disk_keeps_the_old_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    _write_package(tmp_path / "m.pkgtest", "old")
+    calls = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == fail_at:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(staging.os, "replace", replace)
+    with pytest.raises(OSError, match="No space"), replace_atomically(tmp_path / "m.pkgtest") as stage:
+        _write_package(stage / "m.pkgtest", "new")
+    assert _visible(tmp_path / "m.pkgtest") == {"weights.bin": "weights old", "meta.json": "meta old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkgtest"]
+
+
+@pytest.mark.usefixtures("folder_format")
+def test_a_writer_that_fails_halfway_leaves_the_old_folder_and_no_stage(tmp_path: Path) -> None:
+    _write_package(tmp_path / "m.pkgtest", "old")
+    with pytest.raises(OSError, match="No space"), replace_atomically(tmp_path / "m.pkgtest") as stage:
+        (stage / "m.pkgtest").mkdir()
+        raise OSError(28, "No space left on device")
+    assert _visible(tmp_path / "m.pkgtest") == {"weights.bin": "weights old", "meta.json": "meta old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkgtest"]
