@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from runtime_support import build_onnx, gray_cell, write_bmp
+from runtime_support import gray_cell, write_bmp
 from typer.testing import CliRunner
-from workflow_support import write_cell
 
 from edgeleuk.cli import DEFAULT_OUT, app
 from edgeleuk.workflow import predict as predict_mod
@@ -27,21 +26,6 @@ def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeleuk.serving import server
 
     monkeypatch.setattr(server, "import_serve", lambda: pytest.fail("serve got past its checks and started Ray"))
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_onnx(tmp_path_factory.mktemp("model") / "m.onnx")
-
-
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """C-NMC training layout, 6 ALL (bright) and 6 HEM (dark) cells: enough to calibrate on."""
-    root = tmp_path_factory.mktemp("labelled")
-    for i in range(6):
-        write_cell(root / "training_data" / "fold_0" / "all" / f"UID_{i % 2 + 1}_{i}_1_all.bmp", 150 + 10 * i)
-        write_cell(root / "training_data" / "fold_0" / "hem" / f"UID_H{i % 2 + 1}_{i}_1_hem.bmp", 60 + 10 * i)
-    return root
 
 
 def _cells(folder: Path) -> Path:

@@ -17,29 +17,13 @@ from typing import Any
 
 import pytest
 import typer.main
-from runtime_support import build_onnx
 from typer.testing import CliRunner
-from workflow_support import write_cell
 
 from edgeleuk.cli import app
 from edgeleuk.runtime.registry import option_fields
 from edgeleuk.serving import server as server_mod
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_onnx(tmp_path_factory.mktemp("model") / "m.onnx")
-
-
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("labelled")
-    for i in range(6):
-        write_cell(root / "training_data" / "fold_0" / "all" / f"UID_{i % 2 + 1}_{i}_1_all.bmp", 150 + 10 * i)
-        write_cell(root / "training_data" / "fold_0" / "hem" / f"UID_H{i % 2 + 1}_{i}_1_hem.bmp", 60 + 10 * i)
-    return root
 
 
 @pytest.fixture()
