@@ -30,11 +30,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _choice(name: str, values: Iterable[str], doc: str) -> Any:
     """A typer choice Enum whose members are ``values`` (each named and valued as itself)."""
     choice = enum.Enum(name, {v: v for v in values}, type=str)
     choice.__doc__ = doc
     return choice
+
 
 # Derived from the backend registry: a registered backend appears here without editing this file.
 BackendChoice = _choice(
@@ -45,6 +47,7 @@ BackendChoice = _choice(
 BenchBackend = _choice("BenchBackend", bench_choices(),
                        "What bench measures: every backend, one of them, or the PyTorch original.")
 
+
 def _flag(backend: str, field: Any) -> inspect.Parameter:
     """The CLI parameter for one field of a backend's own options record."""
     default, meta = field.default, field.metadata
@@ -54,6 +57,7 @@ def _flag(backend: str, field: Any) -> inspect.Parameter:
         default = annotation(default)
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                              default=typer.Option(default, help=meta.get("help")))
+
 
 def backend_flags(command: Callable[..., None]) -> Callable[..., None]:
     """Give ``command`` one flag per backend option field (``--precision``, ``--tensorrt``...).
@@ -77,6 +81,7 @@ def backend_flags(command: Callable[..., None]) -> Callable[..., None]:
     wrapper.__signature__ = inspect.Signature([*own, *flags])  # type: ignore[attr-defined]
     return wrapper
 
+
 TTAMode = _choice("TTAMode", TTA_MODES, "Rotation TTA: every rotation, or staged (stop early when clear).")
 
 TTA_HELP = ("Rotation TTA: full (all rotations, the file's own result) or staged (stop after a few "
@@ -86,12 +91,14 @@ MODEL_HELP = "Exported model (.onnx or OpenVINO .xml)."
 
 MODEL_FLAG = "--model/-m"
 
+
 class OutFormat(str, enum.Enum):
     """Prediction file formats."""
 
     csv = "csv"
     jsonl = "jsonl"
     cnmc = "cnmc"
+
 
 @contextlib.contextmanager
 def exit_codes() -> Iterator[None]:
@@ -102,10 +109,12 @@ def exit_codes() -> Iterator[None]:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
 
+
 #: Top-level modules of the ``train`` extra (and what it brings): a command that meets one missing needs it.
 TRAIN_MODULES = frozenset(
     {"torch", "torchvision", "timm", "nncf", "scipy", "matplotlib", "onnx", "onnxscript", "PIL", "tqdm", "safetensors"}
 )
+
 
 @contextlib.contextmanager
 def needs_train(command: str) -> Iterator[None]:
@@ -124,6 +133,7 @@ def needs_train(command: str) -> Iterator[None]:
         raise UsageError(f"edgeleuk {command} needs the training extra: pip install 'edgeleuk[train]' "
                          f"({missing} is not installed)") from exc
 
+
 def one_path(flag: Path | None, positional: Path | None, flag_name: str, what: str) -> Path:
     """The path given as ``flag_name`` or, deprecated, positionally (with a note on stderr).
 
@@ -140,14 +150,17 @@ def one_path(flag: Path | None, positional: Path | None, flag_name: str, what: s
         raise UsageError(f"missing {flag_name}: name the {what.lower()} file")
     return flag
 
+
 def is_quiet(ctx: typer.Context) -> bool:
     """Whether the root ``--quiet`` was given (it hides progress bars too)."""
     return bool(ctx.find_root().params.get("quiet"))
+
 
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"edgeleuk {__version__}")
         raise typer.Exit()
+
 
 @app.callback()
 def _root(

@@ -22,6 +22,7 @@ QUIET_LOGGERS = {
 #: Libraries whose Python warnings are chatter unless --verbose (torch's CUDA warning on a CPU machine...).
 CHATTY_LIBRARIES = ("torch", "torchvision", "timm", "nncf", "onnxscript")
 
+
 class _AfterImport(importlib.abc.MetaPathFinder):
     """Runs ``then[name](module)`` right after the module ``name`` is first executed; finds nothing itself."""
 
@@ -44,9 +45,11 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
+
 def _set_level(logger: str, level: int) -> Callable[[ModuleType], None]:
     # The logger only (not nncf.set_log_level, which also re-levels every handler on it, maybe shared ones).
     return lambda _module: logging.getLogger(logger).setLevel(level)
+
 
 def quiet_libraries() -> None:
     """Without --verbose: NNCF's and torch's loggers and the chatty libraries' warnings stay quiet."""

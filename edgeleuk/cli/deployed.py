@@ -101,6 +101,7 @@ def predict(
     typer.echo(summary.describe())
     raise typer.Exit(summary.exit_code(strict=strict))
 
+
 @app.command()
 @backend_flags
 def watch(
@@ -143,6 +144,7 @@ def watch(
         )
     typer.echo(summary.describe())
 
+
 @app.command()
 @backend_flags
 def calibrate(
@@ -180,6 +182,7 @@ def calibrate(
                                 engine_fields=engine_fields)
     typer.echo(point.describe())
 
+
 @app.command()
 def report(
     predictions: Path = typer.Argument(..., help="predictions.csv from predict or watch."),
@@ -194,6 +197,7 @@ def report(
     with exit_codes():
         path = write_report(predictions, out=out, images=images)
     typer.echo(f"wrote {path}")
+
 
 @app.command()
 def info(
@@ -223,6 +227,7 @@ def info(
             else:
                 text = describe_model_file(path, checkpoint=is_ckpt)
     typer.echo(text)
+
 
 @app.command()
 @backend_flags
@@ -258,6 +263,7 @@ def bench(
     typer.echo(report.to_markdown())
     raise typer.Exit(report.exit_code())
 
+
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="Folder to write the synthetic C-NMC-layout data set into."),
@@ -272,9 +278,11 @@ def synth(
         summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
     typer.echo(summary.describe())
 
+
 def _list_or_print(kind: str, name: str | None) -> None:
     with exit_codes():
         typer.echo(describe_configs(kind) if name is None else config_text(kind, name), nl=name is None)
+
 
 @app.command()
 def recipes(
@@ -282,6 +290,7 @@ def recipes(
 ) -> None:
     """List the training recipes shipped with edgeleuk, or print one."""
     _list_or_print("recipes", name)
+
 
 @app.command()
 def profiles(

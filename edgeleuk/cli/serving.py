@@ -42,6 +42,7 @@ def serve(
         )
         serve_forever(path, opts, echo=typer.echo)
 
+
 @app.command("serving-repo")
 def serving_repo(
     out: Path = typer.Argument(..., help="Folder (new) for the repositories: triton/ and ovms/."),

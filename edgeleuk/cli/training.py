@@ -27,6 +27,7 @@ def train(
         result = train_run(data, recipe=recipe, out=out, seed=seed, pretrained=pretrained, resume=resume)
     typer.echo(result.describe())
 
+
 @app.command()
 def sweep(
     data: Path = typer.Argument(..., help="C-NMC data root."),
@@ -50,6 +51,7 @@ def sweep(
             table = run_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained)
     typer.echo(table.to_markdown())
 
+
 @app.command()
 def compare(
     sweeps: list[Path] = typer.Argument(..., help="Sweep folders to compare."),
@@ -62,6 +64,7 @@ def compare(
         report = compare_sweeps(sweeps, out=out)
     typer.echo(report.to_markdown())
 
+
 @app.command("import-checkpoint")
 def import_checkpoint(
     src: Path = typer.Argument(..., help="The paper's model.pt (DataParallel state dict)."),
@@ -73,6 +76,7 @@ def import_checkpoint(
 
         ckpt = import_paper_checkpoint(src, out)
     typer.echo(f"wrote {out} ({ckpt.meta.arch}, {len(ckpt.state_dict)} tensors)")
+
 
 @app.command()
 def export(
@@ -100,6 +104,7 @@ def export(
 
             result = export_model(ckpt, out=out, profile=profile, data=data)
     typer.echo(result.describe())
+
 
 @app.command()
 def demo(
