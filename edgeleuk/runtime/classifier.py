@@ -111,6 +111,22 @@ def _check_graph(backend: Backend, size: int, source: object) -> None:
         )
 
 
+def _check_finite(engine: str, logits: np.ndarray, probs: np.ndarray) -> None:
+    """Raise an EngineFault for NaN/inf outputs or probabilities outside [0, 1].
+
+    Such outputs say the weights or the engine are broken, not the images: an error row
+    would write the files off for good (``watch`` never reads them again), a fault is retried.
+    """
+    bad = ~(np.isfinite(logits) & np.isfinite(probs) & (probs >= 0.0) & (probs <= 1.0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise EngineFault(
+            f"the {engine} engine returned an impossible output for {int(bad.sum())} of {len(bad)} cell(s) "
+            f"(logit {logits[i]}, prob {probs[i]}): the model file's weights or the engine are broken, "
+            "not the images (check the model with `edgeleuk bench`, or export it again)"
+        )
+
+
 class Classifier:
     """An exported model on one backend, plus its metadata.
 
@@ -262,6 +278,7 @@ class Classifier:
                     f"the {self.backend.name} engine returned {lo.size} logit(s) and {pr.size} "
                     f"probabilit(ies) for a batch of {len(part)}"
                 )
+            _check_finite(self.backend.name, lo, pr)
             logits.append(lo)
             probs.append(pr)
         return np.concatenate(logits), np.concatenate(probs)
@@ -269,10 +286,6 @@ class Classifier:
     def _prediction(
         self, path: Path | None, logit: float, prob: float, adjustments: tuple[str, ...]
     ) -> Prediction:
-        if not (math.isfinite(prob) and math.isfinite(logit)):
-            return _failed(
-                path, f"model returned a non-finite output (logit {logit}, prob {prob})", adjustments
-            )
         return Prediction(
             path=None if path is None else str(path),
             status="ok",

@@ -169,3 +169,59 @@ def test_watch_counts_only_faults_without_progress(tmp_path: Path) -> None:
     )
     assert sorted(r["path"] for r in _rows(out)) == sorted(names)
     assert summary.classified == 8
+
+
+class _NaNBackend(FlakyBackend):
+    """The brightness engine, except that the calls ``poison`` picks return NaN (broken weights)."""
+
+    def __init__(self, poison, value: float = float("nan")) -> None:
+        super().__init__()
+        self.poison, self.value = poison, value
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, probs = super().run(batch)
+        if self.poison(self.calls):
+            logits[:], probs[:] = self.value, self.value
+        return logits, probs
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 7.5])
+def test_an_impossible_output_is_an_engine_fault_not_an_error_row(tmp_path: Path, value: float) -> None:
+    paths = [tmp_path / n for n in _cells(tmp_path, 2)]
+    clf = Classifier(_NaNBackend(lambda call: True, value), batch_size=2, workers=1)
+    with pytest.raises(EngineFault, match="impossible output for 2 of 2"):
+        clf.predict_paths(paths)
+    with pytest.raises(EngineFault, match="not the images"):
+        clf.predict_arrays(np.stack([gray_cell(100)]))
+
+
+def test_predict_with_a_nan_engine_stops_and_keeps_the_partial_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    names = _cells(folder, 4)
+    nan_later = Classifier(_NaNBackend(lambda call: call > 1), batch_size=2, workers=1)
+    monkeypatch.setattr("edgeleuk.workflow.predict.load_classifier", lambda model, options: nan_later)
+    result = CliRunner().invoke(
+        app, ["predict", str(folder), "--model", str(tmp_path / "m.onnx"), "--out", str(out)]
+    )
+    assert result.exit_code == 1 and "impossible output" in result.stderr
+    assert not out.exists()
+    rows = _rows(partial_path(out))
+    assert [r["path"] for r in rows] == names[:2] and all(r["status"] == "ok" for r in rows)
+
+
+def test_watch_writes_no_row_for_a_nan_engine_and_a_healthy_restart_classifies_every_file(
+    tmp_path: Path,
+) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    names = _cells(folder, 3)
+    broken = Classifier(_NaNBackend(lambda call: True), batch_size=2, workers=1)
+    with pytest.raises(EngineFault, match="giving up"):
+        watch_folder(folder, classifier=broken, out=out, interval=0.02, max_idle=30, faults=FAST)
+    assert _rows(out) == []  # not written off as errors
+    again = watch_folder(folder, classifier=_classifier(lambda call: False), out=out, interval=0.02,
+                         max_idle=0.5)
+    rows = _rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(names) and all(r["status"] == "ok" for r in rows)
+    assert (again.classified, again.failed) == (3, 0)
