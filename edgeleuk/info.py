@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.text import printable
 from edgeleuk.io.formats import format_of
 from edgeleuk.io.modelfile import read_model_meta
 
@@ -69,6 +70,11 @@ def _load_checkpoint(path: Path) -> Any:
     return load_checkpoint(path)
 
 
+def _printable_lines(lines: list[str]) -> str:
+    """The lines as one text; a model's strings (``arch``, ``recipe``...) cannot break or colour them."""
+    return "\n".join(printable(line) for line in lines)
+
+
 def describe_model_file(path: Path, *, checkpoint: bool | None = None) -> str:
     """A multi-line description of an exported model or checkpoint (``edgeleuk info``).
 
@@ -81,11 +87,11 @@ def describe_model_file(path: Path, *, checkpoint: bool | None = None) -> str:
     if _is_checkpoint(path, checkpoint):
         ckpt = _load_checkpoint(path)
         head = [f"{path}: edgeleuk checkpoint (PyTorch), {len(ckpt.state_dict)} tensors"]
-        return "\n".join(head + format_meta(ckpt.meta))
+        return _printable_lines(head + format_meta(ckpt.meta))
     meta, export = read_model_meta(path)
     fmt = format_of(path)
     head = [f"{path}: {fmt.label} model, {fmt.size_bytes(path) / 1e6:.1f} MB"]
-    return "\n".join(head + format_meta(meta) + _format_export(export))
+    return _printable_lines(head + format_meta(meta) + _format_export(export))
 
 
 def model_file_record(path: Path, *, checkpoint: bool | None = None) -> dict[str, Any]:

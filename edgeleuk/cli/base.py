@@ -19,6 +19,7 @@ from edgeleuk import __version__
 from edgeleuk.bench.options import bench_choices
 from edgeleuk.cli.chatter import quiet_libraries
 from edgeleuk.core.errors import EdgeleukError, UsageError
+from edgeleuk.core.text import printable
 from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
 from edgeleuk.runtime.staged import TTA_MODES
 
@@ -106,7 +107,7 @@ def exit_codes() -> Iterator[None]:
     try:
         yield
     except EdgeleukError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(exc, keep_newlines=True)}", err=True)  # names come from files
         raise typer.Exit(exc.exit_code) from None
 
 

@@ -4,7 +4,8 @@ Listing (:class:`FolderScanner`): a folder is read again only when its
 modification time changed (a file was added, removed or renamed in it), so a
 session folder of 20,000 images costs one ``stat`` per folder per poll, not a
 listing and a sort of every name. A recursive watch enters each real folder
-once and never follows a link out of the tree.
+once and never follows a link out of the tree; a file link whose target lies outside the
+tree is not read either (:meth:`FolderScanner.leads_out`).
 
 Completeness (:class:`ArrivalTracker`): a file counts as complete once its size
 and modification time are the same on two consecutive polls (an empty one must
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeleuk.core.errors import DataError
+from edgeleuk.core.text import printable
 from edgeleuk.io.files import enters, image_entries, list_images, natural_key
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class FolderScanner:
 
     def __init__(self, root: Path, recursive: bool = False, max_folders: int = MAX_FOLDERS) -> None:
         self.root = Path(os.path.abspath(root))
+        self.root_real = Path(os.path.realpath(self.root))
         self.recursive = recursive
         self.max_folders = max_folders
         self._cache: dict[Path, _Listing] = {}
@@ -133,6 +136,15 @@ class FolderScanner:
                     todo.append(d)
         self._cache = {k: v for k, v in self._cache.items() if k in visited}
         return found
+
+    def leads_out(self, path: Path) -> bool:
+        """Whether ``path`` (a listed file) resolves outside the watched folder: a link out, never read.
+
+        A link could hand any file the user can read (``/etc/...``, another lab's share) to
+        the decoder and into the CSV; a link inside the tree is fine.
+        """
+        real = Path(os.path.realpath(path))  # a broken link resolves as far as it goes
+        return self.root_real not in real.parents
 
     def _warn_once(self) -> None:
         if not self._warned:
@@ -187,7 +199,7 @@ class ArrivalTracker:
                 self.done[key] = sig
             elif sig != before:
                 del self.done[key]
-                log.info("%s was overwritten since it was classified: classifying it again", key)
+                log.info("%s was overwritten since it was classified: classifying it again", printable(key))
 
     def poll(self, paths: list[Path]) -> list[Path]:
         """Record this poll's listing and return the files that are ready to read.

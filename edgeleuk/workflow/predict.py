@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edgeleuk.core.errors import EngineFault, OutputError, UsageError
+from edgeleuk.core.text import printable
 from edgeleuk.evaluation.metrics import binary_metrics
 from edgeleuk.io.data import Record
 from edgeleuk.io.files import synthetic_root
@@ -185,7 +186,7 @@ class PredictSummary:
         if not bad:
             return []
         lines = ["  failed files:"]
-        lines += [f"    {r.shown}: {r.prediction.error}" for r in bad[:MAX_LISTED_ERRORS]]
+        lines += [f"    {printable(r.shown)}: {printable(r.prediction.error)}" for r in bad[:MAX_LISTED_ERRORS]]
         if len(bad) > MAX_LISTED_ERRORS:
             lines.append(f"    ... and {len(bad) - MAX_LISTED_ERRORS} more (see the error column)")
         return lines

@@ -28,6 +28,7 @@ runtime free of extra dependencies (``watchdog``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from edgeleuk.core.errors import EngineFault, OutputError, UsageError
 from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.text import printable
 from edgeleuk.io.csvcells import text_to_name
 from edgeleuk.io.data import label_from_name, subject_from_name
 from edgeleuk.runtime.classifier import Classifier, Prediction
@@ -147,10 +149,18 @@ def _record(session: _Session, path: Path, prediction: Prediction) -> None:
     if prediction.status == "ok":
         s.classified += 1
         s.called_all += prediction.label == session.classifier.meta.label_name(True)
-        log.info("%s: %s (p=%.3f)", row["path"], row["label"].upper(), prediction.prob_all)
+        log.info("%s: %s (p=%.3f)", printable(row["path"]), row["label"].upper(), prediction.prob_all)
     else:
         s.failed += 1
-        log.warning("%s: not classified: %s", row["path"], prediction.error)
+        log.warning("%s: not classified: %s", printable(row["path"]), printable(prediction.error))
+
+
+def _link_out(path: Path) -> Prediction:
+    """The error row of a file link leading out of the watched folder (its target is never read)."""
+    return Prediction(path=str(path), status="error", error=(
+        "refused: a link leading out of the watched folder; watch reads only files inside it "
+        "(copy the file in instead)"
+    ))
 
 
 def _process(
@@ -159,8 +169,11 @@ def _process(
     """Classify ready files in small batches; says why to stop, if it is time to."""
     for start in range(0, len(ready), session.batch):
         chunk = ready[start : start + session.batch]
+        inside = [p for p in chunk if not session.scanner.leads_out(p)]
+        refused = ((p, _link_out(p)) for p in chunk if p not in inside)
         # iter_predict, not predict_paths: rows made before an engine fault are recorded.
-        for path, prediction in zip(chunk, session.classifier.iter_predict(chunk), strict=True):
+        predicted = zip(inside, session.classifier.iter_predict(inside), strict=True)
+        for path, prediction in itertools.chain(refused, predicted):
             if not session.tracker.accept(path, failed=prediction.status != "ok"):
                 continue  # still being written or retried: it comes back on a later poll
             _record(session, path, prediction)

@@ -100,3 +100,19 @@ def test_info_on_a_checkpoint(tiny_checkpoint: Path) -> None:
     text = describe_model_file(tiny_checkpoint)
     assert "edgeleuk checkpoint (PyTorch)" in text
     assert "arch:          seresnext_tiny" in text
+
+
+def test_info_shows_control_characters_in_metadata_escaped(tmp_path: Path) -> None:
+    hostile = META.replace(arch="tiny\x1b[2J\nthreshold:     0.99 (forged)", recipe="r\x1b]0;title\x07")
+    path = build_onnx(tmp_path / "m.onnx", hostile)
+    text = describe_model_file(path)
+    assert "\x1b" not in text and "\x07" not in text and "(forged)" in text
+    assert len(text.splitlines()) == len(describe_model_file(build_onnx(tmp_path / "plain.onnx", META)).splitlines())
+    assert "arch:          tiny\\x1b[2J\\nthreshold:     0.99 (forged)" in text.splitlines()
+    shown = CliRunner().invoke(app, ["info", "-m", str(path), "--json"])
+    assert shown.exit_code == 0 and "\x1b" not in shown.stdout
+
+
+def test_error_messages_show_control_characters_escaped(tmp_path: Path) -> None:
+    missing = CliRunner().invoke(app, ["info", "-m", str(tmp_path / "gone\x1b[2J.onnx")])
+    assert missing.exit_code == 2 and "gone\\x1b[2J.onnx" in missing.stderr and "\x1b" not in missing.stderr

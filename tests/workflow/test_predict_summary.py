@@ -55,3 +55,12 @@ def test_subject_shares_count_only_classified_cells() -> None:
     assert summary.subject_shares() == {"7": (2, 2), "H1": (2, 0)}
     assert summary.metrics() is None  # no true labels
     assert "ALL 2 (50.0%), HEM 2 (50.0%)" in summary.describe()
+
+
+def test_failed_file_names_are_shown_escaped() -> None:
+    name = "x.bmp\n  ALL 99 (100.0%)\x1b[2J.bmp"
+    row = ResultRow(name, Prediction(name, "error", error="not a readable image\x1b[31m"))
+    summary = PredictSummary(Path("d"), Path("p.csv"), "csv", (row,), INFO, 0.5, "default", 1.0)
+    text = summary.describe()
+    assert "\x1b" not in text
+    assert "    x.bmp\\n  ALL 99 (100.0%)\\x1b[2J.bmp: not a readable image\\x1b[31m" in text.splitlines()

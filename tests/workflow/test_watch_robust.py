@@ -252,3 +252,33 @@ def test_watch_gives_an_overwritten_image_a_new_row(tmp_path: Path) -> None:
     assert [r["path"] for r in rows] == ["1.bmp", "1.bmp"]
     assert [r["label"] for r in rows] == ["hem", "all"]
     assert summary.classified == 2 and done.is_set()
+
+
+def test_watch_follows_no_file_link_out_of_the_folder(tmp_path: Path) -> None:
+    root, out = tmp_path / "session", tmp_path / "p.csv"
+    _cells(root, 2)
+    secret = write_cell(tmp_path / "secret" / "private.bmp", 200)
+    (root / "leak.bmp").symlink_to(secret)  # a file link out: refused, its target never read
+    (root / "alias.bmp").symlink_to(root / "1.bmp")  # a file link inside the folder: classified
+    summary = watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5, give_up_s=0)
+    rows = {r["path"]: r for r in _rows(out)}
+    assert sorted(rows) == ["1.bmp", "2.bmp", "alias.bmp", "leak.bmp"]
+    assert rows["leak.bmp"]["status"] == "error" and "leading out of the watched folder" in rows["leak.bmp"]["error"]
+    assert rows["leak.bmp"]["prob_all"] == "" and rows["alias.bmp"]["status"] == "ok"
+    assert (summary.classified, summary.failed) == (3, 1)
+
+
+def test_watch_log_shows_control_characters_in_names_escaped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, out = tmp_path / "session", tmp_path / "p.csv"
+    forged = "x.bmp\nINFO edgeleuk.workflow.watch: fake.bmp: ALL (p=0.999)\x1b[2J.bmp"
+    write_cell(root / forged, 40)
+    (root / "bad\n\x1b[31m.bmp").write_bytes(b"BM not a bitmap")
+    with caplog.at_level("INFO", logger="edgeleuk.workflow"):
+        watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5, give_up_s=0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeleuk.workflow.watch"]
+    named = [m for m in lines if "bmp" in m]
+    assert len(named) == 2, lines
+    assert all("\n" not in m and "\x1b" not in m for m in lines)
+    assert any(m.startswith("x.bmp\\nINFO edgeleuk.workflow.watch: fake.bmp") and "\\x1b[2J" in m for m in named)
