@@ -8,7 +8,9 @@ Decoding is bounded, because a few kilobytes can declare gigapixels: at most
 :data:`MAX_FILE_BYTES` are read from a file, and its header (parsed by
 :mod:`edgeleuk.io.imageheader`, before OpenCV allocates anything) may declare at
 most :data:`MAX_IMAGE_PIXELS`, else the file gets the error
-``image too large (W x H)``. Only BMP, PNG, JPEG and TIFF content is handed to
+``image too large (W x H)``; TIFF sample layouts and JPEG scan counts that would
+cost more than that are refused from the header too (:class:`~edgeleuk.io.imageheader.Refused`).
+Only BMP, PNG, JPEG and TIFF content is handed to
 OpenCV; files named like other image formats (:data:`UNSUPPORTED_EXTENSIONS`)
 get an error that says so.
 
@@ -40,7 +42,7 @@ from types import ModuleType
 import numpy as np
 
 from edgeleuk.core.meta import INPUT_SIZE
-from edgeleuk.io.imageheader import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, HeaderError, read_header
+from edgeleuk.io.imageheader import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, HeaderError, Refused, read_header
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -247,6 +249,8 @@ def decode_bytes(data: bytes, size: int = INPUT_SIZE) -> Decoded:
         return _fail(_too_many_bytes(len(data)))
     try:
         header = read_header(data)
+    except Refused as exc:  # float or wide TIFF samples, a JPEG of too many scans
+        return _fail(str(exc))
     except HeaderError:
         return _fail(_UNREADABLE)
     if header.pixels > MAX_IMAGE_PIXELS:

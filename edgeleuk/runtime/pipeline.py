@@ -13,12 +13,21 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from edgeleuk.io.imageheader import MAX_DECODE_BYTES
 from edgeleuk.io.imageio import Decoded, decode_image
+
+#: Memory the default decoder threads may hold at once, each decoding the worst file the
+#: header checks let through (:data:`~edgeleuk.io.imageheader.MAX_DECODE_BYTES`): 1 GiB.
+DECODE_MEMORY_BYTES = 1 << 30
 
 
 def default_workers() -> int:
-    """Decoder threads: enough to keep one engine fed without starving it of cores."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    """Decoder threads: one core left to the engine, and never more than :data:`DECODE_MEMORY_BYTES` allows.
+
+    Two on any machine with three cores or more (one on two): a cell decodes in about a
+    millisecond, far less than a forward pass, so more threads would add memory, not speed.
+    """
+    return max(1, min(DECODE_MEMORY_BYTES // MAX_DECODE_BYTES, (os.cpu_count() or 2) - 1))
 
 
 def _decode(path: Path, size: int) -> Decoded:

@@ -195,7 +195,7 @@ def test_float_tiff_is_refused(tmp_path):
     path = tmp_path / "f.tif"
     assert cv2.imwrite(str(path), np.full((450, 450, 3), 0.5, np.float32))
     d = decode_image(path)
-    assert not d.ok and "unsupported pixel type" in d.error
+    assert not d.ok and d.error.startswith("unsupported TIFF: floating-point samples")
 
 
 def test_decode_bytes_empty():
@@ -265,6 +265,115 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
     path.write_bytes(BOMBS[kind]())
     d = decode_image(path)
     assert not d.ok and d.error == "image too large (20000 x 20000)"
+
+
+def _tiff_with(tags: dict[int, list[int]], order: str = "<") -> bytes:
+    """A classic TIFF header of SHORT tags (values past 2 stored after the IFD, as writers do)."""
+    magic = b"II*\0" if order == "<" else b"MM\0*"
+    extra_at = 8 + 2 + 12 * len(tags) + 4
+    entries, extra = b"", b""
+    for tag, values in sorted(tags.items()):
+        packed = struct.pack(order + "H" * len(values), *values)
+        if len(packed) <= 4:
+            field = packed.ljust(4, b"\0")  # left-justified in the value field, either byte order
+        else:
+            field, extra = struct.pack(order + "I", extra_at + len(extra)), extra + packed
+        entries += struct.pack(order + "HHI", tag, 3, len(values)) + field
+    ifd = struct.pack(order + "H", len(tags)) + entries + struct.pack(order + "I", 0)
+    return magic + struct.pack(order + "I", 8) + ifd + extra
+
+
+def _progressive_jpeg(extra_scans: int) -> bytes:
+    """A real progressive JPEG with its smallest scan repeated ``extra_scans`` more times.
+
+    libjpeg decodes such a stream (with a warning), one pass per scan: 2,000 scans in 57 KB
+    kept OpenCV busy for 10 s on a 2048 x 2048 image.
+    """
+    data = cv2.imencode(".jpg", np.full((256, 256, 3), 128, np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1]
+    data = data.tobytes()
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"] + [len(data) - 2]
+    smallest = min((data[a:b] for a, b in zip(starts[1:], starts[2:], strict=False)), key=len)
+    return data[:-2] + smallest * extra_scans + b"\xff\xd9"
+
+
+HEADER_REFUSALS = {
+    "float32 RGBA TIFF 4096x4096": (
+        lambda: _tiff_with({256: [4096], 257: [4096], 258: [32] * 4, 277: [4], 339: [3] * 4}),
+        "unsupported TIFF: floating-point samples",
+    ),
+    "float64 gray TIFF, big-endian": (
+        lambda: _tiff_with({256: [64], 257: [64], 258: [64], 277: [1], 339: [3]}, ">"),
+        "unsupported TIFF: floating-point samples",
+    ),
+    "32-bit integer TIFF": (
+        lambda: cv2.imencode(".tiff", np.zeros((16, 16), np.int32))[1].tobytes(),
+        "unsupported TIFF: 32 bits per sample (edgeleuk reads at most 16)",
+    ),
+    "six samples per pixel": (
+        lambda: _tiff_with({256: [64], 257: [64], 258: [8] * 6, 277: [6]}),
+        "unsupported TIFF: 6 samples per pixel (edgeleuk reads at most 4: gray, RGB, RGBA)",
+    ),
+    "float32 RGBA TIFF from OpenCV": (
+        lambda: cv2.imencode(".tiff", np.zeros((16, 16, 4), np.float32))[1].tobytes(),
+        "unsupported TIFF: floating-point samples",
+    ),
+    "progressive JPEG with 2000 scans": (
+        lambda: _progressive_jpeg(1990),
+        "JPEG with more than 32 scans",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HEADER_REFUSALS))
+def test_costly_sample_layouts_and_scan_counts_are_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    make, error = HEADER_REFUSALS[kind]
+
+    def must_not_decode(data: bytes) -> None:
+        raise AssertionError("OpenCV was asked to decode a file its header refuses")
+
+    data = make()
+    monkeypatch.setattr(imageio, "_imdecode", must_not_decode)
+    d = decode_bytes(data)
+    assert not d.ok and d.error.startswith(error), d.error
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [np.zeros((64, 64, 4), np.uint16), np.zeros((64, 64, 3), np.uint16), np.zeros((64, 64), np.uint8)],
+    ids=["16-bit RGBA", "16-bit RGB", "8-bit gray"],
+)
+def test_tiffs_within_the_bounds_still_decode(raw: np.ndarray) -> None:
+    d = decode_bytes(cv2.imencode(".tiff", raw)[1].tobytes())
+    assert d.ok, d.error
+
+
+def test_ordinary_progressive_jpegs_still_decode() -> None:
+    assert decode_bytes(_progressive_jpeg(0)).ok  # libjpeg's own script: 10 scans
+    assert decode_bytes(_progressive_jpeg(20)).ok  # 30 scans: within the cap
+
+
+def test_the_worst_decode_stays_within_its_declared_bound(tmp_path: Path) -> None:
+    """An uncompressed 4096 x 4096 16-bit RGBA TIFF: the largest file and image the checks let through."""
+    from edgeleuk.io.imageheader import MAX_DECODE_BYTES, MAX_FILE_BYTES
+
+    path = tmp_path / "worst.tiff"
+    assert cv2.imwrite(str(path), np.zeros((4096, 4096, 4), np.uint16), [cv2.IMWRITE_TIFF_COMPRESSION, 1])
+    assert path.stat().st_size <= MAX_FILE_BYTES
+    code = (
+        "import sys\n"
+        "from edgeleuk.io import imageio\n"
+        "def hwm():\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+        "imageio._cv2(); base = hwm(); d = imageio.decode_image(sys.argv[1])\n"
+        "print(d.ok, (hwm() - base) * 1024)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    ok, grew = proc.stdout.split()
+    assert ok == "True", proc.stderr
+    assert int(grew) <= MAX_DECODE_BYTES, f"{int(grew) / 2**20:.0f} MiB"
 
 
 @pytest.mark.parametrize(

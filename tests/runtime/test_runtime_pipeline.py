@@ -51,3 +51,15 @@ def test_a_crashing_decoder_gives_an_error_not_a_lost_file(
     monkeypatch.setattr(pipeline, "decode_image", boom)
     [(path, decoded)] = next(decoded_batches([tmp_path / "a.bmp"], size=8, batch_size=2))
     assert path.name == "a.bmp" and not decoded.ok and "decoder crashed" in decoded.error
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 8, 64, 256])
+def test_default_decoder_threads_keep_the_worst_decodes_within_the_memory_bound(
+    monkeypatch: pytest.MonkeyPatch, cores: int
+) -> None:
+    from edgeleuk.io.imageheader import MAX_DECODE_BYTES
+
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: cores)
+    workers = pipeline.default_workers()
+    assert 1 <= workers <= max(1, cores - 1)
+    assert workers * MAX_DECODE_BYTES <= pipeline.DECODE_MEMORY_BYTES == 1 << 30
