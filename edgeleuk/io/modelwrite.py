@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 from edgeleuk.core.contract import META_KEY
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import ModelMeta
-from edgeleuk.io.atomic import fsync_dir, fsync_file
+from edgeleuk.io.atomic import check_target, fsync_dir, fsync_file, mode_for
 from edgeleuk.io.formats import format_for_suffix, format_of
 from edgeleuk.io.modelfile import read_model_meta
 
@@ -86,18 +87,34 @@ def _fsync_written(path: Path) -> None:
         fsync_file(path)
 
 
+def _keep_modes(stage: Path, paths: tuple[Path, ...], new: int | None) -> None:
+    """Give each written file the mode of the file it replaces (a 0600 model stays 0600), else ``new``."""
+    for final in paths:
+        written = stage / final.name
+        if written.is_file():
+            os.chmod(written, mode_for(final, new))
+
+
 @contextlib.contextmanager
-def replace_atomically(dest: Path) -> Iterator[Path]:
+def replace_atomically(dest: Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder on ``dest``'s file system; files named like ``dest`` in it replace it on success.
 
-    On an exception nothing at ``dest`` changes and the folder is removed.
+    Each file keeps the permissions of the one it replaces; a new one gets ``mode`` (None: what
+    ``open()`` gives). On an exception nothing at ``dest`` changes and the folder is removed.
+
+    Raises:
+        UsageError: A path of ``dest`` is a link, a device or a FIFO (:func:`check_target`).
     """
     dest = Path(dest)
+    folder_ok = format_for_suffix(dest.suffix).layout == "folder"
+    for final in output_files(dest):
+        check_target(final, folder_ok=folder_ok)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         yield stage
         paths = output_files(dest)
+        _keep_modes(stage, paths, mode)
         for final in paths:
             _fsync_written(stage / final.name)
         if len(paths) == 1 and not (stage / dest.name).is_dir():
@@ -133,7 +150,8 @@ def write_model_with_meta(src: Path, out: Path, meta: ModelMeta) -> Path:
         raise UsageError(
             f"--out {out} must have the same suffix as the model ({src.suffix}): a copy is written"
         )
-    with replace_atomically(out) as stage:
+    # A copy of a private model is private too: a new file takes the source's mode.
+    with replace_atomically(out, mode=stat.S_IMODE(src.stat().st_mode)) as stage:
         fmt.write_metadata(src, stage / out.name, {META_KEY: meta.to_json()})
     written, _ = read_model_meta(out)
     if written != meta:

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgeleuk.core.errors import EngineFault, OutputError, UsageError
 from edgeleuk.core.text import printable
 from edgeleuk.evaluation.metrics import binary_metrics
+from edgeleuk.io.atomic import check_target
 from edgeleuk.io.data import Record
 from edgeleuk.io.files import synthetic_root
 from edgeleuk.runtime.base import BackendInfo
@@ -242,6 +243,7 @@ def _check_writable(out: Path) -> None:
     """Fail before hours of inference, not after, if the output cannot be written."""
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
+    check_target(out)  # a link, a device or a FIFO: refused now, not after the inference
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.probe"):

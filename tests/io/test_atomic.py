@@ -106,3 +106,54 @@ def test_cnmc_zip_is_fsynced(tmp_path, monkeypatch):
     ]
     write_cnmc(tmp_path / "s.zip", rows, "all")
     assert any(p.startswith(str(tmp_path / ".s.zip.")) for p in seen) and str(tmp_path) in seen
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/null", "link to a file", "fifo", "device"])
+def test_non_regular_targets_are_refused_and_left_alone(tmp_path, kind):
+    import os
+    import stat
+
+    from edgeleuk.core.errors import UsageError
+
+    dest = tmp_path / "out.csv"
+    target = tmp_path / "elsewhere.csv"
+    if kind == "link to /dev/null":
+        dest.symlink_to("/dev/null")
+    elif kind == "link to a file":
+        target.write_text("keep")
+        dest.symlink_to(target)
+    elif kind == "fifo":
+        os.mkfifo(dest)
+    else:  # a node of its own, never a system one: as root, a rename would replace the device itself
+        try:
+            os.mknod(dest, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        except OSError:
+            pytest.skip("cannot create a device node here (needs root with CAP_MKNOD)")
+    with pytest.raises(UsageError, match="symbolic link|device, pipe or socket") as refused:
+        atomic_write_text(dest, "rows")
+    assert refused.value.exit_code == 2
+    if kind.startswith("link"):
+        assert dest.is_symlink() and os.readlink(dest) in ("/dev/null", str(target))
+    if kind == "link to a file":
+        assert target.read_text() == "keep"
+    if kind == "device":
+        assert stat.S_ISCHR(os.lstat(dest).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out.csv"] + (["elsewhere.csv"] if kind == "link to a file" else [])
+    )
+
+
+def test_predict_refuses_a_link_as_out_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeleuk.cli import app
+
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "1.bmp").write_bytes(b"BM")
+    out = tmp_path / "out.csv"
+    out.symlink_to("/dev/null")
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "cells"), "-m", str(tmp_path / "missing.onnx"), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "symbolic link" in result.stderr
+    assert out.is_symlink()

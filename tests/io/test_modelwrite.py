@@ -141,3 +141,37 @@ def test_a_writer_that_fails_halfway_leaves_the_old_folder_and_no_stage(tmp_path
         raise OSError(28, "No space left on device")
     assert _visible(tmp_path / "m.pkgtest") == {"weights.bin": "weights old", "meta.json": "meta old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkgtest"]
+
+
+def test_a_rewritten_model_keeps_its_mode_and_a_copy_takes_the_source_s(tmp_path: Path) -> None:
+    from runtime_support import build_onnx
+
+    from edgeleuk.core.meta import ModelMeta
+    from edgeleuk.io.modelwrite import write_model_with_meta
+
+    model = build_onnx(tmp_path / "private.onnx")
+    os.chmod(model, 0o600)
+    write_model_with_meta(model, model, ModelMeta(arch="seresnext_tiny", threshold=0.3))  # calibrate in place
+    assert model.stat().st_mode & 0o777 == 0o600
+    copy = write_model_with_meta(model, tmp_path / "copy.onnx", ModelMeta(arch="seresnext_tiny", threshold=0.4))
+    assert copy.stat().st_mode & 0o777 == 0o600
+    shared = tmp_path / "shared.onnx"
+    shared.write_bytes(b"old")
+    os.chmod(shared, 0o640)
+    write_model_with_meta(model, shared, ModelMeta(arch="seresnext_tiny", threshold=0.2))
+    assert shared.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_model_output_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    from runtime_support import build_onnx
+
+    from edgeleuk.core.errors import UsageError
+    from edgeleuk.core.meta import ModelMeta
+    from edgeleuk.io.modelwrite import write_model_with_meta
+
+    model = build_onnx(tmp_path / "m.onnx")
+    link = tmp_path / "out.onnx"
+    link.symlink_to(model)
+    with pytest.raises(UsageError, match="symbolic link"):
+        write_model_with_meta(model, link, ModelMeta(arch="seresnext_tiny", threshold=0.3))
+    assert link.is_symlink()

@@ -196,3 +196,12 @@ def test_saturated_scores_give_no_degenerate_threshold(
     with pytest.raises(DataError, match="outside \\(0, 1\\)"):
         calibrate_model(model, data=root, sensitivity=1.0, out=out, backend="cpu")
     assert not out.exists()
+
+
+def test_calibrate_keeps_an_owner_only_model_owner_only(tmp_path: Path, model: Path, data) -> None:
+    import os
+
+    root, _, _ = data
+    os.chmod(model, 0o600)
+    calibrate_model(model, data=root, sensitivity=0.95, out=model, backend="cpu")
+    assert model.stat().st_mode & 0o777 == 0o600
