@@ -10,13 +10,14 @@ import abc
 import importlib.metadata
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from edgeleuk.core.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME, TensorSpec
-from edgeleuk.core.errors import BackendUnavailable
+from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.views import onnx_with_views_input
 
@@ -49,6 +50,44 @@ def import_ort() -> Any:
             "onnxruntime is not installed: pip install 'edgeleuk[cpu]' (or 'edgeleuk[gpu]' for CUDA)"
         ) from exc
     return onnxruntime
+
+
+# Errors that say the model file itself is broken: ONNX Runtime's for an unparsable or invalid
+# graph or a missing file, protobuf's and onnx's when the views entry is opened with ``onnx``.
+_BAD_MODEL_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "DecodeError", "ValidationError")
+# ONNX Runtime reports external data outside the model's folder (or missing) as a plain FAIL.
+_BAD_MODEL_WORDS = ("external data", "protobuf parsing failed", "load model from")
+
+T = TypeVar("T")
+
+
+def _broken_model(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps, e.g. the cuda backend's BackendUnavailable) blames the model file."""
+    for err in (exc, exc.__cause__):
+        if err is not None and (type(err).__name__ in _BAD_MODEL_ERRORS
+                                or any(w in str(err).lower() for w in _BAD_MODEL_WORDS)):
+            return True
+    return False
+
+
+def open_model(path: Path, make: Callable[[], T]) -> T:
+    """``make()`` (a session, or the model opened with ``onnx``), with a broken file a usage error.
+
+    A truncated or corrupt ``.onnx``, or one whose external data lies outside its folder, is
+    the file's fault: exit 2 naming it, never a traceback. Other failures pass unchanged.
+
+    Raises:
+        UsageError: The model file cannot be parsed or loaded.
+    """
+    try:
+        return make()
+    except Exception as exc:
+        if not _broken_model(exc):
+            raise
+        raise UsageError(
+            f"{path}: not a usable ONNX model (corrupt, truncated, or with external data outside its "
+            f"folder): {str(exc).rstrip('. ')}. Copy or export the model file again"
+        ) from exc
 
 
 _ORT_TYPES = {"float": "float32", "double": "float64"}  # ORT says tensor(float); numpy says float32
@@ -101,10 +140,10 @@ class OrtBackend(Backend):
         self._all_views: np.ndarray | None = None  # set when the views entry is open
         self._source: Any = str(self.model_path)
         if options.views_input:
-            self._source, self._all_views = onnx_with_views_input(self.model_path)
+            self._source, self._all_views = open_model(self.model_path, lambda: onnx_with_views_input(self.model_path))
         so = session_options(self._ort, options.threads)
         providers = self._providers(self._ort, options.of(type(self)))
-        self._session = self._create_session(self._ort, so, providers)
+        self._session = open_model(self.model_path, lambda: self._create_session(self._ort, so, providers))
         self._check_session(self._session)
         self._source = None  # the serialized model (views entry open) is not needed once the session holds it
         self._input = self._session.get_inputs()[0].name

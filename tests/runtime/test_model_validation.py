@@ -229,3 +229,61 @@ def test_predict_refuses_a_bad_model_before_reading_any_image(
     assert result.exit_code == 2, result.output
     assert "not plain text" in result.stderr
     assert not out.exists()
+
+
+def _broken_models(good: Path, folder: Path) -> dict[str, Path]:
+    """A truncated file, bytes that are no protobuf, and initializers read from outside the folder."""
+    import onnx
+
+    folder.mkdir(exist_ok=True)
+    data = good.read_bytes()
+    broken = {"truncated": folder / "truncated.onnx", "garbage": folder / "garbage.onnx",
+              "external data outside": folder / "outside.onnx"}
+    broken["truncated"].write_bytes(data[: len(data) // 2])
+    broken["garbage"].write_bytes(b"\x08\x07not a model" * 40)
+    proto = onnx.load(str(good))
+    for tensor in proto.graph.initializer:
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        tensor.external_data.add(key="location", value="../../../../../etc/hostname")
+        tensor.external_data.add(key="length", value="4")
+        tensor.ClearField("raw_data")
+    onnx.save(proto, str(broken["external data outside"]))
+    return broken
+
+
+@pytest.mark.parametrize("backend", ["cpu", "openvino", "auto", "auto without openvino", "cpu staged"])
+def test_a_broken_model_file_is_a_usage_error_naming_it_on_every_backend(
+    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    from edgeleuk.runtime.openvino import OpenVINOBackend
+
+    if backend == "auto without openvino":
+        monkeypatch.setattr(OpenVINOBackend, "availability", classmethod(lambda cls: "not installed (test)"))
+    name, _, staged = backend.partition(" ")
+    for kind, path in _broken_models(good, tmp_path / "models").items():
+        with pytest.raises(UsageError) as refused:
+            Classifier.load(path, name, tta="staged" if staged == "staged" else "full")
+        assert str(path) in str(refused.value), (kind, str(refused.value))
+        assert refused.value.exit_code == 2
+
+
+def test_garbage_openvino_ir_is_a_usage_error_naming_it(good: Path, tmp_path: Path) -> None:
+    from runtime_support import build_ir
+
+    xml = build_ir(good, tmp_path / "m.xml")
+    xml.write_text("<net><layers>garbage")
+    for backend in ("openvino", "auto"):
+        with pytest.raises(UsageError, match=re.escape(str(xml))):
+            Classifier.load(xml, backend)
+
+
+def test_predict_on_a_truncated_model_exits_2_without_a_traceback(good: Path, tmp_path: Path) -> None:
+    write_bmp(tmp_path / "cells" / "1.bmp", gray_cell(100))
+    broken = _broken_models(good, tmp_path / "models")["truncated"]
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "cells"), "-m", str(broken), "--backend", "cpu", "--out",
+              str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"error: {broken}: not a usable ONNX model" in result.stderr and "Traceback" not in result.output
