@@ -9,6 +9,7 @@ runtime on a microscope PC can use it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -25,6 +26,36 @@ MAX_INPUT_SIZE = 2048
 # Class names go into CSV cells and HTML reports: plain words only. The first character
 # rules out spreadsheet formula starts (= + - @), and control characters never match.
 _CLASS_NAME = re.compile(r"\w[\w .-]{0,63}")
+#: Most characters and nesting levels of a metadata JSON string a model file carries. Real ones
+#: are a few KB and 5 levels deep; 100,000 nested brackets made ``json.loads`` raise RecursionError.
+MAX_METADATA_CHARS = 1 << 20
+MAX_METADATA_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # brackets inside strings do not nest
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def parse_json(text: Any, what: str = "metadata") -> Any:
+    """``json.loads`` of a metadata string from a model file, refusing one too long or too deeply nested.
+
+    The size and depth are checked before parsing: the parser recurses once per level.
+
+    Raises:
+        CheckpointError: Not text, longer than :data:`MAX_METADATA_CHARS`, nested deeper than
+            :data:`MAX_METADATA_DEPTH`, or not JSON.
+    """
+    if not isinstance(text, str):
+        raise CheckpointError(f"{what} must be a JSON string, got {type(text).__name__}")
+    if len(text) > MAX_METADATA_CHARS:
+        raise CheckpointError(f"{what} is {len(text)} characters long; at most {MAX_METADATA_CHARS} are read")
+    steps = map(_NESTING.__getitem__, _JSON_BRACKET.findall(_JSON_STRING.sub("", text)))
+    deepest = max(itertools.accumulate(steps), default=0)  # C iterators: a megabyte in milliseconds
+    if deepest > MAX_METADATA_DEPTH:
+        raise CheckpointError(f"{what} is nested {deepest} levels deep; at most {MAX_METADATA_DEPTH} are read")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{what} is not valid JSON: {exc}") from exc
 
 
 def _is_int(value: Any) -> bool:
@@ -188,8 +219,8 @@ class ModelMeta:
 
     @classmethod
     def from_json(cls, text: str) -> ModelMeta:
-        """Inverse of :meth:`to_json`; unknown keys are an error."""
-        return cls.from_dict(json.loads(text))
+        """Inverse of :meth:`to_json`; unknown keys, and text :func:`parse_json` refuses, are errors."""
+        return cls.from_dict(parse_json(text))
 
     def replace(self, **changes: Any) -> ModelMeta:
         """A copy with some fields changed (e.g. a calibrated threshold)."""

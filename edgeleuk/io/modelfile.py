@@ -13,14 +13,13 @@ Writing them is :mod:`edgeleuk.io.modelwrite`'s job; ``edgeleuk info``'s text is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from edgeleuk.core.contract import EXPORT_KEY, META_KEY
 from edgeleuk.core.errors import CheckpointError, UsageError
-from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.meta import ModelMeta, parse_json
 from edgeleuk.io.formats import format_of
 
 
@@ -50,7 +49,7 @@ def parse_metadata(raw: Mapping[str, str], source: Path | str) -> tuple[ModelMet
         )
     try:
         meta = ModelMeta.from_json(raw[META_KEY])
-        export = json.loads(raw[EXPORT_KEY]) if raw.get(EXPORT_KEY) else {}
+        export = parse_json(raw[EXPORT_KEY], "the export record") if raw.get(EXPORT_KEY) else {}
     except (ValueError, TypeError, CheckpointError) as exc:
         raise UsageError(f"{source}: malformed edgeleuk metadata: {exc}") from exc
     if not isinstance(export, dict):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import importlib.metadata
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edgeleuk.core.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME, TensorSpec
-from edgeleuk.core.errors import BackendUnavailable, UsageError
+from edgeleuk.core.errors import BackendUnavailable, CheckpointError, UsageError
+from edgeleuk.core.meta import parse_json
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
 from edgeleuk.runtime.views import onnx_with_views_input
 
@@ -171,8 +171,8 @@ class OrtBackend(Backend):
 
     def info(self) -> BackendInfo:
         try:
-            precision = json.loads(self.metadata().get(EXPORT_KEY) or "{}").get("precision", "as exported")
-        except ValueError:
+            precision = parse_json(self.metadata().get(EXPORT_KEY) or "{}").get("precision", "as exported")
+        except (CheckpointError, AttributeError):  # unreadable, or not an object
             precision = "as exported"
         return BackendInfo(
             name=self.name,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_support import EXPORT_INFO, build_ir, build_onnx
+from runtime_support import EXPORT_INFO, build_ir, build_onnx, gray_cell, write_bmp
 from typer.testing import CliRunner
 
 from edgeleuk.cli import app
@@ -116,3 +116,43 @@ def test_info_shows_control_characters_in_metadata_escaped(tmp_path: Path) -> No
 def test_error_messages_show_control_characters_escaped(tmp_path: Path) -> None:
     missing = CliRunner().invoke(app, ["info", "-m", str(tmp_path / "gone\x1b[2J.onnx")])
     assert missing.exit_code == 2 and "gone\\x1b[2J.onnx" in missing.stderr and "\x1b" not in missing.stderr
+
+
+def _raw_meta_copy(src: Path, dst: Path, meta: str, export: str) -> Path:
+    import onnx
+
+    proto = onnx.load(str(src))
+    modelfile.set_onnx_metadata(proto, {"edgeleuk.meta": meta, "edgeleuk.export": export})
+    onnx.save(proto, str(dst))
+    return dst
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+HOSTILE_METADATA = {
+    "deep meta": (META.to_json()[:-1] + f', "extra": {{"x": {DEEP}}}}}', json.dumps(EXPORT_INFO), "nested"),
+    "deep export": (META.to_json(), '{"gate": ' + DEEP + "}", "nested"),
+    "huge export": (META.to_json(), json.dumps({"pad": "x" * (2 << 20)}), "characters long"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_METADATA))
+def test_deep_or_huge_metadata_json_is_refused_in_info_and_predict(
+    models: dict[str, Path], tmp_path: Path, case: str
+) -> None:
+    meta, export, says = HOSTILE_METADATA[case]
+    path = _raw_meta_copy(models["onnx"], tmp_path / "hostile.onnx", meta, export)
+    with pytest.raises(UsageError, match=f"malformed edgeleuk metadata: .*{says}"):
+        read_model_meta(path)
+    runner = CliRunner()
+    cells = write_bmp(tmp_path / "cells" / "1.bmp", gray_cell(100)).parent
+    for args in (["info", "-m", str(path)], ["info", "-m", str(path), "--json"],
+                 ["predict", str(cells), "-m", str(path), "--backend", "cpu", "--out", str(tmp_path / "p.csv")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and says in result.stderr, (args, result.output[-500:])
+
+
+def test_metadata_with_brackets_inside_strings_is_not_nested() -> None:
+    from edgeleuk.core.meta import parse_json
+
+    text = json.dumps({"note": "[" * 1000 + '\\" {{{', "list": [[1, [2]]]})
+    assert parse_json(text)["list"] == [[1, [2]]]
