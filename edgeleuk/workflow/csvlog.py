@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edgeleuk.core.errors import OutputError, UsageError
+from edgeleuk.io.atomic import check_target
 from edgeleuk.io.csvcells import plain_row, sheet_row
 from edgeleuk.io.files import read_csv
 
@@ -65,7 +66,8 @@ class CsvLog:
     quoting undone).
 
     Raises:
-        UsageError: The existing file has other columns (it is not ours to append to).
+        UsageError: The existing file has other columns (it is not ours to append to), or
+            ``path`` is a link, a device or a FIFO (:func:`edgeleuk.io.atomic.check_target`).
     """
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
@@ -77,6 +79,7 @@ class CsvLog:
         self._size = 0  # bytes of whole rows in the file
 
     def __enter__(self) -> CsvLog:  # noqa: PYI034 (typing.Self needs Python 3.11)
+        check_target(self.path)  # a FIFO would block the header check; a link would take rows elsewhere
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():

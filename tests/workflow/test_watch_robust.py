@@ -282,3 +282,13 @@ def test_watch_log_shows_control_characters_in_names_escaped(
     assert len(named) == 2, lines
     assert all("\n" not in m and "\x1b" not in m for m in lines)
     assert any(m.startswith("x.bmp\\nINFO edgeleuk.workflow.watch: fake.bmp") and "\\x1b[2J" in m for m in named)
+
+
+def test_watch_refuses_an_output_that_is_a_link(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "session", tmp_path / "elsewhere.csv"
+    _cells(root, 1)
+    out = tmp_path / "p.csv"
+    out.symlink_to(elsewhere)
+    with pytest.raises(UsageError, match="symbolic link"):
+        watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5)
+    assert not elsewhere.exists() and out.is_symlink()
