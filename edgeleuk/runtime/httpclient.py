@@ -200,8 +200,8 @@ class ServerClient:
             timer.cancel()
             _current.dog = None
             if resp is not None:
-                if not done:
-                    resp.close()  # a half-read answer: this connection is not reused
+                if not done or dog.fired:
+                    resp.close()  # a half-read answer, or a socket shut down: this connection is not reused
                 resp.release_conn()
 
     def request(self, route: str, body: bytes | None = None, content_type: str | None = None) -> Answer:
