@@ -28,9 +28,23 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 accepts other machines."),
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
     address: str | None = typer.Option(None, help="Ray cluster to join (default: running one, else local)."),
+    token_file: Path | None = typer.Option(
+        None, help="File with the bearer token every request must carry (default: $EDGELEUK_TOKEN if set)."
+    ),
+    tls_cert: Path | None = typer.Option(None, help="PEM certificate (chain) for HTTPS, with --tls-key."),
+    tls_key: Path | None = typer.Option(None, help="PEM private key of --tls-cert."),
+    insecure: bool = typer.Option(False, help="Allow a non-loopback --host without a token."),
+    body_timeout: float = typer.Option(15.0, min=0.1, help="Seconds a request body may take to arrive (then 408)."),
+    decoders: int = typer.Option(2, min=1, help="Image files each replica decodes at once (bounds memory)."),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
-    """Serve the model over HTTP with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C."""
+    """Serve the model over HTTP(S) with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C.
+
+    Facing a network: --token-file (or EDGELEUK_TOKEN) and --tls-cert/--tls-key; a non-loopback
+    --host without a token is refused unless --insecure.
+    """
+    from edgeleuk.runtime.wire import load_token
+    from edgeleuk.serving.front import Limits, token_digest
     from edgeleuk.serving.server import ServeOptions, serve_forever  # lazy: the server side (asyncio, Ray Serve)
 
     with exit_codes():
@@ -38,7 +52,9 @@ def serve(
         opts = ServeOptions(
             backend=backend.value, replicas=replicas, threads=threads, gpus=gpus, max_batch=max_batch,
             batch_wait_ms=batch_wait_ms, host=host, port=port, address=address,
-            engine_fields=dict(engine_fields or {}),
+            engine_fields=dict(engine_fields or {}), token_sha256=token_digest(load_token(token_file, "--token-file")),
+            tls_cert=None if tls_cert is None else str(tls_cert), tls_key=None if tls_key is None else str(tls_key),
+            insecure=insecure, limits=Limits(body_timeout_s=body_timeout, decoders=decoders),
         )
         serve_forever(path, opts, echo=typer.echo)
 

@@ -8,149 +8,132 @@ work unchanged. It follows the runtime's rules:
   ``Classifier.load(FILE, "remote", server=URL)``; an unreachable or unready server, or no
   ``--server``, is a :class:`BackendUnavailable` naming the fix (exit 2), never a silent switch
   to local inference;
-* before the first image it reads the server's ``/metadata`` and refuses a server whose model
-  is not the local file given as ``--model`` (SHA-256, threshold);
-* every answer names the model that gave it; an answer from another model (the server was
-  redeployed mid-run) fails that batch instead of mixing two models in one file.
+* it trusts only its own model file: labels, threshold, class names and any stage choice come
+  from the local ``--model``; before the first image the server's ``/metadata`` must describe
+  exactly that file (SHA-256, the digest of every metadata string, threshold, class names,
+  precision, input size), else exit 2;
+* every answer is checked field by field (the model that gave it, one record per image, finite
+  ``0 <= p <= 1`` with ``p = sigmoid(logit)``); a breach is an engine fault (``watch`` retries,
+  ``predict`` stops with exit 1 and keeps ``.partial.csv``), never a row;
+* HTTP through urllib3: a bearer token (``--server-token-file`` or ``EDGELEUK_TOKEN``), verified
+  certificates (``--server-ca``), answers capped at :data:`~edgeleuk.runtime.wire.MAX_ANSWER`
+  bytes, one deadline per request (:mod:`edgeleuk.runtime.httpclient`), no redirects.
 
-Only numpy and the standard library: no Ray, no engine, no torch on the client.
+No Ray, no engine, no torch on the client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-import urllib.error
-import urllib.request
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeleuk.core.contract import META_KEY
 from edgeleuk.core.errors import BackendUnavailable, UsageError
-from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.numerics import sigmoid
+from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime import wire
 from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, OptionsRecord, option
+from edgeleuk.runtime.httpclient import Answer, RemoteFault, ServerClient
+
+__all__ = ["Answer", "RemoteBackend", "RemoteFault", "RemoteOptions", "ServerClient", "check_expected"]
 
 log = logging.getLogger(__name__)
 
 SERVE_FIX = "start one with `edgeleuk serve -m MODEL` (needs the ray extra) and pass its URL as --server"
-#: Statuses worth one more try: Serve sheds load with 503 and proxies time out with 504.
-RETRY_STATUSES = (502, 503, 504)
+#: How far an answer's probability may sit from sigmoid(logit): float32 rounding, with room.
+PROB_TOL = 1e-5
+#: Engine names a server may report: backend-precision, nothing a terminal would interpret.
+_ENGINE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:+-")
 
 
-class RemoteFault(RuntimeError):
-    """The server could not classify a batch (an engine fault there, or the wrong model answered)."""
+def _field(payload: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``payload[name]`` if it is of ``kind`` (a boolean is no number here), else a clear fault."""
+    value = payload.get(name)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise RemoteFault(f"{where}: field {name!r} is {type(value).__name__} {str(value)[:60]!r}, "
+                          f"expected {getattr(kind, '__name__', 'a number')}")
+    return value
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One decoded HTTP answer."""
-
-    status: int
-    payload: dict[str, Any]
-
-
-class ServerClient:
-    """A thin JSON-over-HTTP client for one ``edgeleuk serve`` URL (thread-safe: no shared state).
-
-    Args:
-        url: Base URL, e.g. ``http://gpu-box:8000``.
-        timeout: Seconds per HTTP request.
-        retries: Extra tries after a connection error or a 502/503/504.
-    """
-
-    def __init__(self, url: str, timeout: float = 60.0, retries: int = 2) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise UsageError(f"--server {url!r}: give an http:// or https:// URL (e.g. http://gpu-box:8000)")
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.retries = retries
-
-    def request(self, route: str, body: bytes | None = None, content_type: str | None = None) -> Answer:
-        """Send one request (GET without body, POST with); retries transient failures.
-
-        Raises:
-            OSError: The server could not be reached after every try.
-        """
-        headers = {"Content-Type": content_type} if content_type else {}
-        req = urllib.request.Request(self.url + route, data=body, headers=headers,
-                                     method="POST" if body is not None else "GET")
-        for attempt in range(self.retries + 1):
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return Answer(resp.status, json.loads(resp.read() or b"{}"))
-            except urllib.error.HTTPError as exc:
-                answer = Answer(exc.code, _json_or_text(exc.read()))
-                if exc.code not in RETRY_STATUSES or attempt == self.retries:
-                    return answer
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if attempt == self.retries:
-                    raise
-            time.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def predict_tensor(self, images: np.ndarray) -> Answer:
-        """POST uint8 images ``[N, S, S, 3]``."""
-        return self.request(wire.PREDICT, wire.encode_tensor(images), wire.NPY_TYPE)
-
-    def predict_file(self, data: bytes) -> Answer:
-        """POST one image file's bytes; the server decodes them as ``predict`` would."""
-        return self.request(wire.PREDICT, data, "application/octet-stream")
-
-
-def _json_or_text(raw: bytes) -> dict[str, Any]:
-    try:
-        out = json.loads(raw)
-        return out if isinstance(out, dict) else {"error": str(out)}
-    except ValueError:
-        return {"error": raw.decode("utf-8", "replace")[:500]}
+def _engine(payload: dict[str, Any], where: str) -> str:
+    engine = _field(payload, "engine", str, where)
+    if not 0 < len(engine) <= 64 or not set(engine) <= _ENGINE_CHARS:
+        raise RemoteFault(f"{where}: field 'engine' {engine[:64]!r} is not a backend-precision name")
+    return engine
 
 
 def server_metadata(client: ServerClient) -> dict[str, Any]:
-    """The server's ``/metadata``.
+    """The server's ``/metadata``, its identity fields type-checked.
 
     Raises:
-        BackendUnavailable: Unreachable, not ready, or not an edgeleuk server (exit 2, names the fix).
+        BackendUnavailable: Unreachable, not ready, not an edgeleuk server, or an answer that is
+            not JSON or has fields of the wrong type (exit 2, names the fix).
     """
+    where = f"{client.url}{wire.METADATA}"
     try:
         answer = client.request(wire.METADATA)
     except OSError as exc:
         raise BackendUnavailable(f"backend remote: cannot reach {client.url} ({exc}); {SERVE_FIX}") from exc
-    raw = answer.payload.get("raw") if isinstance(answer.payload, dict) else None
-    if answer.status != 200 or not isinstance(raw, dict) or "model" not in answer.payload:
+    except RemoteFault as exc:
+        raise BackendUnavailable(f"backend remote: {exc}; is it `edgeleuk serve`?") from exc
+    if answer.status != 200:
         raise BackendUnavailable(
-            f"backend remote: {client.url}{wire.METADATA} answered {answer.status} "
-            f"({answer.payload.get('error', 'no edgeleuk metadata')}); is it `edgeleuk serve` and ready?"
+            f"backend remote: {where} answered {answer.status} ({answer.error}); "
+            + ("give the server's token with --server-token-file or EDGELEUK_TOKEN" if answer.status == 401
+               else "is it `edgeleuk serve` and ready?")
         )
-    return answer.payload
+    meta = answer.payload
+    if meta.get("_not_json"):
+        raise BackendUnavailable(f"backend remote: {where} answered {answer.error}, not a JSON object; "
+                                 "is it `edgeleuk serve`?")
+    try:
+        for name in ("model", "sha256", "file"):
+            _field(meta, name, str, where)
+        _engine(meta, where)
+        _field(meta, "meta_sha256", dict, where)
+    except RemoteFault as exc:
+        raise BackendUnavailable(f"backend remote: {exc}; is it `edgeleuk serve` of this version?") from exc
+    return meta
 
 
 def check_expected(meta: dict[str, Any], expected: Path, raw: dict[str, str]) -> None:
-    """Refuse a server whose model is not ``expected`` (the local copy named by ``--model``).
+    """Refuse a server whose model is not ``expected`` (the local copy named by ``--model``), exactly.
 
     Args:
-        meta: The server's ``/metadata``.
+        meta: The server's ``/metadata`` (identity fields already type-checked).
         expected: The local model file.
         raw: ``expected``'s own ``edgeleuk.*`` strings.
 
     Raises:
-        UsageError: Different SHA-256 or threshold; the message names both files.
+        UsageError: Another SHA-256, or metadata that differs from the local file's in any string,
+            threshold, class names, precision or input size; the message names both.
     """
-    served = meta["model"]
     digest = wire.model_sha256(expected)
-    if served.get("sha256") != digest:
+    served = f"{str(meta['file'])[:80]!r} (sha256 {str(meta['sha256'])[:12]}...)"
+    if meta["sha256"] != digest or meta["model"] != wire.model_id(digest):
         raise UsageError(
-            f"backend remote: the server runs {served.get('file')} (sha256 {str(served.get('sha256'))[:12]}...), "
-            f"not {expected.name} (sha256 {digest[:12]}...); serve that model or pass the server's file as --model"
+            f"backend remote: the server runs {served}, not {expected.name} (sha256 {digest[:12]}...); "
+            "serve that model or pass the server's file as --model"
         )
-    local = ModelMeta.from_json(raw[META_KEY]).threshold if META_KEY in raw else None
-    if local is None or abs(float(meta["threshold"]) - local) > 1e-12:
+    local, export = read_model_meta(expected)
+    want = {
+        "meta_sha256": wire.metadata_digests(raw),
+        "threshold": local.threshold,
+        "class_names": {str(k): v for k, v in local.class_names.items()},
+        "precision": export.get("precision"),
+        "input_size": local.preprocess.input_size,
+    }
+    differ = [name for name, value in want.items() if meta.get(name) != value]
+    if differ:
+        got = meta.get("threshold")
         raise UsageError(
-            f"backend remote: the server decides at threshold {meta['threshold']}, {expected.name} at {local}"
+            f"backend remote: the server claims {served} but its metadata differs from {expected.name}'s in "
+            f"{', '.join(differ)} (the server decides at threshold {str(got)[:20]}, {expected.name} at "
+            f"{local.threshold}); it is not serving this file: check the server"
         )
 
 
@@ -160,18 +143,53 @@ class RemoteOptions(OptionsRecord):
 
     Attributes:
         server: Base URL of an ``edgeleuk serve`` server.
-        server_timeout: Seconds one request may take (a batch waits in the server's queue too).
+        server_timeout: Seconds one request may take in all (a batch waits in the server's queue too).
+        server_token_file: File holding the server's bearer token (else ``EDGELEUK_TOKEN``).
+        server_ca: PEM file of the certificate authority (or the self-signed certificate) that
+            signed an ``https://`` server's certificate; else the system's authorities.
     """
 
-    server: str | None = option(None, "remote: URL of an `edgeleuk serve` server (http://host:8000).")
-    server_timeout: float = option(60.0, "remote: seconds one request to the server may take.")
+    server: str | None = option(None, "remote: URL of an `edgeleuk serve` server (https://host:8000).")
+    server_timeout: float = option(60.0, "remote: seconds one request to the server may take in all.")
+    server_token_file: str | None = option(
+        None, f"remote: file with the server's bearer token (default: ${wire.TOKEN_ENV} if set).")
+    server_ca: str | None = option(
+        None, "remote: CA certificate (PEM) that signed the https server's certificate (default: the system's).")
+
+
+def check_predictions(payload: dict[str, Any], n: int, where: str) -> tuple[list[float], list[float]]:
+    """``(logits, probs)`` of an answer for ``n`` images, every field checked.
+
+    Raises:
+        RemoteFault: Not one ``ok`` record per image, or a value that is not a finite number,
+            a probability outside [0, 1], or one that is not ``sigmoid(logit)``.
+    """
+    records = payload.get("predictions")
+    if not isinstance(records, list) or len(records) != n:
+        count = len(records) if isinstance(records, list) else type(records).__name__
+        raise RemoteFault(f"{where} returned {count} answers for {n} images")
+    logits, probs = [], []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or record.get("status") != "ok":
+            raise RemoteFault(f"{where}: answer {i} is not an ok prediction")
+        logit = _field(record, "logit", (int, float), f"{where} answer {i}")
+        prob = _field(record, "prob_all", (int, float), f"{where} answer {i}")
+        if not (math.isfinite(logit) and math.isfinite(prob) and 0.0 <= prob <= 1.0):
+            raise RemoteFault(f"{where}: answer {i} has logit {logit!r} and probability {prob!r} "
+                              "(not finite or outside [0, 1])")
+        if abs(prob - float(sigmoid(logit))) > PROB_TOL:
+            raise RemoteFault(f"{where}: answer {i} has probability {prob!r}, but sigmoid({logit!r}) is "
+                              f"{float(sigmoid(logit)):.6g}")
+        logits.append(float(logit))
+        probs.append(float(prob))
+    return logits, probs
 
 
 class RemoteBackend(Backend):
     """A model served by ``edgeleuk serve``: tensors out over HTTP, logits and probabilities back.
 
-    ``--model`` names the local copy of the served model: its SHA-256 and threshold must match
-    the server's (so every row of a file comes from the model the user named). Only when named:
+    ``--model`` names the local copy of the served model: the server's metadata must describe
+    exactly it, and the labels, threshold and class names come from it. Only when named:
     ``auto`` never moves inference to another machine.
     """
 
@@ -182,7 +200,7 @@ class RemoteBackend(Backend):
 
     @classmethod
     def availability(cls) -> str | None:
-        return None  # the client needs only the standard library; the server is checked on open
+        return None  # the client needs only urllib3 (a core dependency); the server is checked on open
 
     def __init__(self, model_path: Path, options: BackendOptions) -> None:
         own: RemoteOptions = options.of(type(self))
@@ -190,12 +208,15 @@ class RemoteBackend(Backend):
             raise BackendUnavailable(f"backend remote needs --server URL; {SERVE_FIX}")
         self.model_path = Path(model_path)
         fmt = self.model_format(self.model_path)
-        self.client = ServerClient(own.server, timeout=own.server_timeout)
+        self.raw = fmt.read_metadata(self.model_path)  # the labels come from here, never from the server
+        token = wire.load_token(own.server_token_file, "--server-token-file")
+        self.client = ServerClient(own.server, timeout=own.server_timeout, token=token, ca_file=own.server_ca)
         self.server_meta = server_metadata(self.client)
-        check_expected(self.server_meta, self.model_path, fmt.read_metadata(self.model_path))
-        self.model = self.server_meta["model"]
-        log.info("backend remote: %s serves %s (sha256 %s)", self.client.url, self.model["file"],
-                 self.model["sha256"][:12])
+        check_expected(self.server_meta, self.model_path, self.raw)
+        self.sha256 = str(self.server_meta["sha256"])
+        self.engine = _engine(self.server_meta, self.client.url)
+        log.info("backend remote: %s serves %s (model %s, %s)", self.client.url, self.model_path.name,
+                 wire.model_id(self.sha256), self.engine)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, probs = [], []
@@ -207,30 +228,35 @@ class RemoteBackend(Backend):
 
     def _run_one(self, batch: np.ndarray) -> tuple[list[float], list[float]]:
         answer = self.client.predict_tensor(batch)
+        where = f"server {self.client.url}"
         if answer.status != 200:
-            raise RemoteFault(f"server {self.client.url} answered {answer.status}: {answer.payload.get('error')}")
-        served = answer.payload.get("model", {})
-        if served.get("sha256") != self.model["sha256"]:
+            raise RemoteFault(f"{where} answered {answer.status}: {answer.error}")
+        payload = answer.payload
+        if payload.get("_not_json"):
+            raise RemoteFault(f"{where} answered {answer.error}, not a JSON object")
+        if payload.get("sha256") != self.sha256 or payload.get("model") != wire.model_id(self.sha256):
             raise RemoteFault(
-                f"server {self.client.url} answered with model {served.get('file')} "
-                f"(sha256 {str(served.get('sha256'))[:12]}...), not the one checked at start"
+                f"{where} answered with model {str(payload.get('model'))[:20]!r}, not "
+                f"{wire.model_id(self.sha256)} checked at start (redeployed?); no row from another model"
             )
-        records = answer.payload.get("predictions", [])
-        if len(records) != len(batch) or any(r.get("status") != "ok" for r in records):
-            raise RemoteFault(f"server {self.client.url} returned {len(records)} answers for {len(batch)} images")
-        return [float(r["logit"]) for r in records], [float(r["prob_all"]) for r in records]
+        if _engine(payload, where) != self.engine:
+            raise RemoteFault(f"{where} answered with engine {payload['engine']!r}, not {self.engine} checked at start")
+        return check_predictions(payload, len(batch), where)
 
     def info(self) -> BackendInfo:
         """Which server and which model answer, and the engine behind them."""
-        engine = self.server_meta.get("backend", {})
+        backend = self.server_meta.get("backend")
+        engine = str(backend.get("engine", "?"))[:80] if isinstance(backend, dict) else "?"
+        model_id = wire.model_id(self.sha256)
         return BackendInfo(
             name=self.name,
-            engine=f"edgeleuk serve at {self.client.url} ({engine.get('engine', '?')})",
-            providers=(f"{engine.get('name', '?')}@{self.client.url}",
-                       f"model {self.model['file']} sha256:{self.model['sha256'][:12]}"),
-            precision=str(self.server_meta.get("precision") or engine.get("precision", "?")),
-            details={"server": self.client.url, "model": self.model["file"], "sha256": self.model["sha256"]},
+            engine=f"edgeleuk serve at {self.client.url} ({engine!r}, {self.engine})",
+            providers=(f"{self.engine}@{self.client.url}", f"model {self.model_path.name} sha256:{model_id}"),
+            precision=self.engine.rpartition("-")[2] or "?",
+            details={"server": self.client.url, "model": self.model_path.name, "sha256": self.sha256,
+                     "server_model": model_id, "server_engine": self.engine},
         )
 
     def metadata(self) -> dict[str, str]:
-        return dict(self.server_meta["raw"])
+        """The LOCAL model file's metadata (the server's was checked equal to it at start)."""
+        return dict(self.raw)

@@ -3,30 +3,41 @@
 Routes (all answers are JSON):
 
 * ``GET /healthz``: 200 once a replica has loaded its model (readiness and liveness);
-* ``GET /metadata``: the served model: sha256, threshold, class names, precision, gates,
-  the raw ``edgeleuk.*`` metadata strings and the engine that runs it;
+* ``GET /metadata``: the served model: sha256, threshold, class names, precision, whether its
+  gate passed, the SHA-256 of each raw ``edgeleuk.*`` metadata string (the strings may name
+  local paths, the digests do not) and the engine that runs it;
 * ``POST /predict``: either the raw bytes of one image file (``application/octet-stream`` or
   ``image/*``), decoded on the server exactly as ``predict`` decodes files, or a uint8 RGB
   tensor ``[N, S, S, 3]`` / ``[S, S, 3]`` saved with :func:`numpy.save`
   (``application/x-npy``). The answer holds one record per image (:func:`prediction_record`)
   and the identity of the model that answered.
 
-Status codes: 400 malformed body, 413 too many images, 415 unknown content type, 422 a
-well-formed request the model cannot take (wrong dtype/shape, an undecodable image), 500 an
-engine fault (the server never answers with a guess), 503 not ready or overloaded.
+Every answer after authentication names the model (``model``: the first 12 hex digits of
+:func:`model_sha256`, ``sha256``: all of it) and the engine (``engine``: backend and precision in
+use, e.g. ``cpu-fp32``). A server started with a token wants ``Authorization: Bearer TOKEN`` on
+every route; without it every route answers 401 alike (no answer says whether a model exists).
 
-Torch-free and Ray-free: the client side (a microscope PC) needs only numpy and the stdlib.
+Status codes: 400 malformed body, 401 no or a wrong token, 408 the body came too slowly, 411 a
+body without Content-Length, 413 too large, 415 unknown content type, 422 a well-formed request
+the model cannot take (wrong dtype/shape, an undecodable image), 500 an engine fault (the
+server never answers with a guess), 503 not ready or overloaded.
+
+Torch-free and Ray-free: the client side (a microscope PC) needs only numpy and urllib3.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeleuk.core.errors import UsageError
 from edgeleuk.io.files import sha256_file
 
 HEALTH = "/healthz"
@@ -38,6 +49,16 @@ BYTES_TYPES = ("application/octet-stream", "image/")
 MAX_IMAGES = 64
 #: Largest request body accepted: MAX_IMAGES cells of 450x450x3 bytes plus room for headers.
 MAX_BODY = 48 * 1024 * 1024
+#: Largest answer a client reads: a full batch's records are ~15 KB, metadata ~2 KB.
+MAX_ANSWER = 1024 * 1024
+#: Hex digits of :func:`model_sha256` that name a model in answers and output rows.
+MODEL_ID_HEX = 12
+#: Environment variable holding the bearer token, for ``serve`` and for the ``remote`` client.
+TOKEN_ENV = "EDGELEUK_TOKEN"
+#: Shortest token accepted: 16 characters leave no room for guessing over a network.
+MIN_TOKEN = 16
+#: Largest ``.npy`` header read before the shape and dtype are checked.
+_NPY_HEADER_MAX = 4096
 
 
 class WireError(ValueError):
@@ -57,6 +78,51 @@ def model_sha256(path: str | Path) -> str:
     return hashlib.sha256(both.encode("ascii")).hexdigest()
 
 
+def model_id(sha256: str) -> str:
+    """The short model id answers and output rows carry: the digest's first :data:`MODEL_ID_HEX` hex digits."""
+    return sha256[:MODEL_ID_HEX]
+
+
+def engine_label(backend: str, precision: str) -> str:
+    """What computed an answer, as answers and output rows name it: ``cpu-fp32``, ``openvino-int8``."""
+    return f"{backend}-{precision}"
+
+
+def metadata_digests(raw: Mapping[str, str]) -> dict[str, str]:
+    """SHA-256 of each raw ``edgeleuk.*`` metadata string, by key: equal digests, equal metadata."""
+    return {key: hashlib.sha256(str(raw[key]).encode("utf-8")).hexdigest() for key in sorted(raw)}
+
+
+def load_token(path: str | Path | None, flag: str) -> str | None:
+    """The bearer token from the file ``path``, else from :data:`TOKEN_ENV`, else None.
+
+    Args:
+        path: Token file (its first line, surrounding blanks dropped); None reads the environment.
+        flag: The option that named the file, for messages.
+
+    Raises:
+        UsageError: Unreadable file, or a token shorter than :data:`MIN_TOKEN` or with blanks
+            or control characters (it must fit an ``Authorization`` header).
+    """
+    if path is not None:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{flag} {path}: cannot read the token ({exc})") from None
+        token, where = (lines[0].strip() if lines else ""), f"{flag} {path}"
+    else:
+        token, where = os.environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
+        if not token:
+            return None
+    allowed = set(string.ascii_letters + string.digits + string.punctuation)
+    if len(token) < MIN_TOKEN or not set(token) <= allowed:
+        raise UsageError(
+            f"{where}: the token must be at least {MIN_TOKEN} printable ASCII characters without blanks "
+            "(make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return token
+
+
 def encode_tensor(images: np.ndarray) -> bytes:
     """A uint8 batch as ``.npy`` bytes (no pickle) for a ``application/x-npy`` request."""
     buf = io.BytesIO()
@@ -64,28 +130,42 @@ def encode_tensor(images: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _npy_header(body: bytes) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Shape, dtype, Fortran order and data offset of a ``.npy`` body, read without touching the data."""
+    buf = io.BytesIO(body[: _NPY_HEADER_MAX + 16])
+    try:
+        major, _ = np.lib.format.read_magic(buf)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(buf, max_header_size=_NPY_HEADER_MAX)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise WireError(400, f"body is not a readable .npy array: {exc}") from None
+    return tuple(shape), dtype, fortran, buf.tell()
+
+
 def decode_tensor(body: bytes, size: int) -> np.ndarray:
     """Check and read an ``application/x-npy`` body as uint8 ``[N, size, size, 3]``.
 
+    The header's dtype and shape are checked before any array is made, and the data is a view
+    of ``body``: a header declaring a huge shape costs nothing (the first answer is a 4xx).
+
     Raises:
-        WireError: 400 not a readable ``.npy``; 422 wrong dtype or shape; 413 more than
-            :data:`MAX_IMAGES` images.
+        WireError: 400 not a readable ``.npy`` (or data shorter or longer than its header says);
+            422 wrong dtype or shape; 413 more than :data:`MAX_IMAGES` images.
     """
     if not body:
         raise WireError(400, "empty request body; send a uint8 [N, S, S, 3] tensor saved with numpy.save")
-    try:
-        images = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise WireError(400, f"body is not a readable .npy array: {exc}") from None
-    if images.ndim == 3:
-        images = images[None]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-        raise WireError(
-            422, f"expected uint8 RGB images [N, {size}, {size}, 3], got {images.dtype} {list(images.shape)}"
-        )
-    if not 1 <= len(images) <= MAX_IMAGES:
-        raise WireError(413 if len(images) else 422, f"send 1 to {MAX_IMAGES} images per request, got {len(images)}")
-    return np.ascontiguousarray(images)
+    shape, dtype, fortran, offset = _npy_header(body)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if dtype != np.uint8 or fortran or len(shape) != 4 or shape[1:] != (size, size, 3):
+        order = " (Fortran order)" if fortran else ""
+        raise WireError(422, f"expected uint8 RGB images [N, {size}, {size}, 3], got {dtype} {list(shape)}{order}")
+    if not 1 <= shape[0] <= MAX_IMAGES:
+        raise WireError(413 if shape[0] else 422, f"send 1 to {MAX_IMAGES} images per request, got {shape[0]}")
+    count = int(np.prod(shape))
+    if len(body) - offset != count:
+        raise WireError(400, f"body is not a readable .npy array: {len(body) - offset} data bytes for {list(shape)}")
+    return np.frombuffer(body, np.uint8, count=count, offset=offset).reshape(shape)
 
 
 def body_kind(content_type: str | None) -> str:

@@ -2,6 +2,8 @@
 
 * :mod:`edgeleuk.serving.server`: the Ray Serve deployment behind ``edgeleuk serve`` (needs the
   ``ray`` extra);
+* :mod:`edgeleuk.serving.front`: what each replica checks before the model sees a request (the
+  bearer token, the body's length, pace and the bytes in flight);
 * :mod:`edgeleuk.serving.repository`: Triton Inference Server and OpenVINO Model Server
   repositories for shops that run those servers instead (no extra needed).
 

@@ -32,12 +32,14 @@ from typing import Any
 from edgeleuk.core.contract import CHANNELS, INPUT_NAME, OUTPUT_NAMES
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import ModelMeta
+from edgeleuk.io.atomic import current_umask, fsync_dir, fsync_file
 from edgeleuk.io.formats import FORMATS, ModelFormat, format_of
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.wire import model_sha256
 
 VERSION = "1"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A folder name in both repositories: no separators, and never "." or ".." (nor hidden).
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class RepoOptions:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise UsageError(f"model name {self.name!r}: use letters, digits, '_', '-' and '.' only")
+            raise UsageError(f"model name {self.name!r}: use letters, digits, '_', '-' and '.' only, "
+                             "starting with a letter, digit or '_' (at most 128)")
         if self.max_batch < 1 or self.instances < 1 or self.queue_delay_us < 0:
             raise UsageError("max batch and instances must be >= 1, queue delay >= 0")
 
@@ -231,20 +234,35 @@ def write_serving_repos(out: Path, models: Sequence[Path], options: RepoOptions 
             f"{FORMATS[f].label} {FORMATS[f].suffix} for {REPOSITORIES[r].label}" for f, r in served_formats().items()))
     chosen = _sort_models(models)
     out = Path(out)
+    if out.is_symlink():
+        raise UsageError(f"{out} is a link; give the path of a new folder (repositories are not written through links)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not empty; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is owner-only; servers often run as another user
     try:
         for repo, (fmt, model) in chosen.items():
             REPOSITORIES[repo].write(staging, fmt, model, options)
+        _settle(staging)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return RepoResult(out=out, repos={repo: out / repo for repo in chosen})
+
+
+def _settle(root: Path) -> None:
+    """Give ``root`` the umask's mode and make everything under it durable.
+
+    ``mkdtemp``'s folder is owner-only, but servers often run as another user: it gets what
+    ``mkdir`` would give, set explicitly (the umask is read, never changed). Files are flushed
+    before their folders, and all before the rename that makes the repository appear.
+    """
+    os.chmod(root, 0o777 & ~current_umask())
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_file(Path(folder) / name)
+        fsync_dir(folder)

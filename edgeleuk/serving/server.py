@@ -6,18 +6,23 @@ microscopes share engine calls. The routes and status codes are those of
 :mod:`edgeleuk.runtime.wire`. Image bytes are decoded on the server with edgeleuk's own
 decoder, so an answer equals what ``predict`` gives for the same file.
 
+Facing a network: :mod:`edgeleuk.serving.front` authenticates every request (bearer token) and
+bounds its body (length, time, bytes in flight); a replica decodes at most
+:attr:`~edgeleuk.serving.front.Limits.decoders` files at once; TLS is Ray Serve's own (uvicorn's
+``ssl_certfile``/``ssl_keyfile``); a non-loopback address needs a token unless ``insecure``. No
+answer names a local path: ``/metadata`` gives digests of the raw metadata, not the strings.
+
 Needs the ``ray`` extra (``pip install 'edgeleuk[cpu,ray]'``); torch-free.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
+import ipaddress
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +37,9 @@ from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime import wire
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
+from edgeleuk.serving.front import Front, Infer, Limits
 
 log = logging.getLogger(__name__)
-
-#: One image in, ``(logit, prob)`` out, awaited: the deployment's ``@serve.batch`` method.
-Infer = Callable[[np.ndarray], Awaitable[tuple[float, float]]]
 
 APP_NAME = "edgeleuk"
 
@@ -52,12 +55,19 @@ class ServeOptions:
         gpus: GPUs Ray reserves per replica (fractions share one GPU).
         max_batch: Most images one engine call takes (``@serve.batch``'s ``max_batch_size``).
         batch_wait_ms: How long a request waits for others to fill a batch.
-        max_ongoing: Requests a replica accepts at once before Serve queues or sheds them.
+        max_ongoing: Requests a replica accepts at once before Serve queues or sheds them; more
+            than slow senders can hold until the body deadline cuts them off.
         host: Address the HTTP proxy binds (``0.0.0.0`` to accept other machines).
         port: HTTP port.
         address: Ray cluster to join (``auto``, ``ray://...``); None starts Ray on this machine.
         engine_fields: Backend option fields by name (``precision``, ``tensorrt``...), as
             :meth:`Classifier.load` takes them; every replica opens its engine with them.
+        token_sha256: SHA-256 of the bearer token every request must carry
+            (:func:`~edgeleuk.serving.front.token_digest`); None: no token.
+        tls_cert: PEM certificate (chain) for HTTPS; with ``tls_key``.
+        tls_key: PEM private key of ``tls_cert``.
+        insecure: Allow a non-loopback ``host`` without a token.
+        limits: Body deadline, body budget and decode slots per replica.
     """
 
     backend: str = "auto"
@@ -66,17 +76,47 @@ class ServeOptions:
     gpus: float = 0.0
     max_batch: int = 8
     batch_wait_ms: float = 5.0
-    max_ongoing: int = 64
+    max_ongoing: int = 256
     host: str = "127.0.0.1"
     port: int = 8000
     address: str | None = None
     engine_fields: Mapping[str, Any] = field(default_factory=dict)
+    token_sha256: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure: bool = False
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.replicas < 1 or self.threads < 1 or self.max_batch < 1 or self.max_ongoing < 1:
             raise UsageError("replicas, threads, max batch and max ongoing requests must be >= 1")
         if self.batch_wait_ms < 0 or self.gpus < 0:
             raise UsageError("batch wait and GPUs per replica must be >= 0")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("HTTPS needs both --tls-cert and --tls-key")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if path is not None and not Path(path).is_file():
+                raise UsageError(f"{flag} {path}: no such file (give the PEM file)")
+        if not (is_loopback(self.host) or self.token_sha256 or self.insecure):
+            raise UsageError(
+                f"--host {self.host} accepts other machines, so anyone there could classify images through "
+                f"it: give --token-file FILE (or set {wire.TOKEN_ENV}) and --tls-cert/--tls-key, or "
+                "--insecure on a network you trust"
+            )
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` accepts connections from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def import_serve() -> Any:
@@ -89,9 +129,14 @@ def import_serve() -> Any:
     return serve
 
 
-def model_identity(model_path: Path) -> dict[str, str]:
-    """Which model answers: file name and SHA-256 (every answer carries it)."""
-    return {"file": Path(model_path).name, "sha256": wire.model_sha256(model_path)}
+def model_identity(model_path: Path, engine: str) -> dict[str, str]:
+    """Which model and engine answer (every answer after authentication carries them).
+
+    ``model`` is the short id (:func:`wire.model_id`), ``sha256`` the whole digest, ``file`` the
+    file's name (never its folder), ``engine`` the backend and precision in use (``cpu-fp32``).
+    """
+    digest = wire.model_sha256(model_path)
+    return {"model": wire.model_id(digest), "sha256": digest, "file": Path(model_path).name, "engine": engine}
 
 
 class ModelService:
@@ -102,32 +147,39 @@ class ModelService:
         backend: Backend name for :meth:`Classifier.load`.
         threads: Engine threads.
         engine_fields: Backend option fields by name (:attr:`ServeOptions.engine_fields`).
+        decoders: Image files decoded at once (each decode may take far more memory than its bytes).
     """
 
     def __init__(self, model_path: str, backend: str, threads: int,
-                 engine_fields: Mapping[str, Any] | None = None) -> None:
+                 engine_fields: Mapping[str, Any] | None = None, decoders: int = 2) -> None:
         self.clf = Classifier.load(model_path, backend, threads=threads, batch_size=wire.MAX_IMAGES,
                                    **dict(engine_fields or {}))
-        self.model = model_identity(Path(model_path))
+        info = self.clf.info
+        self.model = model_identity(Path(model_path), wire.engine_label(info.name, info.precision))
         self.size = self.clf.input_size
+        self._decoding = asyncio.Semaphore(decoders)
 
     def metadata(self) -> dict[str, Any]:
-        """The ``/metadata`` answer: everything a client checks before trusting the answers."""
+        """The ``/metadata`` answer: everything a client checks before trusting the answers.
+
+        No local path: the raw ``edgeleuk.*`` strings (calibration data and gate folders live
+        there) are given as SHA-256 digests, which a client compares with its own copy's.
+        """
         info = self.clf.info
         export = self.clf.export_info
+        gate = export.get("gate")
         return {
-            "model": self.model,
+            **self.model,
             "edgeleuk_version": __version__,
             "threshold": self.clf.threshold,
-            "threshold_source": self.clf.threshold_source,
             "class_names": {str(k): v for k, v in self.clf.meta.class_names.items()},
             "precision": export.get("precision"),
-            "gates": export.get("gate"),
+            "gate_passed": gate.get("passed") if isinstance(gate, dict) else None,
             "input_size": self.size,
             "max_images": wire.MAX_IMAGES,
-            "raw": self.clf.backend.metadata(),
-            # default=str: engine details may hold paths or enums; the answer must stay JSON.
-            "backend": json.loads(json.dumps(dataclasses.asdict(info), default=str)),
+            "meta_sha256": wire.metadata_digests(self.clf.backend.metadata()),
+            "backend": {"name": info.name, "engine": info.engine, "providers": list(info.providers),
+                        "precision": info.precision},
         }
 
     def infer(self, images: list[np.ndarray]) -> list[tuple[float, float]]:
@@ -156,7 +208,7 @@ class ModelService:
         """
         if not body:
             raise wire.WireError(400, "empty request body (empty file (0 bytes)); send the image file's bytes")
-        decoded = decode_bytes(body, self.size)
+        decoded = decode_bytes(body, self.size)  # the caller holds a decode slot
         if not decoded.ok:
             raise wire.WireError(422, f"cannot use this image: {decoded.error}")
         return decoded.image, decoded.adjustments
@@ -164,10 +216,11 @@ class ModelService:
 
     async def _predict(self, content_type: str | None, body: bytes, infer: Infer) -> list[dict[str, Any]]:
         if wire.body_kind(content_type) == "tensor":
-            images = wire.decode_tensor(body, self.size)
+            images = wire.decode_tensor(body, self.size)  # a view of the body: no decode slot needed
             outs = await asyncio.gather(*(infer(img) for img in images))
             return [self.record(lo, pr) for lo, pr in outs]
-        image, adjustments = await asyncio.to_thread(self.decode, body)
+        async with self._decoding:
+            image, adjustments = await asyncio.to_thread(self.decode, body)
         logit, prob = await infer(image)
         return [self.record(logit, prob, adjustments)]
 
@@ -186,24 +239,26 @@ class ModelService:
         path = path.rstrip("/") or "/"
         try:
             if path == wire.HEALTH and method == "GET":
-                return 200, {"status": "ready", "model": self.model}
+                return 200, {"status": "ready", **self.model}
             if path == wire.METADATA and method == "GET":
                 return 200, self.metadata()
             if path == wire.PREDICT and method == "POST":
-                return 200, {"model": self.model, "predictions": await self._predict(content_type, body, infer)}
+                return 200, {**self.model, "predictions": await self._predict(content_type, body, infer)}
             routes = f"GET {wire.HEALTH}, GET {wire.METADATA}, POST {wire.PREDICT}"
-            return 404, {"error": f"no route {method} {path}; routes: {routes}"}
+            return 404, {"error": f"no route {method} {path[:100]!r}; routes: {routes}"}
         except wire.WireError as exc:
-            return exc.status, {"error": str(exc), "model": self.model}
+            return exc.status, {"error": str(exc), **self.model}
         except Exception as exc:  # an engine fault: 500, never a guessed answer
             log.exception("inference failed")
-            return 500, {"error": f"engine fault: {exc}", "model": self.model}
+            # The kind only: an engine's message may name files of this machine; the log has it all.
+            return 500, {"error": f"engine fault ({type(exc).__name__}); the server's log has the details",
+                         **self.model}
 
 
-def _json(status: int, payload: dict[str, Any]) -> Any:
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
     from starlette.responses import JSONResponse
 
-    return JSONResponse(payload, status_code=status)
+    return JSONResponse(payload, status_code=status, headers=headers)
 
 
 def build_app(model_path: Path, options: ServeOptions) -> Any:
@@ -221,8 +276,9 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
         """One replica: a loaded model behind the routes of :mod:`edgeleuk.runtime.wire`."""
 
         def __init__(self, path: str, backend: str, threads: int, max_batch: int, wait_s: float,
-                     engine_fields: dict[str, Any]) -> None:
-            self.service = ModelService(path, backend, threads, engine_fields)
+                     engine_fields: dict[str, Any], token_sha256: str | None, limits: Limits) -> None:
+            self.service = ModelService(path, backend, threads, engine_fields, decoders=limits.decoders)
+            self.front = Front(self.service, token_sha256, limits)
             self._infer.set_max_batch_size(max_batch)
             self._infer.set_batch_wait_timeout_s(wait_s)
 
@@ -232,19 +288,11 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
             return await asyncio.to_thread(self.service.infer, images)
 
         async def __call__(self, request: Request) -> Any:
-            length = request.headers.get("content-length") or "0"
-            if not length.isdigit() or int(length) > wire.MAX_BODY:
-                return _json(413, {"error": f"request body over {wire.MAX_BODY} bytes (or a bad length); "
-                                            f"send at most {wire.MAX_IMAGES} images per request"})
-            body = await request.body()
-            status, payload = await self.service.respond(
-                request.method, request.url.path, request.headers.get("content-type"), body, self._infer
-            )
-            return _json(status, payload)
+            return _json(*await self.front.handle(request, self._infer))
 
     return ClassifierDeployment.bind(
         str(Path(model_path).resolve()), options.backend, options.threads, options.max_batch,
-        options.batch_wait_ms / 1000.0, dict(options.engine_fields),
+        options.batch_wait_ms / 1000.0, dict(options.engine_fields), options.token_sha256, options.limits,
     )
 
 
@@ -260,22 +308,43 @@ def _check_backend(name: str) -> None:
         raise BackendUnavailable(f"backend {name} is not available: {reason}")
 
 
+def _check_model(model_path: Path, options: ServeOptions) -> None:
+    """Open the model here once, as every replica will: metadata, graph contract, engine options.
+
+    A model that breaks the contract is then one usage error (exit 2) before Ray starts, not a
+    replica that dies again and again behind a page of Ray traceback.
+    """
+    clf = Classifier.load(model_path, options.backend, threads=1, **dict(options.engine_fields))
+    del clf
+
+
+def http_options(options: ServeOptions) -> dict[str, Any]:
+    """Ray Serve's HTTP options: address, port and, with a certificate, uvicorn's TLS files."""
+    out: dict[str, Any] = {"host": options.host, "port": options.port}
+    if options.tls_cert:
+        out["ssl_certfile"] = str(Path(options.tls_cert).resolve())
+        out["ssl_keyfile"] = str(Path(str(options.tls_key)).resolve())
+    return out
+
+
 def start(model_path: Path, options: ServeOptions | None = None) -> str:
     """Start (or join) Ray, deploy the model and return the base URL once replicas are ready.
 
     Raises:
-        UsageError: Missing or unsupported model file (checked before Ray starts).
+        UsageError: Missing or unsupported model file, or one whose graph breaks the contract
+            (checked before Ray starts).
         BackendUnavailable: Ray is not installed.
     """
     options = options or ServeOptions()
     read_model_meta(Path(model_path))  # a missing/foreign model is a usage error, not a dead replica
     _check_backend(options.backend)
     serve = import_serve()
+    _check_model(Path(model_path), options)
     connect(options.address)
-    serve.start(http_options={"host": options.host, "port": options.port})
+    serve.start(http_options=http_options(options))
     serve.run(build_app(Path(model_path), options), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
-    return f"http://{host}:{options.port}"
+    return f"{options.scheme}://{host}:{options.port}"
 
 
 def stop() -> None:
@@ -299,7 +368,13 @@ def serve_forever(model_path: Path, options: ServeOptions, echo: Callable[[str],
     echo(f"serving {Path(model_path).name} at {url} ({options.replicas} replica(s) x {options.threads} "
          f"thread(s), batches up to {options.max_batch})")
     echo(f"  GET {url}{wire.HEALTH}   GET {url}{wire.METADATA}   POST {url}{wire.PREDICT}")
-    echo(f"  clients: edgeleuk predict DIR --model {Path(model_path).name} --backend remote --server {url}")
+    extra = (" --server-token-file TOKEN_FILE" if options.token_sha256 else "") + (
+        " --server-ca CA_FILE" if options.tls_cert else "")
+    echo(f"  clients: edgeleuk predict DIR --model {Path(model_path).name} --backend remote --server {url}{extra}")
+    if not options.token_sha256:
+        echo("  no token: anyone who can reach this address can use it")
+    elif not options.tls_cert and not is_loopback(options.host):
+        echo("  note: without --tls-cert/--tls-key the token and the images cross the network in clear")
     try:
         while True:
             time.sleep(3600)

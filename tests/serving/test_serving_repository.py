@@ -101,3 +101,42 @@ def test_refuses_two_models_for_one_repository_none_at_all_and_a_used_folder(mod
         write_serving_repos(used, [onnx])
     assert sorted(p.name for p in used.iterdir()) == ["keep.txt"]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "a\\b", ".hidden", "x" * 129])
+def test_names_that_are_no_plain_folder_name_are_refused(name):
+    with pytest.raises(UsageError, match="model name"):
+        RepoOptions(name=name)
+
+
+def test_serving_repo_refuses_a_dot_name_and_a_linked_output_with_exit_2(models, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeleuk.cli import app
+
+    onnx, _ = models
+    runner = CliRunner()
+    dots = [runner.invoke(app, ["serving-repo", str(tmp_path / f"r{i}"), "-m", str(onnx), "--name", n])
+            for i, n in enumerate((".", ".."))]
+    assert [r.exit_code for r in dots] == [2, 2] and all("model name" in r.output for r in dots)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    linked = runner.invoke(app, ["serving-repo", str(tmp_path / "link"), "-m", str(onnx)])
+    assert linked.exit_code == 2 and "is a link" in linked.output and "Traceback" not in linked.output
+    assert list(target.iterdir()) == []
+
+
+def test_the_umask_is_never_changed_and_every_file_is_synced(models, tmp_path, monkeypatch):
+    import os
+
+    import edgeleuk.serving.repository as repository
+
+    masks, synced = [], []
+    monkeypatch.setattr(os, "umask", lambda mask: masks.append(mask) or 0o022)
+    monkeypatch.setattr(repository, "fsync_file", lambda path: synced.append(path.name), raising=False)
+    onnx, ir = models
+    result = write_serving_repos(tmp_path / "repo", [onnx, ir])
+    assert masks == []
+    assert sorted(synced) == ["config.json", "config.pbtxt", "model.bin", "model.onnx", "model.xml"]
+    assert (result.out.stat().st_mode & 0o777) == 0o777 & ~repository.current_umask()
