@@ -167,6 +167,14 @@ class TestServe:
         assert url in report.to_markdown()
 
 
+def _calls(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A predictions CSV's header and rows without the cells that say when and where each call ran."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        header, *rows = list(csv.reader(fh))
+    keep = [i for i, name in enumerate(header) if name not in ("time_utc", "engine")]
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+
 def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, folder, tmp_path):
     from edgeleuk.cluster.predict import cluster_predict
     from edgeleuk.workflow.predict import PredictOptions, predict
@@ -174,8 +182,15 @@ def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, 
     opts = PredictOptions(backend="cpu", progress=False)
     local = predict(folder, model, tmp_path / "local.csv", opts)
     remote = cluster_predict(folder, model, tmp_path / "cluster.csv", opts)
-    assert (tmp_path / "cluster.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
-    assert remote.rows == local.rows and remote.threshold == local.threshold  # the same summary
+    # Every cell alike (model, threshold, tta included) but when and on which engine each call ran.
+    assert _calls(tmp_path / "cluster.csv") == _calls(tmp_path / "local.csv")
+    assert {r.stamp.engine for r in remote.rows} == {"cpu@ray-fp32"}
+    assert {r.stamp.engine for r in local.rows} == {"cpu-fp32"}
+
+    def calls(rows):
+        return [(r.path, r.prediction, r.subject, r.true_label, r.stamp.model, r.stamp.threshold) for r in rows]
+
+    assert calls(remote.rows) == calls(local.rows) and remote.threshold == local.threshold  # the same summary
     text = (tmp_path / "cluster.csv").read_text()
     statuses = [line.split(",")[1] for line in text.splitlines()[1:]]
     assert statuses.count("error") == 4 and len(statuses) == len(LEVELS) + 3 + 4  # bad files kept as rows
