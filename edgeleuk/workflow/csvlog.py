@@ -94,8 +94,7 @@ class CsvLog:
             # A raw descriptor, not a buffered file: a failed row can be cut off exactly.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:  # before any work: the same answer as predict's check (exit 2)
-            why = exc.strerror or exc
-            raise UsageError(f"cannot write {self.path}: {why} (choose another --out)") from exc
+            raise self._unusable(exc) from exc
         self._size = os.fstat(self._fd).st_size
         if self._size == 0:
             try:
@@ -109,6 +108,9 @@ class CsvLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _unusable(self, exc: OSError) -> UsageError:
+        return UsageError(f"cannot write {self.path}: {exc.strerror or exc} (choose another --out)")
 
     def _refuse(self, header: object) -> UsageError:
         why = self._explain(header) if self._explain is not None and isinstance(header, list) else None
@@ -142,20 +144,23 @@ class CsvLog:
         file is opened. No file, or an empty one, has no rows.
 
         Raises:
-            UsageError: The file has other columns.
-            DataError: It cannot be read.
+            UsageError: The file has other columns, or is not a file this process can use.
+            DataError: Its rows are not CSV text.
         """
         if not self.path.exists():
             return []
-        self._check_header()
         try:
+            self._check_header()
             data = self.path.read_bytes()
+        except OSError as exc:  # a folder, no permission: the same answer as when opening
+            raise self._unusable(exc) from exc
+        try:
             text = data[: _complete_records_end(data)].decode("utf-8-sig")
             reader = csv.DictReader(io.StringIO(text, newline=""))
             header = [h.strip() for h in (reader.fieldnames or [])]
             reader.fieldnames = header
             rows = list(reader)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        except (UnicodeDecodeError, csv.Error) as exc:
             raise DataError(f"cannot read {self.path}: {exc}") from exc
         if not header:  # empty file (or a torn header): the header is written on opening
             return []

@@ -31,6 +31,14 @@ CALIBRATED = ModelMeta(arch="seresnext_tiny", threshold=0.488, threshold_source=
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _bounded_watch_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch command runs until Ctrl-C; here it stops once the folder has been quiet a while."""
+    from edgeleuk.workflow import watch
+
+    monkeypatch.setattr(watch, "watch_folder", functools.partial(watch.watch_folder, max_idle=0.3))
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A calibrated model (threshold 0.488) and another file of the same network (threshold 0.5)."""
@@ -154,14 +162,10 @@ def test_watch_restart_at_another_threshold_is_refused(models, tmp_path: Path) -
 
 
 def test_continue_with_new_model_goes_on_and_records_the_change(
-    models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    models, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from edgeleuk.workflow import watch
-
     calibrated, plain = models
     folder, out, _, _ = _session_with(models, tmp_path)
-    # The command watches until Ctrl-C; here it stops once the folder has been quiet a while.
-    monkeypatch.setattr(watch, "watch_folder", functools.partial(watch.watch_folder, max_idle=0.3))
     result = runner.invoke(app, ["watch", str(folder), "--model", str(plain), "--out", str(out), "--backend", "cpu",
                                  "--continue-with-new-model", "--interval", "0.05"])
     assert result.exit_code == 0, result.output
@@ -193,6 +197,15 @@ def test_an_output_from_before_provenance_is_refused_with_the_fix(models, tmp_pa
     message = " ".join(result.stderr.split())
     assert "before edgeleuk recorded which model" in message and "new --out" in message, message
     assert out.read_text(encoding="utf-8") == old and not sidecar_path(out).exists()
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_work(models, tmp_path: Path) -> None:
+    folder = _cells(tmp_path / "in", {"1.bmp": 200})
+    (tmp_path / "out.csv").mkdir()
+    result = runner.invoke(app, ["watch", str(folder), "--model", str(models[0]), "--out", str(tmp_path / "out.csv")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "choose another --out" in " ".join(result.stderr.split())
+    assert list((tmp_path / "out.csv").iterdir()) == [] and not sidecar_path(tmp_path / "out.csv").exists()
 
 
 def test_engine_names_backend_and_precision_or_the_server_engine() -> None:
