@@ -100,6 +100,7 @@ class WatchSummary:
         stopped: Why the session ended.
         seconds: Wall time of the session.
         tta_note: How staged TTA went (share of cells that went on to stage 2); empty for full TTA.
+        model: Which model made this session's calls, and where that is recorded (empty before it starts).
     """
 
     folder: Path
@@ -111,6 +112,7 @@ class WatchSummary:
     stopped: str = ""
     seconds: float = 0.0
     tta_note: str = ""
+    model: str = ""
 
     @property
     def written(self) -> int:
@@ -126,7 +128,8 @@ class WatchSummary:
             f"  {self.out}: {self.resumed + self.written} row(s) ({self.resumed} from earlier sessions); "
             + "run `edgeleuk watch` again to continue",
         ]
-        return "\n".join(lines + ([f"  {self.tta_note}"] if self.tta_note else []))
+        extra = [f"  {note}" for note in (self.model, self.tta_note) if note]
+        return "\n".join(lines + extra)
 
 
 def _csv_row(folder: Path, path: Path, prediction: Prediction, meta: ModelMeta, stamp: RunStamp) -> dict[str, str]:
@@ -385,7 +388,10 @@ def watch_folder(
         raise UsageError(f"interval must be positive, got {interval}")
     classifier = classifier or _open_classifier(model, backend, tta)
     run = Provenance.of(classifier, model, classifier.tta)
-    summary = WatchSummary(folder=folder, out=Path(out))
+    s = run.stamp
+    summary = WatchSummary(folder=folder, out=Path(out), model=(
+        f"model {s.model} ({run.file}) on {s.engine}, threshold {s.threshold:.4g}, {s.tta} TTA; "
+        f"provenance in {sidecar_path(Path(out))}"))
     started = time.monotonic()
     log_file, record = _open_output(Path(out), run, continue_with_new_model)
     with log_file as sink:

@@ -141,6 +141,10 @@ class TestServe:
             # Same rows, order, errors, labels and adjustments; the server batches differently, so the
             # probability may differ in its last bit (|dprob| <= 1e-6).
             g_prob, w_prob = g.pop("prob_all"), w.pop("prob_all")
+            # The same model id and threshold; the engine is the server's, and each call has its own time.
+            (g_engine, _), (w_engine, _) = (g.pop("engine"), g.pop("time_utc")), (w.pop("engine"), w.pop("time_utc"))
+            assert g_engine.split(":")[0] == "remote" and w_engine == "cpu-fp32"
+            assert g["model"] == wire.model_sha256(model)[:12]
             assert g == w
             assert (g_prob == w_prob == "") or abs(float(g_prob) - float(w_prob)) <= 1e-6
 
