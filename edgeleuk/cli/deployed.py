@@ -120,6 +120,11 @@ def watch(
         1.0, min=0.0, help="Seconds to wait after the first engine fault; doubles each time, at most 60."
     ),
     tta: TTAMode = typer.Option(TTA_MODES[0], help=TTA_HELP),
+    continue_with_new_model: bool = typer.Option(
+        False, "--continue-with-new-model",
+        help="Add rows to an OUT written by another model or threshold; the change is recorded in "
+             "OUT.provenance.json (without it, that is refused: choose a new --out).",
+    ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
@@ -130,6 +135,9 @@ def watch(
     under the same name gets a new row. An engine fault writes no row: the files
     are tried again with backoff, then watch stops (exit 1). A full disk or
     read-only OUT stops it too (exit 1), keeping every row written.
+    Each row names the model (id), threshold, TTA mode, engine and time;
+    OUT.provenance.json describes each model. A restart with another model or
+    threshold exits 2 and writes nothing, unless --continue-with-new-model.
     """
     from edgeleuk.runtime.classifier import Classifier
     from edgeleuk.workflow.watch import FaultPolicy, watch_folder
@@ -140,7 +148,7 @@ def watch(
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
             faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),
-            classifier=clf,
+            classifier=clf, continue_with_new_model=continue_with_new_model,
         )
     typer.echo(summary.describe())
 

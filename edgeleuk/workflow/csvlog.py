@@ -19,13 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from edgeleuk.core.errors import OutputError, UsageError
+from edgeleuk.core.errors import DataError, OutputError, UsageError
 from edgeleuk.io.atomic import check_target
 from edgeleuk.io.csvcells import plain_row, sheet_row
-from edgeleuk.io.files import read_csv
 
 
 def _complete_records_end(data: bytes) -> int:
@@ -63,16 +62,26 @@ class CsvLog:
 
     Use as a context manager. :attr:`rows` holds the rows already in the file
     when it was opened (an earlier run), as dicts of plain text (spreadsheet
-    quoting undone).
+    quoting undone); :meth:`read_rows` reads them without opening, so a caller can
+    decide whether to continue the file before anything in it changes.
+
+    Args:
+        path: The file.
+        columns: Its columns, in order.
+        explain: Given an existing file's other header, why it cannot be continued and what to
+            do, when that is more than "other columns" (an older file of the same kind).
 
     Raises:
         UsageError: The existing file has other columns (it is not ours to append to), or
             ``path`` is a link, a device or a FIFO (:func:`edgeleuk.io.atomic.check_target`).
     """
 
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    def __init__(
+        self, path: Path, columns: Sequence[str], explain: Callable[[list[str]], str | None] | None = None
+    ) -> None:
         self.path = Path(path)
         self.columns = list(columns)
+        self._explain = explain
         self.rows: list[dict[str, str]] = []
         self.trimmed_bytes = 0
         self._fd: int | None = None
@@ -83,14 +92,12 @@ class CsvLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
-                self._check_header()  # before anything is cut: never trim someone else's file
+                self.rows = self.read_rows()  # before anything is cut: never trim someone else's file
                 self.trimmed_bytes = _trim_torn_line(self.path)
-                self.rows = self._read_existing()
             # A raw descriptor, not a buffered file: a failed row can be cut off exactly.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:  # before any work: the same answer as predict's check (exit 2)
-            why = exc.strerror or exc
-            raise UsageError(f"cannot write {self.path}: {why} (choose another --out)") from exc
+            raise self._unusable(exc) from exc
         self._size = os.fstat(self._fd).st_size
         if self._size == 0:
             try:
@@ -105,7 +112,13 @@ class CsvLog:
             os.close(self._fd)
             self._fd = None
 
+    def _unusable(self, exc: OSError) -> UsageError:
+        return UsageError(f"cannot write {self.path}: {exc.strerror or exc} (choose another --out)")
+
     def _refuse(self, header: object) -> UsageError:
+        why = self._explain(header) if self._explain is not None and isinstance(header, list) else None
+        if why:
+            return UsageError(f"{self.path} cannot be continued: {why}")
         return UsageError(
             f"{self.path} exists with columns {header}, not {self.columns}; "
             "choose another --out (it is not a predictions file this command can continue)"
@@ -121,14 +134,38 @@ class CsvLog:
             raise self._refuse("that are not UTF-8 text") from None
         ours = ",".join(self.columns)
         if text.endswith("\n"):
-            if [h.strip() for h in next(csv.reader([text]), [])] != self.columns:
-                raise self._refuse(text.strip())
+            header = [h.strip() for h in next(csv.reader([text]), [])]
+            if header != self.columns:
+                raise self._refuse(header if self._explain is not None else text.strip())
         elif not ours.startswith(text):  # a torn header is cut; anything else is not ours
             raise self._refuse(text)
 
-    def _read_existing(self) -> list[dict[str, str]]:
-        header, rows = read_csv(self.path)
-        if not header:  # empty file: the header is written on opening
+    def read_rows(self) -> list[dict[str, str]]:
+        """The whole rows already in the file, as plain text; the file is not changed.
+
+        A torn last row (see :func:`_complete_records_end`) is left out: it is cut when the
+        file is opened. No file, or an empty one, has no rows.
+
+        Raises:
+            UsageError: The file has other columns, or is not a file this process can use.
+            DataError: Its rows are not CSV text.
+        """
+        if not self.path.exists():
+            return []
+        try:
+            self._check_header()
+            data = self.path.read_bytes()
+        except OSError as exc:  # a folder, no permission: the same answer as when opening
+            raise self._unusable(exc) from exc
+        try:
+            text = data[: _complete_records_end(data)].decode("utf-8-sig")
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            rows = list(reader)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"cannot read {self.path}: {exc}") from exc
+        if not header:  # empty file (or a torn header): the header is written on opening
             return []
         if header != self.columns:
             raise self._refuse(header)

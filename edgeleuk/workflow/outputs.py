@@ -20,14 +20,21 @@ from edgeleuk.core.errors import EdgeleukError, UsageError
 from edgeleuk.io.atomic import atomic_open, atomic_path
 from edgeleuk.io.csvcells import name_to_text, sheet_row
 from edgeleuk.runtime.classifier import Prediction
+from edgeleuk.workflow.provenance import PROBABILITY_DECIMALS, PROVENANCE_COLUMNS, RunStamp, row_cells
 
 #: The default output of ``predict`` and ``watch``, declared once (the CLI derives its defaults from it).
 DEFAULT_OUT = Path("predictions.csv")
 
 CSV_COLUMNS = ("path", "status", "error", "prob_all", "label", "subject", "adjustment")
 TRUTH_COLUMN = "true_label"
+_PROBABILITIES = ("prob_all", "threshold")  # written with PROBABILITY_DECIMALS decimals
 CNMC_MEMBER = "isbi_valid.predict"  # the file name the C-NMC evaluation server expects in the zip
 _NUMBERED = re.compile(r"\d+")
+
+
+def columns(with_truth: bool) -> tuple[str, ...]:
+    """A predictions file's columns: the call, ``true_label`` when known, then the provenance columns."""
+    return CSV_COLUMNS + ((TRUTH_COLUMN,) if with_truth else ()) + PROVENANCE_COLUMNS
 
 
 class SubmissionRefused(EdgeleukError):
@@ -45,12 +52,17 @@ class ResultRow:
         prediction: What the classifier returned.
         subject: Subject id (from the file name or a labels CSV), if known.
         true_label: Class name from the data layout (``"all"``/``"hem"``), if known.
+        stamp: Which model, threshold, TTA mode and engine made the call
+            (:mod:`edgeleuk.workflow.provenance`); None leaves those cells empty.
+        time_utc: When the call was made (ISO 8601 UTC, seconds).
     """
 
     path: str
     prediction: Prediction
     subject: str | None = None
     true_label: str | None = None
+    stamp: RunStamp | None = None
+    time_utc: str | None = None
 
     @property
     def shown(self) -> str:
@@ -58,30 +70,30 @@ class ResultRow:
         return name_to_text(self.path)
 
     def as_dict(self, with_truth: bool) -> dict[str, Any]:
-        """Column name -> value, in :data:`CSV_COLUMNS` order (None for missing values)."""
+        """Column name -> value, in :func:`columns` order (None for missing values)."""
         p = self.prediction
         row: dict[str, Any] = {
             "path": self.shown,
             "status": p.status,
             "error": p.error,
-            "prob_all": None if p.prob_all is None else round(p.prob_all, 6),
+            "prob_all": None if p.prob_all is None else round(p.prob_all, PROBABILITY_DECIMALS),
             "label": p.label,
             "subject": self.subject,
             "adjustment": ";".join(p.adjustments) or None,
         }
         if with_truth:
             row[TRUTH_COLUMN] = self.true_label
-        return row
+        return row | row_cells(self.stamp, self.time_utc)
 
     def as_csv(self, with_truth: bool) -> dict[str, str]:
-        """:meth:`as_dict` as text: empty for missing values, ``prob_all`` with 6 decimals.
+        """:meth:`as_dict` as text: empty for missing values, ``prob_all`` and ``threshold`` with 6 decimals.
 
         ``predict`` and ``watch`` both write through this, so their files read alike;
         each file writer then makes the cells spreadsheet-safe
         (:func:`edgeleuk.io.csvcells.sheet_row`).
         """
         return {
-            k: "" if v is None else (f"{v:.6f}" if k == "prob_all" else str(v))
+            k: "" if v is None else (f"{v:.{PROBABILITY_DECIMALS}f}" if k in _PROBABILITIES else str(v))
             for k, v in self.as_dict(with_truth).items()
         }
 
@@ -93,9 +105,8 @@ def _has_truth(rows: Sequence[ResultRow]) -> bool:
 def write_csv(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
     """One CSV row per file; empty cells for missing values; spreadsheet-safe cells."""
     truth = _has_truth(rows)
-    columns = CSV_COLUMNS + ((TRUTH_COLUMN,) if truth else ())
     with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer = csv.DictWriter(fh, fieldnames=columns(truth))
         writer.writeheader()
         for row in rows:
             writer.writerow(sheet_row(row.as_csv(truth)))

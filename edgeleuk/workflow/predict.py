@@ -7,7 +7,10 @@ C-NMC layout states them: ``UID_..._all.bmp`` names, or numbered files with a
 files are decoded on worker threads while the engine runs (see
 :mod:`edgeleuk.runtime.pipeline`); each record and its prediction become one
 :class:`~edgeleuk.workflow.outputs.ResultRow`, written atomically (complete or absent),
-and :class:`PredictSummary` reports the run and its exit code.
+and :class:`PredictSummary` reports the run and its exit code. Each row also says which model
+(by id), threshold, TTA mode and engine made the call, and when; the provenance sidecar beside the
+output describes the model (:mod:`edgeleuk.workflow.provenance`). ``predict`` replaces its output
+whole, so rows of two models never share one file.
 
 Bad files become error rows and the run goes on. An engine fault is not a bad
 file: the run stops (exit 1) and what was classified before it goes to
@@ -46,8 +49,10 @@ from edgeleuk.workflow.outputs import (
     ResultRow,
     SubmissionRefused,
     check_cnmc_names,
+    refused_csv_path,
     write_csv,
 )
+from edgeleuk.workflow.provenance import Provenance, new_record, sidecar_path, utc_now, write_record
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,8 @@ class PredictSummary:
         synthetic: The data came from ``edgeleuk synth`` (figures are SYNTHETIC).
         refused: Why the C-NMC submission was not written (some images failed).
         tta_note: How staged TTA went (empty for full TTA).
+        provenance: Which model and engine made the calls (also in every row).
+        record: The provenance sidecar written beside the output (see :mod:`edgeleuk.workflow.provenance`).
     """
 
     folder: Path
@@ -117,6 +124,8 @@ class PredictSummary:
     synthetic: bool = False
     refused: str | None = None
     tta_note: str = ""
+    provenance: Provenance | None = None
+    record: Path | None = None
 
     @property
     def total(self) -> int:
@@ -228,6 +237,10 @@ class PredictSummary:
             lines.append(f"SUBMISSION NOT WRITTEN: {self.refused}")
         else:
             lines.append(f"wrote {self.out} ({self.fmt}, {self.total} rows)")
+        if self.provenance is not None:
+            s = self.provenance.stamp
+            where = f"; provenance in {self.record}" if self.record else ""
+            lines.append(f"  model {s.model} ({self.provenance.file}) on {s.engine}, {s.tta} TTA{where}")
         return "\n".join(lines)
 
 
@@ -254,15 +267,18 @@ def _check_writable(out: Path) -> None:
 
 def _classify(
     clf: Classifier, records: Sequence[Record], show: bool
-) -> tuple[list[Prediction], EngineFault | None]:
-    """Predictions for ``records`` in order; on an engine fault, those made before it and the fault."""
+) -> tuple[list[tuple[Prediction, str]], EngineFault | None]:
+    """Predictions for ``records`` in order, each with when it was made (UTC).
+
+    On an engine fault: those made before it, and the fault.
+    """
     columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    results: list[Prediction] = []
+    results: list[tuple[Prediction, str]] = []
     with Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
         task = bar.add_task("predict", total=len(records))
         try:
             for prediction in clf.iter_predict([r.path for r in records]):
-                results.append(prediction)
+                results.append((prediction, utc_now()))
                 bar.advance(task)
         except EngineFault as fault:
             return results, fault
@@ -270,14 +286,15 @@ def _classify(
 
 
 def _rows(
-    found: Inputs, records: Sequence[Record], predictions: Sequence[Prediction], clf: Classifier
+    found: Inputs, records: Sequence[Record], results: Sequence[tuple[Prediction, str]], clf: Classifier,
+    run: Provenance,
 ) -> list[ResultRow]:
-    if len(predictions) != len(records):  # the pipeline promises one result per file
-        raise RuntimeError(f"{len(records)} files but {len(predictions)} predictions")
+    if len(results) != len(records):  # the pipeline promises one result per file
+        raise RuntimeError(f"{len(records)} files but {len(results)} predictions")
     return [
         ResultRow(found.row_path(rec.path), pred, rec.subject,
-                  None if rec.label is None else clf.meta.label_name(bool(rec.label)))
-        for rec, pred in zip(records, predictions, strict=True)
+                  None if rec.label is None else clf.meta.label_name(bool(rec.label)), run.stamp, when)
+        for rec, (pred, when) in zip(records, results, strict=True)
     ]
 
 
@@ -316,24 +333,44 @@ def _rescue(out: Path, rows: Sequence[ResultRow], positive: str, exc: OSError) -
     return f"{why}; the {len(rows)} result(s) were saved to {rescue} instead (free space, then move it)"
 
 
-def _write(out: Path, fmt: str, rows: Sequence[ResultRow], positive: str) -> str | None:
-    """Write the output; returns why a C-NMC submission was refused (its CSV is written), else None.
+def _write_record(written: Path, rows: Sequence[ResultRow], run: Provenance) -> Path:
+    """Write the provenance sidecar of a file predict replaced whole (so it replaces any earlier sidecar)."""
+    first = rows[0].time_utc if rows and rows[0].time_utc else utc_now()
+    try:
+        write_record(written, new_record(written, run, first))
+    except OSError as exc:
+        raise OutputError(
+            f"wrote {written}, but not its provenance record {sidecar_path(written)}: {exc.strerror or exc}; "
+            "every row still names its model by id. Free space (or make the folder writable) and run again"
+        ) from exc
+    return sidecar_path(written)
+
+
+def _write(
+    out: Path, fmt: str, rows: Sequence[ResultRow], positive: str, run: Provenance
+) -> tuple[str | None, Path]:
+    """Write the output and its provenance sidecar.
+
+    Returns:
+        Why a C-NMC submission was refused (its per-file CSV is written instead; else None),
+        and the sidecar written.
 
     Raises:
         OutputError: The disk is full or the folder became read-only (exit 1); the rows
             are rescued to the temporary folder where possible.
     """
+    refused = None
     try:
         WRITERS[fmt](out, rows, positive)
     except SubmissionRefused as exc:
-        return str(exc)
+        refused = str(exc)
     except OSError as exc:
         raise OutputError(_rescue(out, rows, positive, exc)) from exc
-    return None
+    return refused, _write_record(refused_csv_path(out) if refused else out, rows, run)
 
 
 def _stop_on_fault(
-    out: Path, fault: EngineFault, rows: Sequence[ResultRow], total: int, positive: str
+    out: Path, fault: EngineFault, rows: Sequence[ResultRow], total: int, positive: str, run: Provenance
 ) -> None:
     """Keep what was classified before an engine fault, then stop with exit 1."""
     head = f"{fault}; stopped after classifying {len(rows)} of {total} file(s)"
@@ -346,6 +383,7 @@ def _stop_on_fault(
         write_csv(partial, rows, positive)
     except OSError as exc:
         raise OutputError(f"{head}; " + _rescue(partial, rows, positive, exc)) from fault
+    _write_record(partial, rows, run)
     raise EngineFault(
         f"{head}: their rows are in {partial} ({out} was not written). Check the engine "
         "(memory, device, model file) and run predict again"
@@ -365,6 +403,8 @@ def predict(
             or their :class:`Inputs` already listed.
         model: Exported ``.onnx`` or OpenVINO ``.xml``.
         out: Output file; the default ``predictions.csv`` becomes ``.jsonl``/``.zip`` for those formats.
+            Every row names the model, threshold, TTA mode, engine and time; ``<out>.provenance.json``
+            beside it describes the model (see :mod:`edgeleuk.workflow.provenance`).
         options: Backend, batch, threshold, format and the rest.
         classifier: Classifies instead of opening ``model`` here; anything with the
             :class:`Classifier` attributes ``predict`` reads (``meta``, ``threshold``,
@@ -393,16 +433,17 @@ def predict(
     out = _output_path(out, options.fmt)
     _check_writable(out)
     clf = classifier or load_classifier(model, options)
+    run = Provenance.of(clf, model, options.tta)
     log.info("classifying %d file(s) from %s on %s", len(records), found.shown, clf.info.name)
     started = time.perf_counter()
-    predictions, fault = _classify(clf, records, options.progress)
+    results, fault = _classify(clf, records, options.progress)
     seconds = time.perf_counter() - started
     positive = clf.meta.label_name(True)
     if fault is not None:
-        done = records[: len(predictions)]
-        _stop_on_fault(out, fault, _rows(found, done, predictions, clf), len(records), positive)
-    rows = _rows(found, records, predictions, clf)
-    refused = _write(out, options.fmt, rows, positive)
+        done = records[: len(results)]
+        _stop_on_fault(out, fault, _rows(found, done, results, clf, run), len(records), positive, run)
+    rows = _rows(found, records, results, clf, run)
+    refused, record = _write(out, options.fmt, rows, positive, run)
     return PredictSummary(
         folder=found.shown,
         out=None if refused else out,
@@ -416,4 +457,6 @@ def predict(
         synthetic=synthetic_root(found.base) is not None,
         refused=refused,
         tta_note=clf.tta_note,
+        provenance=run,
+        record=record,
     )

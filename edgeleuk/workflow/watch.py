@@ -4,7 +4,10 @@ Each new image gets one row in a CSV with the same columns as ``edgeleuk
 predict`` (plus ``true_label``, filled when the file name carries the class, as
 C-NMC names do), written and fsync'ed before the next image: a crash loses
 nothing already classified, and a restart reads the CSV and skips every file in
-it. A file is read only once its size and mtime have stayed the same across two
+it. Each row names the model, threshold, TTA mode and engine that made the call,
+and when; a restart with another model or threshold is refused unless asked to
+go on, and the change is then recorded in the provenance sidecar
+(:mod:`edgeleuk.workflow.provenance`). A file is read only once its size and mtime have stayed the same across two
 polls; one that still fails to decode is retried, and one overwritten under the
 same name after it was classified is classified again (a new row; see
 :mod:`edgeleuk.workflow.arrivals`). Bad files become error rows, as in
@@ -46,11 +49,20 @@ from edgeleuk.io.data import label_from_name, subject_from_name
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
-from edgeleuk.workflow.outputs import CSV_COLUMNS, DEFAULT_OUT, TRUTH_COLUMN, ResultRow
+from edgeleuk.workflow.outputs import DEFAULT_OUT, ResultRow, columns
+from edgeleuk.workflow.provenance import (
+    Provenance,
+    RunStamp,
+    continue_output,
+    legacy_header,
+    sidecar_path,
+    utc_now,
+    write_record,
+)
 
 log = logging.getLogger(__name__)
 
-COLUMNS = (*CSV_COLUMNS, TRUTH_COLUMN)
+COLUMNS = columns(with_truth=True)
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ class WatchSummary:
         stopped: Why the session ended.
         seconds: Wall time of the session.
         tta_note: How staged TTA went (share of cells that went on to stage 2); empty for full TTA.
+        model: Which model made this session's calls, and where that is recorded (empty before it starts).
     """
 
     folder: Path
@@ -101,6 +114,7 @@ class WatchSummary:
     stopped: str = ""
     seconds: float = 0.0
     tta_note: str = ""
+    model: str = ""
 
     @property
     def written(self) -> int:
@@ -116,16 +130,17 @@ class WatchSummary:
             f"  {self.out}: {self.resumed + self.written} row(s) ({self.resumed} from earlier sessions); "
             + "run `edgeleuk watch` again to continue",
         ]
-        return "\n".join(lines + ([f"  {self.tta_note}"] if self.tta_note else []))
+        extra = [f"  {note}" for note in (self.model, self.tta_note) if note]
+        return "\n".join(lines + extra)
 
 
-def _csv_row(folder: Path, path: Path, prediction: Prediction, meta: ModelMeta) -> dict[str, str]:
+def _csv_row(folder: Path, path: Path, prediction: Prediction, meta: ModelMeta, stamp: RunStamp) -> dict[str, str]:
     """One output row, formatted exactly as ``predict`` writes its CSV."""
     subject = prediction.subject or subject_from_name(path.name)
     label = label_from_name(path)  # C-NMC training names state their class
     truth = None if label is None else meta.label_name(bool(label))
     rel = path.relative_to(folder).as_posix()
-    return ResultRow(rel, prediction, subject, truth).as_csv(with_truth=True)
+    return ResultRow(rel, prediction, subject, truth, stamp, utc_now()).as_csv(with_truth=True)
 
 
 @dataclass
@@ -140,10 +155,11 @@ class _Session:
     scanner: FolderScanner
     batch: int
     faults: FaultPolicy
+    stamp: RunStamp
 
 
 def _record(session: _Session, path: Path, prediction: Prediction) -> None:
-    row = _csv_row(session.folder, path, prediction, session.classifier.meta)
+    row = _csv_row(session.folder, path, prediction, session.classifier.meta, session.stamp)
     session.sink.append(row)
     s = session.summary
     if prediction.status == "ok":
@@ -276,6 +292,7 @@ def _start_session(
     batch: int,
     give_up_s: float,
     faults: FaultPolicy,
+    stamp: RunStamp,
 ) -> _Session:
     """Pick up where an earlier session's CSV left off and say what runs."""
     if sink.trimmed_bytes:
@@ -285,16 +302,38 @@ def _start_session(
     summary.resumed = len(sink.rows)
     tracker = ArrivalTracker(done=dict.fromkeys(_resumed_keys(folder, sink.rows)), give_up_s=give_up_s)
     log.info(
-        "watching %s on %s, threshold %.4g (%s); %d file(s) already in %s; Ctrl-C stops",
+        "watching %s with model %s on %s, threshold %.4g (%s); %d file(s) already in %s; Ctrl-C stops",
         folder,
-        classifier.info.name,
+        stamp.model,
+        stamp.engine,
         classifier.threshold,
         classifier.threshold_source,
         summary.resumed,
         sink.path,
     )
     scanner = FolderScanner(folder, recursive)
-    return _Session(folder, classifier, sink, tracker, summary, scanner, max(1, batch), faults)
+    return _Session(folder, classifier, sink, tracker, summary, scanner, max(1, batch), faults, stamp)
+
+
+def _open_output(out: Path, run: Provenance, continue_with_new_model: bool) -> tuple[CsvLog, dict]:
+    """The CSV log for ``out`` and the provenance sidecar to write once it is open; nothing is written here.
+
+    Raises:
+        UsageError: ``out`` is not ours, is an older file without provenance columns, or was
+            written by another model or threshold (without ``continue_with_new_model``).
+    """
+    sink = CsvLog(out, COLUMNS, explain=lambda header: legacy_header(header, COLUMNS))
+    return sink, continue_output(out, sink.read_rows(), run, continue_with_new_model, utc_now())
+
+
+def _write_sidecar(out: Path, record: dict) -> None:
+    """Record the session's model beside ``out`` before its first row (exit 2 when that cannot be written)."""
+    try:
+        write_record(out, record)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {sidecar_path(out)}: {exc.strerror or exc} (free space, or choose another --out)"
+        ) from exc
 
 
 def _resumed_keys(folder: Path, rows: list[dict[str, str]]) -> set[str]:
@@ -318,6 +357,7 @@ def watch_folder(
     give_up_s: float = 10.0,
     tta: str = "full",
     faults: FaultPolicy | None = None,
+    continue_with_new_model: bool = False,
 ) -> WatchSummary:
     """Classify images as they appear in ``folder`` until stopped.
 
@@ -337,13 +377,17 @@ def watch_folder(
             paused mid-file) before it is recorded as an error row.
         tta: ``full`` or ``staged`` rotation TTA for ``model`` (see :mod:`edgeleuk.runtime.staged`).
         faults: Retry and backoff for engine faults (default :class:`FaultPolicy`).
+        continue_with_new_model: Add rows to an ``out`` whose rows were made by another model or
+            threshold, recording the change in its provenance sidecar; without it that is refused.
 
     Returns:
         The session summary; Ctrl-C ends the session normally.
 
     Raises:
         UsageError: The folder or model is missing, or ``out`` is not a predictions CSV
-            this command can write (exit 2, before any work).
+            this command can write: other columns, an older file without provenance columns, or
+            rows of another model or threshold without ``continue_with_new_model`` (exit 2, before
+            any work; nothing is written).
         EngineFault: The engine kept failing past ``faults.retries`` (exit 1); no error rows.
         OutputError: A row could not be written (disk full, read-only) (exit 1); every
             row written before is kept.
@@ -356,11 +400,17 @@ def watch_folder(
     if interval <= 0:
         raise UsageError(f"interval must be positive, got {interval}")
     classifier = classifier or _open_classifier(model, backend, tta)
-    summary = WatchSummary(folder=folder, out=Path(out))
+    run = Provenance.of(classifier, model, classifier.tta)
+    s = run.stamp
+    summary = WatchSummary(folder=folder, out=Path(out), model=(
+        f"model {s.model} ({run.file}) on {s.engine}, threshold {s.threshold:.4g}, {s.tta} TTA; "
+        f"provenance in {sidecar_path(Path(out))}"))
     started = time.monotonic()
-    with CsvLog(out, COLUMNS) as sink:
+    log_file, record = _open_output(Path(out), run, continue_with_new_model)
+    with log_file as sink:
+        _write_sidecar(Path(out), record)
         session = _start_session(
-            folder, classifier, sink, summary, recursive, batch, give_up_s, faults or FaultPolicy()
+            folder, classifier, sink, summary, recursive, batch, give_up_s, faults or FaultPolicy(), run.stamp
         )
         stop = stop_event or threading.Event()
         with _ctrl_c_sets(stop) as presses:

@@ -168,6 +168,10 @@ class TestServe:
             # Same rows, order, errors, labels and adjustments; the server batches differently, so the
             # probability may differ in its last bit (|dprob| <= 1e-6).
             g_prob, w_prob = g.pop("prob_all"), w.pop("prob_all")
+            # The same model id and threshold; the engine is the server's, and each call has its own time.
+            (g_engine, _), (w_engine, _) = (g.pop("engine"), g.pop("time_utc")), (w.pop("engine"), w.pop("time_utc"))
+            assert g_engine.split(":")[0] == "remote" and w_engine == "cpu-fp32"
+            assert g["model"] == wire.model_sha256(model)[:12]
             assert g == w
             assert (g_prob == w_prob == "") or abs(float(g_prob) - float(w_prob)) <= 1e-6
 
@@ -230,6 +234,14 @@ class TestServe:
         assert 0 < result.peak_rss_mb["replica"] < 1024, result.to_dict()  # the bound docs/serving.md states
 
 
+def _calls(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A predictions CSV's header and rows without the cells that say when and where each call ran."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        header, *rows = list(csv.reader(fh))
+    keep = [i for i, name in enumerate(header) if name not in ("time_utc", "engine")]
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+
 def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, folder, tmp_path):
     from edgeleuk.cluster.predict import cluster_predict
     from edgeleuk.workflow.predict import PredictOptions, predict
@@ -237,8 +249,15 @@ def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, 
     opts = PredictOptions(backend="cpu", progress=False)
     local = predict(folder, model, tmp_path / "local.csv", opts)
     remote = cluster_predict(folder, model, tmp_path / "cluster.csv", opts)
-    assert (tmp_path / "cluster.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
-    assert remote.rows == local.rows and remote.threshold == local.threshold  # the same summary
+    # Every cell alike (model, threshold, tta included) but when and on which engine each call ran.
+    assert _calls(tmp_path / "cluster.csv") == _calls(tmp_path / "local.csv")
+    assert {r.stamp.engine for r in remote.rows} == {"cpu@ray-fp32"}
+    assert {r.stamp.engine for r in local.rows} == {"cpu-fp32"}
+
+    def calls(rows):
+        return [(r.path, r.prediction, r.subject, r.true_label, r.stamp.model, r.stamp.threshold) for r in rows]
+
+    assert calls(remote.rows) == calls(local.rows) and remote.threshold == local.threshold  # the same summary
     text = (tmp_path / "cluster.csv").read_text()
     statuses = [line.split(",")[1] for line in text.splitlines()[1:]]
     assert statuses.count("error") == 4 and len(statuses) == len(LEVELS) + 3 + 4  # bad files kept as rows

@@ -18,6 +18,7 @@ from edgeleuk.cli import app
 from edgeleuk.core.errors import EngineFault
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.workflow.predict import PredictOptions, partial_path, predict
+from edgeleuk.workflow.provenance import sidecar_path
 from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
 FAST = FaultPolicy(retries=4, backoff_s=0.01, max_backoff_s=0.02)
@@ -138,6 +139,7 @@ def test_predict_keeps_what_it_classified_before_a_fault(
     rows = _rows(partial_path(out))
     assert [r["path"] for r in rows] == names[:4] and all(r["status"] == "ok" for r in rows)
     assert str(partial_path(out)) in str(fault.value)
+    assert sidecar_path(partial_path(out)).is_file() and not sidecar_path(out).exists()  # its provenance
 
 
 def test_predict_with_an_engine_that_always_fails_writes_no_error_rows(

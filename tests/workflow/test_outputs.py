@@ -34,7 +34,7 @@ def _failed(path: str) -> ResultRow:
 
 def test_row_dict_columns_and_missing_values() -> None:
     row = _ok("a.bmp", 0.1234567).as_dict(with_truth=False)
-    assert tuple(row) == outputs.CSV_COLUMNS
+    assert tuple(row) == outputs.columns(with_truth=False)
     assert row["prob_all"] == 0.123457 and row["adjustment"] == "padded:a" and row["error"] is None
     assert _failed("b.bmp").as_dict(with_truth=True)["true_label"] is None
 
@@ -43,9 +43,9 @@ def test_csv_without_truth_has_no_truth_column(tmp_path: Path) -> None:
     write_csv(tmp_path / "p.csv", [_ok("a.bmp", 0.7), _failed("b.bmp")], "all")
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines == [
-        "path,status,error,prob_all,label,subject,adjustment",
-        "a.bmp,ok,,0.700000,all,,padded:a",
-        "b.bmp,error,empty file (0 bytes),,,,",
+        "path,status,error,prob_all,label,subject,adjustment,model,threshold,tta,engine,time_utc",
+        "a.bmp,ok,,0.700000,all,,padded:a,,,,,",  # rows made without provenance leave it empty
+        "b.bmp,error,empty file (0 bytes),,,,,,,,,",
     ]
 
 

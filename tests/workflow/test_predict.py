@@ -20,6 +20,7 @@ from edgeleuk.core.errors import DataError, OutputError
 from edgeleuk.workflow import outputs
 from edgeleuk.workflow.inputs import index_inputs
 from edgeleuk.workflow.predict import PredictOptions, predict
+from edgeleuk.workflow.provenance import PROVENANCE_COLUMNS
 
 runner = CliRunner()
 
@@ -60,7 +61,7 @@ def test_one_row_per_file_with_errors_flags_and_truth(model: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     rows = _read_csv(out)
     assert sorted(r["path"] for r in rows) == sorted([*good, *bad, *flagged])
-    assert list(rows[0]) == [*outputs.CSV_COLUMNS, "true_label"]
+    assert list(rows[0]) == [*outputs.CSV_COLUMNS, "true_label", *PROVENANCE_COLUMNS]
     by_path = {r["path"]: r for r in rows}
     for name in bad:
         assert (
