@@ -20,8 +20,13 @@ def serve(
         None, "--model", "-m", help="Exported model (.onnx or OpenVINO .xml) on this machine."
     ),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend of every replica."),
-    replicas: int = typer.Option(1, min=1, help="Model replicas (processes, each with its engine)."),
-    threads: int = typer.Option(1, min=1, help="Engine threads (and reserved CPUs) per replica."),
+    replicas: int | None = typer.Option(
+        None, min=1, help="Model replicas (processes, each with its engine); default: as many as the nodes hold."
+    ),
+    threads: int | None = typer.Option(
+        None, min=1, help="Engine threads (and reserved CPUs) per replica; default: the smallest node's CPUs, "
+                          "at most 4."
+    ),
     gpus: float = typer.Option(0.0, min=0.0, help="GPUs reserved per replica (fractions share one)."),
     max_batch: int = typer.Option(8, min=1, help="Most images per engine call (server-side batching)."),
     batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long a request waits for a batch to fill."),

@@ -1,4 +1,6 @@
-"""Ray end to end: ``serve`` over loopback HTTP, ``predict --cluster`` and ``sweep --cluster``.
+"""Ray end to end on one local node: ``serve`` over loopback HTTP.
+
+``predict --cluster`` and ``sweep --cluster`` are tested on a multi-node cluster in ``test_multinode.py``.
 
 One local Ray (2 CPUs, no dashboard) is shared by every test in this module; the server binds
 127.0.0.1 only and the load test is bounded (8 clients, 200 requests). SYNTHETIC cells only.
@@ -7,7 +9,6 @@ One local Ray (2 CPUs, no dashboard) is shared by every test in this module; the
 from __future__ import annotations
 
 import csv
-import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -165,45 +166,3 @@ class TestServe:
         assert lat["p50_ms"] > 0 and lat["p99_ms"] >= lat["p50_ms"]
         assert row.best_throughput[0] > 0  # cells/s
         assert url in report.to_markdown()
-
-
-def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, folder, tmp_path):
-    from edgeleuk.cluster.predict import cluster_predict
-    from edgeleuk.workflow.predict import PredictOptions, predict
-
-    opts = PredictOptions(backend="cpu", progress=False)
-    local = predict(folder, model, tmp_path / "local.csv", opts)
-    remote = cluster_predict(folder, model, tmp_path / "cluster.csv", opts)
-    assert (tmp_path / "cluster.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
-    assert remote.rows == local.rows and remote.threshold == local.threshold  # the same summary
-    text = (tmp_path / "cluster.csv").read_text()
-    statuses = [line.split(",")[1] for line in text.splitlines()[1:]]
-    assert statuses.count("error") == 4 and len(statuses) == len(LEVELS) + 3 + 4  # bad files kept as rows
-    assert remote.backend.name == "cpu@ray"
-
-
-def test_cluster_sweep_matches_the_local_table(ray_cluster, synth_root, tmp_path, monkeypatch):
-    from edgeleuk.cluster import sweep as cluster_sweep_module
-    from edgeleuk.cluster.sweep import cluster_sweep
-    from edgeleuk.training import sweep as local_sweep_module
-    from edgeleuk.training.sweep import run_sweep
-
-    local = run_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "local")
-    remote = cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "cluster")
-    assert remote.rows == local.rows
-    assert [r.seed for r in remote.runs] == [0, 1]
-    def untimed(runs):
-        return [{k: v for k, v in r.best_metrics.items() if "seconds" not in k} for r in runs]
-
-    assert untimed(remote.runs) == untimed(local.runs)  # same losses and metrics, to the last bit
-    table = (tmp_path / "cluster" / "table2.md").read_text().splitlines()
-    assert table[:-1] == (tmp_path / "local" / "table2.md").read_text().splitlines()[:-1]  # last: the path
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a finished seed was trained again")
-
-    for module in (cluster_sweep_module, local_sweep_module):  # resumable: finished seeds are not rerun
-        monkeypatch.setattr(module, "train", boom)
-    again = cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "cluster")
-    assert again.rows == remote.rows
-    assert json.loads((tmp_path / "cluster" / "table2.json").read_text())["runs"] == 2
