@@ -1,4 +1,4 @@
-"""Jobs spread over a Ray cluster: ``predict --cluster`` (Ray Data) and ``sweep --cluster`` (Ray tasks).
+"""Jobs spread over a Ray cluster: ``predict --cluster`` (Ray actors) and ``sweep --cluster`` (Ray tasks).
 
 Ray runs on one machine with no change of code and scales to a cluster by address. Both jobs
 write the same files as their local versions; on a real cluster the model, the images and the
@@ -20,7 +20,7 @@ from edgeleuk.core.errors import BackendUnavailable, UsageError
 
 log = logging.getLogger(__name__)
 
-RAY_FIX = "pip install 'edgeleuk[ray]' (Ray Serve and Ray Data)"
+RAY_FIX = "pip install 'edgeleuk[ray]' (Ray and Ray Serve)"
 
 #: Seconds a cluster job may go without progress before it stops (exit 1); ``--cluster-timeout``.
 DEFAULT_STALL_S = 300.0

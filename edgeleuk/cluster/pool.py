@@ -42,6 +42,8 @@ class _State:
 
 
 def _short(exc: BaseException) -> str:
+    """One line of why: the remote exception itself where Ray carries it, else the last line."""
+    exc = getattr(exc, "cause", None) or exc
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 

@@ -1,4 +1,4 @@
-"""``edgeleuk predict INPUTS --cluster ADDRESS``: the same prediction, with Ray Data across a cluster.
+"""``edgeleuk predict INPUTS --cluster ADDRESS``: the same prediction, on a pool of Ray actors across a cluster.
 
 The driver lists the inputs with local ``predict``'s own :func:`~edgeleuk.workflow.inputs.index_inputs`
 (files, folders and patterns alike, before Ray starts), sizes the workers from the nodes

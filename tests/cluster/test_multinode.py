@@ -198,6 +198,18 @@ def test_a_job_that_cannot_start_stops_after_the_timeout(cluster, holds, model, 
     assert "--cluster-timeout" in result.output and not (tmp_path / "c.csv").exists()
 
 
+def test_a_sweep_whose_seeds_cannot_start_stops_after_the_timeout(cluster, holds, synth_root, tmp_path):
+    from edgeleuk.cluster import ClusterOptions
+    from edgeleuk.cluster.sweep import SweepFailed, cluster_sweep
+
+    with pytest.raises(SweepFailed) as err:
+        cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "s", address=cluster.address,
+                      cluster=ClusterOptions(stall_s=3))
+    text = str(err.value)
+    assert "seed 0: no progress for 3 s (it never started" in text and "seed 1: no progress" in text
+    assert "--cluster-timeout" in text and not (tmp_path / "s" / "table2.md").exists()
+
+
 def test_serve_puts_a_replica_on_each_node_and_answers_like_local(cluster, model, folder):
     import ray
 
