@@ -27,7 +27,9 @@ def serve(
         None, min=1, help="Engine threads (and reserved CPUs) per replica; default: the smallest node's CPUs, "
                           "at most 4."
     ),
-    gpus: float = typer.Option(0.0, min=0.0, help="GPUs reserved per replica (fractions share one)."),
+    gpus: float = typer.Option(
+        0.0, min=0.0, help="GPUs reserved per replica (fractions share one); 0: one for a GPU backend, else none."
+    ),
     max_batch: int = typer.Option(8, min=1, help="Most images per engine call (server-side batching)."),
     batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long a request waits for a batch to fill."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 accepts other machines."),

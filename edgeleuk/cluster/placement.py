@@ -2,8 +2,9 @@
 
 Ray places each worker on one node, so a worker can never use more CPUs or GPUs than one node
 has: the cluster's total is no guide (two 1-CPU nodes make 2 CPUs, and a 2-CPU worker fits on
-neither; Ray would wait for such a node for ever). Everything here is pure: it reads the node
-list that :func:`nodes_from_ray` makes of ``ray.nodes()`` and is tested on made-up lists.
+neither; Ray would wait for such a node for ever). Everything here but :func:`fit_serve` is
+pure: it reads the node list that :func:`nodes_from_ray` makes of ``ray.nodes()`` and is tested
+on made-up lists.
 
 A request no node can place is a :class:`~edgeleuk.core.errors.UsageError` (exit 2) naming
 what was asked for, the largest node and the flag that fixes it.
@@ -11,12 +12,18 @@ what was asked for, the largest node and the flag that fixes it.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeleuk.core.errors import UsageError
+from edgeleuk.runtime.registry import device_of
+
+log = logging.getLogger(__name__)
+Options = TypeVar("Options")
 
 #: Default engine threads per worker: engines scale poorly beyond 4 threads on one cell.
 MAX_DEFAULT_THREADS = 4
@@ -177,3 +184,20 @@ def serve_shape(nodes: Sequence[Node], gpu_backend: bool, replicas: int | None, 
     placed = place(nodes, ask)
     return {"replicas": placed.count, "threads": placed.threads, "gpus": placed.gpus,
             "plan": placed.describe("replica")}
+
+
+def fit_serve(ray: Any, options: Options) -> Options:
+    """``serve``'s options with replicas, threads and GPUs sized from the alive nodes of ``ray``.
+
+    Args:
+        ray: The connected ``ray`` module.
+        options: A :class:`edgeleuk.serving.server.ServeOptions` (``backend``, ``replicas``,
+            ``threads``, ``gpus``); None in ``replicas`` or ``threads`` is sized here.
+
+    Raises:
+        UsageError: Replicas no node can hold (exit 2), before anything is deployed.
+    """
+    o: Any = options
+    shape = serve_shape(nodes_from_ray(ray.nodes()), device_of(o.backend) == "gpu", o.replicas, o.threads, o.gpus)
+    log.info("serve: %s", shape.pop("plan"))
+    return dataclasses.replace(o, **shape)

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 
 from edgeleuk import __version__
-from edgeleuk.cluster import RAY_FIX, alive_nodes, connect, import_ray
-from edgeleuk.cluster.placement import serve_shape
+from edgeleuk.cluster import RAY_FIX, connect, import_ray
+from edgeleuk.cluster.placement import fit_serve
 from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.io.imageio import decode_bytes
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime import wire
 from edgeleuk.runtime.classifier import Classifier
-from edgeleuk.runtime.registry import AUTO, BACKENDS, device_of, explicit_only
+from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ServeOptions:
         replicas: Copies of the model, each its own process (and engine); None: as many as fit.
         threads: Engine threads per replica; also the CPUs Ray reserves for each; None: the
             smallest node's CPUs, at most 4 (:func:`edgeleuk.cluster.placement.serve_shape`).
-        gpus: GPUs Ray reserves per replica (fractions share one GPU).
+        gpus: GPUs Ray reserves per replica (fractions share one GPU); 0: one for a GPU backend.
         max_batch: Most images one engine call takes (``@serve.batch``'s ``max_batch_size``).
         batch_wait_ms: How long a request waits for others to fill a batch.
         max_ongoing: Requests a replica accepts at once before Serve queues or sheds them.
@@ -273,11 +273,7 @@ def start(model_path: Path, options: ServeOptions | None = None) -> str:
     read_model_meta(Path(model_path))  # a missing/foreign model is a usage error, not a dead replica
     _check_backend(options.backend)
     serve = import_serve()
-    ray = connect(options.address)
-    shape = serve_shape(alive_nodes(ray), device_of(options.backend) == "gpu", options.replicas, options.threads,
-                        options.gpus)  # exit 2 now, not replicas that wait for ever for a node
-    log.info("serve: %s", shape.pop("plan"))
-    options = dataclasses.replace(options, **shape)
+    options = fit_serve(connect(options.address), options)  # exit 2 now, not replicas waiting for a node
     serve.start(http_options={"host": options.host, "port": options.port})
     serve.run(build_app(Path(model_path), options), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
