@@ -84,6 +84,7 @@ CHILD = textwrap.dedent('''
 
     from edgeleuk.bench.cases import read_model_file, rows_for_file
     from edgeleuk.cli import app
+    from edgeleuk.cluster.placement import Node
     from edgeleuk.cluster.predict import plan
     from edgeleuk.core.errors import ConfigError
     from edgeleuk.core.meta import ModelMeta
@@ -110,7 +111,7 @@ CHILD = textwrap.dedent('''
         seen["gate_on_cpu"] = "accepted"
     except ConfigError as exc:
         seen["gate_on_cpu"] = str(exc)
-    shape = plan({"CPU": 8, "GPU": 2}, "fakebk", None, None)
+    shape = plan([Node("n", 8, 2)], "fakebk", None, None)
     seen["cluster"] = [shape.workers, shape.gpus]
     seen["info"] = describe_model_file(model)
 

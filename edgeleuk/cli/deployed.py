@@ -24,6 +24,7 @@ from edgeleuk.cli.base import (
     needs_train,
     one_path,
 )
+from edgeleuk.cluster import DEFAULT_STALL_S, ClusterOptions
 from edgeleuk.core.config import config_text, describe_configs
 from edgeleuk.core.errors import UsageError
 from edgeleuk.runtime.registry import backend_options
@@ -63,7 +64,10 @@ def predict(
         None, help="Spread the work over Ray: 'auto' (running cluster, else local Ray) or an address."
     ),
     cluster_workers: int | None = typer.Option(
-        None, min=1, help="With --cluster: engine workers (default: from the free CPUs/GPUs)."
+        None, min=1, help="With --cluster: engine workers (default: as many as the nodes hold)."
+    ),
+    cluster_timeout: float = typer.Option(
+        DEFAULT_STALL_S, help="With --cluster: seconds without progress before stopping (exit 1, partial CSV)."
     ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
@@ -95,7 +99,8 @@ def predict(
         if cluster:
             from edgeleuk.cluster.predict import cluster_predict  # lazy: the Ray side (Ray itself loads on connect)
 
-            summary = cluster_predict(inputs, model, out, opts, address=cluster, workers=cluster_workers)
+            summary = cluster_predict(inputs, model, out, opts, address=cluster, workers=cluster_workers,
+                                      cluster=ClusterOptions(stall_s=cluster_timeout))
         else:
             summary = run_predict(inputs, model=model, out=out, options=opts)
     typer.echo(summary.describe())

@@ -20,9 +20,16 @@ def serve(
         None, "--model", "-m", help="Exported model (.onnx or OpenVINO .xml) on this machine."
     ),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend of every replica."),
-    replicas: int = typer.Option(1, min=1, help="Model replicas (processes, each with its engine)."),
-    threads: int = typer.Option(1, min=1, help="Engine threads (and reserved CPUs) per replica."),
-    gpus: float = typer.Option(0.0, min=0.0, help="GPUs reserved per replica (fractions share one)."),
+    replicas: int | None = typer.Option(
+        None, min=1, help="Model replicas (processes, each with its engine); default: as many as the nodes hold."
+    ),
+    threads: int | None = typer.Option(
+        None, min=1, help="Engine threads (and reserved CPUs) per replica; default: the smallest node's CPUs, "
+                          "at most 4."
+    ),
+    gpus: float = typer.Option(
+        0.0, min=0.0, help="GPUs reserved per replica (fractions share one); 0: one for a GPU backend, else none."
+    ),
     max_batch: int = typer.Option(8, min=1, help="Most images per engine call (server-side batching)."),
     batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long a request waits for a batch to fill."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 accepts other machines."),

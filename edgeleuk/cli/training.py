@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from edgeleuk.cli.base import app, exit_codes, needs_train, one_path
+from edgeleuk.cluster import DEFAULT_STALL_S, ClusterOptions
 from edgeleuk.core.config import DEFAULT_EXPORT_OUT
 from edgeleuk.core.errors import UsageError
 
@@ -38,13 +39,17 @@ def sweep(
     cluster: str | None = typer.Option(
         None, help="Run one Ray task per seed: 'auto' (running cluster, else local Ray) or an address."
     ),
+    cluster_timeout: float = typer.Option(
+        DEFAULT_STALL_S, help="With --cluster: seconds a seed may go without a heartbeat before the sweep stops."
+    ),
 ) -> None:
     """Train one run per seed and write the paper's Table 2 (Markdown + JSON)."""
     with exit_codes(), needs_train("sweep"):
         if cluster:
             from edgeleuk.cluster.sweep import cluster_sweep  # lazy: torch, ray
 
-            table = cluster_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained, address=cluster)
+            table = cluster_sweep(data, recipe=recipe, seeds=seeds, out=out, pretrained=pretrained, address=cluster,
+                                  cluster=ClusterOptions(stall_s=cluster_timeout))
         else:
             from edgeleuk.training.sweep import run_sweep  # lazy: torch
 

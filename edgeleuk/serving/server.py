@@ -31,6 +31,7 @@ import numpy as np
 
 from edgeleuk import __version__
 from edgeleuk.cluster import RAY_FIX, connect, import_ray
+from edgeleuk.cluster.placement import fit_serve
 from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.io.imageio import decode_bytes
 from edgeleuk.io.modelfile import read_model_meta
@@ -50,9 +51,10 @@ class ServeOptions:
 
     Attributes:
         backend: Engine on the serving machine (``auto``, ``cuda``, ``openvino``, ``cpu``).
-        replicas: Copies of the model, each its own process (and engine).
-        threads: Engine threads per replica; also the CPUs Ray reserves for each.
-        gpus: GPUs Ray reserves per replica (fractions share one GPU).
+        replicas: Copies of the model, each its own process (and engine); None: as many as fit.
+        threads: Engine threads per replica; also the CPUs Ray reserves for each; None: the
+            smallest node's CPUs, at most 4 (:func:`edgeleuk.cluster.placement.serve_shape`).
+        gpus: GPUs Ray reserves per replica (fractions share one GPU); 0: one for a GPU backend.
         max_batch: Most images one engine call takes (``@serve.batch``'s ``max_batch_size``).
         batch_wait_ms: How long a request waits for others to fill a batch.
         max_ongoing: Requests a replica accepts at once before Serve queues or sheds them; more
@@ -71,8 +73,8 @@ class ServeOptions:
     """
 
     backend: str = "auto"
-    replicas: int = 1
-    threads: int = 1
+    replicas: int | None = 1
+    threads: int | None = 1
     gpus: float = 0.0
     max_batch: int = 8
     batch_wait_ms: float = 5.0
@@ -88,7 +90,7 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        if self.replicas < 1 or self.threads < 1 or self.max_batch < 1 or self.max_ongoing < 1:
+        if min(self.replicas or 1, self.threads or 1, self.max_batch, self.max_ongoing) < 1:
             raise UsageError("replicas, threads, max batch and max ongoing requests must be >= 1")
         if self.batch_wait_ms < 0 or self.gpus < 0:
             raise UsageError("batch wait and GPUs per replica must be >= 0")
@@ -340,7 +342,7 @@ def start(model_path: Path, options: ServeOptions | None = None) -> str:
     _check_backend(options.backend)
     serve = import_serve()
     _check_model(Path(model_path), options)
-    connect(options.address)
+    options = fit_serve(connect(options.address), options)  # exit 2 now, not replicas waiting for a node
     serve.start(http_options=http_options(options))
     serve.run(build_app(Path(model_path), options), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
@@ -365,8 +367,7 @@ def serve_forever(model_path: Path, options: ServeOptions, echo: Callable[[str],
     url = start(model_path, options)
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
         signal.signal(sig, _interrupt)
-    echo(f"serving {Path(model_path).name} at {url} ({options.replicas} replica(s) x {options.threads} "
-         f"thread(s), batches up to {options.max_batch})")
+    echo(f"serving {Path(model_path).name} at {url} (replicas as planned above, batches up to {options.max_batch})")
     echo(f"  GET {url}{wire.HEALTH}   GET {url}{wire.METADATA}   POST {url}{wire.PREDICT}")
     extra = (" --server-token-file TOKEN_FILE" if options.token_sha256 else "") + (
         " --server-ca CA_FILE" if options.tls_cert else "")

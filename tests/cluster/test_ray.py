@@ -1,4 +1,6 @@
-"""Ray end to end: ``serve`` over loopback HTTP, ``predict --cluster`` and ``sweep --cluster``.
+"""Ray end to end on one local node: ``serve`` over loopback HTTP.
+
+``predict --cluster`` and ``sweep --cluster`` are tested on a multi-node cluster in ``test_multinode.py``.
 
 One local Ray (2 CPUs, no dashboard) is shared by every test in this module; the server binds
 127.0.0.1 only, with a token and TLS (a throwaway self-signed certificate), and the load tests are
@@ -233,59 +235,3 @@ class TestServe:
         assert set(result.slow_statuses) <= {408, 0}, result.to_dict()
         assert 0 < result.peak_rss_mb["replica"] < 1024, result.to_dict()  # the bound docs/serving.md states
 
-
-def _calls(path: Path) -> tuple[list[str], list[list[str]]]:
-    """A predictions CSV's header and rows without the cells that say when and where each call ran."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        header, *rows = list(csv.reader(fh))
-    keep = [i for i, name in enumerate(header) if name not in ("time_utc", "engine")]
-    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
-
-
-def test_cluster_predict_writes_the_local_csv_byte_for_byte(ray_cluster, model, folder, tmp_path):
-    from edgeleuk.cluster.predict import cluster_predict
-    from edgeleuk.workflow.predict import PredictOptions, predict
-
-    opts = PredictOptions(backend="cpu", progress=False)
-    local = predict(folder, model, tmp_path / "local.csv", opts)
-    remote = cluster_predict(folder, model, tmp_path / "cluster.csv", opts)
-    # Every cell alike (model, threshold, tta included) but when and on which engine each call ran.
-    assert _calls(tmp_path / "cluster.csv") == _calls(tmp_path / "local.csv")
-    assert {r.stamp.engine for r in remote.rows} == {"cpu@ray-fp32"}
-    assert {r.stamp.engine for r in local.rows} == {"cpu-fp32"}
-
-    def calls(rows):
-        return [(r.path, r.prediction, r.subject, r.true_label, r.stamp.model, r.stamp.threshold) for r in rows]
-
-    assert calls(remote.rows) == calls(local.rows) and remote.threshold == local.threshold  # the same summary
-    text = (tmp_path / "cluster.csv").read_text()
-    statuses = [line.split(",")[1] for line in text.splitlines()[1:]]
-    assert statuses.count("error") == 4 and len(statuses) == len(LEVELS) + 3 + 4  # bad files kept as rows
-    assert remote.backend.name == "cpu@ray"
-
-
-def test_cluster_sweep_matches_the_local_table(ray_cluster, synth_root, tmp_path, monkeypatch):
-    from edgeleuk.cluster import sweep as cluster_sweep_module
-    from edgeleuk.cluster.sweep import cluster_sweep
-    from edgeleuk.training import sweep as local_sweep_module
-    from edgeleuk.training.sweep import run_sweep
-
-    local = run_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "local")
-    remote = cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "cluster")
-    assert remote.rows == local.rows
-    assert [r.seed for r in remote.runs] == [0, 1]
-    def untimed(runs):
-        return [{k: v for k, v in r.best_metrics.items() if "seconds" not in k} for r in runs]
-
-    assert untimed(remote.runs) == untimed(local.runs)  # same losses and metrics, to the last bit
-    table = (tmp_path / "cluster" / "table2.md").read_text().splitlines()
-    assert table[:-1] == (tmp_path / "local" / "table2.md").read_text().splitlines()[:-1]  # last: the path
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a finished seed was trained again")
-
-    for module in (cluster_sweep_module, local_sweep_module):  # resumable: finished seeds are not rerun
-        monkeypatch.setattr(module, "train", boom)
-    again = cluster_sweep(synth_root, recipe="smoke", seeds=2, out=tmp_path / "cluster")
-    assert again.rows == remote.rows
-    assert json.loads((tmp_path / "cluster" / "table2.json").read_text())["runs"] == 2
