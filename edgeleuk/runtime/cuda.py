@@ -5,7 +5,7 @@ missing cuDNN, no visible GPU), and on plain CUDA when TensorRT cannot. This
 backend reads the providers back from the session and refuses to pretend: it
 raises :class:`BackendUnavailable` with the engine's own warning as the reason.
 
-Settings (see :func:`provider_list`): no TF32, so an fp32 file computes in fp32 as
+Settings (:data:`CUDA_OPTIONS`, :func:`tensorrt_options`): no TF32, so an fp32 file computes in fp32 as
 gated; TensorRT in fp16 for an fp16 file, one engine for batches 1 to 64, cached on
 disk. ``onnxruntime.preload_dlls()`` loads CUDA and cuDNN from pip wheels, which the
 runtime needs because it never imports torch (which would load them).
@@ -132,7 +132,10 @@ def tensorrt_options(model_path: Path, views_input: bool) -> dict[str, str]:
 
     fp16 for an fp16 file; one engine for :data:`TRT_BATCHES` (and 1 to all rotations when the
     ``views`` entry is open), built once and kept in :func:`tensorrt_cache_dir` (ONNX Runtime
-    names each engine by the model's hash and the profile, so one folder serves every model).
+    names each cached engine after a hash of the model's graph, so one folder serves every model).
+
+    Raises:
+        BackendUnavailable: The cache folder cannot be made.
     """
     meta, export = read_model_meta(model_path)
     size, rotations = meta.preprocess.input_size, meta.preprocess.rotations
@@ -143,7 +146,11 @@ def tensorrt_options(model_path: Path, views_input: bool) -> dict[str, str]:
 
     low, opt, high = TRT_BATCHES
     cache = tensorrt_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendUnavailable(f"--tensorrt: cannot make the engine cache {cache}: {exc}; "
+                                 "set XDG_CACHE_HOME to a writable folder") from exc
     return {
         "trt_fp16_enable": str(export.get("precision") == "fp16"),
         "trt_engine_cache_enable": "True",
