@@ -39,6 +39,7 @@ from fitted_head import fit_head  # noqa: E402 - a sibling script, importable on
 
 from edgeleuk.core.contract import INPUT_NAME, LOGIT, OUTPUT_NAMES  # noqa: E402
 from edgeleuk.core.errors import EdgeleukError  # noqa: E402
+from edgeleuk.core.meta import PAPER_ARCH  # noqa: E402
 from edgeleuk.runtime.cuda import CUDA, CUDA_OPTIONS  # noqa: E402
 
 CPU = "CPUExecutionProvider"
@@ -314,10 +315,11 @@ def main() -> int:
     parser.add_argument("--work", type=Path, required=True, help="folder for data, checkpoint and exports")
     parser.add_argument("--out", type=Path, required=True, help="the Markdown file to write")
     parser.add_argument("--cpu-only", action="store_true", help="dry run on the CPU provider, tiny network")
+    parser.add_argument("--arch", help="network (default: the paper's; seresnext_tiny with --cpu-only)")
     parser.add_argument("--minutes", type=float, default=9.5, help="time limit; the bench step is cut to fit it")
     args = parser.parse_args()
     cpu_only = args.cpu_only
-    plan = Plan(cpu_only=cpu_only, work=args.work, arch="seresnext_tiny" if cpu_only else "legacy_seresnext50_32x4d",
+    plan = Plan(cpu_only=cpu_only, work=args.work, arch=args.arch or ("seresnext_tiny" if cpu_only else PAPER_ARCH),
                 gate_n=4 if cpu_only else 32, batches=(1, 2) if cpu_only else TIMED_BATCHES,
                 budget_s=0.5 if cpu_only else 3.0, deadline=time.monotonic() + args.minutes * 60)
     plan.work.mkdir(parents=True, exist_ok=True)

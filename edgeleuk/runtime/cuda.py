@@ -166,17 +166,17 @@ def tensorrt_options(model_path: Path, views_input: bool) -> dict[str, str]:
 def _no_cuda(ort: Any) -> str:
     """Why the imported onnxruntime offers no CUDA provider, and the fix."""
     wheels = installed_ort_distributions()
-    has = f"onnxruntime {ort.__version__} here offers no {CUDA} (it has {list(ort.get_available_providers())})"
+    here = f"onnxruntime {ort.__version__} here has no {CUDA}, only {list(ort.get_available_providers())}"
     if CPU_DIST in wheels and GPU_DIST in wheels:
         return (f"both {CPU_DIST} and {GPU_DIST} are installed: uninstall {CPU_DIST} (they share one module "
-                f"and the CPU build won: {has}): pip uninstall -y {CPU_DIST} {GPU_DIST} && "
+                f"and the CPU build won: {here}): pip uninstall -y {CPU_DIST} {GPU_DIST} && "
                 "pip install 'edgeleuk[gpu]'")
     if GPU_DIST in wheels:
-        return f"{has}: reinstall it: pip uninstall -y {GPU_DIST} && pip install 'edgeleuk[gpu]'"
+        return f"{here}; reinstall it: pip uninstall -y {GPU_DIST} && pip install 'edgeleuk[gpu]'"
     fix = "pip install 'edgeleuk[gpu]'"
     if CPU_DIST in wheels:
         fix = f"pip uninstall -y {CPU_DIST} && {fix}"
-    return f"{GPU_DIST} is not installed ({has}: a CPU build): {fix}"
+    return f"{GPU_DIST} is not installed ({here}): {fix}"
 
 
 @dataclass(frozen=True)

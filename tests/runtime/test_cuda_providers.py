@@ -134,7 +134,7 @@ def test_a_cpu_build_names_the_fix(monkeypatch) -> None:
     monkeypatch.setattr(cuda_mod, "installed_ort_distributions", lambda: {"onnxruntime"})
     install(monkeypatch, FakeOrt([CPU]))
     reason = CudaBackend.availability()
-    assert reason is not None and "offers no CUDAExecutionProvider" in reason
+    assert reason is not None and "has no CUDAExecutionProvider" in reason
     assert "pip uninstall -y onnxruntime && pip install 'edgeleuk[gpu]'" in reason
 
 
