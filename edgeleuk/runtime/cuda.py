@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeleuk.core.contract import CHANNELS, INPUT_NAME, OUTPUT_NAMES, VIEWS_NAME
-from edgeleuk.core.errors import BackendUnavailable
+from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.base import OptionsRecord, ThroughputMode, option
 from edgeleuk.runtime.ort_common import (
@@ -219,16 +219,19 @@ class CudaBackend(OrtBackend):
                     "or drop --tensorrt to run on CUDA"
                 )
             providers.insert(0, (TENSORRT, tensorrt_options(self.model_path, self.options.views_input)))
-        self._asked = [p[0] if isinstance(p, tuple) else p for p in providers]
         return providers
 
     def _create_session(self, ort: Any, so: Any, providers: list[Any]) -> Any:
+        self._asked = [p[0] if isinstance(p, tuple) else p for p in providers]  # names; options stripped
         preload_cuda_libraries(ort)
         with _stderr_lines() as lines:
             try:
                 session = super()._create_session(ort, so, providers)
+            except UsageError:
+                raise  # the file is at fault (unreadable, not a model), not the GPU
             except Exception as exc:
-                raise BackendUnavailable(f"{' / '.join(self._asked[:-1])} did not start: {exc}") from exc
+                gpu = " / ".join(n for n in self._asked if n != CPU) or CUDA
+                raise BackendUnavailable(f"{gpu} did not start: {exc}") from exc
         self._load_log = lines
         return session
 
