@@ -328,8 +328,8 @@ def main() -> int:
     head = ["# GPU check: the cuda backend on a GPU" if not cpu_only else
             "# GPU check, CPU-only dry run: NO GPU was used", "",
             ("" if not cpu_only else
-             "**NO GPU**: `CHECK_CPU_ONLY=1 benchmarks/gpu/check.sh` ran every step on ONNX Runtime's CPU provider "
-             "with the tiny network, to check the script; no figure here is a GPU figure. ") +
+             "**NO GPU**: every step ran on ONNX Runtime's CPU provider (`CHECK_CPU_ONLY=1 benchmarks/gpu/check.sh`, "
+             "`--cpu-only`), to check the script; no figure here is a GPU figure. ") +
             f"Written by `benchmarks/gpu/check.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
             f"in {time.perf_counter() - started:.0f} s. "
             f"Network: `{plan.arch}` with a random trunk and a head fitted on **SYNTHETIC** cells "
