@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.core.errors import BackendUnavailable
 from edgeleuk.evaluation.parity import Parity, Thresholds, breaches, compare
 from edgeleuk.exporting.imagesets import ImageSet
 from edgeleuk.exporting.profile import ExportProfile
@@ -110,6 +111,12 @@ def run_batches(backend: Backend, images: np.ndarray, batch: int) -> tuple[np.nd
     return np.concatenate(logits), np.concatenate(probs)
 
 
+def _failed(check: EngineCheck, name: str, exc: Exception) -> EngineCheck:
+    check.status, check.reason = "failed", f"{type(exc).__name__}: {exc}"
+    check.breaches = [f"does not run on {name}: {check.reason}"]
+    return check
+
+
 def check_engine(name: str, path: Path, profile: ExportProfile, data: ImageSet,
                  ref: ReferenceOutputs) -> EngineCheck:
     """Run the file on backend ``name`` through the gate; never raises for what the file does wrong."""
@@ -118,8 +125,14 @@ def check_engine(name: str, path: Path, profile: ExportProfile, data: ImageSet,
         return EngineCheck(name, status="skipped", reason=reason)
     check = EngineCheck(name)
     try:
-        started = time.perf_counter()
         backend = open_backend(path, name)  # default options: what predict deploys
+    except BackendUnavailable as exc:
+        # The engine cannot run on this machine (a GPU wheel but no working GPU): not the file's fault.
+        return EngineCheck(name, status="skipped", reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - not loading there is the gate's finding
+        return _failed(check, name, exc)
+    try:
+        started = time.perf_counter()
         info = backend.info()
         check.version, check.providers = info.engine, list(info.providers)
         largest = max(profile.batch_sizes)
@@ -128,10 +141,8 @@ def check_engine(name: str, path: Path, profile: ExportProfile, data: ImageSet,
         per_size = [run_batches(backend, data.images[:b], b)[0] - logits[:b]
                     for b in profile.batch_sizes if b != largest]
         log.info("%s: %d cells in %.1f s", name, len(data), time.perf_counter() - started)
-    except Exception as exc:  # noqa: BLE001 - not loading or running there is the gate's finding
-        check.status, check.reason = "failed", f"{type(exc).__name__}: {exc}"
-        check.breaches = [f"does not run on {name}: {check.reason}"]
-        return check
+    except Exception as exc:  # noqa: BLE001 - not running there is the gate's finding
+        return _failed(check, name, exc)
     batch_delta = max((float(np.abs(d).max()) for d in per_size), default=0.0)
     check.parity = compare(ref.logits, ref.probs, logits, probs, ref.threshold, data.labels, batch_delta)
     check.breaches = breaches(profile.thresholds(), check.parity)

@@ -17,14 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import openvino as ov
-
 from edgeleuk.core.contract import LOGIT
 from edgeleuk.core.errors import EdgeleukError
 from edgeleuk.exporting.gate import ReferenceOutputs
 from edgeleuk.exporting.imagesets import ImageSet
 from edgeleuk.exporting.int8_accuracy import quantize_with_f1_control
 from edgeleuk.exporting.profile import ExportProfile
+from edgeleuk.io.formats import import_openvino
 from edgeleuk.runtime.altstack import kept_signal_stack
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def quantize_onnx(onnx_path: Path, quant: ImageSet, profile: ExportProfile, gate
         EdgeleukError: NNCF is missing or quantization failed.
     """
     nncf = _import_nncf()
-    model = ov.Core().read_model(str(onnx_path))
+    model = import_openvino().Core().read_model(str(onnx_path))
     # Batch 1 per sample, uint8 as deployed: calibration sees what inference sees.
     dataset = nncf.Dataset([img[None] for img in quant.images])
     record: dict[str, Any] = {"calibration": quant.source, "calibration_images": len(quant),
@@ -146,4 +145,4 @@ def stabilise_names(model: Any) -> None:
 def save_ir(model: Any, xml_path: Path) -> None:
     """Write ``model`` as IR (``.xml`` + ``.bin`` beside it), weights uncompressed, names stable."""
     stabilise_names(model)
-    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    import_openvino().save_model(model, str(xml_path), compress_to_fp16=False)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import openvino as ov
 
 from edgeleuk import __version__
 from edgeleuk.core.config import DEFAULT_EXPORT_OUT
@@ -38,7 +37,7 @@ from edgeleuk.exporting.imagesets import ImageSet, gate_and_quant_sets
 from edgeleuk.exporting.int8 import describe_quantization, quantize_onnx, save_ir
 from edgeleuk.exporting.profile import DEFAULT_PROFILE, ExportProfile, load_profile
 from edgeleuk.io.files import sha256_file
-from edgeleuk.io.formats import set_ir_metadata, set_onnx_metadata
+from edgeleuk.io.formats import import_openvino, set_ir_metadata, set_onnx_metadata
 from edgeleuk.io.modelwrite import output_files, replace_atomically
 from edgeleuk.modeling.checkpoint import Checkpoint, load_checkpoint
 from edgeleuk.modeling.reference import TorchReference
@@ -193,7 +192,7 @@ def _write_ir(ckpt: Checkpoint, profile: ExportProfile, dest: Path, data: ImageS
     if profile.precision == "int8":
         model, record = quantize_onnx(fp32, quant, profile, data, ref)
     else:
-        model = ov.Core().read_model(str(fp32))
+        model = import_openvino().Core().read_model(str(fp32))  # lazy: an ONNX export needs no OpenVINO
     save_ir(model, dest)
     report = _gate_or_fail(dest, profile, data, ref)
     info = export_info(ckpt, profile, report.to_dict(), exported_at, quantization=record)

@@ -81,7 +81,8 @@ def _define_classifier() -> type:
         """Prepend one zero along the last axis; exports as a single constant ``Pad``.
 
         ``F.pad`` would export its pads through a Slice/Transpose chain that the
-        legacy exporter cannot fold; here the pads are one constant.
+        legacy exporter cannot fold; here the pads are one constant. Given float
+        planes: ONNX Runtime's CUDA provider has no uint8 ``Pad`` kernel.
         """
 
         @staticmethod
@@ -96,8 +97,8 @@ def _define_classifier() -> type:
     class TTAClassifier(nn.Module):
         """Raw pixels to averaged-logit prediction, the whole contract in one module.
 
-        Input ``image``: uint8 [N, input_size, input_size, 3] RGB. Inside: centre
-        crop + rotations (one gather), cast, ``x * scale`` then ``(x - mean) / std``,
+        Input ``image``: uint8 [N, input_size, input_size, 3] RGB. Inside: cast to
+        float32, centre crop + rotations (one gather), ``x * scale`` then ``(x - mean) / std``,
         one network pass over the N*R views, logits averaged per image.
         Outputs ``logit`` and ``prob`` (sigmoid), float32 [N].
 
@@ -129,13 +130,16 @@ def _define_classifier() -> type:
         def _planes(self, image: torch.Tensor) -> torch.Tensor:
             # Channel-first before the gather: then the views come out as contiguous planes.
             planes = image.permute(0, 3, 1, 2).reshape(-1, 3, self.n_pix)
-            return PrependZero.apply(planes)  # position 0 = the zero-fill pixel
+            # Cast before the pad, bit-exact (uint8 -> float32 is exact, the fill is 0.0 either way):
+            # the CUDA provider has no uint8 Pad and would run it on the CPU, copying every image
+            # device -> host -> device. Transpose, Reshape and Cast all have uint8 CUDA kernels.
+            return PrependZero.apply(planes.float())  # position 0 = the zero-fill pixel
 
         def _view_logits(self, planes: torch.Tensor, index: torch.Tensor, n_views: Any) -> torch.Tensor:
             views = planes.index_select(2, index)
             views = views.reshape(-1, 3, n_views, self.crop, self.crop).transpose(1, 2)
             views = views.reshape(-1, 3, self.crop, self.crop)
-            x = views.float() * self.gain + self.bias
+            x = views * self.gain + self.bias  # views are float32 already (_planes)
             if self.half:
                 x = x.half()
             return self.net(x).float().reshape(-1, n_views)

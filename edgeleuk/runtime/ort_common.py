@@ -123,8 +123,12 @@ class OrtBackend(Backend):
         """Providers to request, best first, given this backend's own options record."""
 
     def _create_session(self, ort: Any, so: Any, providers: list[Any]) -> Any:
-        # enable_fallback=0: a provider failing later in run() must raise, not quietly move to CPU.
-        return ort.InferenceSession(self._source, so, providers=providers, enable_fallback=0)
+        # A provider failing in run() must raise, not quietly rebuild the session on the next provider.
+        # enable_fallback=0 covers session creation in the versions that read it; 1.18-1.22
+        # ignore it, and disable_fallback() (in every version) covers run().
+        session = ort.InferenceSession(self._source, so, providers=providers, enable_fallback=0)
+        session.disable_fallback()
+        return session
 
     def _check_session(self, session: Any) -> None:
         """Raise BackendUnavailable when the providers in use are not the ones this backend promises."""

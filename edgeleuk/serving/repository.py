@@ -102,6 +102,30 @@ def _parameters(meta: ModelMeta, export: dict[str, Any], digest: str) -> dict[st
     }
 
 
+#: Where Triton's TensorRT accelerator keeps its engines, per model name (a path on the server).
+TRITON_TRT_CACHE = "/tmp/edgeleuk-tensorrt"
+
+
+def _tensorrt_parameters(size: int, fp16: bool, options: RepoOptions) -> dict[str, str]:
+    """The TensorRT accelerator's parameters, each mapped to a TensorRT provider option by Triton's backend.
+
+    Precision, an engine cache so that a restart does not rebuild the engine, and one shape
+    profile for batches 1 to ``max_batch`` so that a new batch size does not rebuild it either.
+    """
+
+    def shape(batch: int) -> str:
+        return f"{INPUT_NAME}:{batch}x{size}x{size}x{CHANNELS}"
+
+    return {
+        "precision_mode": "FP16" if fp16 else "FP32",
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": f"{TRITON_TRT_CACHE}/{options.name}",
+        "trt_profile_min_shapes": shape(1),
+        "trt_profile_opt_shapes": shape(options.max_batch),
+        "trt_profile_max_shapes": shape(options.max_batch),
+    }
+
+
 def triton_config(meta: ModelMeta, export: dict[str, Any], digest: str, options: RepoOptions) -> str:
     """``config.pbtxt`` text for the ONNX Runtime backend (protobuf text format of ``ModelConfig``)."""
     size = meta.preprocess.input_size
@@ -124,10 +148,11 @@ def triton_config(meta: ModelMeta, export: dict[str, Any], digest: str, options:
         f"instance_group [ {{ kind: {'KIND_GPU' if gpu else 'KIND_CPU'} count: {options.instances} }} ]",
     ]
     if options.tensorrt:
-        mode = "FP16" if fp16 else "FP32"
+        params = " ".join(f"parameters {{ key: {_q(k)} value: {_q(v)} }}"
+                          for k, v in _tensorrt_parameters(size, fp16, options).items())
         lines.append(
             "optimization { execution_accelerators { gpu_execution_accelerator: [ "
-            f'{{ name: "tensorrt" parameters {{ key: "precision_mode" value: "{mode}" }} }} ] }} }}'
+            f'{{ name: "tensorrt" {params} }} ] }} }}'
         )
     for key, value in _parameters(meta, export, digest).items():
         lines.append(f"parameters {{ key: {_q(key)} value: {{ string_value: {_q(value)} }} }}")

@@ -200,26 +200,6 @@ def test_explicit_unavailable_backend_does_not_fall_back(
         open_backend(models["onnx"], "openvino")
 
 
-class _FakeOrt:
-    def __init__(self, providers: list[str]) -> None:
-        self.providers = providers
-
-    def get_available_providers(self) -> list[str]:
-        return self.providers
-
-
-def test_tensorrt_goes_first_only_when_asked_and_present(caplog: pytest.LogCaptureFixture) -> None:
-    backend = object.__new__(cuda_mod.CudaBackend)  # _providers needs no session
-    trt, cuda, cpu = cuda_mod.TENSORRT, cuda_mod.CUDA, "CPUExecutionProvider"
-    with_trt = _FakeOrt([trt, cuda, cpu])
-    asked, plain = cuda_mod.CudaOptions(tensorrt=True), cuda_mod.CudaOptions()
-    assert backend._providers(with_trt, asked) == [trt, cuda, cpu]
-    assert backend._providers(with_trt, plain) == [cuda, cpu]
-    with caplog.at_level(logging.WARNING, logger="edgeleuk.runtime.cuda"):
-        assert backend._providers(_FakeOrt([cuda, cpu]), asked) == [cuda, cpu]
-    assert "TensorRT was asked for" in caplog.text
-
-
 def test_tensorrt_flag_reaches_the_cuda_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                 models: dict[str, Path]) -> None:
     """``predict --tensorrt`` puts a CudaOptions(tensorrt=True) record in front of the cuda backend."""

@@ -67,6 +67,13 @@ def test_triton_tensorrt_accelerator_for_fp16(models):
     assert cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
+    # An engine cache (no rebuild per start) and one shape profile (no rebuild per batch size):
+    # parameters Triton's onnxruntime backend maps to TensorRT provider options.
+    assert accel.parameters["trt_engine_cache_enable"] == "1"
+    assert accel.parameters["trt_engine_cache_path"] == "/tmp/edgeleuk-tensorrt/edgeleuk"
+    assert accel.parameters["trt_profile_min_shapes"] == "image:1x450x450x3"
+    assert accel.parameters["trt_profile_opt_shapes"] == "image:8x450x450x3"
+    assert accel.parameters["trt_profile_max_shapes"] == "image:8x450x450x3"
     with pytest.raises(UsageError, match="GPU"):
         triton_config(META, {"precision": "fp32"}, "0" * 64, RepoOptions(tensorrt=True, gpu=False))
 
