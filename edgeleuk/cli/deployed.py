@@ -164,6 +164,10 @@ def calibrate(
     ),
     out: Path = typer.Option(..., help="File: the model to write with the new threshold (same format as --model)."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
+    allow_small: bool = typer.Option(
+        False, "--allow-small", help="Calibrate on fewer than 30 cells or 5 subjects of a class (said in the output "
+        "and stored in the model)."
+    ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Pick the decision threshold that reaches a target sensitivity with the best specificity.
@@ -179,7 +183,7 @@ def calibrate(
         path = one_path(model, model_arg, MODEL_FLAG, "MODEL")
         point = calibrate_model(path, data=data, sensitivity=None if keep_threshold else sensitivity, out=out,
                                 backend=backend.value, staged_agreement=staged_agreement,
-                                engine_fields=engine_fields)
+                                engine_fields=engine_fields, allow_small=allow_small)
     typer.echo(point.describe())
 
 

@@ -77,7 +77,8 @@ def test_calibrate_and_serve_have_every_backend_flag() -> None:
 def test_calibrate_on_a_remote_server(model: Path, labelled: Path, server_url: str, tmp_path: Path) -> None:
     out = tmp_path / "c.onnx"
     result = runner.invoke(app, ["calibrate", "-m", str(model), "--data", str(labelled), "--out", str(out),
-                                 "--backend", "remote", "--server", server_url, "--server-timeout", "30"])
+                                 "--backend", "remote", "--server", server_url, "--server-timeout", "30",
+                                 "--allow-small"])
     assert result.exit_code == 0, result.output
     assert out.is_file() and "calibrated" in result.stdout
     assert "the remote backend computes no single rotations" in result.stdout  # threshold only, said so

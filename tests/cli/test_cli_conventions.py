@@ -80,7 +80,7 @@ def test_predict_info_calibrate_happy_paths_with_m(model: Path, labelled: Path, 
     assert described.exit_code == 0 and "ONNX model" in described.stdout
     out = tmp_path / "c.onnx"
     calibrated = runner.invoke(app, ["calibrate", "-m", str(model), "--data", str(labelled), "--out", str(out),
-                                     "--backend", "cpu"])
+                                     "--backend", "cpu", "--allow-small"])
     assert calibrated.exit_code == 0, calibrated.output
     assert out.is_file() and "calibrated" in calibrated.stdout and "deprecated" not in calibrated.output
 
@@ -89,7 +89,8 @@ def test_predict_info_calibrate_happy_paths_with_m(model: Path, labelled: Path, 
 def test_deprecated_positional_model_still_works_with_a_note(
     command: str, model: Path, labelled: Path, tmp_path: Path
 ) -> None:
-    extra = {"info": [], "calibrate": ["--data", str(labelled), "--out", str(tmp_path / "c.onnx"), "--backend", "cpu"]}
+    extra = {"info": [], "calibrate": ["--data", str(labelled), "--out", str(tmp_path / "c.onnx"), "--backend", "cpu",
+                                   "--allow-small"]}
     result = runner.invoke(app, [command, str(model), *extra[command]])
     assert result.exit_code == 0, result.output
     assert NOTE in result.stderr and NOTE not in result.stdout
