@@ -92,7 +92,7 @@ def test_runtime_uses_the_calibrated_threshold(tmp_path: Path, model: Path, data
 def test_calibration_prefers_the_prelim_split(tmp_path: Path, model: Path, synth_root: Path) -> None:
     from edgeleuk.io.data import discover
 
-    model = build_brightness_onnx(tmp_path / "centred.onnx", gain=60.0, centre=26.0)  # centred on the cells: calls of both kinds
+    model = build_brightness_onnx(tmp_path / "centred.onnx", gain=60.0, centre=26.0)  # centred: calls of both kinds
     result = calibrate_model(model, data=synth_root, sensitivity=0.7, out=tmp_path / "c.onnx", backend="cpu",
                              allow_small=True)
     assert result.split == "prelim"
