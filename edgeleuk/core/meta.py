@@ -202,6 +202,9 @@ class ModelMeta:
 
 #: The :attr:`ModelMeta.extra` key ``edgeleuk calibrate`` writes its record under.
 CALIBRATION_KEY = "calibration"
+#: The :attr:`ModelMeta.extra` key ``edgeleuk train`` writes the run's record under (recipe, seed,
+#: epochs, initialisation, cells and subjects per class, library versions); older checkpoints lack it.
+TRAINING_KEY = "training"
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
