@@ -192,14 +192,18 @@ def report(
     predictions: Path = typer.Argument(..., help="predictions.csv from predict or watch."),
     out: Path = typer.Option(Path("report.html"), help="File to write: the self-contained HTML report."),
     images: Path | None = typer.Option(
-        None, help="Folder the CSV's relative paths start from (the folder predict/watch named in its summary)."
+        None, help="Folder the CSV's relative paths start from (the folder predict/watch named in its summary); "
+        "images are read only below it. Without it the page has no thumbnails (and says so)."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="The model that made the rows: its model card's summary goes into the page."
     ),
 ) -> None:
     """Write a self-contained HTML patient-level report."""
     from edgeleuk.workflow.report import write_report
 
     with exit_codes():
-        path = write_report(predictions, out=out, images=images)
+        path = write_report(predictions, out=out, images=images, model=model)
     typer.echo(f"wrote {path}")
 
 

@@ -1,8 +1,8 @@
 """Jinja2 templates of the report and the model card (package data under ``templates/``).
 
 HTML templates are autoescaped: every value from a CSV, a model file or a path is text, never
-markup; only values marked ``Markup`` (the SVG histogram and ``data:`` image URIs built here)
-pass through. Markdown templates use the ``md`` filter, which keeps table cells in one cell.
+markup; only a value marked ``markupsafe.Markup`` (the histogram, itself rendered from its
+autoescaped template) passes through. Markdown templates use the ``md`` filter, which keeps table cells in one cell.
 An undefined name in a template is an error, not an empty string.
 """
 
@@ -27,7 +27,7 @@ def environment() -> jinja2.Environment:
     """The one template environment: package templates, autoescaped HTML, strict names."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("edgeleuk.workflow", "templates"),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=True),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2", "svg.j2"), default_for_string=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -41,7 +41,3 @@ def render(template: str, **context: Any) -> str:
     """Render a packaged template by file name (``card.md.j2``, ``report.html.j2``)."""
     return environment().get_template(template).render(**context)
 
-
-def markup(html: str) -> jinja2.utils.markupsafe.Markup:
-    """Mark HTML built here from escaped parts (an SVG, a ``data:`` URI) as safe to insert."""
-    return jinja2.utils.markupsafe.Markup(html)
