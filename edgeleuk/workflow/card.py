@@ -66,6 +66,7 @@ class ModelCard:
     sha256: str
     threshold: float
     limitations: tuple[str, ...]
+    voiding: tuple[str, ...]
     sections: tuple[Section, ...]
     calibration: str
     gate: str
@@ -81,13 +82,13 @@ class ModelCard:
         return self.sha256[:12]
 
     def summary(self) -> list[tuple[str, str]]:
-        """The lines a report embeds: identity, threshold, calibration, gate and the main limitation."""
+        """The lines a report embeds: identity, threshold, calibration, gate and what voids the calls."""
         return [
             ("model", f"{self.file} (id {self.model_id})"),
             ("threshold", f"{self.threshold:.4g}"),
             ("calibration", self.calibration),
             ("parity gate", self.gate),
-            ("first limitation", self.limitations[0]),
+            ("limitations", " ".join(self.voiding) if self.voiding else self.limitations[0]),
         ]
 
 
@@ -114,8 +115,8 @@ def _per_class(counts: Any) -> str:
     return text
 
 
-def _limitations(meta: ModelMeta, export: dict[str, Any], cal: Calibration | None) -> list[str]:
-    """What limits the model, the ones that void its calls first."""
+def _voiding(meta: ModelMeta) -> list[str]:
+    """The limitations that void the model's calls: SYNTHETIC training, no recorded training, a smoke model."""
     training = _dict(meta.extra.get(TRAINING_KEY))
     synthetic = _dict(training.get("data")).get("synthetic") is True or meta.extra.get("synthetic") is True
     trained = bool(training) or "epoch" in meta.extra
@@ -130,6 +131,13 @@ def _limitations(meta: ModelMeta, export: dict[str, Any], cal: Calibration | Non
         out.append(f"SMOKE MODEL: made with the {training.get('recipe', 'smoke')!s} recipe (tiny network, "
                    f"{training.get('epochs', '?')} epoch(s), a handful of cells) to exercise the pipeline; "
                    "its calls are meaningless.")
+    return out
+
+
+def _limitations(meta: ModelMeta, export: dict[str, Any], cal: Calibration | None) -> list[str]:
+    """What limits the model, the ones that void its calls (:func:`_voiding`) first."""
+    training = _dict(meta.extra.get(TRAINING_KEY))
+    out = _voiding(meta)
     if training.get("initialisation") == "random" and training.get("smoke") is not True:
         out.append("Trained from random initialisation (no ImageNet weights), unlike the paper.")
     if "SYNTHETIC" in str(_dict(export.get("gate")).get("data", "")):
@@ -274,6 +282,7 @@ def build_card(model: Path) -> ModelCard:
     )
     return ModelCard(
         file=model.name, sha256=model_sha256(model), threshold=meta.threshold, limitations=tuple(limits),
+        voiding=tuple(_voiding(meta)),
         sections=sections, calibration=cal.summary() if cal else "not calibrated", gate=gate,
         written=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     )
