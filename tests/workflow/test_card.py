@@ -70,7 +70,8 @@ def test_html_card_escapes_and_shows_the_calibration_intervals(tmp_path: Path) -
     md = write_card(model, out=tmp_path / "m.md")[0].read_text(encoding="utf-8")
     for row in ("| recipe | smoke |", "| seed | 3 |", "| epochs | 1 |", "| best epoch | 1 |",
                 "| training cells | 5 ALL + 3 HEM cells from 3 ALL + 2 HEM subjects |",
-                "| data index fingerprint | f00df00df00df00d |", "| trained with | edgeleuk 0.1.0, timm 1.0.0, torch 2.6.0 |"):
+                "| data index fingerprint | f00df00df00df00d |",
+                "| trained with | edgeleuk 0.1.0, timm 1.0.0, torch 2.6.0 |"):
         assert row in md, row
 
 
