@@ -99,6 +99,8 @@ def _dict(value: Any) -> dict[str, Any]:
 def _text(value: Any) -> str:
     if value is None or value == "":
         return UNKNOWN
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -71,7 +71,7 @@ def test_intervals_and_counts_are_reported_and_stored(tmp_path: Path, model: Pat
 
 
 def test_a_threshold_with_specificity_zero_is_refused_and_nothing_written(tmp_path: Path, model: Path) -> None:
-    # The case: 16 ALL + 8 HEM; one ALL cell scores below every HEM cell, so 100 %
+    # A lab's first try: 16 ALL + 8 HEM; one ALL cell scores below every HEM cell, so 100 %
     # sensitivity needs a threshold calling every cell ALL.
     root = _cells(tmp_path / "d", [0.01] + _spread(15, 0.6, 0.95), _spread(8, 0.1, 0.5), subjects=2)
     out = tmp_path / "c.onnx"
