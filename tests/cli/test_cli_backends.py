@@ -86,7 +86,7 @@ def test_calibrate_on_a_remote_server(model: Path, labelled: Path, server_url: s
 
 def test_calibrate_remote_without_server_names_the_flag(model: Path, labelled: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["calibrate", "-m", str(model), "--data", str(labelled),
-                                 "--out", str(tmp_path / "c.onnx"), "--backend", "remote"])
+                                 "--out", str(tmp_path / "c.onnx"), "--backend", "remote", "--allow-small"])
     assert result.exit_code == 2 and "--server" in result.stderr
 
 

@@ -36,6 +36,8 @@ def _cells(folder: Path) -> Path:
 def _model_commands(tmp: Path) -> dict[str, list[str]]:
     """Each command that takes a model file, with every other argument it needs (the model comes last)."""
     cells = _cells(tmp / "cells")
+    rows = tmp / "rows.csv"
+    rows.write_text("path,status,error,prob_all,label,subject,adjustment\n1.bmp,ok,,0.9,all,1,\n", encoding="utf-8")
     return {
         "predict": ["predict", str(cells), "--out", str(tmp / "p.csv")],
         "watch": ["watch", str(cells), "--out", str(tmp / "w.csv")],
@@ -44,10 +46,12 @@ def _model_commands(tmp: Path) -> dict[str, list[str]]:
         "calibrate": ["calibrate", "--data", str(cells), "--out", str(tmp / "c.onnx")],
         "serve": ["serve"],
         "serving-repo": ["serving-repo", str(tmp / "repo")],
+        "card": ["card"],
+        "report": ["report", str(rows), "--out", str(tmp / "r.html"), "--images", str(cells)],
     }
 
 
-MODEL_COMMANDS = ("predict", "watch", "bench", "info", "calibrate", "serve", "serving-repo")
+MODEL_COMMANDS = ("predict", "watch", "bench", "info", "calibrate", "serve", "serving-repo", "card", "report")
 
 
 @pytest.mark.parametrize("flag", ["--model", "-m"])

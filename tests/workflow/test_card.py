@@ -96,14 +96,12 @@ def test_an_old_checkpoint_still_exports_and_its_card_says_what_is_unknown(
     tmp_path: Path, synth_root: Path
 ) -> None:
     pytest.importorskip("torch")
-    from conftest import TINY_EXPORT_SETTINGS
-
     from edgeleuk.exporting import export_model, load_profile
 
     ckpt = tmp_path / "tiny.pt"
     with gzip.open(PRE_LAYOUT / "tiny.pt.gz") as src, open(ckpt, "wb") as dst:
         shutil.copyfileobj(src, dst)
-    profile = load_profile("cpu-fp32").replace(**TINY_EXPORT_SETTINGS)
+    profile = load_profile("cpu-fp32").replace(parity_n=6, source_date_epoch=0)
     result = export_model(ckpt, tmp_path / "old.onnx", profile, data=synth_root)
     card = build_card(result.path)
     assert card.voiding[0].startswith("UNKNOWN TRAINING") and card.threshold == 0.42
