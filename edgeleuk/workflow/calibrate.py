@@ -70,8 +70,8 @@ class SampleSize:
         return out
 
 
-def check_sample(size: SampleSize, allow_small: bool, where: str) -> str:
-    """Refuse a sample below the floor unless ``allow_small``; the warning line when it is allowed.
+def check_sample(size: SampleSize, allow_small: bool, where: str, warn: bool = True) -> str:
+    """Refuse a sample below the floor unless ``allow_small``; the warning line when it is allowed (logged if ``warn``).
 
     Raises:
         DataError: Too few cells or subjects of a class and ``allow_small`` is False (exit 2).
@@ -83,7 +83,8 @@ def check_sample(size: SampleSize, allow_small: bool, where: str) -> str:
     if not allow_small:
         raise DataError(f"{text}: a threshold from so few is barely pinned down; use more labelled data, or "
                         "add --allow-small to calibrate anyway (the intervals then show how wide it is)")
-    log.warning("%s; calibrating anyway (--allow-small)", text)
+    if warn:
+        log.warning("%s; calibrating anyway (--allow-small)", text)
     return f"SMALL SAMPLE (--allow-small): {', '.join(short)}; read the intervals"
 
 
@@ -287,7 +288,8 @@ def calibrate_model(
     split, records = load_labelled(data)
     where = f"{data} ({split} split)"
     # Checked on the files before minutes of inference, and again on the cells that could be scored.
-    check_sample(SampleSize.of([r.label for r in records], [r.subject for r in records]), allow_small, where)
+    check_sample(SampleSize.of([r.label for r in records], [r.subject for r in records]), allow_small, where,
+                 warn=False)
     scores = score_labelled(model, records, backend, engine_fields)
     if scores.labels.size == 0:
         raise DataError(
