@@ -115,10 +115,20 @@ def _histogram(rows: list[Row], threshold: ThresholdEstimate):
 
 
 def _split(rows: list[Row]) -> list[tuple[tuple[str | None, float | None], list[Row]]]:
-    """Rows by (model, threshold), in order of first appearance."""
+    """Rows by the (model, threshold) of the calls, in order of first appearance.
+
+    The groups come from classified rows: a row that failed joins the group of its model and
+    threshold when there is one (an error row that names neither starts no group of its own).
+    """
     groups: dict[tuple[str | None, float | None], list[Row]] = {}
     for r in rows:
-        groups.setdefault((r.model, r.threshold), []).append(r)
+        if r.ok:
+            groups.setdefault((r.model, r.threshold), [])
+    if not groups:
+        return [((None, None), rows)]
+    for r in rows:
+        if (r.model, r.threshold) in groups:
+            groups[(r.model, r.threshold)].append(r)
     return list(groups.items())
 
 

@@ -389,7 +389,8 @@ def _calibration_text(entry: dict[str, Any]) -> str:
 def summarise_models(rows: list[Row], provenance: Provenance) -> list[ModelSummary]:
     """One summary per model the rows name, in order of first appearance (``unknown model`` for none)."""
     groups: dict[str | None, list[Row]] = {}
-    for r in rows:
+    named = [r for r in rows if r.ok or r.model is not None] or rows  # a failed row naming no model adds none
+    for r in named:
         groups.setdefault(r.model, []).append(r)
     out = []
     for model_id, mine in groups.items():

@@ -164,3 +164,11 @@ def test_a_damaged_sidecar_is_reported_not_fatal(tmp_path: Path, cells: Path) ->
     html = write_report(path, tmp_path / "r.html", images=cells).read_text(encoding="utf-8")
     assert "sess.csv.provenance.json cannot be read" in html and "MIXED MODELS" in html
     assert re.search(r"<td class=\"l\">unknown</td>", html)  # the files are unknown without the sidecar
+
+
+def test_error_rows_without_a_model_do_not_make_a_file_mixed(tmp_path: Path, cells: Path) -> None:
+    rows = [_row(f"{i + 1}.bmp", p, 0.5, "1", MODEL_A) for i, p in enumerate([0.2, 0.9])]
+    rows.append({**{k: "" for k in rows[0]}, "path": "gone.bmp", "status": "error", "error": "file not found"})
+    page = build_page(_write(tmp_path, "p.csv", rows, None), images=cells)
+    assert not page.mixed and [m.model_id for m in page.models] == [MODEL_A]
+    assert [r.path for r in page.errors] == ["gone.bmp"]
