@@ -212,7 +212,8 @@ def staged_model(cfg: StandardConfig, model: Path) -> tuple[Path, dict]:
     from edgeleuk.workflow.calibrate import calibrate_model
 
     out = cfg.work / f"{model.stem}-staged{model.suffix}"
-    result = calibrate_model(model, data=stage_data(cfg), sensitivity=None, out=out, backend="openvino")
+    result = calibrate_model(model, data=stage_data(cfg), sensitivity=None, out=out, backend="openvino",
+                             allow_small=True)
     print(result.stage_note, file=sys.stderr)
     if result.stage is None:
         raise RuntimeError(f"no stage choice for {model.name}: {result.stage_note}")

@@ -1,9 +1,10 @@
 """``edgeleuk demo``: the whole pipeline on SYNTHETIC data, one visible stage at a time.
 
 synth -> train (recipe `demo`) -> export fp32 ONNX and OpenVINO INT8 IR through the
-parity gate -> predict the synthetic final-test folder -> bench on the preliminary
-test folder -> HTML report. Every figure it prints comes from synthetic cells and
-says nothing about leukaemia diagnosis.
+parity gate, and the fp32 model's card -> predict the synthetic final-test folder ->
+bench on the preliminary test folder -> HTML report. Every figure it prints comes from
+synthetic cells and says nothing about leukaemia diagnosis; with ``--fast`` the model is
+a smoke model (the ``smoke`` recipe), and the output and the card say so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from edgeleuk.io.atomic import atomic_write_text
 from edgeleuk.io.data import discover
 from edgeleuk.synth.dataset import make_synthetic
 from edgeleuk.training.loop import train
+from edgeleuk.workflow.card import write_card
 from edgeleuk.workflow.predict import PredictOptions, predict
 from edgeleuk.workflow.report import write_report
 
@@ -111,6 +113,10 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
     exp = _stage(console, res, "3/6 export fp32 ONNX (parity gate vs PyTorch)", lambda: export_model(
         ckpt, out=onnx_path, profile="cpu-fp32", data=data))
     console.print(exp.describe(), markup=False, highlight=False)
+    card_path, card = write_card(onnx_path, out / "model.card.md")
+    write_card(onnx_path, out / "model.card.html", fmt="html")
+    res.notes["model_warnings"] = card.voiding
+    _print_model_warnings(console, card_path, card.voiding)
     exp8 = _stage(console, res, "4/6 export OpenVINO INT8 IR (NNCF, parity gate)", lambda: export_model(
         ckpt, out=int8_path, profile=scale.int8_profile, data=data))
     console.print(exp8.describe(), markup=False, highlight=False)
@@ -122,8 +128,8 @@ def run_demo(out: str | Path = "demo-run", fast: bool = False, console: Console 
                     lambda: _bench(out, ckpt, data, onnx_path, int8_path, scale, fast))
     console.print(report.to_markdown(), markup=False, highlight=False)
     html = _report(out, data, onnx_path)
-    res.artefacts.update(data=data, checkpoint=ckpt, onnx=onnx_path, int8=int8_path, predictions=preds,
-                         bench=out / "bench.md", report=html)
+    res.artefacts.update(data=data, checkpoint=ckpt, onnx=onnx_path, int8=int8_path, card=card_path,
+                         predictions=preds, bench=out / "bench.md", report=html)
     _print_epilogue(console, res)
     if report.exit_code() != 0:
         raise GateFailed("the benchmark's parity gate failed; see bench.md")
@@ -170,7 +176,7 @@ def _report(out: Path, data: Path, onnx_path: Path) -> Path:
     prelim_dir = _split_folder(data, "prelim")
     prelim_preds = out / "predictions-prelim.csv"
     predict(prelim_dir, model=onnx_path, out=prelim_preds, options=PredictOptions())
-    return Path(write_report(prelim_preds, out=out / "report.html", images=prelim_dir))
+    return Path(write_report(prelim_preds, out=out / "report.html", images=prelim_dir, model=onnx_path))
 
 
 def _prepare_out(out: Path) -> None:
@@ -188,9 +194,18 @@ def _split_folder(data: Path, split: str) -> Path:
     return records[0].path.parent if records else data
 
 
+def _print_model_warnings(console: Console, card: Path, warnings: tuple[str, ...]) -> None:
+    """What voids the model's calls (SYNTHETIC training, a smoke model), as its card states it."""
+    for line in warnings:
+        console.print(line, style="bold yellow", markup=False, highlight=False)
+    console.print(f"model card: {card}", markup=False, highlight=False)
+
+
 def _print_epilogue(console: Console, res: DemoResult) -> None:
     console.rule("[bold]demo finished")
     console.print(f"[bold yellow]{SYNTHETIC_NOTE}")
+    for line in res.notes.get("model_warnings", ()):
+        console.print(line, style="bold yellow", markup=False, highlight=False)
     for name, path in res.artefacts.items():
         console.print(f"  {name:<12} {path}", markup=False, highlight=False)
     total = sum(res.seconds.values())

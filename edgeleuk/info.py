@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeleuk.core.errors import UsageError
-from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.meta import Calibration, ModelMeta
 from edgeleuk.core.text import printable
 from edgeleuk.io.formats import format_of
 from edgeleuk.io.modelfile import read_model_meta
@@ -37,6 +37,9 @@ def format_meta(meta: ModelMeta) -> list[str]:
     ]
     optional = {"recipe": meta.recipe, "seed": meta.seed, "data": meta.data_fingerprint}
     lines += [f"{k + ':':<15}{v}" for k, v in optional.items() if v is not None]
+    calibration = Calibration.from_meta(meta)
+    if calibration is not None:
+        lines.append(f"calibration:   {calibration.summary()}")
     if meta.val_metrics:
         lines.append(f"val metrics:   {json.dumps(meta.val_metrics, sort_keys=True)}")
     if meta.extra:

@@ -57,7 +57,7 @@ class Row:
     size_bytes: int | None = None
     measurement: Measurement | None = None
     parity: Parity | None = None
-    metrics: dict[str, float] | None = None
+    metrics: dict[str, float | None] | None = None
     thresholds: Thresholds | None = None
     failures: list[str] = field(default_factory=list)
     speedup_latency: float | None = None
@@ -119,12 +119,13 @@ def _parity_cells(row: Row) -> list[str]:
     else:
         agree = f"{p.agreement:.2%} ({p.n - p.disagreements}/{p.n})"
         dprob, dlogit = f"{p.max_abs_prob_delta:.2e}", f"{p.max_abs_logit_delta:.2e}"
+    # With labels, a missing value is undefined (one class only): n/a; without labels, "-".
+    undefined = "n/a" if met else "-"
+    figures = [_f(met.get(k), ".4f", undefined) for k in ("f1", "sensitivity", "specificity")]
     if row.case.backend == "torch" and row.status == OK:
-        return ["reference", "-", "-", "-", _f(met.get("f1"), ".4f"), _f(met.get("sensitivity"), ".4f"),
-                _f(met.get("specificity"), ".4f"), "reference"]
+        return ["reference", "-", "-", "-", *figures, "reference"]
     verdict = {OK: "pass" if p is not None else "not checked", PARITY_FAILED: "**FAIL**: " + "; ".join(row.failures)}
-    return [gate, agree, dprob, dlogit, _f(met.get("f1"), ".4f"), _f(met.get("sensitivity"), ".4f"),
-            _f(met.get("specificity"), ".4f"), verdict.get(row.status, "-")]
+    return [gate, agree, dprob, dlogit, *figures, verdict.get(row.status, "-")]
 
 
 def _engine_line(engine: dict[str, Any]) -> str:

@@ -95,12 +95,15 @@ def _measure_all(cases: list[Case], cells: Cells, opts: BenchOptions, checkpoint
     return results
 
 
-def label_metrics(labels: np.ndarray | None, probs: np.ndarray, threshold: float) -> dict[str, float] | None:
-    """Weighted F1, sensitivity (ALL recall) and specificity (HEM recall); None without labels."""
+def label_metrics(labels: np.ndarray | None, probs: np.ndarray, threshold: float) -> dict[str, float | None] | None:
+    """Weighted F1, sensitivity (ALL recall) and specificity (HEM recall); None without labels.
+
+    Cells of one class leave the other class's recall undefined: that value is None (``n/a``).
+    """
     if labels is None:
         return None
     m = binary_metrics(np.asarray(labels), np.asarray(probs), threshold=threshold)
-    return {"f1": float(m["f1"]), "sensitivity": float(m["sensitivity"]), "specificity": float(m["specificity"])}
+    return {k: None if m[k] is None else float(m[k]) for k in ("f1", "sensitivity", "specificity")}
 
 
 def _build_rows(cases: list[Case], results: list[Measurement | None], files: dict[Path, ModelFile],

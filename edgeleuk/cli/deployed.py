@@ -177,6 +177,10 @@ def calibrate(
     ),
     out: Path = typer.Option(..., help="File: the model to write with the new threshold (same format as --model)."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
+    allow_small: bool = typer.Option(
+        False, "--allow-small", help="Calibrate on fewer than 30 cells or 5 subjects of a class (said in the output "
+        "and stored in the model)."
+    ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Pick the decision threshold that reaches a target sensitivity with the best specificity.
@@ -192,7 +196,7 @@ def calibrate(
         path = one_path(model, model_arg, MODEL_FLAG, "MODEL")
         point = calibrate_model(path, data=data, sensitivity=None if keep_threshold else sensitivity, out=out,
                                 backend=backend.value, staged_agreement=staged_agreement,
-                                engine_fields=engine_fields)
+                                engine_fields=engine_fields, allow_small=allow_small)
     typer.echo(point.describe())
 
 
@@ -201,14 +205,18 @@ def report(
     predictions: Path = typer.Argument(..., help="predictions.csv from predict or watch."),
     out: Path = typer.Option(Path("report.html"), help="File to write: the self-contained HTML report."),
     images: Path | None = typer.Option(
-        None, help="Folder the CSV's relative paths start from (the folder predict/watch named in its summary)."
+        None, help="Folder the CSV's relative paths start from (the folder predict/watch named in its summary); "
+        "images are read only below it. Without it the page has no thumbnails (and says so)."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="The model that made the rows: its model card's summary goes into the page."
     ),
 ) -> None:
     """Write a self-contained HTML patient-level report."""
     from edgeleuk.workflow.report import write_report
 
     with exit_codes():
-        path = write_report(predictions, out=out, images=images)
+        path = write_report(predictions, out=out, images=images, model=model)
     typer.echo(f"wrote {path}")
 
 

@@ -42,6 +42,12 @@ class GateFailed(EdgeleukError):
     exit_code = 1
 
 
+class CalibrationRefused(EdgeleukError):
+    """Calibration found no usable threshold (sensitivity or specificity 0): no model is written (exit 1)."""
+
+    exit_code = 1
+
+
 class EngineFault(EdgeleukError):
     """The inference engine failed on a batch: not the images' fault, so never an error row.
 

@@ -229,3 +229,107 @@ class ModelMeta:
     def label_name(self, positive: bool) -> str:
         """Class name of a call: the positive class (ALL, index 1) when ``positive``, else HEM."""
         return self.class_names[1 if positive else 0]
+
+
+#: The :attr:`ModelMeta.extra` key ``edgeleuk calibrate`` writes its record under.
+CALIBRATION_KEY = "calibration"
+#: The :attr:`ModelMeta.extra` key ``edgeleuk train`` writes the run's record under (recipe, seed,
+#: epochs, initialisation, cells and subjects per class, library versions); older checkpoints lack it.
+TRAINING_KEY = "training"
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_real(v) for v in value)
+    return (float(value[0]), float(value[1])) if ok else None
+
+
+def _real(value: Any) -> float | None:
+    return float(value) if _is_real(value) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if _is_int(value) and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``calibrate`` measured at the threshold it stored (``extra["calibration"]``), read leniently.
+
+    Files calibrated before intervals were recorded lack ``*_ci``, ``confidence`` and the
+    subject counts: those read as None, and every reader says "not recorded" rather than failing.
+
+    Attributes:
+        sensitivity: ALL cells called ALL / ALL cells, at the stored threshold.
+        specificity: HEM cells called HEM / HEM cells.
+        sensitivity_ci: Exact (Clopper-Pearson) interval of the sensitivity.
+        specificity_ci: Exact interval of the specificity.
+        confidence: Coverage of both intervals (0.95).
+        target_sensitivity: What was asked for.
+        n_all: ALL cells scored. n_hem: HEM cells scored.
+        subjects_all: ALL subjects among them. subjects_hem: HEM subjects.
+        small_sample: Run below the sample-size floor with ``--allow-small``.
+        data: Where the cells came from (folder and split).
+        date: Day of calibration (UTC).
+    """
+
+    sensitivity: float | None = None
+    specificity: float | None = None
+    sensitivity_ci: tuple[float, float] | None = None
+    specificity_ci: tuple[float, float] | None = None
+    confidence: float | None = None
+    target_sensitivity: float | None = None
+    n_all: int | None = None
+    n_hem: int | None = None
+    subjects_all: int | None = None
+    subjects_hem: int | None = None
+    small_sample: bool = False
+    data: str | None = None
+    date: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Calibration | None:
+        """The record as stored (any edgeleuk version); None when there is none or it is not an object."""
+        if not isinstance(d, dict):
+            return None
+        subjects = d.get("subjects") if isinstance(d.get("subjects"), dict) else {}
+        split = d.get("split")
+        data = d.get("data") if isinstance(d.get("data"), str) else None
+        return cls(
+            sensitivity=_real(d.get("sensitivity")), specificity=_real(d.get("specificity")),
+            sensitivity_ci=_pair(d.get("sensitivity_ci")), specificity_ci=_pair(d.get("specificity_ci")),
+            confidence=_real(d.get("confidence")), target_sensitivity=_real(d.get("target_sensitivity")),
+            n_all=_count(d.get("n_all")), n_hem=_count(d.get("n_hem")),
+            subjects_all=_count(subjects.get("all")), subjects_hem=_count(subjects.get("hem")),
+            small_sample=d.get("small_sample") is True,
+            data=f"{data} ({split} split)" if data and isinstance(split, str) else data,
+            date=d.get("date") if isinstance(d.get("date"), str) else None,
+        )
+
+    @classmethod
+    def from_meta(cls, meta: ModelMeta) -> Calibration | None:
+        """The calibration a model carries, or None for an uncalibrated one."""
+        return cls.from_dict(meta.extra.get(CALIBRATION_KEY))
+
+    def figure(self, which: str) -> str:
+        """``sensitivity`` or ``specificity`` as text with its interval: ``0.950 (95% CI 0.751-0.999)``."""
+        value, ci = getattr(self, which), getattr(self, f"{which}_ci")
+        if value is None:
+            return "not recorded"
+        if ci is None:
+            return f"{value:.3f} (no interval recorded)"
+        level = f"{100 * self.confidence:g}%" if self.confidence is not None else "exact"
+        return f"{value:.3f} ({level} CI {ci[0]:.3f}-{ci[1]:.3f})"
+
+    def counts(self) -> str:
+        """Cells and subjects per class, as far as recorded."""
+        if self.n_all is None or self.n_hem is None:
+            return "cell counts not recorded"
+        text = f"{self.n_all} ALL + {self.n_hem} HEM cells"
+        if self.subjects_all is not None and self.subjects_hem is not None:
+            text += f" from {self.subjects_all} ALL + {self.subjects_hem} HEM subjects"
+        return text + (" (small sample, run with --allow-small)" if self.small_sample else "")
+
+    def summary(self) -> str:
+        """One line for ``info``, the report and the card."""
+        return (f"sensitivity {self.figure('sensitivity')}, specificity {self.figure('specificity')}; "
+                f"{self.counts()}")

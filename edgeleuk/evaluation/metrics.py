@@ -14,10 +14,14 @@ ranked by weighted F1 (``f1_score(average="weighted")``):
 Where a value is undefined scikit-learn warns or raises; here it is None:
 ``auc`` with a single class in ``y_true``, ``sensitivity`` without ALL cells,
 ``specificity`` without HEM cells. None stays valid in JSON (NaN would not).
+
+:func:`clopper_pearson` gives the exact binomial confidence interval of a
+proportion (sensitivity, specificity) without SciPy: the deployed side has none.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -188,3 +192,82 @@ def per_subject_accuracy(subjects: Sequence[str | None], y_true: Sequence[int] |
         healthy = None if name == "unknown" else is_healthy(name)
         out[name] = {"n": n, "correct": k, "accuracy": k / n, "healthy": healthy}
     return out
+
+
+# --- exact binomial intervals (Clopper-Pearson), without SciPy --------------------------------
+
+_CF_EPS = 1e-15
+_CF_TINY = 1e-300
+_CF_MAX_TERMS = 100_000  # the fraction needs about sqrt(max(a, b)) terms; cells number far fewer
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz's method)."""
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > _CF_TINY else _CF_TINY)
+    h = d
+    for m in range(1, _CF_MAX_TERMS):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > _CF_TINY else _CF_TINY)
+            c = 1.0 + num / c
+            c = c if abs(c) > _CF_TINY else _CF_TINY
+            h *= d * c
+        if abs(d * c - 1.0) < _CF_EPS:
+            return h
+    raise ArithmeticError(f"incomplete beta fraction did not converge for a={a}, b={b}, x={x}")
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)`` for ``a, b > 0`` and ``x`` in [0, 1]."""
+    if not (a > 0 and b > 0 and 0.0 <= x <= 1.0):
+        raise ValueError(f"betainc needs a, b > 0 and 0 <= x <= 1, got a={a}, b={b}, x={x}")
+    if x in (0.0, 1.0):
+        return x
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    # The fraction converges fast below the mean; above it use I_x(a, b) = 1 - I_{1-x}(b, a).
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def betainc_inverse(a: float, b: float, q: float) -> float:
+    """The ``x`` in [0, 1] with ``I_x(a, b) = q``, by bisection (``I`` rises with ``x``) to float precision."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must lie in [0, 1], got {q}")
+    lo, hi = 0.0, 1.0
+    for _ in range(1100):  # halving [0, 1] reaches the smallest double gap well within this
+        mid = lo + (hi - lo) / 2.0
+        if mid in (lo, hi):
+            break
+        if betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return lo + (hi - lo) / 2.0
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided confidence interval of a binomial proportion ``k / n``.
+
+    The bounds are the beta quantiles ``B(alpha/2; k, n-k+1)`` and ``B(1-alpha/2; k+1, n-k)``
+    (0 when ``k = 0``, 1 when ``k = n``), as ``scipy.stats.binomtest(k, n).proportion_ci("exact")``.
+
+    Args:
+        k: Successes (e.g. ALL cells called ALL).
+        n: Trials (e.g. ALL cells), at least 1.
+        confidence: Coverage in (0, 1).
+
+    Raises:
+        MetricsInputError: ``n < 1``, ``k`` outside 0..n, or a confidence outside (0, 1).
+    """
+    if not (isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer)) and 0 <= k <= n and n >= 1):
+        raise MetricsInputError(f"an interval needs whole numbers 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if not 0.0 < confidence < 1.0:
+        raise MetricsInputError(f"confidence must lie in (0, 1), got {confidence}")
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else betainc_inverse(k, n - k + 1, alpha / 2)
+    high = 1.0 if k == n else betainc_inverse(k + 1, n - k, 1.0 - alpha / 2)
+    return low, high

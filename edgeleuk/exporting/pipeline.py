@@ -31,6 +31,7 @@ from edgeleuk import __version__
 from edgeleuk.core.config import DEFAULT_EXPORT_OUT
 from edgeleuk.core.contract import EXPORT_KEY, META_KEY, contract_record
 from edgeleuk.core.errors import ConfigError, GateFailed, UsageError
+from edgeleuk.core.versions import library_versions
 from edgeleuk.exporting.gate import GateReport, ReferenceOutputs, reference_outputs, run_gate
 from edgeleuk.exporting.graph import check_onnx_file, export_onnx
 from edgeleuk.exporting.imagesets import ImageSet, gate_and_quant_sets
@@ -137,7 +138,12 @@ def export_info(ckpt: Checkpoint, profile: ExportProfile, gate: dict[str, Any] |
         "exported_at": exported_at,
         "quantization": quantization,
         "gate": gate,
+        "versions": library_versions(EXPORT_LIBRARIES),
     }
+
+
+#: Libraries whose versions an export records: what made the file (a model card states them).
+EXPORT_LIBRARIES = ("torch", "timm", "onnx", "onnxruntime", "openvino", "nncf")
 
 
 def metadata_strings(ckpt: Checkpoint, info: dict[str, Any]) -> dict[str, str]:

@@ -50,6 +50,13 @@ def class_counts(records: Sequence[Record]) -> dict[str, int]:
     return {name: counts.get(label, 0) for label, name in CLASS_NAMES.items()}
 
 
+def split_counts(records: Sequence[Record]) -> dict[str, dict[str, int]]:
+    """Cells and distinct known subjects per class name: what a model card states of its data."""
+    subjects = {name: {r.subject for r in records if r.label == label and r.subject is not None}
+                for label, name in CLASS_NAMES.items()}
+    return {"cells": class_counts(records), "subjects": {name: len(s) for name, s in subjects.items()}}
+
+
 def pos_weight(records: Sequence[Record]) -> float:
     """The paper's BCE weight of the positive class: ``n_hem / n_all`` on the training cells."""
     counts = class_counts(records)

@@ -27,14 +27,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from edgeleuk import __version__
 from edgeleuk.core.errors import DataError, UsageError
-from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.meta import TRAINING_KEY, ModelMeta
+from edgeleuk.core.versions import library_versions
 from edgeleuk.io.atomic import atomic_write_text
 from edgeleuk.modeling.checkpoint import save_checkpoint
 from edgeleuk.modeling.model import create_model, load_pretrained
 from edgeleuk.training import distributed as ddp
 from edgeleuk.training.augment import TrainTransform
-from edgeleuk.training.dataset import CellDataset, Splits, class_counts, pos_weight, select_records
+from edgeleuk.training.dataset import CellDataset, Splits, class_counts, pos_weight, select_records, split_counts
 from edgeleuk.training.evaluate import EvalResult, autocast, evaluate, use_gather
 from edgeleuk.training.plots import plot_curves, plot_subjects
 from edgeleuk.training.recipe import Recipe, load_recipe
@@ -124,6 +126,20 @@ def _check_out(files: RunFiles, resume: bool) -> TrainResult | None:
     return None
 
 
+def training_record(recipe: Recipe, splits: Splits) -> dict[str, Any]:
+    """What the checkpoint says of its run for a model card: recipe, seed, epochs, start, data, versions."""
+    init = recipe.pretrained
+    if init is not None and init != "imagenet":
+        init = Path(init).name  # a file name, not the trainer's folder layout
+    return {
+        "recipe": recipe.name, "description": recipe.description, "seed": recipe.seed, "epochs": recipe.epochs,
+        "initialisation": init or "random", "smoke": recipe.smoke,
+        "data": {"fingerprint": splits.fingerprint, "synthetic": splits.synthetic,
+                 "train": split_counts(splits.train), "val": split_counts(splits.val)},
+        "versions": {"edgeleuk": __version__, **library_versions(("torch", "timm"))},
+    }
+
+
 class Trainer:
     """Everything one run needs, built once; :meth:`run` does the epochs.
 
@@ -157,7 +173,8 @@ class Trainer:
         self.criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.pos_weight], device=device))
         self.train_loader = self._train_loader()
         self.meta = ModelMeta(arch=recipe.arch, preprocess=recipe.preprocess, recipe=recipe.name,
-                              seed=recipe.seed, data_fingerprint=self.splits.fingerprint)
+                              seed=recipe.seed, data_fingerprint=self.splits.fingerprint,
+                              extra={TRAINING_KEY: training_record(recipe, self.splits)})
         self.state = TrainState()
         if payload is not None:
             self._restore(payload)
@@ -349,7 +366,7 @@ class Trainer:
         val_metrics = {k: v for k, v in _plain(ev.metrics).items() if k in CHECKPOINT_METRICS}
         val_metrics["loss"] = ev.loss
         meta = self.meta.replace(val_metrics=val_metrics,
-                                 extra={"epoch": epoch, "synthetic": self.splits.synthetic,
+                                 extra={**self.meta.extra, "epoch": epoch, "synthetic": self.splits.synthetic,
                                         "val_images": len(ev.labels), "pos_weight": self.pos_weight})
         save_checkpoint(self.files.best, self.net.state_dict(), meta)
         write_predictions(self.files.predictions, ev.prediction_rows(self.splits.val))

@@ -17,7 +17,7 @@ from edgeleuk.core.meta import PAPER_ARCH, Preprocess
 from edgeleuk.modeling.model import ARCHITECTURES, GROUPS
 
 #: Fields that do not change what a run computes; a resumed run may differ in them.
-RESULT_NEUTRAL = ("description", "pretrained", "num_workers", "threads", "val_tta")
+RESULT_NEUTRAL = ("description", "pretrained", "num_workers", "threads", "val_tta", "smoke")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class Recipe:
             rotations), ``gather`` (``edgeleuk.modeling.tta``'s batched index gather, proven
             equal to ``pil``, much faster on a GPU) or ``auto`` (gather if available).
         threads: CPU threads for torch (default: torch's choice).
+        smoke: A recipe that only exercises the pipeline (toy size): its models say they are
+            smoke models (``edgeleuk card``, ``demo --fast``).
     """
 
     name: str = ""
@@ -120,6 +122,7 @@ class Recipe:
     device: str = "auto"
     val_tta: str = "auto"
     threads: int | None = None
+    smoke: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:

@@ -5,30 +5,87 @@ test split when labelled, else the training folds), picks the threshold with
 :func:`edgeleuk.workflow.threshold.select_threshold` and writes a copy of the
 model whose metadata carries that threshold and where it came from. ``predict``,
 ``watch`` and the embedding API then use it by default.
+
+A threshold is only as good as the cells behind it: ``calibrate`` states the
+sensitivity and specificity with exact (Clopper-Pearson) 95 % intervals and the
+cells and subjects per class, stores them in the model, refuses a threshold whose
+sensitivity or specificity is 0 (exit 1, nothing written) and runs on fewer than
+:data:`MIN_CELLS` cells or :data:`MIN_SUBJECTS` subjects of a class only when asked
+(``--allow-small``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeleuk.core.errors import DataError, UsageError
-from edgeleuk.core.meta import ModelMeta
+from edgeleuk.core.errors import CalibrationRefused, DataError, UsageError
+from edgeleuk.core.meta import CALIBRATION_KEY, ModelMeta
 from edgeleuk.io.data import Record, discover
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.io.modelwrite import write_model_with_meta
 from edgeleuk.runtime.staged import DEFAULT_AGREEMENT, StageChoice
-from edgeleuk.workflow.stagecal import choose_for, score_labelled, stage_extra
-from edgeleuk.workflow.threshold import OperatingPoint, operating_point, select_threshold
+from edgeleuk.workflow.stagecal import Scores, choose_for, score_labelled, stage_extra
+from edgeleuk.workflow.threshold import CONFIDENCE, OperatingPoint, operating_point, select_threshold
 
 log = logging.getLogger(__name__)
 
 #: Labelled splits tried in order: held-out patients first, training folds as a fallback.
 CALIBRATION_SPLITS = ("prelim", "train")
+#: Below these per class (cells, subjects) calibration runs only with ``--allow-small``: cells of one
+#: subject are alike, so a handful of subjects pins a threshold down far less than the cell count suggests.
+MIN_CELLS = 30
+MIN_SUBJECTS = 5
+_CLASS = {1: "all", 0: "hem"}
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    """Cells and subjects per class (``all``, ``hem``) in the calibration data."""
+
+    cells: dict[str, int]
+    subjects: dict[str, int]
+
+    @classmethod
+    def of(cls, labels: Sequence[int], subjects: Sequence[str | None]) -> SampleSize:
+        """Count cells and distinct known subjects per class."""
+        cells = Counter(_CLASS[int(y)] for y in labels)
+        known = {(_CLASS[int(y)], s) for y, s in zip(labels, subjects, strict=True) if s is not None}
+        return cls(cells={c: cells.get(c, 0) for c in ("all", "hem")},
+                   subjects={c: sum(1 for k, _ in known if k == c) for c in ("all", "hem")})
+
+    def shortfalls(self) -> list[str]:
+        """What falls below :data:`MIN_CELLS` / :data:`MIN_SUBJECTS`, one phrase each."""
+        out = []
+        for c in ("all", "hem"):
+            if self.cells[c] < MIN_CELLS:
+                out.append(f"{self.cells[c]} {c.upper()} cells (fewer than {MIN_CELLS})")
+            if self.subjects[c] < MIN_SUBJECTS:
+                out.append(f"{self.subjects[c]} {c.upper()} subjects (fewer than {MIN_SUBJECTS})")
+        return out
+
+
+def check_sample(size: SampleSize, allow_small: bool, where: str, warn: bool = True) -> str:
+    """Refuse a sample below the floor unless ``allow_small``; the warning line when it is allowed (logged if ``warn``).
+
+    Raises:
+        DataError: Too few cells or subjects of a class and ``allow_small`` is False (exit 2).
+    """
+    short = size.shortfalls()
+    if not short:
+        return ""
+    text = f"{where}: only {', '.join(short)}"
+    if not allow_small:
+        raise DataError(f"{text}: a threshold from so few is barely pinned down; use more labelled data, or "
+                        "add --allow-small to calibrate anyway (the intervals then show how wide it is)")
+    if warn:
+        log.warning("%s; calibrating anyway (--allow-small)", text)
+    return f"SMALL SAMPLE (--allow-small): {', '.join(short)}; read the intervals"
 
 
 @dataclass(frozen=True)
@@ -58,6 +115,8 @@ class CalibrationResult:
     source: str
     stage: StageChoice | None = None
     stage_note: str = ""
+    sample: SampleSize | None = None
+    small_note: str = ""
 
     def describe(self) -> str:
         """The old and new operating points side by side, and where the model was written."""
@@ -79,11 +138,27 @@ class CalibrationResult:
         lines += [
             f"(before = the threshold the model carried until now: {self.previous_source})",
             "",
+            f"at {self.chosen.threshold:.4f}, exact (Clopper-Pearson) {100 * CONFIDENCE:g}% intervals:",
+            f"  sensitivity {_with_ci(self.chosen.sensitivity, self.chosen.sensitivity_ci)} "
+            f"({self.chosen.tp} of {n_all} ALL cells called ALL)",
+            f"  specificity {_with_ci(self.chosen.specificity, self.chosen.specificity_ci)} "
+            f"({self.chosen.tn} of {n_hem} HEM cells called HEM)",
+        ]
+        if self.sample is not None:
+            lines.append(f"  subjects: {self.sample.subjects['all']} ALL, {self.sample.subjects['hem']} HEM")
+        if self.small_note:
+            lines.append(self.small_note)
+        lines += [
+            "",
             f"wrote {self.out}",
             f"threshold source: {self.source}",
             self.stage_note,
         ]
         return "\n".join(lines)
+
+
+def _with_ci(value: float, ci: tuple[float, float] | None) -> str:
+    return f"{value:.4f}" if ci is None else f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 def load_labelled(data: Path) -> tuple[str, list[Record]]:
@@ -118,8 +193,24 @@ def load_labelled(data: Path) -> tuple[str, list[Record]]:
     return name, records
 
 
+def _subjects(scores: Scores) -> tuple[str | None, ...]:
+    """Subject per scored cell; all unknown when the scorer did not track them."""
+    return scores.subjects if len(scores.subjects) == scores.labels.size else (None,) * scores.labels.size
+
+
+def _per_subject(scores: Scores, threshold: float) -> dict[str, dict[str, Any]]:
+    """Cells, class and calls per subject (cells of unknown subject under ``(unknown)``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for prob, label, subject in zip(scores.probs, scores.labels, _subjects(scores), strict=True):
+        entry = out.setdefault(subject or "(unknown)", {"class": _CLASS[int(label)], "cells": 0, "called_all": 0})
+        entry["cells"] += 1
+        entry["called_all"] += int(prob >= threshold)
+    return dict(sorted(out.items()))
+
+
 def _provenance(
-    meta: ModelMeta, chosen: OperatingPoint, target: float, data: Path, split: str, failed: int
+    meta: ModelMeta, chosen: OperatingPoint, target: float, data: Path, split: str, scores: Scores,
+    small: bool,
 ) -> tuple[str, dict[str, Any]]:
     """The ``threshold_source`` line and the ``extra["calibration"]`` record stored in the model."""
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -139,8 +230,15 @@ def _provenance(
         "split": split,
         "n_all": n_all,
         "n_hem": n_hem,
-        "n_failed": failed,
+        "n_failed": scores.failed,
         "date": today,
+        "confidence": CONFIDENCE,
+        "sensitivity_ci": list(chosen.sensitivity_ci),
+        "specificity_ci": list(chosen.specificity_ci),
+        "counts": {"tp": chosen.tp, "fn": chosen.fn, "tn": chosen.tn, "fp": chosen.fp},
+        "subjects": dict(SampleSize.of(scores.labels, _subjects(scores)).subjects),
+        "per_subject": _per_subject(scores, chosen.threshold),
+        "small_sample": small,
     }
     return source, record
 
@@ -148,6 +246,7 @@ def _provenance(
 def calibrate_model(
     model: Path, data: Path, sensitivity: float | None = 0.95, out: Path | None = None, backend: str = "auto",
     staged_agreement: float | None = None, engine_fields: Mapping[str, Any] | None = None,
+    allow_small: bool = False,
 ) -> CalibrationResult:
     """Calibrate ``model``'s threshold and staged-TTA choice on ``data``; write the result to ``out``.
 
@@ -167,13 +266,16 @@ def calibrate_model(
         engine_fields: Backend option fields by name (``server``, ``precision``...), passed on to
             the backend (``--backend remote --server URL`` scores on an ``edgeleuk serve`` server;
             it computes no single rotations, so no stage choice is made there).
+        allow_small: Run on fewer than :data:`MIN_CELLS` cells or :data:`MIN_SUBJECTS` subjects of a
+            class (said in the output and stored in the model).
 
     Returns:
         The chosen and the previous operating point, the stage choice and where the model went.
 
     Raises:
-        DataError: No labelled data, or only one class.
+        DataError: No labelled data, only one class, or a small sample without ``allow_small``.
         UsageError: Bad target, model or output path.
+        CalibrationRefused: The chosen threshold has sensitivity or specificity 0; nothing is written.
     """
     if sensitivity is not None and not 0.0 <= sensitivity <= 1.0:  # before minutes of inference
         raise UsageError(f"--sensitivity must lie in [0, 1], got {sensitivity}")
@@ -184,11 +286,17 @@ def calibrate_model(
     out = Path(out) if out is not None else model
     meta, _ = read_model_meta(model)
     split, records = load_labelled(data)
+    where = f"{data} ({split} split)"
+    # Checked on the files before minutes of inference, and again on the cells that could be scored.
+    check_sample(SampleSize.of([r.label for r in records], [r.subject for r in records]), allow_small, where,
+                 warn=False)
     scores = score_labelled(model, records, backend, engine_fields)
     if scores.labels.size == 0:
         raise DataError(
             f"{data}: none of the {len(records)} labelled files could be classified (see the log)"
         )
+    sample = SampleSize.of(scores.labels, _subjects(scores))
+    small_note = check_sample(sample, allow_small, where)
     previous = operating_point(scores.probs, scores.labels, meta.threshold)
     if sensitivity is None:
         chosen, source, extra = previous, meta.threshold_source, dict(meta.extra)
@@ -199,8 +307,9 @@ def calibrate_model(
                 f"the threshold for sensitivity {sensitivity:g} would be {chosen.threshold!r}, outside (0, 1): "
                 "the scores saturate at 0 or 1 on these data, so no threshold separates them; nothing was written"
             )
-        source, calibration = _provenance(meta, chosen, sensitivity, data, split, scores.failed)
-        extra = {**meta.extra, "calibration": calibration}
+        _refuse_degenerate(chosen, sensitivity)
+        source, calibration = _provenance(meta, chosen, sensitivity, data, split, scores, bool(small_note))
+        extra = {**meta.extra, CALIBRATION_KEY: calibration}
     stage, note = choose_for(scores, chosen.threshold, staged_agreement, f"{data.resolve()} ({split} split)")
     new_meta = meta.replace(threshold=chosen.threshold, threshold_source=source, extra=stage_extra(extra, stage))
     write_model_with_meta(model, out, new_meta)
@@ -215,4 +324,25 @@ def calibrate_model(
         source=source,
         stage=stage,
         stage_note=note,
+        sample=sample,
+        small_note=small_note,
     )
+
+
+def _refuse_degenerate(chosen: OperatingPoint, target: float) -> None:
+    """A threshold that calls every cell one class is no classifier: refuse it (exit 1)."""
+    if chosen.sensitivity > 0 and chosen.specificity > 0:
+        return
+    what = "sensitivity" if chosen.sensitivity == 0 else "specificity"
+    calls = "HEM" if what == "sensitivity" else "ALL"
+    raise CalibrationRefused(
+        f"the threshold for sensitivity {target:g} would be {chosen.threshold:.4f} with {what} 0 "
+        f"(sensitivity {chosen.sensitivity:.3f} {_ci(chosen.sensitivity_ci)}, specificity "
+        f"{chosen.specificity:.3f} {_ci(chosen.specificity_ci)}): it calls every "
+        f"{'ALL' if calls == 'HEM' else 'HEM'} cell {calls}. Nothing was written; choose another "
+        "--sensitivity, or calibrate on more (or better separated) labelled cells"
+    )
+
+
+def _ci(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f"[{100 * CONFIDENCE:g}% CI {ci[0]:.3f}-{ci[1]:.3f}]"

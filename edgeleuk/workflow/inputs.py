@@ -85,12 +85,29 @@ def _expand(name: str, recursive: bool, csvs: dict[Path, list[Path]]) -> tuple[l
 
 
 def _listed(folder: Path, recursive: bool, csvs: dict[Path, list[Path]]) -> list[Path]:
-    """A folder's images in natural order (``unsupported`` formats too: they get an error row)."""
+    """A folder's images in natural order (``unsupported`` formats too: they get an error row).
+
+    Without ``recursive`` a sub-folder named like an image (``dir.bmp``) is listed too, so its
+    decode gives an error row ("is a directory") instead of being passed over in silence;
+    with ``recursive`` it is a folder like any other and is walked.
+    """
     own: dict[Path, list[Path]] = {}
     files = list_images(folder, recursive=recursive, unsupported=True, csvs=own)
     for place, found in own.items():
         csvs.setdefault(place, found)
-    return files
+    if recursive:
+        return files
+    odd = _folders_named_like_images(folder)
+    return sorted(files + odd, key=lambda p: natural_key(p.relative_to(folder))) if odd else files
+
+
+def _folders_named_like_images(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(e.path) for e in entries
+                    if not e.name.startswith(".") and is_image_name(e.name, unsupported=True) and e.is_dir()]
+    except OSError:  # list_images just listed it; a folder gone since then has nothing to add
+        return []
 
 
 def _base(files: Sequence[Path], folders: Sequence[Path]) -> Path:

@@ -3,22 +3,35 @@
 Per-subject figures follow the paper's Figure 3: cells per subject, the share
 called ALL, the mean probability and, when true labels are known, the
 per-subject accuracy (in C-NMC every subject's cells share one class).
+
+Which model made each call: rows carry ``model`` (12 hex digits of the model file's
+SHA-256), ``threshold``, ``tta``, ``engine`` and ``time_utc``, and the sidecar
+``<csv>.provenance.json`` maps each model id to its file, calibration and gates
+(:func:`read_provenance`). Files written before these existed still read: their
+rows belong to an "unknown model".
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgeleuk.core.errors import DataError, UsageError
+from edgeleuk.core.meta import Calibration
 from edgeleuk.io.csvcells import name_to_text, plain_row, text_to_name
 from edgeleuk.io.files import SYNTHETIC_MARKER, natural_key, read_csv, synthetic_root
 from edgeleuk.workflow.outputs import TRUTH_COLUMN
 
 REQUIRED_COLUMNS = ("path", "status", "prob_all", "label")
 UNKNOWN_SUBJECT = "(unknown)"
+UNKNOWN_MODEL = "unknown model"
+PROVENANCE_FORMAT = "edgeleuk.provenance/1"
+PROVENANCE_SUFFIX = ".provenance.json"
+MAX_PROVENANCE_BYTES = 16 * 1024 * 1024  # a sidecar lists models, not cells: far below this
 _TRUE_NAMES = {"all": 1, "1": 1, "hem": 0, "0": 0}
 OUTSIDE = (
     "refused: the path leaves the images folder (absolute, or with '..'); the report shows only "
@@ -40,6 +53,11 @@ class Row:
         subject: Subject id, None when unknown.
         adjustment: What decoding changed, as written.
         truth: True class (1 = ALL, 0 = HEM) when known.
+        model: Short model id of the model that made the call; None in files written before rows said.
+        threshold: The threshold the call was made at, when the row says.
+        tta: ``full`` or ``staged``, when the row says.
+        engine: Backend and precision (``cpu-fp32``), when the row says.
+        time_utc: When the row was written, when the row says.
     """
 
     path: str
@@ -50,6 +68,11 @@ class Row:
     subject: str | None
     adjustment: str
     truth: int | None
+    model: str | None = None
+    threshold: float | None = None
+    tta: str = ""
+    engine: str = ""
+    time_utc: str = ""
 
     @property
     def shown(self) -> str:
@@ -116,6 +139,11 @@ def _row(raw: dict[str, str], truth_col: str | None) -> Row:
         subject=(raw.get("subject") or "").strip() or None,
         adjustment=raw.get("adjustment") or "",
         truth=_parse_truth(raw.get(truth_col)) if truth_col else None,
+        model=(raw.get("model") or "").strip() or None,
+        threshold=_parse_float(raw.get("threshold")),
+        tta=(raw.get("tta") or "").strip(),
+        engine=(raw.get("engine") or "").strip(),
+        time_utc=(raw.get("time_utc") or "").strip(),
     )
 
 
@@ -248,3 +276,135 @@ def find_synthetic_root(
             if hit is not None:
                 return hit.parent
     return None
+
+
+# --- which model made the calls ----------------------------------------------------------------
+
+
+def provenance_path(predictions: Path) -> Path:
+    """The sidecar beside a predictions file: ``<file>.provenance.json``."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.name + PROVENANCE_SUFFIX)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the sidecar says, as far as it could be read.
+
+    Attributes:
+        models: Model id -> its entry (file, sha256, calibration, gates, ...).
+        changes: Model or threshold changes recorded while the file grew (``--continue-with-new-model``).
+        version: edgeleuk version that wrote the sidecar. host: Machine it ran on.
+        problem: Why the sidecar could not be used, when it exists but is unreadable.
+    """
+
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changes: tuple[dict[str, Any], ...] = ()
+    version: str = ""
+    host: str = ""
+    problem: str = ""
+
+
+def read_provenance(predictions: Path) -> Provenance:
+    """The sidecar of ``predictions``; empty when there is none, with ``problem`` set when it is unusable.
+
+    A damaged sidecar must not stop a report of the rows: the page says what was wrong instead.
+    """
+    path = provenance_path(predictions)
+    if not path.is_file():
+        return Provenance()
+    try:
+        if path.stat().st_size > MAX_PROVENANCE_BYTES:
+            return Provenance(problem=f"{path.name} is larger than {MAX_PROVENANCE_BYTES} bytes; not read")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return Provenance(problem=f"{path.name} cannot be read: {exc}")
+    if not isinstance(doc, dict) or doc.get("format") != PROVENANCE_FORMAT:
+        return Provenance(problem=f"{path.name} is not an {PROVENANCE_FORMAT} file")
+    models = {str(k): v for k, v in (doc.get("models") or {}).items() if isinstance(v, dict)} \
+        if isinstance(doc.get("models"), dict) else {}
+    changes = tuple(c for c in doc.get("changes") or () if isinstance(c, dict)) \
+        if isinstance(doc.get("changes"), list) else ()
+    return Provenance(models=models, changes=changes, version=str(doc.get("edgeleuk_version") or ""),
+                      host=str(doc.get("host") or ""))
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model's line in the report header.
+
+    Attributes:
+        model_id: Short id, or None for rows that name no model (older files).
+        file: Model file name, from the sidecar. sha256: Full SHA-256, from the sidecar.
+        thresholds: Distinct thresholds its rows were called at (from the rows, else the sidecar).
+        calibration: The calibration as one line (with intervals when recorded).
+        profile: Export profile. gates: Parity-gate verdict, as the sidecar gives it.
+        engines: Backends and precisions its rows name. tta: TTA modes its rows name.
+        cells: Rows made by it. first_utc, last_utc: Time of its first and last row.
+    """
+
+    model_id: str | None
+    file: str
+    sha256: str
+    thresholds: tuple[float, ...]
+    calibration: str
+    profile: str
+    gates: str
+    engines: tuple[str, ...]
+    tta: tuple[str, ...]
+    cells: int
+    first_utc: str
+    last_utc: str
+
+    @property
+    def name(self) -> str:
+        """How the page names the model."""
+        return UNKNOWN_MODEL if self.model_id is None else self.model_id
+
+
+def _gates_text(gates: Any) -> str:
+    if isinstance(gates, dict):
+        if "passed" in gates:
+            engines = [c.get("engine") for c in gates.get("checks") or [] if isinstance(c, dict)]
+            return ("passed" if gates["passed"] else "FAILED") + (f" ({', '.join(map(str, engines))})"
+                                                                  if engines else "")
+        return ", ".join(f"{k}: {v}" for k, v in gates.items())
+    return "not recorded" if gates in (None, "", [], {}) else str(gates)
+
+
+def _profile_text(profile: Any) -> str:
+    if isinstance(profile, dict):
+        return str(profile.get("name") or "unnamed profile")
+    return str(profile) if profile else "unknown"
+
+
+def _calibration_text(entry: dict[str, Any]) -> str:
+    record = entry.get("calibration")
+    if isinstance(record, str):
+        return record
+    cal = Calibration.from_dict(record)
+    return cal.summary() if cal is not None else ("not calibrated" if entry else "unknown")
+
+
+def summarise_models(rows: list[Row], provenance: Provenance) -> list[ModelSummary]:
+    """One summary per model the rows name, in order of first appearance (``unknown model`` for none)."""
+    groups: dict[str | None, list[Row]] = {}
+    named = [r for r in rows if r.ok or r.model is not None] or rows  # a failed row naming no model adds none
+    for r in named:
+        groups.setdefault(r.model, []).append(r)
+    out = []
+    for model_id, mine in groups.items():
+        entry = provenance.models.get(model_id or "", {})
+        thresholds = sorted({r.threshold for r in mine if r.threshold is not None})
+        if not thresholds and isinstance(entry.get("threshold"), (int, float)):
+            thresholds = [float(entry["threshold"])]
+        times = sorted(r.time_utc for r in mine if r.time_utc)
+        out.append(ModelSummary(
+            model_id=model_id, file=str(entry.get("file") or "unknown"), sha256=str(entry.get("sha256") or ""),
+            thresholds=tuple(thresholds), calibration=_calibration_text(entry),
+            profile=_profile_text(entry.get("export_profile")), gates=_gates_text(entry.get("gates")),
+            engines=tuple(sorted({r.engine for r in mine if r.engine})),
+            tta=tuple(sorted({r.tta for r in mine if r.tta})), cells=len(mine),
+            first_utc=times[0] if times else "", last_utc=times[-1] if times else "",
+        ))
+    return out

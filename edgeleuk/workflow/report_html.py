@@ -1,10 +1,12 @@
 """Render the report as one self-contained HTML page (inline CSS, SVG and images; no network).
 
-The probability histogram is drawn as inline SVG (no plotting library): bars are
-stacked by true class when labels are known (ALL red, HEM blue), otherwise grey;
-the decision threshold is a dashed vertical line, or a shaded band when only its
-bracket is known (the highest HEM and the lowest ALL call). Thumbnails are small
-JPEGs inlined as ``data:`` URIs, so the page needs no other file.
+The page is the Jinja2 template ``templates/report.html.j2``, autoescaped: every path,
+subject, error and model name from the CSV or its sidecar is inserted as text. The
+probability histogram is inline SVG (``templates/histogram.svg.j2``, no plotting
+library): bars are stacked by true class when labels are known (ALL red, HEM blue),
+otherwise grey; the decision threshold is a dashed vertical line, or a shaded band
+when only its bracket is known (the highest HEM and the lowest ALL call). Thumbnails
+are small JPEGs inlined as ``data:`` URIs, so the page needs no other file.
 """
 
 from __future__ import annotations
@@ -13,46 +15,18 @@ import base64
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 
 import cv2
 import numpy as np
+from markupsafe import Markup
 
+from edgeleuk import __version__
 from edgeleuk.core.meta import Preprocess
 from edgeleuk.io.csvcells import name_to_text
 from edgeleuk.io.imageio import decode_image
-from edgeleuk.workflow.report_data import Row, SubjectSummary
-
-CSS = """
-body { font-family: -apple-system, "Segoe UI", "DejaVu Sans", Arial, sans-serif; margin: 24px auto;
-       max-width: 1100px; color: #222; line-height: 1.4; padding: 0 16px; }
-h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px;
-     border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.meta { color: #555; font-size: 13px; }
-.banner { padding: 10px 14px; border-radius: 6px; margin: 12px 0; font-size: 14px; }
-.synthetic { background: #fff3cd; border: 2px solid #e0a800; font-weight: 600; }
-.notice { background: #eef3f8; border: 1px solid #b8c9dc; }
-table { border-collapse: collapse; font-size: 13px; margin-top: 8px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e4e4e4; text-align: right; }
-th { background: #f4f4f4; } td.l, th.l { text-align: left; }
-.bar { display: block; height: 10px; background: #c0392b; }
-.barbg { display: inline-block; width: 80px; height: 10px; background: #e8e8e8; margin-right: 6px;
-         vertical-align: middle; }
-.hist text { font-size: 11px; fill: #333; } .hist .svg-title { font-size: 13px; font-weight: 600; }
-.hist .grid { stroke: #eee; } .hist .axis { stroke: #888; }
-.hist .threshold { stroke: #111; stroke-width: 1.5; stroke-dasharray: 5 3; }
-.hist .threshold-label { font-weight: 600; } .hist .threshold-band { fill: #000; fill-opacity: 0.08; }
-.cards { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 8px; }
-.card { width: 124px; font-size: 11px; text-align: center; border: 1px solid #ddd; border-radius: 4px;
-        padding: 5px; background: #fafafa; }
-.card img, .card .noimg { width: 112px; height: 112px; display: block; margin: 0 auto 3px; }
-.card .noimg { background: #eee; color: #888; line-height: 112px; }
-.card .name { color: #666; overflow-wrap: anywhere; }
-.all { color: #c0392b; font-weight: 600; } .hem { color: #2e6da4; font-weight: 600; }
-.wrong { background: #fdecea; }
-.stats td { text-align: left; } .small { font-size: 12px; color: #666; }
-"""
+from edgeleuk.workflow.render import render
+from edgeleuk.workflow.report_data import ModelSummary, Provenance, Row, SubjectSummary
 
 NOT_DIAGNOSTIC = (
     "Research software, not a diagnostic device: these are per-cell model outputs, not a diagnosis. "
@@ -62,147 +36,116 @@ NOT_DIAGNOSTIC = (
 
 @dataclass(frozen=True)
 class Card:
-    """A thumbnail with its caption."""
+    """A thumbnail with its caption.
+
+    Attributes:
+        row: The call shown.
+        uri: ``data:`` URI of the thumbnail, or None.
+        missing: Why there is no thumbnail (shown in its place), or "" when none is expected.
+    """
 
     row: Row
     uri: str | None
+    missing: str = ""
 
 
 @dataclass
-class Page:
-    """Everything the page shows; built by :mod:`edgeleuk.workflow.report`."""
+class Group:
+    """The figures of the calls one model made at one threshold (the whole file when it holds one).
 
-    source: Path
-    generated: str
+    Attributes:
+        title: Heading when the file mixes models ("" otherwise).
+        rows: Its rows.
+        subjects: Per-subject summaries.
+        threshold_note: The threshold as stated.
+        histogram_svg: Inline SVG.
+        overall: Cell-level metrics when true labels are known.
+        confident: Surest ALL calls. borderline: Calls closest to the threshold.
+    """
+
+    title: str
     rows: list[Row]
     subjects: list[SubjectSummary]
     threshold_note: str
-    histogram_svg: str
-    synthetic_root: Path | None = None
-    images_missing: bool = False
+    histogram_svg: Markup
     overall: dict | None = None
     confident: list[Card] = field(default_factory=list)
     borderline: list[Card] = field(default_factory=list)
 
+    @property
+    def stats(self) -> list[tuple[str, str]]:
+        """The summary table's lines."""
+        ok = [r for r in self.rows if r.ok]
+        n_all = sum(bool(r.called_all) for r in ok)
+        items = [
+            ("cells classified", f"{len(ok)} of {len(self.rows)}"),
+            ("called ALL", f"{n_all} ({pct(n_all / len(ok) if ok else None)})"),
+            ("subjects", str(len(self.subjects))),
+            ("threshold", self.threshold_note),
+        ]
+        m = self.overall
+        if m:
+            items += [
+                ("cell accuracy (true labels known)", pct(m["accuracy"])),
+                ("sensitivity / specificity", f"{pct(m['sensitivity'])} / {pct(m['specificity'])}"),
+                ("weighted F1", f"{m['f1']:.4f}"),
+            ]
+        return items
 
-def _pct(x: float | None) -> str:
+
+@dataclass
+class Page:
+    """Everything the page shows; built by :mod:`edgeleuk.workflow.report`.
+
+    Attributes:
+        source: The predictions file.
+        generated: When the page was made.
+        rows: Every row of the file.
+        groups: Figures per model and threshold (one group for a file of one model).
+        models: The models the rows name, for the header.
+        provenance: The sidecar as read.
+        card_summary: The model card's summary lines (``report --model``), or empty.
+        synthetic_root: Where ``edgeleuk synth``'s marker was found, if anywhere.
+        images_note: Why thumbnails are missing ("" when every image was found).
+        warnings: Lines for a warning banner (model given does not match, damaged sidecar...).
+    """
+
+    source: Path
+    generated: str
+    rows: list[Row]
+    groups: list[Group]
+    models: list[ModelSummary] = field(default_factory=list)
+    provenance: Provenance = field(default_factory=Provenance)
+    card_summary: list[tuple[str, str]] = field(default_factory=list)
+    synthetic_root: Path | None = None
+    images_note: str = ""
+    warnings: list[str] = field(default_factory=list)
+    version: str = __version__
+
+    @property
+    def mixed(self) -> bool:
+        """More than one model, or one model at more than one threshold, made the calls."""
+        return len(self.groups) > 1
+
+    @property
+    def confident(self) -> list[Card]:
+        return [c for g in self.groups for c in g.confident]
+
+    @property
+    def borderline(self) -> list[Card]:
+        return [c for g in self.groups for c in g.borderline]
+
+    @property
+    def errors(self) -> list[Row]:
+        return [r for r in self.rows if not r.ok]
+
+
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal; a dash when undefined."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def _cls(truth: int | None) -> str:
-    return (
-        "–"
-        if truth is None
-        else ('<span class="all">ALL</span>' if truth else '<span class="hem">HEM</span>')
-    )
-
-
-def _subject_table(subjects: list[SubjectSummary]) -> str:
-    with_truth = any(s.truth is not None for s in subjects)
-    head = ["subject", "cells", "errors", "called ALL", "share ALL", "mean prob."]
-    if with_truth:
-        head += ["true class", "accuracy"]
-    lines = [
-        "<table><tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{h}</th>' for i, h in enumerate(head))
-    ]
-    for s in subjects:
-        share = s.share_all
-        bar = (
-            ""
-            if math.isnan(share)
-            else (f'<span class="barbg"><span class="bar" style="width:{80 * share:.0f}px"></span></span>')
-        )
-        cells = [
-            f'<td class="l">{escape(s.subject)}</td>',
-            f"<td>{s.cells}</td>",
-            f"<td>{s.errors or ''}</td>",
-            f"<td>{s.called_all}</td>",
-            f"<td>{bar}{_pct(share)}</td>",
-            f"<td>{'–' if math.isnan(s.mean_prob) else f'{s.mean_prob:.3f}'}</td>",
-        ]
-        wrong = ""
-        if with_truth:
-            cells += [f"<td>{_cls(s.truth)}</td>", f"<td>{_pct(s.accuracy)}</td>"]
-            wrong = ' class="wrong"' if s.accuracy is not None and s.accuracy < 0.5 else ""
-        lines.append(f"<tr{wrong}>" + "".join(cells) + "</tr>")
-    lines.append("</table>")
-    if any(s.accuracy is not None and s.accuracy < 0.5 for s in subjects):
-        lines.append('<p class="small">Rows in red: most of the subject\'s cells were called wrongly.</p>')
-    return "\n".join(lines)
-
-
-def _card(card: Card) -> str:
-    r = card.row
-    img = (
-        f'<img src="{card.uri}" alt="{escape(Path(r.shown).name)}">'
-        if card.uri
-        else '<div class="noimg">image not found</div>'
-    )
-    call = '<span class="all">ALL</span>' if r.called_all else '<span class="hem">HEM</span>'
-    truth = "" if r.truth is None else f"<br>true class {'ALL' if r.truth else 'HEM'}"
-    return (
-        f'<div class="card">{img}{call} p={r.prob:.3f}{truth}<br>'
-        f'<span class="name">{escape(r.subject or "")} {escape(Path(r.shown).name)}</span></div>'
-    )
-
-
-def _cards(title: str, explain: str, cards: list[Card], empty: str) -> str:
-    if not cards:
-        return f"<h2>{title}</h2><p class='small'>{empty}</p>"
-    return (
-        f"<h2>{title}</h2><p class='small'>{explain}</p><div class='cards'>"
-        + "".join(_card(c) for c in cards)
-        + "</div>"
-    )
-
-
-def _errors(rows: list[Row]) -> str:
-    bad = [r for r in rows if not r.ok]
-    if not bad:
-        return "<h2>Files not classified</h2><p class='small'>None: every file was classified.</p>"
-    lines = [
-        f"<h2>Files not classified ({len(bad)})</h2>",
-        '<table><tr><th class="l">file</th><th class="l">reason</th></tr>',
-    ]
-    lines += [
-        f'<tr><td class="l">{escape(r.shown)}</td><td class="l">{escape(r.error or "")}</td></tr>'
-        for r in bad
-    ]
-    lines.append("</table>")
-    return "\n".join(lines)
-
-
-def _overall(page: Page) -> str:
-    ok = [r for r in page.rows if r.ok]
-    n_all = sum(bool(r.called_all) for r in ok)
-    items = [
-        ("cells classified", f"{len(ok)} of {len(page.rows)}"),
-        ("called ALL", f"{n_all} ({_pct(n_all / len(ok) if ok else None)})"),
-        ("subjects", str(len(page.subjects))),
-        ("threshold", page.threshold_note),
-    ]
-    m = page.overall
-    if m:
-        items += [
-            ("cell accuracy (true labels known)", _pct(m["accuracy"])),
-            ("sensitivity / specificity", f"{_pct(m['sensitivity'])} / {_pct(m['specificity'])}"),
-            ("weighted F1", f"{m['f1']:.4f}"),
-        ]
-    body = "".join(f'<tr><th class="l">{escape(k)}</th><td>{escape(v)}</td></tr>' for k, v in items)
-    return f'<table class="stats">{body}</table>'
-
-
-def _missing_images_note(page: Page) -> str:
-    if not page.images_missing:
-        return ""
-    return (
-        '<div class="banner synthetic">None of the images named in this file were found, so there are no '
-        "thumbnails. The paths are relative to the folder that was classified: rerun with "
-        "<code>edgeleuk report CSV --images FOLDER</code>.</div>"
-    )
-
-
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """A path relative to the current folder when it lies below it (shorter, and no user names)."""
     try:
         return name_to_text(str(path.relative_to(Path.cwd())))
@@ -212,49 +155,8 @@ def _shown(path: Path) -> str:
 
 def render_page(page: Page) -> str:
     """The whole HTML document as text."""
-    synthetic = ""
-    if page.synthetic_root is not None:
-        synthetic = (
-            '<div class="banner synthetic">SYNTHETIC DATA: these images were drawn by '
-            "<code>edgeleuk synth</code> "
-            f"({escape(_shown(page.synthetic_root))}). Every number and picture below only shows that the "
-            "pipeline works; it says nothing about leukaemia diagnosis.</div>"
-        )
-    title = "edgeleuk report" + (" (SYNTHETIC data)" if synthetic else "")
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
-            f"<h1>{escape(title)}</h1>",
-            f'<div class="meta">{escape(_shown(page.source))} · generated {escape(page.generated)}</div>',
-            synthetic,
-            f'<div class="banner notice">{escape(NOT_DIAGNOSTIC)}</div>',
-            _missing_images_note(page),
-            "<h2>Summary</h2>",
-            _overall(page),
-            "<h2>Subjects</h2>",
-            _subject_table(page.subjects),
-            "<h2>Probabilities</h2>",
-            page.histogram_svg,
-            _cards(
-                "Most confident ALL calls",
-                "The cells the model is surest are ALL blasts.",
-                page.confident,
-                "No cell was called ALL.",
-            ),
-            _cards(
-                "Closest to the threshold",
-                "The least certain calls: review these first.",
-                page.borderline,
-                "No cell was classified.",
-            ),
-            _errors(page.rows),
-            f'<p class="small">{escape(NOT_DIAGNOSTIC)}</p>',
-            "</body></html>",
-        ]
-    )
+    return render("report.html.j2", page=page, not_diagnostic=NOT_DIAGNOSTIC, pct=pct, shown_path=shown_path,
+                  isnan=math.isnan, Path=Path)
 
 
 # --- histogram (inline SVG) ------------------------------------------------------------------
@@ -280,7 +182,7 @@ def histogram_svg(
     threshold: tuple[float, float] | None,
     bins: int = 20,
     title: str = "",
-) -> str:
+) -> Markup:
     """Draw stacked histograms of probabilities in [0, 1].
 
     Args:
@@ -290,7 +192,7 @@ def histogram_svg(
         title: Caption drawn above the plot.
 
     Returns:
-        An ``<svg>`` element as text.
+        An ``<svg>`` element, rendered from ``histogram.svg.j2`` (autoescaped).
     """
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts = {name: np.histogram(np.clip(np.asarray(v, float), 0, 1), edges)[0] for name, v in groups.items()}
@@ -304,55 +206,31 @@ def histogram_svg(
     def y(v: float) -> float:
         return TOP + plot_h - v / ticks[-1] * plot_h
 
-    parts = [
-        (
-            f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
-            f'aria-label="{escape(title or "histogram")}" class="hist">'
-        ),
-        f'<text x="{LEFT}" y="16" class="svg-title">{escape(title)}</text>',
-    ]
-    for t in ticks:
-        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(t):.1f}" y2="{y(t):.1f}" class="grid"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t}</text>')
-    for v in np.linspace(0, 1, 11):
-        parts.append(f'<text x="{x(v):.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">{v:.1f}</text>')
-    parts.append(
-        f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">probability of ALL</text>'
+    svg = render(
+        "histogram.svg.j2", title=title, width=WIDTH, height=HEIGHT, left=LEFT, right=RIGHT, top=TOP,
+        plot_w=plot_w, plot_h=plot_h, y_ticks=[(t, y(t)) for t in ticks],
+        x_ticks=[(v, x(v)) for v in np.linspace(0, 1, 11)], bars=_bars(counts, edges, x, y), y0=y(0),
+        threshold=None if threshold is None else _threshold_marks(*threshold, x, y),
+        legend=_legend(list(counts)),
     )
-    parts += _bars(counts, edges, x, y)
-    parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(0):.1f}" y2="{y(0):.1f}" class="axis"/>')
-    if threshold is not None:
-        parts += _threshold_marks(*threshold, x, y)
-    parts += _legend(list(counts))
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return Markup(svg)
 
 
-def _threshold_marks(low: float, high: float, x, y) -> list[str]:
+def _threshold_marks(low: float, high: float, x, y) -> dict:
+    """Where the threshold line(s), band and label go."""
     low, high = (float(np.clip(v, 0.0, 1.0)) for v in (low, high))
     x0, x1 = x(low), x(high)
-    top, bottom = TOP - 10, y(0)
-    parts = []
-    if x1 - x0 >= 1.0:
-        parts.append(
-            f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{bottom - top:.1f}" '
-            'class="threshold-band"/>'
-        )
-        text = f"threshold {low:.3f}–{high:.3f}"
-    else:
-        text = f"threshold {high:.3f}"
-    for xv in {x0, x1}:
-        parts.append(f'<line x1="{xv:.1f}" x2="{xv:.1f}" y1="{top}" y2="{bottom:.1f}" class="threshold"/>')
+    band = x1 - x0 >= 1.0
     right = high > 0.7  # keep the label inside the plot
-    tx, anchor = (x0 - 4, "end") if right else (x1 + 4, "start")
-    parts.append(
-        f'<text x="{tx:.1f}" y="{TOP - 4}" text-anchor="{anchor}" class="threshold-label">{text}</text>'
-    )
-    return parts
+    return {
+        "top": TOP - 10, "bottom": y(0), "band": (x0, x1 - x0) if band else None, "lines": sorted({x0, x1}),
+        "text": f"threshold {low:.3f}–{high:.3f}" if band else f"threshold {high:.3f}",
+        "tx": x0 - 4 if right else x1 + 4, "anchor": "end" if right else "start", "ty": TOP - 4,
+    }
 
 
-def _bars(counts: dict[str, np.ndarray], edges: np.ndarray, x, y) -> list[str]:
-    parts = []
+def _bars(counts: dict[str, np.ndarray], edges: np.ndarray, x, y) -> list[dict]:
+    bars = []
     base = np.zeros(len(edges) - 1)
     for name, c in counts.items():
         for i, n in enumerate(c):
@@ -360,25 +238,15 @@ def _bars(counts: dict[str, np.ndarray], edges: np.ndarray, x, y) -> list[str]:
                 continue
             x0, x1 = x(edges[i]) + 0.5, x(edges[i + 1]) - 0.5
             y0, y1 = y(base[i] + n), y(base[i])
-            parts.append(
-                f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" height="{y1 - y0:.1f}" '
-                f'fill="{COLOURS.get(name, COLOURS["cells"])}"><title>{escape(name)}: {n} cells, '
-                f"p in [{edges[i]:.2f}, {edges[i + 1]:.2f})</title></rect>"
-            )
+            bars.append({"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0, "fill": COLOURS.get(name, COLOURS["cells"]),
+                         "tip": f"{name}: {n} cells, p in [{edges[i]:.2f}, {edges[i + 1]:.2f})"})
         base += c
-    return parts
+    return bars
 
 
-def _legend(names: list[str]) -> list[str]:
-    parts = []
-    for i, name in enumerate(names):
-        lx = WIDTH - RIGHT - 110 * (len(names) - i)
-        parts.append(
-            f'<rect x="{lx}" y="6" width="12" height="12" fill="{COLOURS.get(name, COLOURS["cells"])}"/>'
-        )
-        label = f"true {name}" if name in ("ALL", "HEM") else name
-        parts.append(f'<text x="{lx + 16}" y="16">{escape(label)}</text>')
-    return parts
+def _legend(names: list[str]) -> list[dict]:
+    return [{"x": WIDTH - RIGHT - 110 * (len(names) - i), "fill": COLOURS.get(name, COLOURS["cells"]),
+             "label": f"true {name}" if name in ("ALL", "HEM") else name} for i, name in enumerate(names)]
 
 
 # --- thumbnails ------------------------------------------------------------------------------

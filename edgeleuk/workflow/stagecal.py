@@ -39,6 +39,7 @@ class Scores:
         view_logits: Every rotation's logit [cells, R]; None for a model without a views entry.
         failed: Labelled files that could not be classified.
         no_views: Why there are no view logits (None when there are).
+        subjects: Subject id per scored cell (None unknown); empty when not tracked.
     """
 
     probs: np.ndarray
@@ -46,6 +47,7 @@ class Scores:
     view_logits: np.ndarray | None
     failed: int
     no_views: str | None = None
+    subjects: tuple[str | None, ...] = ()
 
 
 def _views_classifier(model: Path, backend: str, fields: Mapping[str, Any]) -> tuple[Classifier | None, str]:
@@ -64,8 +66,9 @@ def _views_classifier(model: Path, backend: str, fields: Mapping[str, Any]) -> t
 
 def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
     views = all_views(clf.meta.preprocess.rotations)
-    logits, view_logits, labels, failed = [], [], [], 0
+    logits, view_logits, labels, subjects, failed = [], [], [], [], 0
     label_of = {str(r.path): int(r.label) for r in records}
+    subject_of = {str(r.path): r.subject for r in records}
     for batch in decoded_batches((r.path for r in records), clf.input_size, clf.batch_size, workers=clf.workers):
         good = [(path, d) for path, d in batch if d.ok]
         failed += len(batch) - len(good)
@@ -81,20 +84,22 @@ def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
         logits.append(lo)
         view_logits.append(vl)
         labels += [label_of[str(path)] for path, _ in good]
+        subjects += [subject_of[str(path)] for path, _ in good]
     if not labels:
         return Scores(np.zeros(0), np.zeros(0, np.int64), None, failed)
     lo_all = np.concatenate(logits)
     finite = np.isfinite(lo_all)
     vl_all = np.concatenate(view_logits)[finite]
     return Scores(sigmoid(lo_all[finite]).astype(np.float64), np.asarray(labels, np.int64)[finite], vl_all,
-                  failed + int((~finite).sum()))
+                  failed + int((~finite).sum()),
+                  subjects=tuple(s for s, keep in zip(subjects, finite, strict=True) if keep))
 
 
 def _score_plain(model: Path, records: list[Record], backend: str, fields: Mapping[str, Any], why: str) -> Scores:
     """Probabilities only, from the file's own call (a model without a views entry, or a backend without views)."""
     classifier = Classifier.load(model, backend=backend, **fields)
     predictions = classifier.predict_paths([r.path for r in records])
-    probs, labels, failed = [], [], 0
+    probs, labels, subjects, failed = [], [], [], 0
     for record, pred in zip(records, predictions, strict=True):
         if pred.error is not None or pred.prob_all is None:
             log.warning("left out %s: %s", record.path, pred.error)
@@ -102,7 +107,9 @@ def _score_plain(model: Path, records: list[Record], backend: str, fields: Mappi
             continue
         probs.append(float(pred.prob_all))
         labels.append(int(record.label))
-    return Scores(np.asarray(probs, np.float64), np.asarray(labels, np.int64), None, failed, no_views=why)
+        subjects.append(record.subject)
+    return Scores(np.asarray(probs, np.float64), np.asarray(labels, np.int64), None, failed, no_views=why,
+                  subjects=tuple(subjects))
 
 
 def score_labelled(model: Path, records: list[Record], backend: str,

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeleuk.core.errors import DataError, UsageError
-from edgeleuk.evaluation.metrics import check_labels, check_scores, weighted_prf
+from edgeleuk.evaluation.metrics import check_labels, check_scores, clopper_pearson, weighted_prf
+
+#: Coverage of the exact intervals calibrate reports and stores.
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,16 @@ class OperatingPoint:
     @property
     def specificity(self) -> float:
         return self.tn / (self.tn + self.fp) if self.tn + self.fp else float("nan")
+
+    @property
+    def sensitivity_ci(self) -> tuple[float, float] | None:
+        """Exact (Clopper-Pearson) :data:`CONFIDENCE` interval of the sensitivity; None without ALL cells."""
+        return clopper_pearson(self.tp, self.tp + self.fn, CONFIDENCE) if self.tp + self.fn else None
+
+    @property
+    def specificity_ci(self) -> tuple[float, float] | None:
+        """Exact (Clopper-Pearson) :data:`CONFIDENCE` interval of the specificity; None without HEM cells."""
+        return clopper_pearson(self.tn, self.tn + self.fp, CONFIDENCE) if self.tn + self.fp else None
 
     @property
     def accuracy(self) -> float:

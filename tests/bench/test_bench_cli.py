@@ -114,3 +114,14 @@ def test_bench_torch_backend_needs_a_checkpoint(tiny_onnx: Path):
 def test_bench_missing_model_is_a_usage_error(tmp_path: Path):
     res = _bench("--model", str(tmp_path / "nope.onnx"))
     assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_bench_with_one_class_cells_prints_n_a_for_undefined_metrics(tiny_onnx: Path, tmp_path: Path):
+    # One cell is one class: specificity or sensitivity is undefined and must not crash the row.
+    out = tmp_path / "b.json"
+    res = runner.invoke(app, ["bench", "--quick", "--n", "1", "--batch", "1", "--model", str(tiny_onnx),
+                              "--backend", "cpu", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "n/a" in res.output
+    metrics = [r["metrics"] for r in json.loads(out.read_text())["rows"] if r.get("metrics")]
+    assert metrics and all(None in (m["sensitivity"], m["specificity"]) for m in metrics)

@@ -77,7 +77,8 @@ def test_calibrate_and_serve_have_every_backend_flag() -> None:
 def test_calibrate_on_a_remote_server(model: Path, labelled: Path, server_url: str, tmp_path: Path) -> None:
     out = tmp_path / "c.onnx"
     result = runner.invoke(app, ["calibrate", "-m", str(model), "--data", str(labelled), "--out", str(out),
-                                 "--backend", "remote", "--server", server_url, "--server-timeout", "30"])
+                                 "--backend", "remote", "--server", server_url, "--server-timeout", "30",
+                                 "--allow-small"])
     assert result.exit_code == 0, result.output
     assert out.is_file() and "calibrated" in result.stdout
     assert "the remote backend computes no single rotations" in result.stdout  # threshold only, said so
@@ -85,7 +86,7 @@ def test_calibrate_on_a_remote_server(model: Path, labelled: Path, server_url: s
 
 def test_calibrate_remote_without_server_names_the_flag(model: Path, labelled: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["calibrate", "-m", str(model), "--data", str(labelled),
-                                 "--out", str(tmp_path / "c.onnx"), "--backend", "remote"])
+                                 "--out", str(tmp_path / "c.onnx"), "--backend", "remote", "--allow-small"])
     assert result.exit_code == 2 and "--server" in result.stderr
 
 

@@ -36,6 +36,8 @@ def _cells(folder: Path) -> Path:
 def _model_commands(tmp: Path) -> dict[str, list[str]]:
     """Each command that takes a model file, with every other argument it needs (the model comes last)."""
     cells = _cells(tmp / "cells")
+    rows = tmp / "rows.csv"
+    rows.write_text("path,status,error,prob_all,label,subject,adjustment\n1.bmp,ok,,0.9,all,1,\n", encoding="utf-8")
     return {
         "predict": ["predict", str(cells), "--out", str(tmp / "p.csv")],
         "watch": ["watch", str(cells), "--out", str(tmp / "w.csv")],
@@ -44,10 +46,12 @@ def _model_commands(tmp: Path) -> dict[str, list[str]]:
         "calibrate": ["calibrate", "--data", str(cells), "--out", str(tmp / "c.onnx")],
         "serve": ["serve"],
         "serving-repo": ["serving-repo", str(tmp / "repo")],
+        "card": ["card"],
+        "report": ["report", str(rows), "--out", str(tmp / "r.html"), "--images", str(cells)],
     }
 
 
-MODEL_COMMANDS = ("predict", "watch", "bench", "info", "calibrate", "serve", "serving-repo")
+MODEL_COMMANDS = ("predict", "watch", "bench", "info", "calibrate", "serve", "serving-repo", "card", "report")
 
 
 @pytest.mark.parametrize("flag", ["--model", "-m"])
@@ -80,7 +84,7 @@ def test_predict_info_calibrate_happy_paths_with_m(model: Path, labelled: Path, 
     assert described.exit_code == 0 and "ONNX model" in described.stdout
     out = tmp_path / "c.onnx"
     calibrated = runner.invoke(app, ["calibrate", "-m", str(model), "--data", str(labelled), "--out", str(out),
-                                     "--backend", "cpu"])
+                                     "--backend", "cpu", "--allow-small"])
     assert calibrated.exit_code == 0, calibrated.output
     assert out.is_file() and "calibrated" in calibrated.stdout and "deprecated" not in calibrated.output
 
@@ -89,7 +93,8 @@ def test_predict_info_calibrate_happy_paths_with_m(model: Path, labelled: Path, 
 def test_deprecated_positional_model_still_works_with_a_note(
     command: str, model: Path, labelled: Path, tmp_path: Path
 ) -> None:
-    extra = {"info": [], "calibrate": ["--data", str(labelled), "--out", str(tmp_path / "c.onnx"), "--backend", "cpu"]}
+    extra = {"info": [], "calibrate": ["--data", str(labelled), "--out", str(tmp_path / "c.onnx"), "--backend", "cpu",
+                                   "--allow-small"]}
     result = runner.invoke(app, [command, str(model), *extra[command]])
     assert result.exit_code == 0, result.output
     assert NOTE in result.stderr and NOTE not in result.stdout

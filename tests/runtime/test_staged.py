@@ -277,7 +277,7 @@ def test_calibrate_stores_a_stage_choice_and_staged_predict_runs(
 
     out = tmp_path / "cal.onnx"
     result = calibrate_model(exported, data=synth_root, sensitivity=None, out=out, backend="cpu",
-                             staged_agreement=0.99)
+                             staged_agreement=0.99, allow_small=True)
     meta, _ = read_model_meta(out)
     assert meta.threshold == read_model_meta(exported)[0].threshold  # --keep-threshold
     assert result.stage is not None and meta.extra[META_EXTRA_KEY] == result.stage.to_dict()
@@ -295,7 +295,8 @@ def test_calibrate_stores_a_stage_choice_and_staged_predict_runs(
     assert summary.classified == 6 and clf.staged_counts.cells == 6
     assert "of 6 cells went on to stage 2" in summary.describe()
     # A new threshold invalidates the old choice: it is chosen again at the new threshold.
-    again = calibrate_model(out, data=synth_root, sensitivity=0.9, out=tmp_path / "cal2.onnx", backend="cpu")
+    again = calibrate_model(out, data=synth_root, sensitivity=0.9, out=tmp_path / "cal2.onnx", backend="cpu",
+                            allow_small=True)
     stored = read_model_meta(tmp_path / "cal2.onnx")[0]
     if again.stage is None:
         assert META_EXTRA_KEY not in stored.extra
@@ -309,7 +310,8 @@ def test_a_model_without_a_views_entry_calibrates_without_stages(synth_root: Pat
     from edgeleuk.workflow.calibrate import calibrate_model
 
     old = build_onnx(tmp_path / "old.onnx")
-    result = calibrate_model(old, data=synth_root, sensitivity=0.9, out=tmp_path / "c.onnx", backend="cpu")
+    result = calibrate_model(old, data=synth_root, sensitivity=0.7, out=tmp_path / "c.onnx", backend="cpu",
+                             allow_small=True)
     assert result.stage is None and "no views entry" in result.stage_note
     meta, _ = read_model_meta(old)
     choice = {"views": [0], "margin": 1.0, "threshold": 0.5, "rotations": 8, "target_agreement": 0.99,
@@ -327,7 +329,8 @@ def test_bench_runs_staged_rows_for_a_file_with_a_stage_choice(exported: Path, s
     from edgeleuk.workflow.calibrate import calibrate_model
 
     staged = tmp_path / "staged.onnx"
-    assert calibrate_model(exported, data=synth_root, sensitivity=None, out=staged, backend="cpu").stage
+    assert calibrate_model(exported, data=synth_root, sensitivity=None, out=staged, backend="cpu",
+                           allow_small=True).stage
     with pytest.raises(UsageError, match="none of the model files carries"):
         run_bench(exported, data=synth_root, options=BenchOptions(backend="cpu", n=4, batch=2, quick=True,
                                                                   tta="staged"))
@@ -347,7 +350,8 @@ def test_openvino_staged_row_has_a_staged_throughput_mode(exported: Path, synth_
     from edgeleuk.workflow.calibrate import calibrate_model
 
     staged = tmp_path / "staged.onnx"
-    assert calibrate_model(exported, data=synth_root, sensitivity=None, out=staged, backend="cpu").stage
+    assert calibrate_model(exported, data=synth_root, sensitivity=None, out=staged, backend="cpu",
+                           allow_small=True).stage
     opts = BenchOptions(backend="openvino", n=4, batch=2, quick=True, tta="staged")
     report = run_bench(staged, data=synth_root, options=opts)
     row = next(r for r in report.rows if r.case.label == "openvino fp32 staged")

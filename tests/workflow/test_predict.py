@@ -298,3 +298,21 @@ def test_each_folder_is_listed_once_and_records_carry_the_truth(
         assert inside and set(inside.values()) == {1}, inside
         assert summary.metrics() is not None  # every row carries its true label
         assert all(r.subject for r in summary.rows)
+
+
+def test_a_folder_named_like_an_image_gets_an_error_row(model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    write_bmp(data / "1.bmp", gray_cell(100))
+    (data / "dir.bmp").mkdir()
+    (data / "sub").mkdir()  # an ordinary folder is no input
+    out = tmp_path / "p.csv"
+    result = _invoke(data, "--model", model, "--out", out, "--backend", "cpu")
+    assert result.exit_code == 0, result.output
+    rows = {r["path"]: r for r in _read_csv(out)}
+    assert list(rows) == ["1.bmp", "dir.bmp"]
+    assert rows["dir.bmp"]["status"] == "error" and "directory" in rows["dir.bmp"]["error"]
+    # --recursive walks it as the folder it is
+    write_bmp(data / "dir.bmp" / "2.bmp", gray_cell(100))
+    deep = tmp_path / "deep.csv"
+    assert _invoke(data, "--model", model, "--out", deep, "--recursive").exit_code == 0
+    assert [r["path"] for r in _read_csv(deep)] == ["1.bmp", "dir.bmp/2.bmp"]

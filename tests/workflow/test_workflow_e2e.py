@@ -25,7 +25,8 @@ def test_calibrate_watch_report_on_exported_tiny_model(
     from edgeleuk.workflow.watch import watch_folder
 
     calibrated = tmp_path / "calibrated.onnx"
-    result = calibrate_model(exported, data=synth_root, sensitivity=0.9, out=calibrated, backend="cpu")
+    result = calibrate_model(exported, data=synth_root, sensitivity=0.9, out=calibrated, backend="cpu",
+                             allow_small=True)
     assert result.chosen.sensitivity >= 0.9
     meta, export = read_model_meta(calibrated)
     assert meta.threshold == result.chosen.threshold and meta.threshold_source.startswith("calibrated")

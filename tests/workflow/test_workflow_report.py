@@ -140,7 +140,16 @@ def test_cli_report(tmp_path: Path, predicted) -> None:
     out = tmp_path / "r.html"
     res = CliRunner().invoke(app, ["report", str(csv_path), "--out", str(out), "--images", str(folder)])
     assert res.exit_code == 0, res.output
-    assert out.stat().st_size > 1000
+    assert res.stdout.strip() == f"wrote {out}"
+    html = out.read_text(encoding="utf-8")
+    # What the page must hold, counted from the CSV (a size bound passed for a page of CSS alone).
+    rows = load_rows(csv_path)
+    ok = [r for r in rows if r.ok]
+    n_all = sum(bool(r.called_all) for r in ok)
+    assert html.count("data:image/jpeg;base64,") == min(12, n_all) + min(12, len(ok))
+    assert html.count('<rect x=') >= 2 and html.count("<svg") == 1
+    assert all(f'<td class="l">{s}</td>' in html for s in _subjects(csv_path))
+    assert f"<tr><th class=\"l\">cells classified</th><td>{len(ok)} of {len(rows)}</td></tr>" in html
 
 
 @pytest.mark.slow
