@@ -144,7 +144,7 @@ class FlakyBackend:
 
     name = "flaky"
     # A file that exists, standing for the model: outputs name their model by its file's SHA-256.
-    model_path = __file__
+    model_path = str(Path(__file__).parent / "data" / "stub-model.onnx")
 
     def __init__(self, fail=lambda call: False, meta: ModelMeta | None = None) -> None:
         self.fail = fail

@@ -17,6 +17,7 @@ Torch-free.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from edgeleuk.core.contract import EXPORT_KEY, META_KEY
 from edgeleuk.core.errors import BackendUnavailable, UsageError
+from edgeleuk.io.files import sha256_file
 
 Device = Literal["cpu", "gpu"]
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
@@ -78,6 +80,23 @@ class ModelFormat:
             paths = [p for p in item.rglob("*") if p.is_file()] if item.is_dir() else [item]
             total += sum(p.stat().st_size for p in paths)
         return total
+
+    def sha256(self, path: Path) -> str:
+        """The model's identity: its full SHA-256, whose first digits name it in answers and rows.
+
+        One file: that file's SHA-256. A file with companions (an IR's ``.xml`` and ``.bin``): the
+        SHA-256 of the main file's hex digest followed by each companion's. A folder: the SHA-256 of
+        each of its files' relative path and SHA-256, in name order.
+        """
+        path = Path(path)
+        if self.layout == "folder":
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            lines = "".join(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n" for p in files)
+            return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
+        if not self.companions:
+            return sha256_file(path)
+        digests = [sha256_file(p) for p in (path, *self.files(path)[:-1])]
+        return hashlib.sha256("".join(digests).encode("ascii")).hexdigest()
 
     def check(self, path: Path) -> None:
         """Raise a UsageError when ``path`` is not an existing model of this format with its companions."""
@@ -149,6 +168,15 @@ def format_of(path: Path | str) -> ModelFormat:
                          "(export one with `edgeleuk export --checkpoint CKPT --out model.onnx`)")
     known = " or ".join(f"{f.label} {f.suffix}" for f in FORMATS.values())
     raise UsageError(f"{path}: unsupported model file; expected an exported {known}")
+
+
+def model_sha256(path: Path | str) -> str:
+    """The full SHA-256 that identifies the model at ``path`` (:meth:`ModelFormat.sha256`).
+
+    Raises:
+        UsageError: ``path`` is not an existing model of a known format.
+    """
+    return format_of(path).sha256(Path(path))
 
 
 # ---- ONNX ----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.core.errors import UsageError
-from edgeleuk.io.files import sha256_file
+from edgeleuk.io.formats import model_sha256 as model_sha256  # the model's identity, declared by its format
 
 HEALTH = "/healthz"
 METADATA = "/metadata"
@@ -69,23 +70,19 @@ class WireError(ValueError):
         self.status = status
 
 
-def model_sha256(path: str | Path) -> str:
-    """The served model's identity: SHA-256 of the ``.onnx``; for an IR, of its ``.xml`` and ``.bin`` hashes."""
-    path = Path(path)
-    if path.suffix.lower() != ".xml":
-        return sha256_file(path)
-    both = sha256_file(path) + sha256_file(path.with_suffix(".bin"))
-    return hashlib.sha256(both.encode("ascii")).hexdigest()
-
-
 def model_id(sha256: str) -> str:
     """The short model id answers and output rows carry: the digest's first :data:`MODEL_ID_HEX` hex digits."""
     return sha256[:MODEL_ID_HEX]
 
 
+# OpenVINO says f32/f16 where ONNX export records say fp32/fp16: one spelling in answers and rows.
+_PRECISION_NAMES = {"f32": "fp32", "f16": "fp16"}
+
+
 def engine_label(backend: str, precision: str) -> str:
-    """What computed an answer, as answers and output rows name it: ``cpu-fp32``, ``openvino-int8``."""
-    return f"{backend}-{precision}"
+    """What computed an answer, as answers and output rows name it: ``cpu-fp32``, ``openvino-bf16``."""
+    precision = _PRECISION_NAMES.get(precision, precision)
+    return f"{backend}-{re.sub(r'[^0-9A-Za-z.+]+', '_', precision)}"
 
 
 def metadata_digests(raw: Mapping[str, str]) -> dict[str, str]:

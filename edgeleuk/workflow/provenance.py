@@ -15,11 +15,9 @@ threshold are refused (exit 2) unless the user asks to go on, and then the chang
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,9 +28,8 @@ from edgeleuk import __version__
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import ModelMeta
 from edgeleuk.io.atomic import atomic_write_text
-from edgeleuk.io.files import sha256_file
 from edgeleuk.runtime.base import BackendInfo
-from edgeleuk.runtime.wire import model_sha256
+from edgeleuk.runtime.wire import engine_label, model_id, model_sha256
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +37,14 @@ log = logging.getLogger(__name__)
 PROVENANCE_COLUMNS = ("model", "threshold", "tta", "engine", "time_utc")
 #: Columns whose values are probabilities: written with 6 decimals in CSV and rounded so in JSON.
 PROBABILITY_DECIMALS = 6
-ID_DIGITS = 12
 SIDECAR_FORMAT = "edgeleuk.provenance/1"
 SIDECAR_SUFFIX = ".provenance.json"
 CONTINUE_FLAG = "--continue-with-new-model"
-# OpenVINO says f32/f16 where ONNX export records say fp32/fp16: one spelling in the rows.
-_PRECISION_NAMES = {"f32": "fp32", "f16": "fp16"}
 
 
 def utc_now() -> str:
     """The current time as ISO 8601 UTC to the second, e.g. ``2026-12-02T07:05:07Z``."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def model_id(sha256: str) -> str:
-    """The short model id written in every row: the first 12 hex digits of its SHA-256."""
-    return sha256[:ID_DIGITS]
 
 
 def threshold_text(threshold: float) -> str:
@@ -72,8 +61,7 @@ def engine_name(info: BackendInfo) -> str:
     if "server" in info.details:
         server_engine = info.details.get("server_engine")
         return f"{info.name}:{server_engine}" if server_engine else info.name
-    precision = _PRECISION_NAMES.get(info.precision, info.precision)
-    return f"{info.name}-{re.sub(r'[^0-9A-Za-z.+]+', '_', precision)}"
+    return engine_label(info.name, info.precision)
 
 
 @dataclass(frozen=True)
@@ -155,7 +143,7 @@ class Provenance:
         """
         path = _model_path(classifier, model)
         try:
-            sha = model_digest(path)
+            sha = model_sha256(path)
         except OSError as exc:
             raise UsageError(
                 f"cannot read {path} to record which model makes the calls: {exc.strerror or exc} "
@@ -168,19 +156,6 @@ class Provenance:
         """This model's entry in a sidecar's ``models``."""
         return {"sha256": self.sha256, "file": self.file, "threshold": self.stamp.threshold,
                 **self.summary, "first_seen_utc": first_seen_utc, "engines": [self.stamp.engine]}
-
-
-def model_digest(path: Path) -> str:
-    """The model's full SHA-256, whose first digits are its id in every row.
-
-    A file model: :func:`edgeleuk.runtime.wire.model_sha256`, as ``serve`` reports it. A folder model:
-    the SHA-256 of each of its files' relative path and SHA-256, in name order.
-    """
-    if not path.is_dir():
-        return model_sha256(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    lines = "".join(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n" for p in files)
-    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _model_path(classifier: Any, model: Path | None) -> Path:

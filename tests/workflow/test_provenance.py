@@ -243,13 +243,31 @@ def test_rows_made_by_a_server_carry_its_engine(tmp_path: Path) -> None:
 
 
 def test_a_folder_model_is_identified_by_every_file_in_it(tmp_path: Path) -> None:
-    from edgeleuk.workflow.provenance import model_digest
+    import dataclasses
 
+    from edgeleuk.io.formats import FORMATS
+
+    fmt = dataclasses.replace(FORMATS["onnx"], name="pkg", suffix=".pkg", layout="folder", companions=())
     folder = tmp_path / "model.pkg"
     (folder / "weights").mkdir(parents=True)
     (folder / "graph.txt").write_text("graph")
     (folder / "weights" / "w.bin").write_bytes(b"\0" * 8)
-    before = model_digest(folder)
-    assert re.fullmatch(r"[0-9a-f]{64}", before) and model_digest(folder) == before
+    before = fmt.sha256(folder)
+    assert re.fullmatch(r"[0-9a-f]{64}", before) and fmt.sha256(folder) == before
     (folder / "weights" / "w.bin").write_bytes(b"\1" * 8)
-    assert model_digest(folder) != before
+    assert fmt.sha256(folder) != before
+
+
+def test_an_ir_is_identified_by_its_xml_and_its_weights(tmp_path: Path) -> None:
+    """The id an IR has always had (served models are checked against it): SHA-256 of both hex digests."""
+    import hashlib
+
+    from edgeleuk.io.files import sha256_file
+
+    xml, weights = tmp_path / "m.xml", tmp_path / "m.bin"
+    xml.write_text("<net/>")
+    weights.write_bytes(b"\0" * 8)
+    both = hashlib.sha256((sha256_file(xml) + sha256_file(weights)).encode("ascii")).hexdigest()
+    assert model_sha256(xml) == both
+    weights.write_bytes(b"\1" * 8)
+    assert model_sha256(xml) != both
