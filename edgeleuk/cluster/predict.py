@@ -30,6 +30,7 @@ from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Prediction, default_batch
 from edgeleuk.runtime.registry import device_of
+from edgeleuk.runtime.wire import engine_label
 from edgeleuk.workflow.inputs import index_inputs
 from edgeleuk.workflow.outputs import DEFAULT_OUT
 from edgeleuk.workflow.predict import PredictOptions, PredictSummary, load_classifier, predict
@@ -88,6 +89,8 @@ class _Worker:
 
     def __init__(self, model: str, options: PredictOptions) -> None:
         self.clf = load_classifier(Path(model), options)
+        info = self.clf.info  # what this worker's engine is (``auto`` may pick another on each node)
+        self.engine = engine_label(f"{info.name}@ray", info.precision)
 
     def ready(self) -> str:
         """Where this worker runs (its node), once the model is open."""
@@ -96,7 +99,7 @@ class _Worker:
         return f"node {ray.get_runtime_context().get_node_id()[:8]}"
 
     def run(self, paths: list[str]) -> list[dict[str, Any]]:
-        return [_encode(p) for p in self.clf.predict_paths(paths)]
+        return [_encode(dataclasses.replace(p, engine=self.engine)) for p in self.clf.predict_paths(paths)]
 
 
 class ClusterClassifier:

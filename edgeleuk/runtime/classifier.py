@@ -68,6 +68,9 @@ class Prediction:
         subject: Subject id parsed from the file name, when it carries one.
         adjustments: What decoding changed to meet the input contract (``"padded:..."``...).
         logit: Raw model output before the sigmoid; None on error.
+        engine: The engine that made this call when it is not the classifier's own (a cluster
+            worker's, e.g. ``openvino@ray-fp32`` where the driver was asked for ``auto``); None: the
+            classifier's.
     """
 
     path: str | None
@@ -78,6 +81,7 @@ class Prediction:
     subject: str | None = None
     adjustments: tuple[str, ...] = ()
     logit: float | None = None
+    engine: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -293,7 +293,7 @@ def _rows(
         raise RuntimeError(f"{len(records)} files but {len(results)} predictions")
     return [
         ResultRow(found.row_path(rec.path), pred, rec.subject,
-                  None if rec.label is None else clf.meta.label_name(bool(rec.label)), run.stamp, when)
+                  None if rec.label is None else clf.meta.label_name(bool(rec.label)), run.stamp_for(pred), when)
         for rec, (pred, when) in zip(records, results, strict=True)
     ]
 
@@ -336,8 +336,9 @@ def _rescue(out: Path, rows: Sequence[ResultRow], positive: str, exc: OSError) -
 def _write_record(written: Path, rows: Sequence[ResultRow], run: Provenance) -> Path:
     """Write the provenance sidecar of a file predict replaced whole (so it replaces any earlier sidecar)."""
     first = rows[0].time_utc if rows and rows[0].time_utc else utc_now()
+    engines = sorted({r.stamp.engine for r in rows if r.stamp is not None} or {run.stamp.engine})
     try:
-        write_record(written, new_record(written, run, first))
+        write_record(written, new_record(written, run, first, engines))
     except OSError as exc:
         raise OutputError(
             f"wrote {written}, but not its provenance record {sidecar_path(written)}: {exc.strerror or exc}; "

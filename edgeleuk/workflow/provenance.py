@@ -14,6 +14,7 @@ threshold are refused (exit 2) unless the user asks to go on, and then the chang
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -152,6 +153,14 @@ class Provenance:
         stamp = RunStamp(model_id(sha), float(classifier.threshold), tta, engine_name(classifier.info))
         return cls(stamp, sha, path.name, _summary(classifier.meta, classifier.export_info))
 
+    def stamp_for(self, prediction: Any) -> RunStamp:
+        """The stamp of one call: this run's, with the engine that made it when that was another.
+
+        ``Prediction.engine`` names it: a cluster worker's engine, which ``auto`` picks on each node.
+        """
+        engine = getattr(prediction, "engine", None)
+        return self.stamp if not engine else dataclasses.replace(self.stamp, engine=engine)
+
     def entry(self, first_seen_utc: str) -> dict[str, Any]:
         """This model's entry in a sidecar's ``models``."""
         return {"sha256": self.sha256, "file": self.file, "threshold": self.stamp.threshold,
@@ -172,10 +181,13 @@ def sidecar_path(out: Path) -> Path:
     return out.with_name(out.name + SIDECAR_SUFFIX)
 
 
-def new_record(out: Path, run: Provenance, now: str) -> dict[str, Any]:
-    """The sidecar of an output that only ``run`` wrote."""
+def new_record(out: Path, run: Provenance, now: str, engines: Sequence[str] | None = None) -> dict[str, Any]:
+    """The sidecar of an output that only ``run`` wrote (``engines``: those its rows name, if several)."""
+    entry = run.entry(now)
+    if engines:
+        entry["engines"] = list(engines)
     return {"format": SIDECAR_FORMAT, "output": Path(out).name, "edgeleuk_version": __version__,
-            "host": socket.gethostname(), "models": {run.stamp.model: run.entry(now)}, "changes": []}
+            "host": socket.gethostname(), "models": {run.stamp.model: entry}, "changes": []}
 
 
 def write_record(out: Path, record: Mapping[str, Any]) -> None:

@@ -115,6 +115,21 @@ def test_default_cluster_predict_fits_1_cpu_nodes_and_matches_local(cluster, mod
     assert _calls(tmp_path / "c.csv") == _calls(local_csv)
 
 
+
+def test_auto_rows_name_the_engine_each_worker_chose(cluster, model, folder, tmp_path):
+    """``--backend auto`` is resolved on each node: the rows say what ran there, never ``auto``."""
+    from edgeleuk.runtime.classifier import Classifier
+    from edgeleuk.workflow.provenance import engine_name
+
+    local = engine_name(Classifier.load(model, "auto").info)  # the nodes are this machine
+    result = runner.invoke(app, ["predict", str(folder), "-m", str(model), "--backend", "auto", "--out",
+                                 str(tmp_path / "c.csv"), "--cluster", cluster.address])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "c.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    backend, precision = local.split("-", 1)
+    assert {r["engine"] for r in rows} == {f"{backend}@ray-{precision}"}, local
+
 def test_a_request_no_node_can_place_exits_2_naming_the_largest_node(cluster, model, folder, tmp_path):
     """A real CLI process that joins by address with the token; nothing is submitted."""
     cmd = [sys.executable, "-m", "edgeleuk", "predict", str(folder), "-m", str(model), "--backend", "cpu",

@@ -271,3 +271,28 @@ def test_an_ir_is_identified_by_its_xml_and_its_weights(tmp_path: Path) -> None:
     assert model_sha256(xml) == both
     weights.write_bytes(b"\1" * 8)
     assert model_sha256(xml) != both
+
+
+def test_rows_name_the_engine_each_call_says_made_it(models, tmp_path: Path) -> None:
+    """A cluster worker's engine (``auto`` may pick another on each node) goes into its rows and the sidecar."""
+    import dataclasses
+
+    calibrated, _ = models
+    folder = _cells(tmp_path / "cells", {"a.bmp": 200, "b.bmp": 40, "c.bmp": 90})
+    clf = Classifier.load(calibrated, "cpu")
+    engines = iter(["openvino@ray-bf16", None, "cpu@ray-fp32"])
+
+    class Workers:  # stands in for the cluster: the driver's classifier, calls tagged by the worker that made them
+        def __getattr__(self, name):
+            return getattr(clf, name)
+
+        def iter_predict(self, paths):
+            for pred in clf.iter_predict(paths):
+                yield dataclasses.replace(pred, engine=next(engines))
+
+    out = tmp_path / "p.csv"
+    predict(folder, calibrated, out, PredictOptions(backend="cpu", progress=False), classifier=Workers())
+    _, rows = _csv(out)
+    assert [r["engine"] for r in rows] == ["openvino@ray-bf16", "cpu-fp32", "cpu@ray-fp32"]
+    record = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
+    assert record["models"][_id(calibrated)]["engines"] == ["cpu-fp32", "cpu@ray-fp32", "openvino@ray-bf16"]
