@@ -33,9 +33,12 @@ def predicted(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> tup
     folder = synth_root / "prelim"
     out = tmp / "predictions.csv"
     predict(folder, model, out, PredictOptions(backend="cpu", progress=False))
-    with open(out, "a", newline="", encoding="utf-8") as fh:
+    with open(out, newline="", encoding="utf-8") as fh:
+        first = next(csv.DictReader(fh))
+    with open(out, "a", newline="", encoding="utf-8") as fh:  # a failed file, as predict writes one
         csv.writer(fh, lineterminator="\n").writerow(
-            ["gone.bmp", "error", "file not found", "", "", "", "", ""]
+            ["gone.bmp", "error", "file not found", "", "", "", "", "",
+             *(first[c] for c in ("model", "threshold", "tta", "engine", "time_utc"))]
         )
     return out, folder
 
