@@ -185,6 +185,14 @@ def test_continue_with_new_model_goes_on_and_records_the_change(
     write_cell(folder / "4.bmp", 220)
     _watch(folder, out, plain)
     assert len(json.loads(sidecar_path(out).read_text(encoding="utf-8"))["changes"]) == 1
+    # The report of that file says so: a banner naming the change, and figures per model and threshold.
+    from edgeleuk.workflow.report import write_report
+
+    html = write_report(out, tmp_path / "r.html", images=folder).read_text(encoding="utf-8")
+    assert "MIXED MODELS" in html and "--continue-with-new-model" in html
+    assert f"Calls of model {_id(calibrated)} at threshold 0.488" in html
+    assert f"Calls of model {_id(plain)} at threshold 0.5" in html
+    assert html.count("<svg") == 2 and "calibrated.onnx" in html and "plain.onnx" in html
 
 
 def test_an_output_from_before_provenance_is_refused_with_the_fix(models, tmp_path: Path) -> None:
