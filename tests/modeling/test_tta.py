@@ -62,10 +62,11 @@ def test_check_batch_rejects_wrong_input() -> None:
         check_input(np.zeros((1, 300, 300, 3), np.uint8), pre.input_size)
 
 
-def test_tta_classifier_matches_torch_reference(tiny_checkpoint) -> None:
+@pytest.mark.parametrize("rotations", [4, 8])  # 8: the paper's TTA, what the export gate ships
+def test_tta_classifier_matches_torch_reference(tiny_checkpoint, rotations: int) -> None:
     ckpt = load_checkpoint(tiny_checkpoint)
     # Non-trivial mean/std so the folded normalisation is exercised.
-    meta = ckpt.meta.replace(preprocess=Preprocess(mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3), rotations=4))
+    meta = ckpt.meta.replace(preprocess=Preprocess(mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3), rotations=rotations))
     ckpt = Checkpoint(meta=meta, state_dict=ckpt.state_dict)
     images = np.random.default_rng(1).integers(0, 256, (3, 450, 450, 3), dtype=np.uint8)
     with torch.no_grad():
