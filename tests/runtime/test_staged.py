@@ -146,13 +146,15 @@ def test_no_choice_when_no_cell_can_stop() -> None:
 def test_subsets_whose_stage_1_answer_is_wrong_are_refused() -> None:
     views = np.zeros((50, 8))
     labels = np.arange(50) % 2
-    # One cell far out: full TTA says ALL (mean 5.5); even rotations say HEM, odd ones ALL. The other
-    # 49 cells never move, so the floor (95 % quantile of the shift) is 0: only the agreement bound
-    # can refuse the even subsets, which would stop this cell with the wrong answer.
+    # One cell far out: full TTA says ALL (mean 5.5); even rotations say HEM, odd ones ALL. A second
+    # one that only even rotations see clearly (mean 1.5; odd rotations sit on the threshold). The
+    # other 48 cells never move, so the floor (95 % quantile of the shift) is 0: only the agreement
+    # bound refuses the even subsets, which would stop both cells, the first with the wrong answer.
     views[0, :] = [-9, 20] * 4
+    views[1, :] = [3, 0] * 4
     choice = choose_stage(views, labels, 0.5, 0.95)
     assert choice is not None
-    # (1,) is the cheapest subset that answers it right; (0,) comes first among equals but is refused.
+    # An odd single rotation stops only the first cell, with the right answer.
     assert choice.views == (1,) and choice.margin == 0.0
     agreement, sensitivity_change = _check_bounds(views, labels, choice)
     assert agreement == 1.0 and sensitivity_change == 0.0
