@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeleuk.evaluation.parity import Thresholds
+from edgeleuk.evaluation.parity import Parity, Thresholds
 from edgeleuk.exporting import gate, load_profile
 from edgeleuk.exporting.gate import (
     EngineCheck,
@@ -44,8 +44,10 @@ class _Fake:
     """Answers cell i (its first pixel holds i) with ``REF[i] + offset``; ``per_batch`` adds ``batch * it``."""
 
     def __init__(self, offset: float = 0.0, per_batch: float = 0.0, fail: str | None = None,
-                 shape: tuple[int, ...] | None = None, nan: bool = False) -> None:
+                 shape: tuple[int, ...] | None = None, nan: bool = False,
+                 prob_shape: tuple[int, ...] | None = None) -> None:
         self.offset, self.per_batch, self.fail, self.shape, self.nan = offset, per_batch, fail, shape, nan
+        self.prob_shape = prob_shape
         self.batches: list[int] = []
 
     def info(self) -> _Info:
@@ -60,6 +62,8 @@ class _Fake:
             logit[-1] = np.nan
         if self.shape is not None:
             logit = np.zeros(self.shape, np.float32)
+        if self.prob_shape is not None:
+            return logit, np.zeros(self.prob_shape, np.float32)
         return logit, _sigmoid(logit)
 
 
@@ -73,18 +77,28 @@ def _ref() -> ReferenceOutputs:
     return ReferenceOutputs(REF, _sigmoid(REF), 0.5)
 
 
-def _engines(monkeypatch: pytest.MonkeyPatch, **fakes: _Fake) -> None:
-    monkeypatch.setattr(gate, "open_backend", lambda path, name, **kw: fakes[name])
+def _engines(monkeypatch: pytest.MonkeyPatch, **fakes: _Fake) -> list[tuple[Path, str]]:
+    """Stand-ins for the named backends; returns the (path, name) each was opened with."""
+    opened: list[tuple[Path, str]] = []
+
+    def open_backend(path: Path, name: str, **kw: object) -> _Fake:
+        opened.append((path, name))
+        return fakes[name]
+
+    monkeypatch.setattr(gate, "open_backend", open_backend)
+    return opened
 
 
 def test_an_engine_that_matches_passes_and_is_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _Fake()
-    _engines(monkeypatch, cpu=fake)
+    opened = _engines(monkeypatch, cpu=fake)
     check = check_engine("cpu", Path("m.onnx"), PROFILE, _cells(), _ref())
+    assert opened == [(Path("m.onnx"), "cpu")]  # the file itself, as predict opens it
     assert (check.status, check.breaches, check.reason) == ("passed", [], None)
     assert check.version == "fake 1.0" and check.providers == ["FakeCPU"]
     assert check.parity.n == N and check.parity.agreement == 1.0 and check.parity.max_abs_logit_delta == 0.0
-    assert check.parity.batch_max_delta == 0.0 and check.parity.f1_model == check.parity.f1_reference
+    assert check.parity.batch_max_delta == 0.0
+    assert check.parity.f1_reference == 1.0 and check.parity.f1_model == 1.0  # labelled cells: F1 compared
     # All cells at the largest batch size (5: batches of 5 and 1), then the first cell alone at batch size 1.
     assert fake.batches == [5, 1, 1]
 
@@ -105,6 +119,12 @@ def test_a_flipped_label_fails_even_at_a_tiny_delta(monkeypatch: pytest.MonkeyPa
     assert check.breaches[0].startswith("label agreement 83.33% (1/6 labels differ)")
 
 
+def test_one_batch_size_has_no_batch_delta_to_break(monkeypatch: pytest.MonkeyPatch) -> None:
+    _engines(monkeypatch, cpu=_Fake())
+    check = check_engine("cpu", Path("m.onnx"), PROFILE.replace(batch_sizes=(5,)), _cells(), _ref())
+    assert check.status == "passed" and check.parity.batch_max_delta == 0.0
+
+
 def test_batch_sizes_that_disagree_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     # Batch 5 is 5e-5 off the reference (within 1e-4) but 4e-5 away from batch 1: allowed;
     # at 3e-5 per image the sizes differ by 1.2e-4 while batch 1 alone stays within the limit.
@@ -119,7 +139,8 @@ def test_batch_sizes_that_disagree_fail(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(("fake", "why"), [
     (_Fake(fail="engine exploded"), "RuntimeError: engine exploded"),
     (_Fake(shape=(2,)), "ValueError: output logit is float32 (2,)"),
-    (_Fake(nan=True), "(finite: False)"),
+    (_Fake(nan=True), "ValueError: output logit is float32 (5,) (finite: False), expected finite float32 [5]"),
+    (_Fake(prob_shape=(1,)), "ValueError: output prob is float32 (1,)"),
 ])
 def test_an_engine_that_cannot_run_fails_with_the_reason(monkeypatch: pytest.MonkeyPatch, fake: _Fake,
                                                          why: str) -> None:
@@ -132,10 +153,11 @@ def test_an_engine_that_cannot_run_fails_with_the_reason(monkeypatch: pytest.Mon
 
 def test_an_unavailable_engine_is_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gate.BACKENDS["openvino"], "availability", lambda: "no OpenVINO here")
-    _engines(monkeypatch, cpu=_Fake())
+    opened = _engines(monkeypatch, cpu=_Fake())
     report = run_gate(Path("m.onnx"), PROFILE, _cells(), _ref())
     assert [(c.engine, c.status) for c in report.checks] == [("cpu", "passed"), ("openvino", "skipped")]
-    assert report.passed  # one engine ran and none failed
+    assert opened == [(Path("m.onnx"), "cpu")]  # a skipped engine is not opened at all
+    assert report.passed and report.describe().startswith("parity gate PASSED ")  # one ran and none failed
     skipped = report.checks[1].to_dict()
     assert skipped["status"] == "skipped: no OpenVINO here" and "reason" not in skipped
     assert report.checks[1].line().strip() == "openvino         SKIPPED no OpenVINO here"
@@ -165,7 +187,16 @@ def test_gate_verdict_needs_every_engine_and_one_that_ran() -> None:
     assert verdict("passed", "passed") and verdict("passed", "skipped")
     assert not verdict("passed", "failed") and not verdict("failed", "passed")
     assert not verdict("skipped", "skipped") and not verdict()
-    assert "PASSED" in GateReport("cells", 4, True, Thresholds("test"), (1,), [EngineCheck("e")]).describe()
+    head = GateReport("cells", 4, True, Thresholds("test"), (1,), [EngineCheck("e")]).describe().splitlines()[0]
+    assert head.startswith("parity gate PASSED vs the PyTorch reference on 4 cells (cells); test: ")
+
+
+def test_an_engine_line_lists_every_breach_and_a_bare_skip() -> None:
+    assert EngineCheck("openvino", status="skipped").line() == "  openvino         SKIPPED "
+    parity = Parity(n=4, agreement=0.75, disagreements=1, max_abs_logit_delta=0.5, mean_abs_logit_delta=0.1,
+                    max_abs_prob_delta=0.1)
+    check = EngineCheck("cpu", status="failed", parity=parity, breaches=["one", "two"])
+    assert check.line() == f"  cpu              FAILED  {parity.line()}\n    breach: one\n    breach: two"
 
 
 def test_run_batches_splits_and_concatenates_in_order() -> None:
@@ -190,3 +221,4 @@ def test_reference_labels_and_outputs() -> None:
     out = reference_outputs(_Reference(), _cells())
     assert out.logits.dtype == np.float64 and out.threshold == 0.3
     np.testing.assert_array_equal(out.logits, REF)
+    np.testing.assert_array_equal(out.probs, _sigmoid(REF.astype(np.float32)))
