@@ -238,3 +238,13 @@ def test_among_equally_cheap_subsets_the_better_agreeing_one_wins() -> None:
     views[1] = 10.0
     choice = choose_stage(views, np.zeros(50, np.int64), 0.5, 0.5)
     assert choice.views == (1,) and choice.agreement == 1.0 and choice.expected_views == 1 + 48 / 50 * 7
+
+
+def test_float32_logits_are_averaged_in_float64() -> None:
+    # In float32, 1e8 - 1 rounds to 1e8 and this ALL cell's full-TTA mean comes out 0 (ALL); exactly it
+    # is -1/8 (HEM), so full TTA misses the only ALL cell. The 20 clear HEM cells give a choice.
+    views = np.full((21, 8), -5.0, np.float32)
+    views[0] = [1e8, -1, -1e8, 0, 0, 0, 0, 0]
+    labels = np.array([1] + [0] * 20)
+    choice = choose_stage(views, labels, 0.5, 0.9)
+    assert choice is not None and choice.sensitivity_full == 0.0
