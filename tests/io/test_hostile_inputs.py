@@ -273,7 +273,8 @@ def test_csvlog_trims_a_row_torn_inside_a_quoted_field(tmp_path: Path) -> None:
 def test_csvlog_never_trims_a_file_that_is_not_its_own(tmp_path: Path) -> None:
     out = tmp_path / "notes.csv"
     out.write_bytes(b'a,b\n1,"open quote\n')
-    with pytest.raises(UsageError, match="columns"):
+    with pytest.raises(UsageError, match=r"columns .*; choose another --out \(it is not a predictions file this "
+                       r"command can continue\)$"):
         CsvLog(out, ["path", "status"]).__enter__()
     assert out.read_bytes() == b'a,b\n1,"open quote\n'
 
