@@ -26,7 +26,10 @@ else:  # pragma: no cover
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-KILLED = {"killed", "timeout", "caught by type check"}  # mutmut's statuses that mean the mutant was detected
+# mutmut's statuses that mean the mutant was detected. A timeout is not among them: on a shared, niced
+# machine a mutant's tests can simply be starved past mutmut's wall-clock limit, so timeouts are left out
+# of the score (neither killed nor survived) and listed by name, to be rerun on an idle machine.
+KILLED = {"killed", "caught by type check"}
 
 
 def _mutmut(*args: str) -> str:
@@ -59,14 +62,15 @@ def diff_of(mutant: str) -> str:
 
 
 def _table(by_module: dict[str, Counter], explained: dict[str, str], names: dict[str, list[str]]) -> list[str]:
-    rows = ["| module | mutants | not run | killed | survived: equivalent | survived: open | no tests | killed of "
-            "non-equivalent run |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| module | mutants | not run | timeout | killed | survived: equivalent | survived: open | "
+            "no tests | killed of non-equivalent decided |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for module, counts in by_module.items():
         equivalent = sum(1 for n in names[module] if n in explained)
-        run = sum(counts.values()) - counts["not checked"]
+        decided = sum(counts.values()) - counts["not checked"] - counts["timeout"]
         killed = sum(counts[s] for s in KILLED)
-        score = f"{100 * killed / (run - equivalent):.1f} %" if run - equivalent else "-"
-        rows.append(f"| `{module}` | {sum(counts.values())} | {counts['not checked']} | {killed} | {equivalent} | "
+        score = f"{100 * killed / (decided - equivalent):.1f} %" if decided - equivalent else "-"
+        rows.append(f"| `{module}` | {sum(counts.values())} | {counts['not checked']} | {counts['timeout']} | "
+                    f"{killed} | {equivalent} | "
                     f"{counts['survived'] - equivalent} | {counts['no tests']} | {score} |")
     return rows
 
@@ -84,7 +88,7 @@ def build(results: dict[str, str], explained: dict[str, str], min_score: float) 
     # A module counts once its focused tests ran on some of its mutants; "not checked" ones (a partial
     # run) are left out, "no tests" ones count as not killed.
     tested = [m for m, c in by_module.items() if sum(c.values()) - c["not checked"] > c["no tests"]]
-    total = sum(sum(by_module[m].values()) - by_module[m]["not checked"] for m in tested)
+    total = sum(sum(by_module[m].values()) - by_module[m]["not checked"] - by_module[m]["timeout"] for m in tested)
     killed = sum(by_module[m][s] for m in tested for s in KILLED)
     equivalent = sum(1 for m in tested for n in survivors[m] if n in explained)
     open_ = [n for m in tested for n in survivors[m] if n not in explained]
@@ -100,7 +104,7 @@ def build(results: dict[str, str], explained: dict[str, str], min_score: float) 
         "in `benchmarks/mutation/explained.toml`.",
         "",
         f"**{killed} of {total - equivalent} non-equivalent mutants killed ({score:.1f} %)** among those "
-        f"run; {equivalent} survivors are equivalent, {len(open_)} open.",
+        f"decided (run, and not timed out); {equivalent} survivors are equivalent, {len(open_)} open.",
         "",
         *_table(by_module, explained, survivors),
         "",
@@ -120,6 +124,10 @@ def build(results: dict[str, str], explained: dict[str, str], min_score: float) 
             why = explained.get(name, "**open**: no test kills it yet")
             lines += [f"- `{name}`: {why}", "", "  ```diff", *("  " + d for d in diff_of(name).splitlines()),
                       "  ```", ""]
+    timeouts = [n for n, st in sorted(results.items()) if st == "timeout"]
+    if timeouts:
+        lines += ["## Timeouts", "", "Left out of the score; each can be rerun with `mutmut run NAME` on an idle "
+                  "machine (`mutmut show NAME` prints the change).", "", *(f"- `{n}`" for n in timeouts), ""]
     stale = sorted(set(explained) - set(results))
     if stale:
         lines += ["## Explanations for mutants that no longer exist", "", *(f"- `{n}`" for n in stale), ""]

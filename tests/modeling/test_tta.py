@@ -42,7 +42,7 @@ def test_gather_is_bit_exact_with_pil_rotate(rotations: int) -> None:
     pre = Preprocess(rotations=rotations)
     images = np.random.default_rng(rotations).integers(0, 256, (2, 450, 450, 3), dtype=np.uint8)
     views = rotated_views(images, pre)
-    assert views.shape == (2, rotations, 300, 300, 3)
+    assert views.shape == (2, rotations, 300, 300, 3) and views.dtype == np.uint8
     for img, got in zip(images, views, strict=True):
         np.testing.assert_array_equal(got, _pil_views(img, pre))
 
