@@ -14,7 +14,7 @@ DEMO_EXTRAS ?= cpu,train
 DEMO_STAMP := $(VENV)/.edgeleuk-demo-installed
 SITE := build/site
 
-.PHONY: setup demo lint docs test test-fast bench clean
+.PHONY: setup demo lint docs test test-fast bench mutate clean
 
 setup: $(STAMP)
 
@@ -53,5 +53,12 @@ test-fast: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/standard.py
 
+# Mutation testing of the modules that carry the guarantees (docs/mutation.md); not part of `make test`.
+# About 30 minutes on 2 cores: niced, one test process at a time. Results stay in mutants/ (a rerun
+# only tests what changed); the report is benchmarks/mutation/REPORT.md, and fails under 90 % killed.
+mutate: $(STAMP)
+	nice -n 15 $(BIN)/mutmut run --max-children 1
+	$(BIN)/python benchmarks/mutation/report.py
+
 clean:
-	rm -rf $(VENV) demo-run build site *.egg-info
+	rm -rf $(VENV) demo-run build site mutants *.egg-info

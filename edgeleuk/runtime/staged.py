@@ -145,7 +145,10 @@ class _Scored:
 
 def _score_subset(view_logits: np.ndarray, labels: np.ndarray, t_logit: float, subset: tuple[int, ...],
                   target: float, full: np.ndarray) -> _Scored:
-    """The smallest margin (most cells stopped) for ``subset`` that keeps both bounds."""
+    """The smallest margin (most cells stopped) for ``subset``, at or above the shift floor, that keeps both bounds.
+
+    The bounds are checked on exactly the cells that margin stops; when none can stop, the margin is infinite.
+    """
     n, rotations = view_logits.shape
     full_pos = full >= t_logit
     first = view_logits[:, list(subset)].astype(np.float64).mean(axis=1)
@@ -155,20 +158,25 @@ def _score_subset(view_logits: np.ndarray, labels: np.ndarray, t_logit: float, s
     lost_tp = np.cumsum((labels[order] == 1) & full_pos[order] & (first[order] < t_logit))
     gained_tp = np.cumsum((labels[order] == 1) & ~full_pos[order] & (first[order] >= t_logit))
     k = np.arange(1, n + 1)
-    ok = (disagree <= (1.0 - target) * k + 1e-9) & (gained_tp >= lost_tp) & np.isfinite(distance[order])
+    # Agreement as the stopped cells' mean (what a reader of the choice recomputes), not a tolerance.
+    ok = ((k - disagree) / k >= target) & (gained_tp >= lost_tp) & np.isfinite(distance[order])
     # Stopping the k farthest needs a margin below the k-th distance and at or above the next one.
     distinct = np.append(distance[order][:-1] > distance[order][1:], distance[order][-1] > 0.0)
-    valid = np.flatnonzero(ok & distinct)
-    if valid.size == 0:
-        margin = math.inf
-    else:
-        last = valid[-1]
-        margin = float(distance[order][last + 1]) if last + 1 < n else 0.0
     # Few cells lie near the threshold, so their agreement alone fits their own noise (a margin
     # chosen so on 150 synthetic cells agreed at 96 % on fresh ones). Every cell shows how far
     # the other rotations can still move a stage-1 logit: stop only beyond the target quantile
     # of that shift, so a stopped cell flips with probability below 1 - target.
-    margin = max(margin, shift_floor(np.abs(full - first), target))
+    floor = shift_floor(np.abs(full - first), target)
+    # The floor stops only the cells beyond it, a prefix of ``order``; that prefix must keep both
+    # bounds itself (raising the margin to the floor after the search once returned one that broke them).
+    beyond = int(np.count_nonzero(distance > floor))
+    valid = np.flatnonzero(ok & distinct)
+    valid = valid[valid < beyond]
+    if valid.size == 0:
+        margin = math.inf
+    else:
+        last = valid[-1]
+        margin = max(float(distance[order][last + 1]) if last + 1 < n else 0.0, floor)
     stopped = distance > margin
     staged_pos = np.where(stopped, first >= t_logit, full_pos)
     positives = labels == 1

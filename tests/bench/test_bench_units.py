@@ -74,9 +74,11 @@ def test_repeat_for_runs_at_least_min_runs_even_when_budget_spent():
 
 
 def test_repeat_for_stops_at_budget_and_at_max_runs():
-    # Each call takes 1 tick of 0.1 s; the budget of 1 s is reached after a handful of calls.
-    times = repeat_for(lambda i: None, budget_s=1.0, min_runs=2, max_runs=1000, clock=FakeClock(0.1))
-    assert 2 <= len(times) < 10
+    # Each clock read advances 0.125 s (exact in binary), so a call takes 0.125 s and the clock reads
+    # 0.25 s more after each: the budget of 1 s is spent exactly at the end of the 4th call.
+    times = repeat_for(lambda i: None, budget_s=1.0, min_runs=2, max_runs=1000, clock=FakeClock(0.125))
+    assert times == [0.125] * 4
+    assert len(repeat_for(lambda i: None, budget_s=1.0, min_runs=6, max_runs=1000, clock=FakeClock(0.125))) == 6
     assert len(repeat_for(lambda i: None, budget_s=1e9, min_runs=1, max_runs=7, clock=FakeClock(0.1))) == 7
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,50 @@ def test_only_timestamp_differs_without_fixed_time(exported, tiny_checkpoint: Pa
     assert strip[0].SerializeToString() == strip[1].SerializeToString()
 
 
+class _Shifted:
+    """A backend whose logits are ``delta`` off: one engine that breaches while the other passes."""
+
+    def __init__(self, backend, delta: float) -> None:
+        self._backend, self._delta = backend, delta
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logit, _ = self._backend.run(batch)
+        logit = (logit + self._delta).astype(np.float32)
+        return logit, (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+
+def _breach_on(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate opens ``engine`` with logits 1e-3 off (the profile allows 1e-4); the other engine as usual."""
+    from edgeleuk.exporting import gate
+
+    real = gate.open_backend
+    monkeypatch.setattr(gate, "open_backend",
+                        lambda path, name, **kw: _Shifted(real(path, name, **kw), 1e-3 if name == engine else 0.0))
+
+
+@pytest.mark.parametrize("engine", ["cpu", "openvino"])
+def test_one_breaching_engine_of_two_fails_the_gate_and_leaves_nothing(
+    engine: str, tiny_checkpoint: Path, synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shipped profile gates on both engines; either one breaching refuses the file.
+    assert _profile().gate_engines == ("cpu", "openvino")
+    _breach_on(engine, monkeypatch)
+    old = tmp_path / "model.onnx"
+    old.write_bytes(b"previous model")
+    with pytest.raises(GateFailed, match="max\\|dlogit\\|") as err:
+        export_model(tiny_checkpoint, old, _profile(), data=synth_root)
+    message = str(err.value)
+    assert "parity gate FAILED" in message and "no file was written" in message
+    status = {line.split()[0]: line.split()[1] for line in message.splitlines() if line.startswith("  ")
+              and line.split()[0] in ("cpu", "openvino")}
+    assert status == {engine: "FAILED", ({"cpu", "openvino"} - {engine}).pop(): "PASSED"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp files either
+    assert old.read_bytes() == b"previous model"
+
+
 def test_corrupted_parity_fails_and_leaves_nothing(tiny_checkpoint: Path, synth_root: Path,
                                                    tmp_path: Path) -> None:
     ckpt = load_checkpoint(tiny_checkpoint)
@@ -114,8 +159,7 @@ def test_corrupted_parity_fails_and_leaves_nothing(tiny_checkpoint: Path, synth_
     old = tmp_path / "model.onnx"
     old.write_bytes(b"previous model")
     with pytest.raises(GateFailed, match="max\\|dlogit\\|") as err:
-        export_model(ckpt, old, _profile(gate_engines=("cpu",)), data=synth_root,
-                     reference=TorchReference(ckpt, meta=wrong))
+        export_model(ckpt, old, _profile(), data=synth_root, reference=TorchReference(ckpt, meta=wrong))
     assert "no file was written" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp files either
     assert old.read_bytes() == b"previous model"
@@ -164,18 +208,15 @@ def test_cli_gate_breach_exits_1_without_file(tiny_checkpoint: Path, synth_root:
     from typer.testing import CliRunner
 
     from edgeleuk.cli import app
-    from edgeleuk.exporting import pipeline
 
-    class WrongStd(TorchReference):
-        def __init__(self, ckpt, **kwargs):
-            super().__init__(ckpt, meta=ckpt.meta.replace(preprocess=Preprocess(std=(0.5, 0.5, 0.5))))
-
-    monkeypatch.setattr(pipeline, "TorchReference", WrongStd)
+    _breach_on("openvino", monkeypatch)  # cpu passes: one breaching engine of the two is enough
     profile = tmp_path / "quick.toml"
-    profile.write_text('name = "quick"\ngate_engines = ["cpu"]\nparity_n = 5\nmax_abs_logit_delta = 1e-4\n')
+    profile.write_text('name = "quick"\ngate_engines = ["cpu", "openvino"]\nparity_n = 5\n'
+                       'max_abs_logit_delta = 1e-4\n')
     out = tmp_path / "m.onnx"
     result = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--profile", str(profile),
                                       "--calib", str(synth_root)])
     assert result.exit_code == 1
     assert "parity gate FAILED" in result.output and "no file was written" in result.output
+    assert re.search(r"cpu\s+PASSED", result.output) and re.search(r"openvino\s+FAILED", result.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quick.toml"]

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from workflow_support import cell_bytes
 
 from edgeleuk.cli import app
+from edgeleuk.core.errors import UsageError
 from edgeleuk.io.csvcells import plain_cell, text_to_name
 from edgeleuk.workflow.csvlog import CsvLog
 from edgeleuk.workflow.predict import PredictOptions, predict
@@ -272,7 +273,8 @@ def test_csvlog_trims_a_row_torn_inside_a_quoted_field(tmp_path: Path) -> None:
 def test_csvlog_never_trims_a_file_that_is_not_its_own(tmp_path: Path) -> None:
     out = tmp_path / "notes.csv"
     out.write_bytes(b'a,b\n1,"open quote\n')
-    with pytest.raises(Exception, match="columns"):
+    with pytest.raises(UsageError, match=r"columns .*; choose another --out \(it is not a predictions file this "
+                       r"command can continue\)$"):
         CsvLog(out, ["path", "status"]).__enter__()
     assert out.read_bytes() == b'a,b\n1,"open quote\n'
 

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from edgeleuk.io import imageio
-from edgeleuk.io.imageheader import HeaderError, read_header
+from edgeleuk.io.imageheader import (
+    MAX_IMAGE_PIXELS,
+    OPENCV_PIXELS_ENV,
+    Header,
+    HeaderError,
+    limit_opencv,
+    read_header,
+)
 from edgeleuk.io.imageio import (
     Decoded,
     decode_bytes,
@@ -469,3 +476,43 @@ def test_unsupported_image_formats_get_an_error_that_names_the_format(tmp_path: 
     assert not d.ok and d.error.startswith("unsupported image format .GIF: edgeleuk reads BMP, PNG")
     assert not is_image_name(path) and is_image_name(path, unsupported=True)
     assert not is_image_name("notes.txt", unsupported=True)
+
+
+# --- JPEG headers byte by byte, and OpenCV's own cap ------------------------------------------------
+
+
+def _sof(width: int, height: int) -> bytes:
+    """A baseline start-of-frame segment: marker, length 17, 8-bit, height, width, 3 components."""
+    return b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + bytes(9)
+
+
+def test_jpeg_headers_are_walked_segment_by_segment() -> None:
+    app = b"\xff\xe0" + struct.pack(">H", 6) + b"JFIF"
+    assert read_header(b"\xff\xd8" + app + _sof(640, 480)) == Header("jpeg", 640, 480)
+    # Fill bytes before a marker, a stand-alone restart marker, an empty segment (length 2, itself only).
+    walked = b"\xff\xd8\xff\xff\xff\xd0" + b"\xff\xfe\x00\x02" + app + _sof(450, 450)
+    assert read_header(walked) == Header("jpeg", 450, 450)
+    # Sides and segment lengths are unsigned 16-bit: 40000 px, and a 40000-byte comment skipped whole.
+    comment = b"\xff\xfe" + struct.pack(">H", 40000) + bytes(39998)
+    assert read_header(b"\xff\xd8" + comment + _sof(40000, 33000)) == Header("jpeg", 40000, 33000)
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"\xff\xd8\x00\xe0\x00\x10", "JPEG segment does not start with a marker"),
+    (b"\xff\xd8\xff\xd9", "JPEG without a frame header"),
+    (b"\xff\xd8\xff\xda\x00\x0c", "JPEG without a frame header"),
+    (b"\xff\xd8\xff\xe0\x00\x01", "JPEG segment with a bad length"),
+    (b"\xff\xd8\xff\xe0\x00", "header cut short"),
+])
+def test_broken_jpeg_headers_say_what_is_wrong(data: bytes, why: str) -> None:
+    with pytest.raises(HeaderError, match=f"^{why}$"):
+        read_header(data)
+
+
+def test_opencv_gets_our_pixel_cap_unless_one_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(OPENCV_PIXELS_ENV, raising=False)
+    limit_opencv()
+    assert os.environ[OPENCV_PIXELS_ENV] == str(MAX_IMAGE_PIXELS) == "16777216"
+    monkeypatch.setenv(OPENCV_PIXELS_ENV, "1000")
+    limit_opencv()
+    assert os.environ[OPENCV_PIXELS_ENV] == "1000"

@@ -15,9 +15,19 @@ from PIL import Image
 from edgeleuk.core.contract import check_input
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import ModelMeta, Preprocess
+from edgeleuk.modeling import tta
 from edgeleuk.modeling.checkpoint import Checkpoint, load_checkpoint
 from edgeleuk.modeling.reference import TorchReference
-from edgeleuk.modeling.tta import TTAClassifier, crop_offset, rotated_views, rotation_index_map
+from edgeleuk.modeling.tta import crop_offset, rotated_views, rotation_index_map
+
+
+def _wrapper_class() -> type:
+    """``TTAClassifier``, defined anew.
+
+    The module builds it once per process and caches it, so a changed definition (``make mutate``)
+    would otherwise never run.
+    """
+    return tta._define_classifier()
 
 
 def _pil_views(image: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -32,7 +42,7 @@ def test_gather_is_bit_exact_with_pil_rotate(rotations: int) -> None:
     pre = Preprocess(rotations=rotations)
     images = np.random.default_rng(rotations).integers(0, 256, (2, 450, 450, 3), dtype=np.uint8)
     views = rotated_views(images, pre)
-    assert views.shape == (2, rotations, 300, 300, 3)
+    assert views.shape == (2, rotations, 300, 300, 3) and views.dtype == np.uint8
     for img, got in zip(images, views, strict=True):
         np.testing.assert_array_equal(got, _pil_views(img, pre))
 
@@ -62,14 +72,70 @@ def test_check_batch_rejects_wrong_input() -> None:
         check_input(np.zeros((1, 300, 300, 3), np.uint8), pre.input_size)
 
 
-def test_tta_classifier_matches_torch_reference(tiny_checkpoint) -> None:
+def _small_wrapper(rotations: int = 8):
+    """The wrapper around a 2-layer net on 64 px cells cropped to 40: fast enough for every mutant."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 1)).eval()
+    pre = Preprocess(input_size=64, crop=40, rotations=rotations, mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3))
+    return _wrapper_class()(net, ModelMeta(preprocess=pre)).eval(), net, pre
+
+
+def test_each_view_is_the_net_on_that_rotation_and_the_logit_their_mean() -> None:
+    wrapper, net, pre = _small_wrapper()
+    images = np.random.default_rng(5).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    views = torch.from_numpy(rotated_views(images, pre)).permute(0, 1, 4, 2, 3).reshape(-1, 3, 40, 40)
+    mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net((views.float() * pre.scale - mean) / std).reshape(3, 8)
+        logit, prob = wrapper(torch.from_numpy(images))
+        picked = torch.tensor([6, 2, 5])
+        v_logit, v_prob, view_logits = wrapper.forward_views(torch.from_numpy(images), picked)
+        _, _, every = wrapper.forward_views(torch.from_numpy(images), torch.arange(8))
+    torch.testing.assert_close(every, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logit, expected.mean(dim=1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(prob, torch.sigmoid(logit))
+    torch.testing.assert_close(view_logits, every[:, [6, 2, 5]], atol=0, rtol=0)
+    torch.testing.assert_close(v_logit, view_logits.mean(dim=1), atol=0, rtol=0)
+    torch.testing.assert_close(v_prob, torch.sigmoid(v_logit))
+    assert logit.dtype == view_logits.dtype == torch.float32 and logit.shape == (3,)
+
+
+def test_the_exported_wrapper_computes_what_the_eager_one_does() -> None:
+    import io
+
+    import onnxruntime as ort
+
+    wrapper, _, _ = _small_wrapper()
+    images = np.random.default_rng(6).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    with torch.no_grad():
+        eager, _ = wrapper(torch.from_numpy(images))
+        torch.onnx.export(wrapper, (torch.from_numpy(images),), buf, dynamo=False, input_names=["image"],
+                          output_names=["logit", "prob"], opset_version=17)
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    logit, prob = session.run(None, {"image": images})
+    np.testing.assert_allclose(logit, eager.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(prob, 1.0 / (1.0 + np.exp(-logit)), atol=1e-6, rtol=0)
+
+
+def test_the_wrapper_class_is_built_on_first_use_and_kept() -> None:
+    built = tta.__getattr__("TTAClassifier")
+    assert built.__name__ == "TTAClassifier" and tta.TTAClassifier is built  # kept: built once
+    assert issubclass(built, torch.nn.Module)
+    with pytest.raises(AttributeError, match="module 'edgeleuk.modeling.tta' has no attribute 'nope'"):
+        tta.__getattr__("nope")
+
+
+@pytest.mark.parametrize("rotations", [4, 8])  # 8: the paper's TTA, what the export gate ships
+def test_tta_classifier_matches_torch_reference(tiny_checkpoint, rotations: int) -> None:
     ckpt = load_checkpoint(tiny_checkpoint)
     # Non-trivial mean/std so the folded normalisation is exercised.
-    meta = ckpt.meta.replace(preprocess=Preprocess(mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3), rotations=4))
+    meta = ckpt.meta.replace(preprocess=Preprocess(mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3), rotations=rotations))
     ckpt = Checkpoint(meta=meta, state_dict=ckpt.state_dict)
     images = np.random.default_rng(1).integers(0, 256, (3, 450, 450, 3), dtype=np.uint8)
     with torch.no_grad():
-        logit, prob = TTAClassifier(ckpt.build_model(), meta).eval()(torch.from_numpy(images))
+        logit, prob = _wrapper_class()(ckpt.build_model(), meta).eval()(torch.from_numpy(images))
     ref_logit, ref_prob = TorchReference(ckpt).predict_arrays(images)
     assert logit.dtype == torch.float32 and logit.shape == (3,)
     np.testing.assert_allclose(logit.numpy(), ref_logit, atol=1e-5, rtol=0)
@@ -78,7 +144,7 @@ def test_tta_classifier_matches_torch_reference(tiny_checkpoint) -> None:
 
 def test_tta_classifier_half_keeps_io_types(tiny_checkpoint) -> None:
     ckpt = load_checkpoint(tiny_checkpoint)
-    model = TTAClassifier(ckpt.build_model(), ckpt.meta, half=True).eval()
+    model = _wrapper_class()(ckpt.build_model(), ckpt.meta, half=True).eval()
     assert next(model.net.parameters()).dtype == torch.float16
     with torch.no_grad():
         logit, prob = model(torch.zeros(2, 450, 450, 3, dtype=torch.uint8))

@@ -62,6 +62,25 @@ def _check_bounds(views: np.ndarray, labels: np.ndarray, choice: StageChoice) ->
     return agreement, float(decided[pos].mean() - (full >= t)[pos].mean())
 
 
+def _with_wild_cells(n: int = 2000, seed: int = 0, share: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    """Most cells' rotations agree closely (a low shift floor); a few cells' rotations scatter wildly.
+
+    The wild cells lie beyond the floor and their stage-1 answer often differs from full TTA's,
+    so there the agreement and sensitivity bounds, not the floor, set the margin.
+    """
+    rng = np.random.default_rng(seed)
+    views = rng.normal(0.0, 3.0, (n, 1)) + rng.normal(0.0, 0.05, (n, 8))
+    wild = rng.random(n) < share
+    views[wild] = rng.normal(0.0, 0.5, (wild.sum(), 1)) + rng.normal(0.0, 6.0, (wild.sum(), 8))
+    labels = (views.mean(axis=1) + rng.normal(0.0, 1.0, n) > 0).astype(int)
+    return views, labels
+
+
+def _floor_of(views: np.ndarray, choice: StageChoice) -> float:
+    first = views[:, list(choice.views)].mean(axis=1)
+    return shift_floor(np.abs(views.mean(axis=1) - first), choice.target_agreement)
+
+
 @pytest.mark.parametrize("target", [0.95, 0.995, 0.999])
 def test_stage_choice_respects_the_agreement_bound(target: float) -> None:
     views, labels = _constructed()
@@ -70,18 +89,28 @@ def test_stage_choice_respects_the_agreement_bound(target: float) -> None:
     agreement, sensitivity_change = _check_bounds(views, labels, choice)
     assert agreement >= target and agreement == pytest.approx(choice.agreement)
     assert sensitivity_change >= 0 and choice.sensitivity_staged >= choice.sensitivity_full
-    # The margin is the floor (the target quantile of every cell's stage-2 shift), or, above it,
-    # the smallest that keeps the bound: stopping one more cell would break it (or sensitivity).
-    t = 0.0
+    # Every cell's rotations scatter alike here, so the floor (the target quantile of every cell's
+    # stage-2 shift) is the margin: the stopped cells' own agreement would allow a smaller one.
     first = views[:, list(choice.views)].mean(axis=1)
-    floor = shift_floor(np.abs(views.mean(axis=1) - first), target)
-    assert floor == pytest.approx(np.sort(np.abs(views.mean(axis=1) - first))[math.ceil(target * (len(views) - 1))])
-    assert choice.margin >= floor
-    if choice.margin > floor:
-        next_cell = np.max(np.abs(first - t)[np.abs(first - t) <= choice.margin])
-        looser = dataclasses.replace(choice, margin=float(np.nextafter(next_cell, -np.inf)))
-        agreement_l, sens_l = _check_bounds(views, labels, looser)
-        assert agreement_l < target or sens_l < 0
+    shift = np.abs(views.mean(axis=1) - first)
+    assert _floor_of(views, choice) == pytest.approx(np.sort(shift)[math.ceil(target * (len(views) - 1))])
+    assert choice.margin == _floor_of(views, choice)
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95])
+def test_above_the_floor_the_bounds_set_the_smallest_margin(target: float) -> None:
+    views, labels = _with_wild_cells()
+    choice = choose_stage(views, labels, 0.5, target)
+    assert choice is not None
+    agreement, sensitivity_change = _check_bounds(views, labels, choice)
+    assert agreement >= target and sensitivity_change >= 0
+    assert choice.margin > _floor_of(views, choice)  # the bounds decide here, not the floor
+    # The smallest such margin: stopping the next cell in as well breaks agreement or sensitivity.
+    distance = np.abs(views[:, list(choice.views)].mean(axis=1))
+    next_cell = np.max(distance[distance <= choice.margin])
+    looser = dataclasses.replace(choice, margin=float(np.nextafter(next_cell, -np.inf)))
+    agreement_l, sens_l = _check_bounds(views, labels, looser)
+    assert agreement_l < target or sens_l < 0
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -108,13 +137,28 @@ def test_no_choice_when_no_cell_can_stop() -> None:
     views = np.zeros((50, 8))
     labels = np.arange(50) % 2
     assert choose_stage(views, labels, 0.5, 0.995) is None
-    # One cell far out, but its stage-1 answer is wrong: stopping it would break a strict bound.
-    views[0, :] = [-9, 5, 5, 5, -9, 5, 5, 5]
-    views[0, [2, 6]] = [-9, -9]
-    views[0, [1, 3, 5, 7]] = [20, 20, 20, 20]
-    assert views[0].mean() > 0
-    choice = choose_stage(views, labels, 0.5, 1.0)
-    assert choice is None or choice.agreement == 1.0
+    # A cell whose rotations swing +-100 around the threshold: every subset's floor (at a bound of
+    # 1.0, the largest shift) is 100, beyond any other cell, so again none can stop.
+    views[1, :] = [100, -100] * 4
+    assert choose_stage(views, labels, 0.5, 1.0) is None
+
+
+def test_subsets_whose_stage_1_answer_is_wrong_are_refused() -> None:
+    views = np.zeros((50, 8))
+    labels = np.arange(50) % 2
+    # One cell far out: full TTA says ALL (mean 5.5); even rotations say HEM, odd ones ALL. A second
+    # one that only even rotations see clearly (mean 1.5; odd rotations sit on the threshold). The
+    # other 48 cells never move, so the floor (95 % quantile of the shift) is 0: only the agreement
+    # bound refuses the even subsets, which would stop both cells, the first with the wrong answer.
+    views[0, :] = [-9, 20] * 4
+    views[1, :] = [3, 0] * 4
+    choice = choose_stage(views, labels, 0.5, 0.95)
+    assert choice is not None
+    # An odd single rotation stops only the first cell, with the right answer.
+    assert choice.views == (1,) and choice.margin == 0.0
+    agreement, sensitivity_change = _check_bounds(views, labels, choice)
+    assert agreement == 1.0 and sensitivity_change == 0.0
+    assert choice.stop_share == 1 / 50
 
 
 def test_candidates_are_evenly_spaced_proper_subsets() -> None:
@@ -137,7 +181,12 @@ def test_choice_round_trips_and_rejects_garbage() -> None:
         stage_choice_of({META_EXTRA_KEY: choice.to_dict()}, 4)
 
 
-def test_run_staged_combines_both_stages_exactly() -> None:
+# Stage-1 views with and without rotation 0: stage 2 must compute every rotation stage 1 left out.
+STAGE1_VIEWS = [(0, 4), (2, 6), (1, 3, 5, 7), (5,)]
+
+
+@pytest.mark.parametrize("views", STAGE1_VIEWS)
+def test_run_staged_combines_both_stages_exactly(views: tuple[int, ...]) -> None:
     rng = np.random.default_rng(1)
     table = rng.normal(0, 2, (6, 8)).astype(np.float32)
     calls = []
@@ -149,15 +198,17 @@ def test_run_staged_combines_both_stages_exactly() -> None:
 
     batch = np.zeros((6, 2, 2, 3), np.uint8)
     batch[:, 0, 0, 0] = np.arange(6)
-    choice = StageChoice(views=(0, 4), margin=1.0, threshold=0.5, rotations=8, target_agreement=0.99,
+    choice = StageChoice(views=views, margin=1.0, threshold=0.5, rotations=8, target_agreement=0.99,
                          agreement=1.0, stop_share=0.5, expected_views=5.0, cells=10,
                          sensitivity_full=1.0, sensitivity_staged=1.0)
     logits, went_on = run_staged(run_views, batch, choice)
-    first = table[:, [0, 4]].mean(axis=1)
+    first = table[:, list(views)].mean(axis=1)
+    assert 0 < went_on.sum() < len(batch)
     np.testing.assert_array_equal(went_on, ~(np.abs(first) > 1.0))
     np.testing.assert_allclose(logits[went_on], table[went_on].mean(axis=1), atol=SUM_TOLERANCE)
     np.testing.assert_array_equal(logits[~went_on], first[~went_on])
-    assert calls[1] == (np.flatnonzero(went_on).tolist(), [1, 2, 3, 5, 6, 7])
+    rest = [v for v in range(8) if v not in views]
+    assert choice.rest == tuple(rest) and calls[1] == (np.flatnonzero(went_on).tolist(), rest)
 
 
 # --- a real export of the tiny model ------------------------------------------------------------
@@ -204,7 +255,7 @@ def _staged_matches_full(model: Path, backend: str, cells: np.ndarray, tmp_path:
     full_logits, view_logits = full_clf.backend.run_views(cells, np.arange(8))
     plain = np.array([p.logit for p in Classifier.load(model, backend=backend).predict_arrays(cells)])
     np.testing.assert_allclose(full_logits, plain, atol=SUM_TOLERANCE)
-    views = (0, 4)
+    views = (2, 6)  # without rotation 0: a stage 2 that skipped it would be 0.3 off
     first = view_logits[:, list(views)].mean(axis=1)
     staged_model = tmp_path / f"staged{model.suffix}"
     choice = _with_choice(model, staged_model, full_logits, first, views)
@@ -298,10 +349,15 @@ def test_calibrate_stores_a_stage_choice_and_staged_predict_runs(
     again = calibrate_model(out, data=synth_root, sensitivity=0.9, out=tmp_path / "cal2.onnx", backend="cpu",
                             allow_small=True)
     stored = read_model_meta(tmp_path / "cal2.onnx")[0]
-    if again.stage is None:
-        assert META_EXTRA_KEY not in stored.extra
-    else:
-        assert stored.extra[META_EXTRA_KEY]["threshold"] == stored.threshold
+    assert stored.threshold != meta.threshold and again.stage is not None
+    assert stored.extra[META_EXTRA_KEY] == again.stage.to_dict() and again.stage.threshold == stored.threshold
+    # The stored choice keeps its bounds on the labelled cells it was chosen on, recomputed from the model.
+    from edgeleuk.workflow.calibrate import load_labelled
+    from edgeleuk.workflow.stagecal import score_labelled
+
+    scores = score_labelled(out, load_labelled(synth_root)[1], "cpu")
+    agreement, sensitivity_change = _check_bounds(scores.view_logits, scores.labels, again.stage)
+    assert agreement >= again.stage.target_agreement and sensitivity_change >= 0
 
 
 def test_a_model_without_a_views_entry_calibrates_without_stages(synth_root: Path, tmp_path: Path) -> None:
@@ -339,7 +395,15 @@ def test_bench_runs_staged_rows_for_a_file_with_a_stage_choice(exported: Path, s
     rows = {r.case.label: r for r in report.rows if r.case.backend == "cpu"}
     assert set(rows) == {"cpu fp32 staged", "cpu fp32"}  # the file without a choice stays full
     measured = rows["cpu fp32 staged"].measurement
-    assert measured.staged["cells"] == 4 and 0 <= measured.staged["stage2"] <= 4
+    # The cells that went on are those whose stage-1 logit lies within the margin, from all 8 rotations here.
+    from edgeleuk.bench.cells import load_folder
+
+    choice = stage_choice_of(read_model_meta(staged)[0].extra, 8)
+    images = load_folder(synth_root, 4).images
+    _, view_logits = Classifier.load(staged, backend="cpu", views_input=True).backend.run_views(images, np.arange(8))
+    first = view_logits[:, list(choice.views)].mean(axis=1)
+    went_on = int((np.abs(first - threshold_logit(choice.threshold)) <= choice.margin).sum())
+    assert measured.staged["cells"] == 4 and measured.staged["stage2"] == went_on
     assert "went on to stage 2" in report.to_markdown()
     assert rows["cpu fp32"].measurement.staged is None
 

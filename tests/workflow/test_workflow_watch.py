@@ -227,3 +227,19 @@ def test_cli_ctrl_c_prints_summary_and_exits_0(tmp_path: Path, model: Path) -> N
     assert proc.returncode == 0, stderr
     assert "interrupted (Ctrl-C)" in stdout and "classified 1 image(s)" in stdout
     assert [r["path"] for r in _rows(out)] == ["1.bmp"]
+
+
+def test_the_summary_counts_rows_across_restarts() -> None:
+    from edgeleuk.workflow.watch import WatchSummary
+
+    summary = WatchSummary(Path("in"), Path("w.csv"), resumed=5, classified=8, called_all=2, failed=1,
+                           stopped="max idle", seconds=12.4, tta_note="staged TTA: 3 of 8 cells went on")
+    assert summary.describe() == (
+        "watch in stopped: max idle after 12 s\n"
+        "  classified 8 image(s), 2 called ALL (25.0%); 1 unreadable file(s) recorded as errors\n"
+        "  w.csv: 14 row(s) (5 from earlier sessions); run `edgeleuk watch` again to continue\n"
+        "  staged TTA: 3 of 8 cells went on")
+    idle = WatchSummary(Path("in"), Path("w.csv"), stopped="interrupted")
+    assert idle.describe().splitlines()[1] == ("  classified 0 image(s), 0 called ALL; 0 unreadable file(s) "
+                                               "recorded as errors")
+    assert len(idle.describe().splitlines()) == 3  # no TTA line for full TTA
