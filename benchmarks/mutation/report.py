@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 # mutmut's statuses that mean the mutant was detected. A timeout is not among them: on a shared, niced
 # machine a mutant's tests can simply be starved past mutmut's wall-clock limit, so timeouts are left out
 # of the score (neither killed nor survived) and listed by name, to be rerun on an idle machine.
-KILLED = {"killed", "caught by type check"}
+# A segfault is the test process crashing on the mutant: the tests failed, so it counts as killed.
+KILLED = {"killed", "caught by type check", "segfault"}
 
 
 def _mutmut(*args: str) -> str:

@@ -119,6 +119,22 @@ def test_the_exported_wrapper_computes_what_the_eager_one_does() -> None:
     np.testing.assert_allclose(prob, 1.0 / (1.0 + np.exp(-logit)), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(("mean", "std"), [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                                           ((0.485, 0.456, 0.406), (0.2, 0.25, 0.3))])
+def test_the_wrapper_folds_normalisation_once_in_float64_and_adds_no_state(mean: tuple, std: tuple) -> None:
+    # gain = scale / std and bias = -mean / std, each computed in float64 and rounded to float32 once
+    # (with these values float32 arithmetic would differ in the last bit); shaped to broadcast over NCHW.
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    pre = Preprocess(input_size=64, crop=40, rotations=4, mean=mean, std=std)
+    wrapper = _wrapper_class()(net, ModelMeta(preprocess=pre))
+    std64 = torch.tensor(std, dtype=torch.float64)
+    torch.testing.assert_close(wrapper.gain, (pre.scale / std64).float().view(1, 3, 1, 1), rtol=0, atol=0)
+    bias = (-torch.tensor(mean, dtype=torch.float64) / std64).float().view(1, 3, 1, 1)
+    torch.testing.assert_close(wrapper.bias, bias, rtol=0, atol=0)
+    # The index, table, gain and bias follow from the metadata: the wrapper's state is the network's.
+    assert set(wrapper.state_dict()) == {f"net.{k}" for k in net.state_dict()}
+
+
 def test_the_wrapper_class_is_built_on_first_use_and_kept() -> None:
     built = tta.__getattr__("TTAClassifier")
     assert built.__name__ == "TTAClassifier" and tta.TTAClassifier is built  # kept: built once
