@@ -29,6 +29,7 @@ from pathlib import Path
 from edgeleuk.core.errors import DataError
 from edgeleuk.core.text import printable
 from edgeleuk.io.files import enters, image_entries, list_images, natural_key
+from edgeleuk.io.imageio import is_image_name
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class FolderScanner:
             images, dirs = image_entries(folder, unsupported=True)  # those get an error row
         except DataError:
             return None  # a share hiccup: the next poll tries again
+        if not self.recursive:  # as predict: a folder named like an image gets an error row, not silence
+            images += [d for d in dirs if is_image_name(d.name, unsupported=True)]
         images.sort(key=lambda p: natural_key(p.name))
         self._cache[folder] = _Listing(mtime, listed, images, sorted(dirs))
         return self._cache[folder]

@@ -292,3 +292,19 @@ def test_watch_refuses_an_output_that_is_a_link(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="symbolic link"):
         watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5)
     assert not elsewhere.exists() and out.is_symlink()
+
+
+def test_a_folder_named_like_an_image_gets_an_error_row_as_in_predict(tmp_path: Path) -> None:
+    """Passed over in silence it would look like a lost image; walked with --recursive it is a folder."""
+    root = tmp_path / "session"
+    _cells(root, 1)
+    (root / "dir.bmp").mkdir()
+    write_cell(root / "dir.bmp" / "inner.bmp", 120)
+    out = tmp_path / "p.csv"
+    watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5)
+    rows = {r["path"]: r for r in _rows(out)}
+    assert sorted(rows) == ["1.bmp", "dir.bmp"]
+    assert rows["dir.bmp"]["status"] == "error" and "is a directory" in rows["dir.bmp"]["error"]
+    deep = tmp_path / "deep.csv"
+    watch_folder(root, classifier=_classifier(), out=deep, interval=0.02, max_idle=0.5, recursive=True)
+    assert sorted(r["path"] for r in _rows(deep)) == ["1.bmp", "dir.bmp/inner.bmp"]
