@@ -243,12 +243,15 @@ class ArrivalTracker:
         """
         key = os.fspath(path)
         sig = self._seen.get(key)
-        if failed:
-            if signature(path) != sig:
-                self._seen.pop(key, None)  # still changing: wait until stable again
-                return False
-            if time.monotonic() - self._since.get(key, 0.0) < self.give_up_s:
-                return False
+        now = signature(path)
+        if now != sig and (failed or now is not None):  # a good read of a file deleted since still counts
+            # Changed while it was read (a writer paused longer than a poll): what was read may be
+            # neither the old nor the new file. Wait until stable again; otherwise the change would
+            # later look like an overwrite and give the file a second row.
+            self._seen.pop(key, None)
+            return False
+        if failed and time.monotonic() - self._since.get(key, 0.0) < self.give_up_s:
+            return False
         self.done[key] = sig
         self._seen.pop(key, None)
         self._since.pop(key, None)

@@ -191,6 +191,20 @@ def _kill_after_first(monkeypatch, then) -> None:
     monkeypatch.setattr(cluster_predict, "run_chunks", wrapped)
 
 
+def _remove_and_wait(cluster: Any, node: Any) -> None:
+    """Kill ``node`` and return once Ray marks it dead: until then its worker may still finish chunks."""
+    import time
+
+    import ray
+
+    cluster.remove_node(node, allow_graceful=False)
+    for _ in range(600):  # at most 60 s
+        if not any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"node {node.node_id} still alive 60 s after it was removed")
+
+
 def test_a_lost_node_is_survived_by_the_other_workers(cluster, holds, third_node, model, folder, local_csv,
                                                       tmp_path, monkeypatch, caplog):
     import ray
@@ -216,7 +230,7 @@ def test_a_lost_node_with_no_worker_left_stops_with_a_partial_csv(cluster, third
     done = runner.invoke(app, ["predict", str(folder), "-m", str(model), "--backend", "cpu", "--batch", "1",
                                "--out", str(local)])
     assert done.exit_code == 0, done.output
-    _kill_after_first(monkeypatch, lambda: cluster.remove_node(third_node, allow_graceful=False))
+    _kill_after_first(monkeypatch, lambda: _remove_and_wait(cluster, third_node))
     result = _predict(folder, model, tmp_path / "c.csv", cluster, "--cluster-workers", "1", "--batch", "1")
     assert result.exit_code == 1, result.output
     assert "every cluster worker was lost" in result.output and "c.partial.csv" in result.output

@@ -308,3 +308,29 @@ def test_a_folder_named_like_an_image_gets_an_error_row_as_in_predict(tmp_path: 
     deep = tmp_path / "deep.csv"
     watch_folder(root, classifier=_classifier(), out=deep, interval=0.02, max_idle=0.5, recursive=True)
     assert sorted(r["path"] for r in _rows(deep)) == ["1.bmp", "dir.bmp/inner.bmp"]
+
+
+def test_a_file_that_changes_while_it_is_read_waits_and_gets_one_row(tmp_path: Path) -> None:
+    """A writer that pauses longer than a poll: the read is not final until the file is stable again."""
+    folder = tmp_path / "in"
+    _cells(folder, 1)
+    path = folder / "1.bmp"
+    tracker = ArrivalTracker()
+    assert tracker.poll([path]) == [] and tracker.poll([path]) == [path]  # two identical polls: ready
+    os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))  # the writer touched it while it was read
+    assert tracker.accept(path, failed=False) is False  # no row yet
+    assert tracker.poll([path]) == [] and tracker.poll([path]) == [path]
+    assert tracker.accept(path, failed=False) is True
+    tracker.poll([path])
+    assert tracker.poll([path]) == []  # done once, not "overwritten" later
+
+
+def test_a_good_read_of_a_file_deleted_since_still_counts(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    _cells(folder, 1)
+    path = folder / "1.bmp"
+    tracker = ArrivalTracker()
+    tracker.poll([path])
+    assert tracker.poll([path]) == [path]
+    path.unlink()
+    assert tracker.accept(path, failed=False) is True
