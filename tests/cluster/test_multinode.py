@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import build_onnx, gray_cell, write_bad_files, write_bmp, write_flagged_files
 from typer.testing import CliRunner
 
 from edgeleuk.cli import app
@@ -66,19 +65,6 @@ def cluster() -> Iterator[Any]:
     shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return build_onnx(tmp_path_factory.mktemp("mn-model") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mn-cells")
-    for i, level in enumerate(LEVELS):
-        write_bmp(root / f"cell_{i:02d}.bmp", gray_cell(level, seed=i))
-    write_flagged_files(root)
-    write_bad_files(root)
-    return root
 
 
 @pytest.fixture(scope="module")

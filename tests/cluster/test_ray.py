@@ -23,9 +23,6 @@ from runtime_support import (
     build_onnx,
     expected_logit,
     gray_cell,
-    write_bad_files,
-    write_bmp,
-    write_flagged_files,
 )
 
 from edgeleuk.cli import app
@@ -50,20 +47,6 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return build_onnx(tmp_path_factory.mktemp("ray-model") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    """Good cells near and far from the threshold, flagged files and every kind of bad file."""
-    root = tmp_path_factory.mktemp("ray-cells")
-    for i, level in enumerate(LEVELS):
-        write_bmp(root / f"cell_{i:02d}.bmp", gray_cell(level, seed=i))
-    write_flagged_files(root)
-    write_bad_files(root)
-    return root
 
 
 def _free_port() -> int:
