@@ -61,8 +61,9 @@ class QualityRanges:
         focus: Variance of the Laplacian of the grey cell interior (low = out of focus).
         brightness: Mean grey level (0-255) of the cell pixels.
         clipped_frac: Share of the cell pixels with a channel at 255 (over-exposure).
-        od_hematoxylin: Mean haematoxylin density of the cell (HED colour deconvolution).
-        od_eosin: Mean eosin density of the cell.
+        od_hematoxylin: Haematoxylin density of the cell's densest tenth (90th percentile over its
+            pixels, after HED colour deconvolution): the nucleus's stain.
+        od_eosin: Eosin density of the cell's densest tenth.
         background_frac: Share of the pixels outside the crop that are not black (the paper's
             mark of a segmentation that kept background).
         source: ``"defaults"``, or where the ranges were fitted (``"calibrate:<n> cells"``).
@@ -145,7 +146,7 @@ DEFAULT_QUALITY = QualityRanges(
     focus=(20.0, 20000.0),
     brightness=(60.0, 225.0),
     clipped_frac=(0.0, 0.05),
-    od_hematoxylin=(0.01, 0.20),
+    od_hematoxylin=(0.02, 0.25),
     od_eosin=(0.0, 0.15),
     background_frac=(0.0, 0.02),
 )

@@ -56,15 +56,20 @@ class QualityMeasures:
         return dataclasses.asdict(self)
 
 
+#: The stain measures are this percentile of the cell pixels' densities: the densest tenth (the
+#: nucleus, for haematoxylin) depends on the stain, far less on how much of the cell the nucleus fills.
+STAIN_PERCENTILE = 90
+
+
 def _stain_densities(pixels: np.ndarray) -> tuple[float, float]:
-    """Mean haematoxylin and eosin densities of ``pixels`` (uint8 ``[N, 3]`` RGB), via skimage's rgb2hed."""
+    """Haematoxylin and eosin densities of ``pixels`` (uint8 ``[N, 3]`` RGB), via skimage's rgb2hed."""
     if len(pixels) == 0:
         return 0.0, 0.0
     from skimage.color import rgb2hed  # here, not at the top: it pulls SciPy in (once per process)
 
     hed = rgb2hed(pixels[None, :, :])[0]  # a 1 x N image: skimage wants an image-shaped array
-    mean = hed.mean(axis=0)
-    return float(mean[0]), float(mean[1])
+    h, e = np.percentile(hed[:, :2], STAIN_PERCENTILE, axis=0)
+    return float(h), float(e)
 
 
 def _check_image(image: Any, pre: Preprocess) -> None:
