@@ -13,8 +13,8 @@ from typing import Any
 
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import Calibration, ModelMeta
-from edgeleuk.core.trust import ood_summary, quality_summary
 from edgeleuk.core.text import printable
+from edgeleuk.core.trust import ood_summary, quality_summary
 from edgeleuk.io.formats import format_of
 from edgeleuk.io.modelfile import read_model_meta
 
