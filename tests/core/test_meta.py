@@ -47,7 +47,7 @@ def test_unknown_metadata_keys_are_errors():
         ModelMeta.from_dict(d)
 
 
-# --- quality ranges and the OOD model (issue 20) ---------------------------------------------------
+# --- quality ranges and the OOD model ---------------------------------------------------------------
 
 def _ood(dim: int = 16, k: int = 4) -> OodModel:
     rng = np.random.default_rng(0)
@@ -124,10 +124,10 @@ def test_wrong_kinds_are_refused():
 
 
 def test_ood_arrays_are_copies_and_read_only():
-    mean = np.zeros(16)
+    mean = np.zeros(16, np.float32)  # float32 like the stored arrays: no conversion would copy it
     ood = OodModel(mean=mean, components=_ood().components, variances=np.ones(4), residual_var=0.0,
                    threshold=1.0, percentile=99.0, n_cells=5, dim=16)
-    mean[0] = 5.0
+    mean[0] = 5.0  # the caller's array stays writable and the model's copy unchanged
     assert ood.mean[0] == 0.0
     with pytest.raises(ValueError):
         ood.mean[0] = 1.0

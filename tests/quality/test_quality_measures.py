@@ -39,10 +39,11 @@ def test_area_is_cell_pixels_over_crop_pixels():
     assert m.edge_frac == 0.0 and m.background_frac == 0.0
 
 
-def test_off_centre_and_edge_cut_and_background():
-    moved = measure(_disk(100, centre=(225 + 90, 225)))
+@pytest.mark.parametrize("move", [(90, 0), (-90, 0), (0, 90), (0, -90)])
+def test_off_centre_and_edge_cut_and_background(move):
+    moved = measure(_disk(100, centre=(225 + move[0], 225 + move[1])))
     assert moved.offset_frac == pytest.approx(90 / (CROP / 2), abs=0.02)
-    # The disk crosses the crop's right border (x = 375) over about 2*sqrt(100^2 - 60^2) = 160 px.
+    # The disk crosses one border of the crop over about 2*sqrt(100^2 - 60^2) = 160 px.
     assert moved.edge_frac == pytest.approx(160 / (4 * CROP - 4), rel=0.1)
     assert moved.background_frac > 0.02
 
