@@ -169,7 +169,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                               args.repeats, warmup=10)
     ref = _reference_ms(args.results)
     total = record["cost_ms"]["qc"]["p50"] + record["cost_ms"]["ood"]["p50"]
-    record["reference"] = {"source": str(args.results), "int8_exact_ms_per_cell": ref,
+    source = args.results.resolve()
+    source = source.relative_to(HERE.parent) if source.is_relative_to(HERE.parent) else source
+    record["reference"] = {"source": str(source), "int8_exact_ms_per_cell": ref,
                            "qc_plus_ood_p50_ms": total, "share": {row: total / ms for row, ms in ref.items()}}
     record["seconds"] = time.perf_counter() - start
     return record
@@ -193,8 +195,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         "| cells | n | QC flagged | reasons (share of cells) | OOD flagged | QC or OOD |",
         "|---|---|---|---|---|---|",
     ]
-    for key, q in record["qc"].items():
-        o = (record.get("ood") or {}).get(key)
+    for key in (HELD_OUT, *SHIFT_KINDS):  # in this order whatever the JSON's key order
+        q, o = record["qc"][key], (record.get("ood") or {}).get(key)
         reasons = ", ".join(f"{r} {v:.1%}" for r, v in q["reasons"].items()) or "-"
         ood_rate = f"{o['ood_flagged']:.1%}" if o else "-"
         both = f"{o['qc_or_ood_flagged']:.1%}" if o else "-"
