@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgeleuk.cli import app
 from edgeleuk.core.errors import UsageError
-from edgeleuk.core.meta import ModelMeta, Preprocess
+from edgeleuk.core.meta import MAX_METADATA_CHARS, ModelMeta, Preprocess
 from edgeleuk.info import describe_model_file
 from edgeleuk.io import formats as modelfile
 from edgeleuk.io.modelfile import parse_metadata, read_model_meta
@@ -131,7 +131,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
 HOSTILE_METADATA = {
     "deep meta": (META.to_json()[:-1] + f', "extra": {{"x": {DEEP}}}}}', json.dumps(EXPORT_INFO), "nested"),
     "deep export": (META.to_json(), '{"gate": ' + DEEP + "}", "nested"),
-    "huge export": (META.to_json(), json.dumps({"pad": "x" * (2 << 20)}), "characters long"),
+    "huge export": (META.to_json(), json.dumps({"pad": "x" * MAX_METADATA_CHARS}), "characters long"),
 }
 
 
