@@ -289,6 +289,9 @@ class OodModel:
         dim, k = d["dim"], d["k"]
         if not _is_count(dim) or dim > MAX_OOD_DIM or not _is_count(k) or k > MAX_OOD_COMPONENTS:
             raise CheckpointError(f"ood dim {dim!r} or k {k!r} out of bounds")
+        size = len(json.dumps(d))
+        if size > MAX_OOD_CHARS:
+            raise CheckpointError(f"the OOD model takes {size} characters; at most {MAX_OOD_CHARS} are read")
         return cls(
             mean=_decode("mean", d["mean"], (dim,)),
             components=_decode("components", d["components"], (k, dim)),

@@ -133,6 +133,18 @@ def test_ood_arrays_are_copies_and_read_only():
         ood.mean[0] = 1.0
 
 
+def test_an_oversize_ood_model_is_refused_when_read():
+    from edgeleuk.core.trust import _encode
+
+    wide, k = 16384, 32  # shapes within bounds, but 2.9 MB of base64: past the budget
+    d = {"mean": _encode(np.zeros(wide)), "components": _encode(np.zeros((k, wide))),
+         "variances": _encode(np.ones(k)), "residual_var": 0.0, "threshold": 1.0, "percentile": 99.5,
+         "n_cells": 100, "dim": wide, "k": k}
+    assert len(json.dumps(d)) < MAX_METADATA_CHARS  # the whole-metadata cap alone would let it through
+    with pytest.raises(CheckpointError, match="at most .* are read"):
+        OodModel.from_dict(d)
+
+
 def test_the_metadata_cap_leaves_room_for_the_largest_ood_model():
     assert MAX_METADATA_CHARS >= MAX_OOD_CHARS + 100_000
     # 32 x 11500 float32 (and the mean) is about 2.02 MB of base64 text, just under the budget.
