@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.core.contract import VIEW_LOGITS, VIEWS_NAME
+from edgeleuk.core.contract import EXTRA_OUTPUTS, VIEW_LOGITS, VIEWS_NAME
 from edgeleuk.core.errors import UsageError
 
 
@@ -46,6 +46,14 @@ def all_views(rotations: int) -> np.ndarray:
     return np.arange(rotations, dtype=np.int64)
 
 
+def _import_onnx(why: str) -> Any:
+    try:
+        import onnx  # lazy: an optional dependency ('edgeleuk[cpu]'/'[gpu]'), only ORT backends need it
+    except ImportError as exc:
+        raise UsageError(f"{why} on ONNX Runtime needs the onnx package: pip install 'edgeleuk[cpu]'") from exc
+    return onnx
+
+
 def onnx_with_views_input(path: Path) -> tuple[bytes, np.ndarray]:
     """The serialized ONNX model of ``path`` with ``views`` moved from its initializers to its inputs.
 
@@ -56,11 +64,69 @@ def onnx_with_views_input(path: Path) -> tuple[bytes, np.ndarray]:
         NoViewsEntry: The graph has no ``views`` initializer or no ``view_logits`` output.
         UsageError: The ``onnx`` package is missing.
     """
+    proto = _import_onnx("staged TTA").load(str(path))
+    default = expose_views(proto, path)
+    return proto.SerializeToString(), default
+
+
+def onnx_session_source(path: Path, views_input: bool, extras: tuple[str, ...]) -> tuple[Any, Any, tuple[str, ...]]:
+    """What an ONNX Runtime session should load: ``(path or model bytes, views default or None, extras kept)``.
+
+    ONNX Runtime runs every node of a graph whatever the caller fetches (its profiler shows the
+    ``cam`` nodes running for a ``logit``-only call: about 5 % of the tiny network's time), so
+    the outputs not asked for (of ``embedding``, ``cam``) are cut off with the nodes only they
+    need, and the default call costs what it did before the extras existed. A file without
+    extras and without the views entry opened is loaded as it is.
+
+    Raises:
+        NoViewsEntry: ``views_input`` and the graph has no views entry.
+        UsageError: The ``onnx`` package is missing.
+    """
     try:
-        import onnx  # lazy: an optional dependency ('edgeleuk[cpu]'), needed only for staged TTA on ORT
-    except ImportError as exc:
-        raise UsageError("staged TTA on ONNX Runtime needs the onnx package: pip install 'edgeleuk[cpu]'") from exc
+        onnx = _import_onnx("opening a model")
+    except UsageError:
+        if views_input:
+            raise
+        return str(path), None, ()  # cannot prune: the extras cost their nodes, none is fetched
     proto = onnx.load(str(path))
+    present = tuple(o.name for o in proto.graph.output if o.name in EXTRA_OUTPUTS)
+    kept = tuple(name for name in present if name in extras)
+    if not views_input and kept == present:
+        return str(path), None, kept
+    default = expose_views(proto, path) if views_input else None
+    prune_outputs(proto, set(present) - set(kept))
+    return proto.SerializeToString(), default, kept
+
+
+def prune_outputs(proto: Any, drop: set[str]) -> None:
+    """Remove the graph outputs named in ``drop``, the nodes only they need and their initializers, in place."""
+    if not drop:
+        return
+    graph = proto.graph
+    kept = [o for o in graph.output if o.name not in drop]
+    del graph.output[:]
+    graph.output.extend(kept)
+    needed = {o.name for o in kept}
+    live = []
+    for node in reversed(graph.node):  # a valid graph lists its nodes in topological order
+        if any(out in needed for out in node.output):
+            live.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(live))
+    used = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(used)
+
+
+def expose_views(proto: Any, path: Path | str) -> np.ndarray:
+    """Move the ``views`` initializer of an ONNX ``proto`` to its inputs, in place; return its value.
+
+    Raises:
+        NoViewsEntry: The graph has no ``views`` initializer or no ``view_logits`` output.
+    """
+    import onnx  # lazy: see _import_onnx (already imported by the caller)
+
     graph = proto.graph
     if VIEW_LOGITS not in {o.name for o in graph.output}:
         raise _no_views_entry(path, f"no '{VIEW_LOGITS}' output")
@@ -70,7 +136,29 @@ def onnx_with_views_input(path: Path) -> tuple[bytes, np.ndarray]:
     default = onnx.numpy_helper.to_array(found[0]).astype(np.int64)
     graph.initializer.remove(found[0])
     graph.input.append(onnx.helper.make_tensor_value_info(VIEWS_NAME, onnx.TensorProto.INT64, ["V"]))
-    return proto.SerializeToString(), default
+    return default
+
+
+def ov_keep_extras(model: Any, extras: tuple[str, ...]) -> tuple[str, ...]:
+    """Remove the results of the extra outputs not in ``extras`` from an ``openvino.Model``, in place.
+
+    OpenVINO computes every result; without them the compiled model holds none of their nodes.
+
+    Returns:
+        The extras the model still outputs.
+    """
+    kept = []
+    for result in list(model.get_results()):
+        names = result.output(0).get_names() | result.input_value(0).get_names()
+        extra = next((n for n in EXTRA_OUTPUTS if n in names), None)
+        if extra is None:
+            continue
+        if extra in extras:
+            kept.append(extra)
+        else:
+            model.remove_result(result)
+    model.validate_nodes_and_infer_types()
+    return tuple(n for n in EXTRA_OUTPUTS if n in kept)
 
 
 def ov_expose_views(model: Any) -> np.ndarray:
