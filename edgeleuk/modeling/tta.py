@@ -93,6 +93,22 @@ def cam_index_table(pre: Preprocess, grid: tuple[int, int]) -> np.ndarray:
     return table
 
 
+def cam_regions(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group the upright pixels that show the same cell in every view (675 groups for 300 px on a 10x10 grid).
+
+    The map is then averaged once per group and spread to the pixels by one gather, instead of
+    once per pixel and view: a few thousand lookups per cell instead of ``rotations * crop**2``.
+
+    Args:
+        table: :func:`cam_index_table`, ``[rotations, crop * crop]``.
+
+    Returns:
+        ``(cells [rotations, K], group of each pixel [crop * crop])``, both int64.
+    """
+    cells, group = np.unique(table.T, axis=0, return_inverse=True)
+    return np.ascontiguousarray(cells.T, np.int64), group.reshape(-1).astype(np.int64)
+
+
 def rotated_views(images: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Numpy twin of the exported gather: uint8 [N, H, W, 3] -> [N, R, crop, crop, 3]."""
     n = images.shape[0]
@@ -129,24 +145,32 @@ def _define_classifier() -> type:
     class CamPart(nn.Module):
         """Per view, the last linear layer's weights at every position of the last feature map, upright.
 
-        A module of its own so the exported nodes are named ``/cam/...`` (NNCF leaves them in float).
-        Holds no state: the table follows from the metadata and the grid size.
+        A module of its own so the exported nodes are named ``/cam/...``. Holds no state: the
+        tables follow from the metadata and the grid size (:func:`cam_index_table`,
+        :func:`cam_regions`).
         """
 
         def __init__(self, table: np.ndarray, crop: int) -> None:
             super().__init__()
-            self.register_buffer("table", torch.from_numpy(table), persistent=False)
-            self.crop, self.cells = crop, int(table.max())
+            cells, group = cam_regions(table)
+            self.register_buffer("cells", torch.from_numpy(cells), persistent=False)
+            self.register_buffer("group", torch.from_numpy(group).reshape(1, -1), persistent=False)
+            self.crop, self.n_cells, self.n_groups = crop, int(table.max()), cells.shape[1]
 
         def forward(self, feats: torch.Tensor, weight: torch.Tensor, views: torch.Tensor,
                     n_views: Any) -> torch.Tensor:
             # float32 whatever the network computes in: a map, not a gated logit.
             grid = (feats.float() * weight.float().reshape(1, -1, 1, 1)).sum(dim=1)
-            grid = PrependZero.apply(grid.reshape(-1, n_views, self.cells))  # cell 0 = "not in this view"
-            table = self.table.index_select(0, views)  # [V, crop * crop]
-            picked = grid.gather(2, table.unsqueeze(0).expand(grid.shape[0], -1, -1))
-            shown = (table > 0).sum(dim=0).clamp(min=1).float()  # views showing each upright pixel
-            return (picked.sum(dim=1) / shown).reshape(-1, self.crop, self.crop)
+            grid = PrependZero.apply(grid.reshape(-1, 1, n_views * self.n_cells))  # 0 = "not in this view"
+            cells = self.cells.index_select(0, views)  # [V, K]: each group's cell in each listed view
+            offsets = torch.arange(n_views, dtype=torch.int64).reshape(-1, 1) * self.n_cells
+            index = torch.where(cells > 0, cells + offsets, torch.zeros_like(cells)).reshape(-1)
+            picked = grid.index_select(2, index).reshape(-1, n_views, self.n_groups)
+            shown = (cells > 0).sum(dim=0).clamp(min=1).float()  # views showing each group
+            per_group = picked.sum(dim=1) / shown
+            # GatherElements: about 3x faster on ONNX Runtime's CPU than a Gather of single floats.
+            spread = per_group.gather(1, self.group.expand(per_group.shape[0], -1))
+            return spread.reshape(-1, self.crop, self.crop)
 
     class TTAClassifier(nn.Module):
         """Raw pixels to averaged-logit prediction, the whole contract in one module.

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from edgeleuk.runtime.staged import StageChoice
 
 
+#: What :meth:`Backend.run_extras` returns: ``(logits, probs or view logits, {extra name: array})``.
+ExtrasResult = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+
 def option(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
     """A field of a backend's options record; ``help`` and ``choices`` become its CLI flag."""
     return field(default=default, metadata={"help": help, "choices": choices})
@@ -210,7 +214,7 @@ class Backend(abc.ABC):
     #: set by backends that fetch extras, empty for the others.
     extras: tuple[str, ...] = ()
 
-    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
         """:meth:`run` plus the named extra outputs (each opened: in :attr:`extras`).
 
         Returns:
@@ -224,7 +228,7 @@ class Backend(abc.ABC):
         raise UsageError(f"the {self.name} backend cannot fetch the outputs {list(names)}")
 
     def run_views_extras(self, batch: np.ndarray, views: np.ndarray,
-                         names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                         names: tuple[str, ...]) -> ExtrasResult:
         """:meth:`run_views` plus the named extra outputs over the listed rotations only.
 
         Returns:

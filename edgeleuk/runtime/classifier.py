@@ -202,7 +202,7 @@ class Classifier:
         self.tta = check_mode(tta)
         self.stage = None if tta == "full" else self._stage_choice(backend)
         self._staged = None if self.stage is None else StagedRunner(backend.run_views, self.stage)
-        self.trust = TrustChecks(self.meta, backend.extras, qc=qc, heatmaps=heatmaps)
+        self.trust = TrustChecks(self.meta, getattr(backend, "extras", ()), qc=qc, heatmaps=heatmaps)
 
     def _stage_choice(self, backend: Backend) -> StageChoice:
         source = getattr(backend, "model_path", "model")

@@ -25,6 +25,7 @@ from edgeleuk.runtime.base import (
     BackendInfo,
     BackendOptions,
     BenchVariant,
+    ExtrasResult,
     OptionsRecord,
     ThroughputMode,
     option,
@@ -193,13 +194,13 @@ class OpenVINOBackend(Backend):
         logits, view_logits = self._infer(batch, views, (LOGIT, VIEW_LOGITS))
         return logits.reshape(-1), view_logits
 
-    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
         self._unopened(names)
         logits, probs, *rest = self._infer(batch, self._all_views, (LOGIT, PROB, *names))
         return logits.reshape(-1), probs.reshape(-1), dict(zip(names, rest, strict=True))
 
     def run_views_extras(self, batch: np.ndarray, views: np.ndarray,
-                         names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                         names: tuple[str, ...]) -> ExtrasResult:
         if self._all_views is None:
             return super().run_views_extras(batch, views, names)
         self._unopened(names)

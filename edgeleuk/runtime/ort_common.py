@@ -18,8 +18,8 @@ import numpy as np
 from edgeleuk.core.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME, TensorSpec
 from edgeleuk.core.errors import BackendUnavailable, CheckpointError, UsageError
 from edgeleuk.core.meta import parse_json
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
-from edgeleuk.runtime.views import onnx_session_source
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, ExtrasResult
+from edgeleuk.runtime.views import onnx_views_source
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,11 @@ class OrtBackend(Backend):
             raise BackendUnavailable(reason)
         self._ort = import_ort()
         self.options = options
-        # _all_views: set when the views entry is open. The extras not asked for are cut off.
-        self._source, self._all_views, self.extras = open_model(
-            self.model_path, lambda: onnx_session_source(self.model_path, options.views_input, options.extras))
+        self._all_views: np.ndarray | None = None  # set when the views entry is open
+        self._source: Any = str(self.model_path)
+        if options.views_input:
+            self._source, self._all_views = open_model(
+                self.model_path, lambda: onnx_views_source(self.model_path, options.extras))
         so = session_options(self._ort, options.threads)
         providers = self._providers(self._ort, options.of(type(self)))
         self._session = open_model(self.model_path, lambda: self._create_session(self._ort, so, providers))
@@ -151,6 +153,8 @@ class OrtBackend(Backend):
         self._source = None  # the serialized model (views entry open) is not needed once the session holds it
         self._input = self._session.get_inputs()[0].name
         self._threads = so.intra_op_num_threads
+        outputs = {o.name for o in self._session.get_outputs()}
+        self.extras = tuple(name for name in options.extras if name in outputs)  # an older file has none
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         feed = {self._input: np.ascontiguousarray(batch)}
@@ -166,7 +170,7 @@ class OrtBackend(Backend):
         logits, view_logits = self._session.run([LOGIT, VIEW_LOGITS], feed)
         return np.asarray(logits, np.float32).reshape(-1), np.asarray(view_logits, np.float32)
 
-    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
         self._unopened(names)
         feed = {self._input: np.ascontiguousarray(batch)}
         if self._all_views is not None:
@@ -176,7 +180,7 @@ class OrtBackend(Backend):
         return np.asarray(logits, np.float32).reshape(-1), np.asarray(probs, np.float32).reshape(-1), extras
 
     def run_views_extras(self, batch: np.ndarray, views: np.ndarray,
-                         names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                         names: tuple[str, ...]) -> ExtrasResult:
         if self._all_views is None:
             return super().run_views_extras(batch, views, names)
         self._unopened(names)

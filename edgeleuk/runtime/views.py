@@ -54,48 +54,25 @@ def _import_onnx(why: str) -> Any:
     return onnx
 
 
-def onnx_with_views_input(path: Path) -> tuple[bytes, np.ndarray]:
-    """The serialized ONNX model of ``path`` with ``views`` moved from its initializers to its inputs.
+def onnx_views_source(path: Path, extras: tuple[str, ...]) -> tuple[bytes, np.ndarray]:
+    """The model for an ONNX Runtime session with the views entry open and only the ``extras`` asked for.
+
+    The graph is parsed here anyway, so the extra outputs not asked for are cut off too (with
+    the nodes only they need). The plain call opens the file as it is (no ``onnx`` import): there
+    the extras' nodes run unfetched, which costs about 0.3 % of the tiny network's time and less
+    of the paper's (ONNX Runtime's profiler, docs/model-file.md).
 
     Returns:
-        ``(model bytes, the initializer's value)``: the value is what gives the full result.
+        ``(model bytes, the views initializer's value)``.
 
     Raises:
-        NoViewsEntry: The graph has no ``views`` initializer or no ``view_logits`` output.
+        NoViewsEntry: The graph has no views entry.
         UsageError: The ``onnx`` package is missing.
     """
     proto = _import_onnx("staged TTA").load(str(path))
     default = expose_views(proto, path)
+    prune_outputs(proto, {o.name for o in proto.graph.output if o.name in EXTRA_OUTPUTS} - set(extras))
     return proto.SerializeToString(), default
-
-
-def onnx_session_source(path: Path, views_input: bool, extras: tuple[str, ...]) -> tuple[Any, Any, tuple[str, ...]]:
-    """What an ONNX Runtime session should load: ``(path or model bytes, views default or None, extras kept)``.
-
-    ONNX Runtime runs every node of a graph whatever the caller fetches (its profiler shows the
-    ``cam`` nodes running for a ``logit``-only call: about 5 % of the tiny network's time), so
-    the outputs not asked for (of ``embedding``, ``cam``) are cut off with the nodes only they
-    need, and the default call costs what it did before the extras existed. A file without
-    extras and without the views entry opened is loaded as it is.
-
-    Raises:
-        NoViewsEntry: ``views_input`` and the graph has no views entry.
-        UsageError: The ``onnx`` package is missing.
-    """
-    try:
-        onnx = _import_onnx("opening a model")
-    except UsageError:
-        if views_input:
-            raise
-        return str(path), None, ()  # cannot prune: the extras cost their nodes, none is fetched
-    proto = onnx.load(str(path))
-    present = tuple(o.name for o in proto.graph.output if o.name in EXTRA_OUTPUTS)
-    kept = tuple(name for name in present if name in extras)
-    if not views_input and kept == present:
-        return str(path), None, kept
-    default = expose_views(proto, path) if views_input else None
-    prune_outputs(proto, set(present) - set(kept))
-    return proto.SerializeToString(), default, kept
 
 
 def prune_outputs(proto: Any, drop: set[str]) -> None:
