@@ -55,23 +55,23 @@ class TrustChecks:
         self.heatmaps = heatmaps and CAM in opened
         self.fetch = tuple(n for n in (EMBEDDING, CAM) if (n == EMBEDDING and self.ood is not None)
                            or (n == CAM and self.heatmaps))
-        notes = []
+        notes, lacks = [], []  # lacks: what the graph itself is missing (a warning, not a setting)
         if qc and meta.quality is None:
             notes.append("quality checks use the documented default ranges: this model carries none "
                          "(`edgeleuk calibrate` fits them on its cells)")
-        if not qc:
-            notes.append("quality checks are off")
         if meta.ood is None:
             notes.append("no OOD score: this model carries no OOD model (`edgeleuk calibrate` fits one)")
         elif EMBEDDING not in opened:
-            notes.append(f"no OOD score: the graph has no '{EMBEDDING}' output (exported before it existed); "
+            lacks.append(f"no OOD score: the graph has no '{EMBEDDING}' output (exported before it existed); "
                          + _REEXPORT)
         if heatmaps and CAM not in opened:
-            notes.append(f"no heatmaps: the graph has no '{CAM}' output (exported before it existed); " + _REEXPORT)
+            lacks.append(f"no heatmaps: the graph has no '{CAM}' output (exported before it existed); " + _REEXPORT)
         #: What is unavailable or defaulted, one sentence each (said once, at load); empty when all is there.
-        self.note = "; ".join(notes)
-        if self.note:
-            log.warning("%s", self.note)
+        self.note = "; ".join(notes + lacks)
+        if lacks:
+            log.warning("%s", "; ".join(lacks))
+        if notes:
+            log.info("%s", "; ".join(notes))
 
     def reasons(self, image: np.ndarray) -> tuple[str, ...]:
         """QC reasons for one decoded uint8 RGB image (empty: ok, or QC off)."""
