@@ -57,10 +57,11 @@ def test_graph_contract_and_batch_sizes(exported) -> None:
     assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["N", 450, 450, 3]
-    assert [o.name for o in model.graph.output] == ["logit", "prob", "view_logits"]
+    assert [o.name for o in model.graph.output] == ["logit", "prob", "view_logits", "embedding", "cam"]
     # All views' pixels come from one gather (along the pixel axis); the others pick the rotations'
     # index rows by the 'views' initializer and read its length, and the engines fold them.
-    pixel_gathers = [n for n in model.graph.node if n.op_type == "Gather"
+    # (The class activation map's own gather, under /cam/, picks feature-grid cells, not pixels.)
+    pixel_gathers = [n for n in model.graph.node if n.op_type == "Gather" and not n.name.startswith("/cam/")
                      and any(a.name == "axis" and a.i == 2 for a in n.attribute)]
     assert len(pixel_gathers) == 1
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
