@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,11 @@ class Prediction:
         engine: The engine that made this call when it is not the classifier's own (a cluster
             worker's, e.g. ``openvino@ray-fp32`` where the driver was asked for ``auto``); None: the
             classifier's.
+        qc: Input-quality reasons (``blank``, ``blur``...); empty when the image passed or was not checked.
+        ood_score: Distance of the cell from the calibration cells in feature space; None when the
+            model has no out-of-distribution model or the graph no embedding.
+        ood_flag: ``ood_score`` lies beyond the threshold chosen on the calibration cells.
+        cam: Class activation map [crop, crop] in the upright frame, when asked for (heatmaps).
     """
 
     path: str | None
@@ -82,10 +87,19 @@ class Prediction:
     adjustments: tuple[str, ...] = ()
     logit: float | None = None
     engine: str | None = None
+    qc: tuple[str, ...] = ()
+    ood_score: float | None = None
+    ood_flag: bool = False
+    cam: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def flagged(self) -> bool:
+        """Whether a quality check failed or the cell lies outside the calibration cells' distribution."""
+        return bool(self.qc) or self.ood_flag
 
 
 def _subject(path: Path) -> str | None:
