@@ -18,6 +18,7 @@ Needs the ``ray`` extra (``pip install 'edgeleuk[cpu,ray]'``); torch-free.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import logging
 import signal
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 
@@ -36,9 +38,10 @@ from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.io.imageio import decode_bytes
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime import wire
-from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
 from edgeleuk.serving.front import Front, Infer, Limits
+from edgeleuk.workflow.flags import reasons
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class ServeOptions:
         tls_key: PEM private key of ``tls_cert``.
         insecure: Allow a non-loopback ``host`` without a token.
         limits: Body deadline, body budget and decode slots per replica.
+        heatmaps: Open every replica's model with its class activation maps, so that
+            ``POST /predict?heatmap=1`` can answer with overlays (each call then computes the maps).
     """
 
     backend: str = "auto"
@@ -88,6 +93,7 @@ class ServeOptions:
     tls_key: str | None = None
     insecure: bool = False
     limits: Limits = field(default_factory=Limits)
+    heatmaps: bool = False
 
     def __post_init__(self) -> None:
         if min(self.replicas or 1, self.threads or 1, self.max_batch, self.max_ongoing) < 1:
@@ -150,12 +156,15 @@ class ModelService:
         threads: Engine threads.
         engine_fields: Backend option fields by name (:attr:`ServeOptions.engine_fields`).
         decoders: Image files decoded at once (each decode may take far more memory than its bytes).
+        heatmaps: Open the model with its class activation maps (:attr:`ServeOptions.heatmaps`).
     """
 
     def __init__(self, model_path: str, backend: str, threads: int,
-                 engine_fields: Mapping[str, Any] | None = None, decoders: int = 2) -> None:
+                 engine_fields: Mapping[str, Any] | None = None, decoders: int = 2, heatmaps: bool = False) -> None:
+        maps = {"heatmaps": True} if heatmaps else {}
         self.clf = Classifier.load(model_path, backend, threads=threads, batch_size=wire.MAX_IMAGES,
-                                   **dict(engine_fields or {}))
+                                   **maps, **dict(engine_fields or {}))
+        self.heatmaps = heatmaps
         info = self.clf.info
         self.model = model_identity(Path(model_path), wire.engine_label(info.name, info.precision))
         self.size = self.clf.input_size
@@ -184,23 +193,39 @@ class ModelService:
                         "precision": info.precision},
         }
 
-    def infer(self, images: list[np.ndarray]) -> list[tuple[float, float]]:
-        """``(logit, prob)`` per image, one engine call; raises on any engine fault.
+    def infer(self, images: list[np.ndarray]) -> list[Prediction]:
+        """One prediction per image (logit, probability, qc, OOD score, map), one engine call.
 
-        A non-finite output is a fault of the engine, not an answer: it raises too.
+        Raises on any engine fault; a non-finite output is a fault of the engine, not an answer.
         """
         predictions = self.clf.predict_arrays(np.stack(images))
         bad = [p.error for p in predictions if not p.ok]
         if bad:
             raise RuntimeError(bad[0])
-        return [(float(p.logit), float(p.prob_all)) for p in predictions]
+        return predictions
 
-    def record(self, logit: float, prob: float, adjustments: tuple[str, ...] = ()) -> dict[str, Any]:
-        """One image's answer at the model's threshold."""
+    def record(self, prediction: Prediction, adjustments: tuple[str, ...] = (),
+               image: np.ndarray | None = None) -> dict[str, Any]:
+        """One image's answer at the model's threshold; with ``image``, its heatmap overlay too."""
+        prob = float(prediction.prob_all)  # type: ignore[arg-type]  # an ok prediction has one
         return wire.prediction_record(
-            "ok", threshold=self.clf.threshold, prob_all=prob, logit=logit,
+            "ok", threshold=self.clf.threshold, prob_all=prob, logit=prediction.logit,
             label=self.clf.meta.label_name(prob >= self.clf.threshold), adjustments=adjustments,
+            qc=reasons(prediction), ood_score=prediction.ood_score,
+            heatmap=None if image is None else self.overlay(image, prediction),
         )
+
+    def overlay(self, image: np.ndarray, prediction: Prediction) -> str:
+        """The cell and its class activation map side by side, as base64 PNG.
+
+        Raises:
+            RuntimeError: The engine gave no map (an engine fault: the server was asked for maps).
+        """
+        from edgeleuk.workflow.heatmaps import overlay_png  # only for heatmaps: OpenCV drawing
+
+        if prediction.cam is None:
+            raise RuntimeError("the engine returned no class activation map")
+        return base64.b64encode(overlay_png(image, prediction.cam, self.clf.meta.preprocess)).decode("ascii")
 
     def decode(self, body: bytes) -> tuple[np.ndarray, tuple[str, ...]]:
         """Decode one image file's bytes as ``predict`` does.
@@ -216,15 +241,32 @@ class ModelService:
         return decoded.image, decoded.adjustments
 
 
-    async def _predict(self, content_type: str | None, body: bytes, infer: Infer) -> list[dict[str, Any]]:
+    async def _predict(self, content_type: str | None, body: bytes, infer: Infer, maps: bool) -> list[dict[str, Any]]:
         if wire.body_kind(content_type) == "tensor":
             images = wire.decode_tensor(body, self.size)  # a view of the body: no decode slot needed
             outs = await asyncio.gather(*(infer(img) for img in images))
-            return [self.record(lo, pr) for lo, pr in outs]
+            return [self.record(p, image=img if maps else None) for p, img in zip(outs, images, strict=True)]
         async with self._decoding:
             image, adjustments = await asyncio.to_thread(self.decode, body)
-        logit, prob = await infer(image)
-        return [self.record(logit, prob, adjustments)]
+        return [self.record(await infer(image), adjustments, image if maps else None)]
+
+    def wants_heatmap(self, query: str) -> bool:
+        """Whether a request's query asks for heatmaps (``?heatmap=1``).
+
+        Raises:
+            WireError: 400 when it asks and this server was started without ``--heatmaps``, or
+                for a value other than 0/1/true/false.
+        """
+        values = parse_qs(query).get(wire.HEATMAP_QUERY, [])
+        if not values:
+            return False
+        if values[-1].lower() not in ("1", "true", "0", "false"):
+            raise wire.WireError(400, f"?{wire.HEATMAP_QUERY}= takes 1 or 0, got {values[-1][:20]!r}")
+        wanted = values[-1].lower() in ("1", "true")
+        if wanted and not self.heatmaps:
+            raise wire.WireError(400, f"this server computes no heatmaps: start it with `edgeleuk serve --heatmaps` "
+                                      f"to answer ?{wire.HEATMAP_QUERY}=1")
+        return wanted
 
     async def respond(
         self, method: str, path: str, content_type: str | None, body: bytes, infer: Infer
@@ -233,11 +275,12 @@ class ModelService:
 
         Args:
             method: HTTP method.
-            path: URL path (the app is served at ``/``).
+            path: URL path (the app is served at ``/``), with its query string, if any.
             content_type: The request's ``Content-Type``.
             body: The request body.
-            infer: Awaitable ``image -> (logit, prob)``; the deployment passes its batched one.
+            infer: Awaitable ``image -> Prediction``; the deployment passes its batched one.
         """
+        path, _, query = path.partition("?")
         path = path.rstrip("/") or "/"
         try:
             if path == wire.HEALTH and method == "GET":
@@ -245,7 +288,8 @@ class ModelService:
             if path == wire.METADATA and method == "GET":
                 return 200, self.metadata()
             if path == wire.PREDICT and method == "POST":
-                return 200, {**self.model, "predictions": await self._predict(content_type, body, infer)}
+                maps = self.wants_heatmap(query)
+                return 200, {**self.model, "predictions": await self._predict(content_type, body, infer, maps)}
             routes = f"GET {wire.HEALTH}, GET {wire.METADATA}, POST {wire.PREDICT}"
             return 404, {"error": f"no route {method} {path[:100]!r}; routes: {routes}"}
         except wire.WireError as exc:
@@ -278,14 +322,16 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
         """One replica: a loaded model behind the routes of :mod:`edgeleuk.runtime.wire`."""
 
         def __init__(self, path: str, backend: str, threads: int, max_batch: int, wait_s: float,
-                     engine_fields: dict[str, Any], token_sha256: str | None, limits: Limits) -> None:
-            self.service = ModelService(path, backend, threads, engine_fields, decoders=limits.decoders)
+                     engine_fields: dict[str, Any], token_sha256: str | None, limits: Limits,
+                     heatmaps: bool = False) -> None:
+            self.service = ModelService(path, backend, threads, engine_fields, decoders=limits.decoders,
+                                        heatmaps=heatmaps)
             self.front = Front(self.service, token_sha256, limits)
             self._infer.set_max_batch_size(max_batch)
             self._infer.set_batch_wait_timeout_s(wait_s)
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-        async def _infer(self, images: list[np.ndarray]) -> list[tuple[float, float]]:
+        async def _infer(self, images: list[np.ndarray]) -> list[Prediction]:
             # The engine releases the GIL: run it off the event loop so health checks still answer.
             return await asyncio.to_thread(self.service.infer, images)
 
@@ -295,6 +341,7 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
     return ClassifierDeployment.bind(
         str(Path(model_path).resolve()), options.backend, options.threads, options.max_batch,
         options.batch_wait_ms / 1000.0, dict(options.engine_fields), options.token_sha256, options.limits,
+        options.heatmaps,
     )
 
 
@@ -316,7 +363,8 @@ def _check_model(model_path: Path, options: ServeOptions) -> None:
     A model that breaks the contract is then one usage error (exit 2) before Ray starts, not a
     replica that dies again and again behind a page of Ray traceback.
     """
-    clf = Classifier.load(model_path, options.backend, threads=1, **dict(options.engine_fields))
+    maps = {"heatmaps": True} if options.heatmaps else {}
+    clf = Classifier.load(model_path, options.backend, threads=1, **maps, **dict(options.engine_fields))
     del clf
 
 
