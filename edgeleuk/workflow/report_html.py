@@ -90,8 +90,8 @@ class Group:
         if flagged:
             held = sum(r.withheld for r in flagged)
             items.append(("flagged cells", f"{len(flagged)}" + (
-                f", {held} without a label (--qc strict): not in the counts or metrics" if held
-                else " (labels kept: counted above)")))
+                f": {held} without a label (--qc strict), left out of the figures above" if held
+                else ": labels kept (--qc flag), counted above")))
         m = self.overall
         if m:
             items += [
