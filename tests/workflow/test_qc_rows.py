@@ -161,3 +161,24 @@ def test_judge_and_cells() -> None:
     assert flags.judge(err, "strict") is err and flags.qc_cell(err, "flag") is None
     with pytest.raises(UsageError, match="unknown --qc"):
         flags.check_qc_mode("lenient")
+
+
+def test_cli_qc_choices_and_refused_combinations(tmp_path: Path, model: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgeleuk.cli import app
+
+    folder = tmp_path / "cells"
+    for n in (1, 2):
+        write_bmp(folder / f"{n}.bmp", gray_cell(100 * n))
+    runner = CliRunner()
+    base = ["predict", str(folder), "-m", str(model), "--backend", "cpu"]
+    ok = runner.invoke(app, [*base, "--qc", "flag", "--out", str(tmp_path / "p.csv")])
+    assert ok.exit_code == 0, ok.output
+    assert _read(tmp_path / "p.csv")[0].keys() >= {"qc", "ood_score"}
+    bad = runner.invoke(app, [*base, "--qc", "lenient"])
+    assert bad.exit_code == 2 and "lenient" in bad.output
+    cnmc = runner.invoke(app, [*base, "--qc", "strict", "--format", "cnmc", "--out", str(tmp_path / "s.zip")])
+    assert cnmc.exit_code == 2 and "--qc flag" in cnmc.output and not (tmp_path / "s.zip").exists()
+    ray = runner.invoke(app, [*base, "--heatmaps", str(tmp_path / "maps"), "--cluster", "auto"])
+    assert ray.exit_code == 2 and "not available with --cluster" in ray.output
