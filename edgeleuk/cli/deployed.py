@@ -31,7 +31,7 @@ from edgeleuk.core.config import config_text, describe_configs
 from edgeleuk.core.errors import UsageError
 from edgeleuk.runtime.registry import backend_options
 from edgeleuk.runtime.staged import DEFAULT_AGREEMENT, TTA_MODES
-from edgeleuk.workflow.flags import QC_MODES
+from edgeleuk.workflow.flags import QC_MODES, checks_for
 from edgeleuk.workflow.outputs import DEFAULT_OUT
 from edgeleuk.workflow.predict import PredictOptions
 from edgeleuk.workflow.predict import predict as run_predict
@@ -166,8 +166,7 @@ def watch(
 
     with exit_codes():
         # --server etc. reach the backend
-        checks = {"qc": False} if qc.value == "off" else {}
-        clf = Classifier.load(model, backend.value, tta=tta.value, **checks, **(engine_fields or {}))
+        clf = Classifier.load(model, backend.value, tta=tta.value, **checks_for(qc.value), **(engine_fields or {}))
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
             faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),

@@ -46,6 +46,11 @@ TRUST_COLUMNS = ("qc", "ood_score")
 #: Significant digits of ``ood_score`` in rows (a distance, not a probability: its scale varies).
 OOD_DIGITS = 6
 MAX_LISTED_FLAGS = 10
+STRICT_CNMC = (
+    "--format cnmc needs a 0/1 call on every line, and --qc strict withholds the call of a flagged cell: a "
+    "line filled in for it would be scored as the model's call. Use --qc flag (the default) for a submission "
+    "(every line holds the model's call; the summary lists the flagged cells), or --format csv with --qc strict"
+)
 
 
 def check_qc_mode(mode: str) -> str:
@@ -57,6 +62,14 @@ def check_qc_mode(mode: str) -> str:
     if mode not in QC_MODES:
         raise UsageError(f"unknown --qc {mode!r}; choose one of {', '.join(QC_MODES)}")
     return mode
+
+
+def checks_for(mode: str, heatmaps: bool = False) -> dict[str, bool]:
+    """What ``Classifier.load`` is asked for a run in ``mode``: only what differs from its defaults.
+
+    ``off`` opens the model without quality checks; ``heatmaps`` with its class activation maps.
+    """
+    return ({"qc": False} if mode == "off" else {}) | ({"heatmaps": True} if heatmaps else {})
 
 
 def reasons(prediction: Prediction) -> tuple[str, ...]:

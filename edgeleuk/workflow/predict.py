@@ -41,7 +41,7 @@ from edgeleuk.io.data import Record
 from edgeleuk.io.files import synthetic_root
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Classifier, Prediction
-from edgeleuk.workflow.flags import DEFAULT_QC, FLAGGED, check_qc_mode, describe_flags, judge
+from edgeleuk.workflow.flags import DEFAULT_QC, FLAGGED, STRICT_CNMC, check_qc_mode, checks_for, describe_flags, judge
 from edgeleuk.workflow.heatmap_out import HeatmapSink
 from edgeleuk.workflow.inputs import Inputs, index_inputs
 from edgeleuk.workflow.outputs import (
@@ -59,11 +59,6 @@ from edgeleuk.workflow.provenance import Provenance, new_record, sidecar_path, u
 log = logging.getLogger(__name__)
 
 MAX_LISTED_ERRORS = 10
-STRICT_CNMC = (
-    "--format cnmc needs a 0/1 call on every line, and --qc strict withholds the call of a flagged cell: a "
-    "line filled in for it would be scored as the model's call. Use --qc flag (the default) for a submission "
-    "(every line holds the model's call; the summary lists the flagged cells), or --format csv with --qc strict"
-)
 
 
 @dataclass(frozen=True)
@@ -123,6 +118,7 @@ class PredictSummary:
         record: The provenance sidecar written beside the output (see :mod:`edgeleuk.workflow.provenance`).
         qc: The ``--qc`` mode the rows were judged under.
         heatmaps: What the heatmap folder received ("" when none was asked for).
+        trust_note: What of the quality checks, OOD score and heatmaps the model could not give, and why.
     """
 
     folder: Path
@@ -141,6 +137,7 @@ class PredictSummary:
     record: Path | None = None
     qc: str = DEFAULT_QC
     heatmaps: str = ""
+    trust_note: str = ""
 
     @property
     def total(self) -> int:
@@ -211,6 +208,8 @@ class PredictSummary:
         if self.tta_note:
             lines.append(f"  {self.tta_note}")
         lines += describe_flags([(r.shown, r.prediction) for r in self.rows], self.qc)
+        if self.trust_note:
+            lines.append(f"  checks: {self.trust_note}")
         if self.heatmaps:
             lines.append(f"  {self.heatmaps}")
         return lines
@@ -335,13 +334,8 @@ def load_classifier(model: Path, options: PredictOptions) -> Classifier:
         threads=options.threads,
         engine=dict(options.engine),
         tta=options.tta,
-        **trust_options(options),
+        **checks_for(options.qc, heatmaps=options.heatmaps is not None),
     )
-
-
-def trust_options(options: PredictOptions) -> dict[str, bool]:
-    """What ``Classifier.load`` is asked about checks and maps: only what differs from its defaults."""
-    return ({"qc": False} if options.qc == "off" else {}) | ({"heatmaps": True} if options.heatmaps else {})
 
 
 def partial_path(out: Path) -> Path:
@@ -498,4 +492,5 @@ def predict(
         record=record,
         qc=options.qc,
         heatmaps="" if sink is None else sink.close(),
+        trust_note=str(getattr(clf, "trust_note", "") or ""),
     )

@@ -49,7 +49,7 @@ from edgeleuk.io.data import label_from_name, subject_from_name
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
-from edgeleuk.workflow.flags import DEFAULT_QC, FLAGGED, check_qc_mode, judge, pre_qc_header
+from edgeleuk.workflow.flags import DEFAULT_QC, FLAGGED, check_qc_mode, checks_for, judge, pre_qc_header
 from edgeleuk.workflow.outputs import DEFAULT_OUT, ResultRow, columns
 from edgeleuk.workflow.provenance import (
     Provenance,
@@ -297,7 +297,7 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[list[int]]:
 def _open_classifier(model: Path | None, backend: str, tta: str = "full", qc: str = DEFAULT_QC) -> Classifier:
     if model is None:
         raise UsageError("give --model (an exported .onnx or .xml)")
-    return Classifier.load(model, backend=backend, tta=tta, **({"qc": False} if qc == "off" else {}))
+    return Classifier.load(model, backend=backend, tta=tta, **checks_for(qc))
 
 
 def _start_session(
