@@ -69,6 +69,7 @@ class Flagging:
 
     def __init__(self, clf: Classifier) -> None:
         self._clf = clf
+        self.seen: list[str] = []  # every file name classified, in order
 
     def __getattr__(self, name: str):
         return getattr(self._clf, name)
@@ -84,4 +85,5 @@ class Flagging:
 
     def iter_predict(self, paths):
         for p in self._clf.iter_predict(paths):
+            self.seen.append(Path(str(p.path)).name)
             yield self.judge(p)

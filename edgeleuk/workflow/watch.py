@@ -207,7 +207,7 @@ def _process(
         # iter_predict, not predict_paths: rows made before an engine fault are recorded.
         predicted = zip(inside, session.classifier.iter_predict(inside), strict=True)
         for path, prediction in itertools.chain(refused, predicted):
-            if not session.tracker.accept(path, failed=prediction.status == "error"):  # a flag is no failure
+            if not session.tracker.accept(path, failed=prediction.status != "ok"):
                 continue  # still being written or retried: it comes back on a later poll
             _record(session, path, prediction)
             if max_files is not None and session.summary.written >= max_files:

@@ -36,9 +36,11 @@ def test_strict_rows_are_flagged_once_and_a_restart_resumes(tmp_path: Path, clf)
     write_cell(folder / "UID_1_1_1_all.bmp", 220)
     write_cell(folder / "UID_1_2_1_blur_all.bmp", 210)
     write_cell(folder / "UID_H1_1_1_odd_hem.bmp", 30)
-    summary = _watch(folder, out, clf, "strict")
+    clf.seen.clear()
+    summary = _watch(folder, out, clf, "strict", give_up_s=1.0)
     rows = {Path(r["path"]).stem: r for r in _rows(out)}
-    assert len(rows) == 3 and len(_rows(out)) == 3  # a flagged file is not retried like a failed one
+    assert len(rows) == 3 and len(_rows(out)) == 3
+    assert sorted(clf.seen) == sorted(f"{k}.bmp" for k in rows)  # a flagged file is not retried like a failed one
     blur = rows["UID_1_2_1_blur_all"]
     assert (blur["status"], blur["label"], blur["qc"], blur["true_label"]) == ("flagged", "", "blur", "all")
     assert rows["UID_H1_1_1_odd_hem"]["qc"] == "ood" and rows["UID_H1_1_1_odd_hem"]["ood_score"] == "123.457"
