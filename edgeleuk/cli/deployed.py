@@ -311,12 +311,15 @@ def synth(
     subjects: int = typer.Option(24, help="Number of subjects (split subject-disjoint across folds/tests)."),
     cells_per_subject: int = typer.Option(40, help="Cells per subject."),
     seed: int = typer.Option(0, help="Random seed; the same seed writes the same files."),
+    shifts: int = typer.Option(0, min=0, help="Also write this many shifted cells of each kind (blank, blur, "
+                               "stain...) under OUT/shifts/, labelled, to measure the quality flags on."),
 ) -> None:
     """Write a SYNTHETIC data set in the public C-NMC release layout (pipeline testing only)."""
     from edgeleuk.synth.dataset import make_synthetic  # lazy: only this command draws cells
 
     with exit_codes():
-        summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
+        summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed,
+                                 shifts=shifts)
     typer.echo(summary.describe())
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeleuk.core.errors import CheckpointError
+from edgeleuk.core.trust import MAX_OOD_CHARS, OodModel, QualityRanges
 
 PAPER_ARCH = "legacy_seresnext50_32x4d"
 INPUT_SIZE = 450  # C-NMC cells are 450x450 BMPs
@@ -27,8 +28,9 @@ MAX_INPUT_SIZE = 2048
 # rules out spreadsheet formula starts (= + - @), and control characters never match.
 _CLASS_NAME = re.compile(r"\w[\w .-]{0,63}")
 #: Most characters and nesting levels of a metadata JSON string a model file carries. Real ones
-#: are a few KB and 5 levels deep; 100,000 nested brackets made ``json.loads`` raise RecursionError.
-MAX_METADATA_CHARS = 1 << 20
+#: are a few KB and 5 levels deep (plus the OOD model, at most ``MAX_OOD_CHARS``); 100,000 nested
+#: brackets made ``json.loads`` raise RecursionError.
+MAX_METADATA_CHARS = MAX_OOD_CHARS + (1 << 20)
 MAX_METADATA_DEPTH = 32
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # brackets inside strings do not nest
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
@@ -148,6 +150,10 @@ class ModelMeta:
         val_metrics: Validation metrics of this checkpoint.
         data_fingerprint: Hash of the training file list.
         extra: Free-form provenance (import source, epoch...).
+        quality: Accepted ranges of the input-quality measures, fitted at export or calibrate;
+            None for a model that predates QC (the runtime then uses ``DEFAULT_QUALITY`` and says so).
+        ood: The out-of-distribution model of the graph's embedding, fitted at calibrate; None
+            when not calibrated for it (no ``ood_score``).
     """
 
     arch: str = PAPER_ARCH
@@ -160,6 +166,8 @@ class ModelMeta:
     val_metrics: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    quality: QualityRanges | None = None
+    ood: OodModel | None = None
 
     def __post_init__(self) -> None:
         """Refuse metadata that would crash or mislead at prediction time (a hostile or broken file)."""
@@ -176,13 +184,26 @@ class ModelMeta:
         for name in ("val_metrics", "extra"):
             if not isinstance(getattr(self, name), dict):
                 raise CheckpointError(f"{name} must be an object, got {type(getattr(self, name)).__name__}")
+        for name, kind in (("quality", QualityRanges), ("ood", OodModel)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise CheckpointError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (class-name keys become strings)."""
-        d = dataclasses.asdict(self)
+        """Plain JSON-able dict (class-name keys become strings).
+
+        ``quality`` and ``ood`` are left out when None, so a model without them writes the
+        same JSON as before they existed.
+        """
+        d = dataclasses.asdict(self.replace(quality=None, ood=None))  # asdict would deep-copy the arrays
         d["class_names"] = {str(k): v for k, v in self.class_names.items()}
         d["preprocess"]["mean"] = list(self.preprocess.mean)
         d["preprocess"]["std"] = list(self.preprocess.std)
+        del d["quality"], d["ood"]
+        if self.quality is not None:
+            d["quality"] = self.quality.to_dict()
+        if self.ood is not None:
+            d["ood"] = self.ood.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -215,6 +236,11 @@ class ModelMeta:
                 d["class_names"] = {int(k): v for k, v in names.items()}
             except ValueError as exc:
                 raise CheckpointError(f"class_names keys must be 0 and 1, got {sorted(names)}") from exc
+        # Older model files have neither key: quality None (the runtime uses the defaults), ood None.
+        if d.get("quality") is not None:
+            d["quality"] = QualityRanges.from_dict(d["quality"])
+        if d.get("ood") is not None:
+            d["ood"] = OodModel.from_dict(d["ood"])
         return cls(preprocess=Preprocess(**pre), **d)
 
     @classmethod

@@ -11,6 +11,7 @@ Layout written (as the public release, see ``edgeleuk.io.data``)::
     out/prelim/<N>.bmp  +  out/prelim_labels.csv   (Patient_ID,new_names,labels)
     out/final/<N>.bmp                              (unlabelled)
     out/SYNTHETIC.txt                              (what this is, and the parameters)
+    out/shifts/<kind>/<kind>_<i>.bmp + labels.csv  (only with ``shifts``: see edgeleuk.synth.shifts)
 
 As in C-NMC, every subject gives cells of one class: ALL patients have numeric
 ids, healthy subjects ``H<n>``; subjects never span two splits.
@@ -23,7 +24,7 @@ import io
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -33,12 +34,13 @@ from edgeleuk.core.errors import UsageError
 from edgeleuk.io.atomic import atomic_path, atomic_write_text
 from edgeleuk.io.files import SYNTHETIC_MARKER
 from edgeleuk.synth.cells import AMBIGUOUS, render_cell, sample_looks, subject_stain
+from edgeleuk.synth.shifts import SHIFTS_DIR, write_shifts
 
 ALL_SHARE = 2 / 3  # C-NMC training data are about 2:1 ALL:HEM
 PRELIM_SHARE, FINAL_SHARE = 0.25, 0.15  # of each class's subjects; the rest train
 FOLDS = 3
 MARKER = SYNTHETIC_MARKER  # read back by edgeleuk.io.files.synthetic_root
-_LAYOUT_NAMES = ("training_data", "prelim", "final", "prelim_labels.csv", MARKER)
+_LAYOUT_NAMES = ("training_data", "prelim", "final", "prelim_labels.csv", SHIFTS_DIR, MARKER)
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +63,7 @@ class SynthSummary:
     subjects: tuple[SynthSubject, ...]
     counts: dict[str, dict[str, int]]  # split -> {"all": n, "hem": n}
     seconds: float
+    shifts: dict[str, int] = field(default_factory=dict)  # shift kind -> cells written under shifts/
 
     @property
     def total(self) -> int:
@@ -81,6 +84,10 @@ class SynthSummary:
             c = self.counts.get(split, {})
             note = "  (labels hidden, as in C-NMC)" if split == "final" else ""
             lines.append(f"{split:<8}{n_subj:>9}{c.get('all', 0):>7}{c.get('hem', 0):>7}{note}")
+        if self.shifts:
+            kinds = ", ".join(self.shifts)
+            lines.append(f"shifts/  {sum(self.shifts.values())} shifted cells, {max(self.shifts.values())} of each "
+                         f"kind ({kinds}); labels in shifts/labels.csv")
         return "\n".join(lines)
 
 
@@ -190,7 +197,7 @@ def _marker_text(subjects: int, cells_per_subject: int, seed: int) -> str:
 
 
 def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int = 40,
-                   seed: int = 0) -> SynthSummary:
+                   seed: int = 0, shifts: int = 0) -> SynthSummary:
     """Write a SYNTHETIC C-NMC-layout data set; the same arguments write the same bytes.
 
     Args:
@@ -198,6 +205,7 @@ def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int =
         subjects: Number of subjects, about 2:1 ALL patients to healthy ones (>= 5).
         cells_per_subject: Cells drawn per subject (>= 1).
         seed: Random seed.
+        shifts: Shifted cells of each kind to write under ``out/shifts/`` (0: none).
 
     Returns:
         A :class:`SynthSummary` with per-split counts; ``.describe()`` for people.
@@ -211,6 +219,8 @@ def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int =
         )
     if cells_per_subject < 1:
         raise UsageError(f"--cells-per-subject must be at least 1, got {cells_per_subject}")
+    if shifts < 0:
+        raise UsageError(f"--shifts must be 0 or more, got {shifts}")
     out = Path(out)
     _check_out(out)
     start = time.perf_counter()
@@ -232,7 +242,8 @@ def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int =
         _write_bmp(dest, render_cell(rng, looks, stains[cell.subject_index]))
         counts[cell.subject.split]["all" if is_all else "hem"] += 1
     atomic_write_text(out / "prelim_labels.csv", _labels_csv(plan))
+    written = write_shifts(out, shifts, seed, _write_bmp) if shifts else {}
     return SynthSummary(
         out=out, seed=seed, subjects=subj, counts={k: dict(v) for k, v in counts.items()},
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, shifts=written,
     )
