@@ -33,6 +33,16 @@ EXPORT_KEY = "edgeleuk.export"
 VIEW_LOGITS = "view_logits"
 VIEWS_NAME = "views"
 VIEWS_DTYPE = "int64"
+# Opt-in outputs (issue 20), fetched only by callers that want them; graphs exported before
+# them lack both and still load. ``embedding``: the pooled features averaged over the views
+# computed, [N, D]. ``cam``: the class activation map, [N, crop, crop], in the upright frame,
+# averaged over the views that show each pixel; for one view its mean plus the last linear
+# layer's bias is that view's logit (exactly where the view shows every pixel).
+EMBEDDING = "embedding"
+CAM = "cam"
+EXTRA_OUTPUTS = (EMBEDDING, CAM)
+#: Each extra output's rank: [N, D] and [N, crop, crop].
+EXTRA_RANKS = {EMBEDDING: 2, CAM: 3}
 
 
 def input_shape(size: int) -> list[Any]:
@@ -61,7 +71,11 @@ def contract_record(size: int) -> dict[str, Any]:
         "input": {"name": INPUT_NAME, "dtype": INPUT_DTYPE, "shape": input_shape(size), "layout": INPUT_LAYOUT,
                   "color": INPUT_COLOR},
         "outputs": {**{name: {"dtype": OUTPUT_DTYPE, "shape": ["N"]} for name in OUTPUT_NAMES},
-                    VIEW_LOGITS: {"dtype": OUTPUT_DTYPE, "shape": ["N", "V"]}},
+                    VIEW_LOGITS: {"dtype": OUTPUT_DTYPE, "shape": ["N", "V"]},
+                    EMBEDDING: {"dtype": OUTPUT_DTYPE, "shape": ["N", "D"], "optional": True,
+                                "what": "pooled features averaged over the views computed"},
+                    CAM: {"dtype": OUTPUT_DTYPE, "shape": ["N", "crop", "crop"], "optional": True,
+                          "what": "class activation map, upright, averaged over the views"}},
         "views": {"name": VIEWS_NAME, "dtype": VIEWS_DTYPE, "shape": ["V"], "default": "0..R-1",
                   "kind": "initializer (make it an input to run a subset of the rotations)"},
     }
@@ -86,13 +100,35 @@ def _show(spec: TensorSpec) -> str:
     return f"{spec.name!r} {spec.dtype} [{', '.join('N' if d is None else str(d) for d in spec.shape)}]"
 
 
-def graph_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], size: int) -> list[str]:
+def extra_problems(outputs: Sequence[TensorSpec], crop: int | None = None) -> list[str]:
+    """How the optional outputs a graph has (``embedding``, ``cam``) differ from the contract.
+
+    Absent ones are no problem (a model exported before them); present ones must be float32
+    of their rank, and ``cam``'s static sides, where the engine reports them, ``crop``.
+    """
+    problems = []
+    for out in outputs:
+        rank = EXTRA_RANKS.get(out.name)
+        if rank is None:
+            continue
+        want = f"{out.name!r} {OUTPUT_DTYPE} [N, {'D' if rank == 2 else 'crop, crop'}]"
+        sides = [d for d in out.shape[1:] if d is not None]
+        if out.dtype != OUTPUT_DTYPE or len(out.shape) != rank:
+            problems.append(f"output {_show(out)}, expected {want}")
+        elif out.name == CAM and crop is not None and any(d != crop for d in sides):
+            problems.append(f"output {_show(out)}, expected {out.name!r} {OUTPUT_DTYPE} [N, {crop}, {crop}]")
+    return problems
+
+
+def graph_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], size: int,
+                   crop: int | None = None) -> list[str]:
     """How a loaded graph's inputs and outputs differ from the contract (empty when it holds).
 
     Args:
         inputs: The graph's inputs, as the engine reports them.
         outputs: The graph's outputs.
         size: The input side the model's metadata declares.
+        crop: The crop side the metadata declares (checks ``cam``'s sides); None: not checked.
     """
     problems = []
     # A runtime that opened the views entry (staged TTA) feeds the rotations as a second input.
@@ -117,4 +153,4 @@ def graph_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], 
             problems.append(f"no output {name!r} (outputs: {sorted(by_name)})")
         elif out.dtype != OUTPUT_DTYPE or len(out.shape) != 1:
             problems.append(f"output {_show(out)}, expected {name!r} {OUTPUT_DTYPE} [N]")
-    return problems
+    return problems + extra_problems(outputs, crop)

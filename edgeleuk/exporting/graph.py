@@ -20,27 +20,37 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgeleuk.core.contract import INPUT_NAME, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME
+from edgeleuk.core.contract import (
+    CAM,
+    EMBEDDING,
+    EXTRA_OUTPUTS,
+    EXTRA_RANKS,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    VIEW_LOGITS,
+    VIEWS_NAME,
+)
 from edgeleuk.core.errors import EdgeleukError, GateFailed
 from edgeleuk.core.meta import ModelMeta
 from edgeleuk.modeling.checkpoint import Checkpoint
+from edgeleuk.modeling.model import head_of
 from edgeleuk.modeling.tta import TTAClassifier
 
 
-def build_wrapper(ckpt: Checkpoint, half: bool = False) -> Any:
+def build_wrapper(ckpt: Checkpoint, half: bool = False, extras: bool = False) -> Any:
     """The :class:`~edgeleuk.modeling.tta.TTAClassifier` around the checkpoint's network, in eval mode."""
-    return TTAClassifier(ckpt.build_model(), ckpt.meta, half=half).eval()
+    return TTAClassifier(ckpt.build_model().eval(), ckpt.meta, half=half, extras=extras).eval()
 
 
 def _views_entry(wrapper: Any) -> Any:
-    """A module whose forward is ``wrapper.forward_views``: the exporter traces ``forward`` only."""
+    """A module whose forward is ``wrapper.forward_extras``: the exporter traces ``forward`` only."""
     class ViewsEntry(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.tta = wrapper
 
         def forward(self, image: Any, views: Any) -> Any:
-            return self.tta.forward_views(image, views)
+            return self.tta.forward_extras(image, views)
 
     return ViewsEntry().eval()
 
@@ -59,7 +69,7 @@ def views_as_initializer(model: Any, rotations: int) -> None:
 
 
 def export_onnx(ckpt: Checkpoint, opset: int, half: bool = False) -> Any:
-    """Trace the wrapped checkpoint into an ``onnx.ModelProto``.
+    """Trace the wrapped checkpoint, with its extra outputs, into an ``onnx.ModelProto``.
 
     Args:
         ckpt: The checkpoint.
@@ -69,15 +79,29 @@ def export_onnx(ckpt: Checkpoint, opset: int, half: bool = False) -> Any:
     Raises:
         EdgeleukError: torch could not export the network.
     """
-    entry = _views_entry(build_wrapper(ckpt, half=half))
-    pre = ckpt.meta.preprocess
+    return export_wrapper(build_wrapper(ckpt, half=half, extras=True), ckpt.meta, opset)
+
+
+def export_wrapper(wrapper: Any, meta: ModelMeta, opset: int) -> Any:
+    """Trace a :class:`~edgeleuk.modeling.tta.TTAClassifier` built with ``extras`` into an ``onnx.ModelProto``.
+
+    The graph's outputs: ``logit``, ``prob``, ``view_logits``, ``embedding``, ``cam``. An engine
+    computes only what it is asked for (ONNX Runtime prunes the nodes of outputs not fetched; the
+    ``openvino`` backend drops their results before compiling), so the default call costs what
+    it did before the extras existed.
+
+    Raises:
+        EdgeleukError: torch could not export the network.
+    """
+    entry = _views_entry(wrapper)
+    pre = meta.preprocess
     # Two images, not one: a traced size-1 batch could be specialised into the graph;
     # likewise two views, fewer than all, so neither count is baked in.
     example = (torch.zeros(2, pre.input_size, pre.input_size, 3, dtype=torch.uint8),
                torch.arange(min(2, pre.rotations), dtype=torch.int64))
     buf = io.BytesIO()
-    outputs = [*OUTPUT_NAMES, VIEW_LOGITS]
-    dynamic = {**{name: {0: "N"} for name in (INPUT_NAME, *OUTPUT_NAMES)}, VIEWS_NAME: {0: "V"},
+    outputs = [*OUTPUT_NAMES, VIEW_LOGITS, *EXTRA_OUTPUTS]
+    dynamic = {**{name: {0: "N"} for name in (INPUT_NAME, *OUTPUT_NAMES, *EXTRA_OUTPUTS)}, VIEWS_NAME: {0: "V"},
                VIEW_LOGITS: {0: "N", 1: "V"}}
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -90,12 +114,21 @@ def export_onnx(ckpt: Checkpoint, opset: int, half: bool = False) -> Any:
                 do_constant_folding=True,
             )
     except Exception as exc:  # torch raises many types here; the cause is in the message
-        raise EdgeleukError(f"torch could not export {ckpt.meta.arch} to ONNX opset {opset}: {exc}") from exc
+        raise EdgeleukError(f"torch could not export {meta.arch} to ONNX opset {opset}: {exc}") from exc
     model = onnx.load_from_string(buf.getvalue())
     views_as_initializer(model, pre.rotations)
-    model.doc_string = (f"edgeleuk {ckpt.meta.arch}: uint8 RGB NHWC image -> logit, prob, view_logits "
-                        "(rotation TTA inside; initializer 'views' lists the rotations computed)")
+    _static_sides(model, {EMBEDDING: [head_of(wrapper.net)[2].in_features], CAM: [pre.crop, pre.crop]})
+    model.doc_string = (f"edgeleuk {meta.arch}: uint8 RGB NHWC image -> logit, prob, view_logits, embedding, "
+                        "cam (rotation TTA inside; initializer 'views' lists the rotations computed)")
     return model
+
+
+def _static_sides(model: Any, sides: dict[str, list[int]]) -> None:
+    """Declare the extras' fixed sides (D; crop x crop): the tracer leaves them symbolic."""
+    for out in model.graph.output:
+        for dim, value in zip(list(out.type.tensor_type.shape.dim)[1:], sides.get(out.name, []), strict=False):
+            dim.Clear()
+            dim.dim_value = value
 
 
 def _dims(value_info: Any) -> list[int | str]:
@@ -118,13 +151,23 @@ def contract_problems(model: Any, meta: ModelMeta) -> list[str]:
             problems.append("input batch axis is fixed; it must be dynamic")
     outputs = list(model.graph.output)
     expected = (*OUTPUT_NAMES, VIEW_LOGITS)
-    if tuple(o.name for o in outputs) != expected:
-        problems.append(f"outputs {[o.name for o in outputs]}, expected {list(expected)}")
+    names = tuple(o.name for o in outputs)
+    # The extras are optional (files exported before them lack them), in contract order when present.
+    if names[:3] != expected or names[3:] not in _EXTRA_TAILS:
+        problems.append(f"outputs {list(names)}, expected {list(expected)} (then optionally {list(EXTRA_OUTPUTS)})")
+    crop = meta.preprocess.crop
+    shapes = {VIEW_LOGITS: "[N, V]", EMBEDDING: "[N, D]", CAM: f"[N, {crop}, {crop}]"}
     for out in outputs:
-        rank = 2 if out.name == VIEW_LOGITS else 1
-        if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(_dims(out)) != rank:
-            problems.append(f"output {out.name} must be float32 {'[N, V]' if rank == 2 else '[N]'}")
+        rank = {VIEW_LOGITS: 2, **EXTRA_RANKS}.get(out.name, 1)
+        dims = _dims(out)
+        bad_cam = out.name == CAM and dims[1:] != [crop, crop]
+        if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(dims) != rank or bad_cam:
+            problems.append(f"output {out.name} must be float32 {shapes.get(out.name, '[N]')}, got {dims}")
     return problems + _views_problems(model, meta.preprocess.rotations)
+
+
+# The output lists a graph may end with after view_logits: none, or the extras in contract order.
+_EXTRA_TAILS = {EXTRA_OUTPUTS[:k] for k in range(len(EXTRA_OUTPUTS) + 1)} | {(CAM,)}
 
 
 def _views_problems(model: Any, rotations: int) -> list[str]:

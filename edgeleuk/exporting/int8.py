@@ -40,14 +40,21 @@ def _import_nncf() -> Any:
     return nncf
 
 
-def float_tail(nncf: Any) -> Any:
-    """NNCF's ignored scope for the rotation mean: the ``logit`` mean must see the exact view logits.
+#: The class activation map's nodes (exported under the ``cam`` module scope, edgeleuk.modeling.tta).
+CAM_NODES = r"^/cam/.*"
 
-    NNCF would otherwise put a FakeQuantize on the mean's input, so the file's ``logit``
-    would average 256-level copies of the ``view_logits`` it also outputs, and staged
-    TTA (which sums the ``view_logits``) could not reproduce the file's full result.
+
+def float_tail(nncf: Any) -> Any:
+    """NNCF's ignored scope for the rotation mean and the class activation map.
+
+    The ``logit`` mean must see the exact view logits: NNCF would otherwise put a FakeQuantize
+    on the mean's input, so the file's ``logit`` would average 256-level copies of the
+    ``view_logits`` it also outputs, and staged TTA (which sums the ``view_logits``) could not
+    reproduce the file's full result. The map's product of the last feature map with the
+    linear weights stays float too (a heatmap, not a speed path); the ``embedding`` is a mean
+    of the pooled features, which NNCF leaves alone.
     """
-    return nncf.IgnoredScope(names=[LOGIT], validate=False)
+    return nncf.IgnoredScope(names=[LOGIT], patterns=[CAM_NODES], validate=False)
 
 
 def quantize_onnx(onnx_path: Path, quant: ImageSet, profile: ExportProfile, gate: ImageSet,

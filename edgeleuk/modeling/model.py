@@ -78,10 +78,34 @@ class TinySENet(nn.Module):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.last_linear = nn.Linear(widths[3], 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (layer4's output), as timm's networks name it."""
         x = self.pool0(self.layer0(x))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.last_linear(torch.flatten(self.global_pool(x), 1))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_linear(torch.flatten(self.global_pool(self.forward_features(x)), 1))
+
+
+def head_of(net: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module, nn.Linear]:
+    """The network as ``(features, pool, linear)``: ``linear(flatten(pool(features(x)), 1))`` is its ``forward``.
+
+    Both architectures end so (timm's legacy SE-ResNeXt: ``forward_features`` -> ``global_pool`` ->
+    ``last_linear``, dropout off in eval; :class:`TinySENet` alike), which makes the class
+    activation map exact: the linear weights applied at every position of the last feature map
+    average, plus the bias, to the logit.
+
+    Raises:
+        UsageError: The network has no such parts, or its linear layer is not one logit.
+    """
+    linear = getattr(net, "last_linear", None)
+    features, pool = getattr(net, "forward_features", None), getattr(net, "global_pool", None)
+    if not (callable(features) and isinstance(pool, nn.Module) and isinstance(linear, nn.Linear)):
+        raise UsageError(f"{type(net).__name__} does not split into forward_features, global_pool and "
+                         "last_linear: no embedding or class activation map can be built for it")
+    if linear.out_features != 1 or float(getattr(net, "drop_rate", 0.0) or 0.0) > 0 and net.training:
+        raise UsageError(f"{type(net).__name__}: the class activation map needs one output logit in eval mode")
+    return features, pool, linear
 
 
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {

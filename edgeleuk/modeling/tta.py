@@ -63,6 +63,52 @@ def gather_index(pre: Preprocess) -> np.ndarray:
     return np.concatenate(maps).astype(np.int32)
 
 
+def cam_index_table(pre: Preprocess, grid: tuple[int, int]) -> np.ndarray:
+    """Which cell of each view's feature grid every upright crop pixel shows: the ``cam`` output's gather.
+
+    A view's class activation map is its feature grid upsampled to the crop by nearest
+    neighbour (view pixel ``(i, j)`` shows cell ``(i * gh // crop, j * gw // crop)``: an
+    integer repeat, so the mean is kept, when the crop is a multiple of the grid, e.g.
+    300 = 30 x 10 for both networks). It is turned back upright with the TTA's own rotation
+    index maps, inverted: upright pixel ``q`` takes the first view pixel whose source is
+    ``q``. Pixels a view does not show (the corners of a 45-degree view) are 0.
+
+    Args:
+        pre: The preprocessing (crop, angles).
+        grid: ``(gh, gw)``, the last feature map's height and width for one view.
+
+    Returns:
+        int64 ``[rotations, crop * crop]``: 1 + the cell's row-major index in that view's
+        grid, or 0 where the view does not show the pixel.
+    """
+    crop, (gh, gw) = pre.crop, grid
+    rows, cols = np.divmod(np.arange(crop * crop, dtype=np.int64), crop)
+    cell = 1 + (rows * gh // crop) * gw + (cols * gw // crop)  # per view pixel, nearest upsampling
+    table = np.zeros((pre.rotations, crop * crop), np.int64)
+    for r, angle in enumerate(pre.angles):
+        source = rotation_index_map(crop, angle)
+        shown = np.flatnonzero(source)
+        upright, first = np.unique(source[shown] - 1, return_index=True)  # first view pixel per source
+        table[r, upright] = cell[shown[first]]
+    return table
+
+
+def cam_regions(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group the upright pixels that show the same cell in every view (675 groups for 300 px on a 10x10 grid).
+
+    The map is then averaged once per group and spread to the pixels by one gather, instead of
+    once per pixel and view: a few thousand lookups per cell instead of ``rotations * crop**2``.
+
+    Args:
+        table: :func:`cam_index_table`, ``[rotations, crop * crop]``.
+
+    Returns:
+        ``(cells [rotations, K], group of each pixel [crop * crop])``, both int64.
+    """
+    cells, group = np.unique(table.T, axis=0, return_inverse=True)
+    return np.ascontiguousarray(cells.T, np.int64), group.reshape(-1).astype(np.int64)
+
+
 def rotated_views(images: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Numpy twin of the exported gather: uint8 [N, H, W, 3] -> [N, R, crop, crop, 3]."""
     n = images.shape[0]
@@ -76,6 +122,8 @@ def _define_classifier() -> type:
     # Lazy: the numpy half of this module (index maps) must import without torch.
     import torch
     from torch import nn
+
+    from edgeleuk.modeling.model import head_of
 
     class PrependZero(torch.autograd.Function):
         """Prepend one zero along the last axis; exports as a single constant ``Pad``.
@@ -94,6 +142,36 @@ def _define_classifier() -> type:
             pads = g.op("Constant", value_t=torch.tensor([0, 0, 1, 0, 0, 0], dtype=torch.int64))
             return g.op("Pad", x, pads, mode_s="constant")
 
+    class CamPart(nn.Module):
+        """Per view, the last linear layer's weights at every position of the last feature map, upright.
+
+        A module of its own so the exported nodes are named ``/cam/...``. Holds no state: the
+        tables follow from the metadata and the grid size (:func:`cam_index_table`,
+        :func:`cam_regions`).
+        """
+
+        def __init__(self, table: np.ndarray, crop: int) -> None:
+            super().__init__()
+            cells, group = cam_regions(table)
+            self.register_buffer("cells", torch.from_numpy(cells), persistent=False)
+            self.register_buffer("group", torch.from_numpy(group).reshape(1, -1), persistent=False)
+            self.crop, self.n_cells, self.n_groups = crop, int(table.max()), cells.shape[1]
+
+        def forward(self, feats: torch.Tensor, weight: torch.Tensor, views: torch.Tensor,
+                    n_views: Any) -> torch.Tensor:
+            # float32 whatever the network computes in: a map, not a gated logit.
+            grid = (feats.float() * weight.float().reshape(1, -1, 1, 1)).sum(dim=1)
+            grid = PrependZero.apply(grid.reshape(-1, 1, n_views * self.n_cells))  # 0 = "not in this view"
+            cells = self.cells.index_select(0, views)  # [V, K]: each group's cell in each listed view
+            offsets = torch.arange(n_views, dtype=torch.int64).reshape(-1, 1) * self.n_cells
+            index = torch.where(cells > 0, cells + offsets, torch.zeros_like(cells)).reshape(-1)
+            picked = grid.index_select(2, index).reshape(-1, n_views, self.n_groups)
+            shown = (cells > 0).sum(dim=0).clamp(min=1).float()  # views showing each group
+            per_group = picked.sum(dim=1) / shown
+            # GatherElements: about 3x faster on ONNX Runtime's CPU than a Gather of single floats.
+            spread = per_group.gather(1, self.group.expand(per_group.shape[0], -1))
+            return spread.reshape(-1, self.crop, self.crop)
+
     class TTAClassifier(nn.Module):
         """Raw pixels to averaged-logit prediction, the whole contract in one module.
 
@@ -107,11 +185,15 @@ def _define_classifier() -> type:
             meta: Metadata giving the preprocessing.
             half: Run the network (weights and activations) in float16; input
                 and outputs keep their types.
+            extras: Also build :meth:`forward_extras` (``embedding`` and ``cam``); the network
+                must split into features, pooling and one linear layer
+                (:func:`edgeleuk.modeling.model.head_of`).
         """
 
-        def __init__(self, net: nn.Module, meta: ModelMeta, half: bool = False) -> None:
+        def __init__(self, net: nn.Module, meta: ModelMeta, half: bool = False, extras: bool = False) -> None:
             super().__init__()
             pre = meta.preprocess
+            self.cam = CamPart(cam_index_table(pre, _grid_of(net.float(), pre.crop)), pre.crop) if extras else None
             self.net = net.half() if half else net.float()
             self.half = half
             self.rotations, self.crop = pre.rotations, pre.crop
@@ -135,14 +217,15 @@ def _define_classifier() -> type:
             # device -> host -> device. Transpose, Reshape and Cast all have uint8 CUDA kernels.
             return PrependZero.apply(planes.float())  # position 0 = the zero-fill pixel
 
-        def _view_logits(self, planes: torch.Tensor, index: torch.Tensor, n_views: Any) -> torch.Tensor:
+        def _net_input(self, planes: torch.Tensor, index: torch.Tensor, n_views: Any) -> torch.Tensor:
             views = planes.index_select(2, index)
             views = views.reshape(-1, 3, n_views, self.crop, self.crop).transpose(1, 2)
             views = views.reshape(-1, 3, self.crop, self.crop)
             x = views * self.gain + self.bias  # views are float32 already (_planes)
-            if self.half:
-                x = x.half()
-            return self.net(x).float().reshape(-1, n_views)
+            return x.half() if self.half else x
+
+        def _view_logits(self, planes: torch.Tensor, index: torch.Tensor, n_views: Any) -> torch.Tensor:
+            return self.net(self._net_input(planes, index, n_views)).float().reshape(-1, n_views)
 
         def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             logits = self._view_logits(self._planes(image), self.index, self.rotations).mean(dim=1)
@@ -159,6 +242,43 @@ def _define_classifier() -> type:
             view_logits = self._view_logits(self._planes(image), index, views.shape[0])
             logits = view_logits.mean(dim=1)
             return logits, torch.sigmoid(logits), view_logits
+
+        def forward_extras(self, image: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """:meth:`forward_views` plus the pooled features and the class activation map.
+
+            The network runs as its own parts (features, pooling, linear layer: the ops of its
+            ``forward``), so the logits are those of :meth:`forward_views`.
+
+            Returns:
+                ``(logit, prob, view_logits, embedding, cam)``: the first three as
+                :meth:`forward_views`; ``embedding`` float32 [N, D], the pooled features averaged
+                over the listed views; ``cam`` float32 [N, crop, crop], the upright class
+                activation map averaged over the views that show each pixel (for one view:
+                its mean plus the linear layer's bias is that view's logit, where the view
+                shows every pixel, i.e. at multiples of 90 degrees).
+            """
+            if self.cam is None:
+                raise RuntimeError("built without extras: TTAClassifier(..., extras=True)")
+            features, pool, linear = head_of(self.net)
+            n_views = views.shape[0]
+            index = self.table.index_select(0, views).reshape(-1)
+            feats = features(self._net_input(self._planes(image), index, n_views))
+            pooled = torch.flatten(pool(feats), 1)
+            view_logits = linear(pooled).float().reshape(-1, n_views)
+            logits = view_logits.mean(dim=1)
+            embedding = pooled.float().reshape(-1, n_views, pooled.shape[1]).mean(dim=1)
+            cam = self.cam(feats, linear.weight, views, n_views)
+            return logits, torch.sigmoid(logits), view_logits, embedding, cam
+
+    def _grid_of(net: nn.Module, crop: int) -> tuple[int, int]:
+        """The last feature map's height and width for one ``crop x crop`` view (one probe pass)."""
+        features, _, _ = head_of(net)
+        training = net.training
+        net.eval()  # no batch-norm statistics move for a probe
+        with torch.no_grad():
+            shape = features(torch.zeros(1, 3, crop, crop)).shape
+        net.train(training)
+        return int(shape[2]), int(shape[3])
 
     return TTAClassifier
 

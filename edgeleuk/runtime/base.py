@@ -19,12 +19,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgeleuk.core.contract import TensorSpec
+from edgeleuk.core.contract import EXTRA_OUTPUTS, TensorSpec
 from edgeleuk.core.errors import UsageError
 from edgeleuk.io.formats import ModelFormat, format_of
 
 if TYPE_CHECKING:
     from edgeleuk.runtime.staged import StageChoice
+
+
+#: What :meth:`Backend.run_extras` returns: ``(logits, probs or view logits, {extra name: array})``.
+ExtrasResult = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
 
 def option(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
@@ -59,11 +63,20 @@ class BackendOptions:
             here runs with its record's defaults (``auto`` may try several).
         views_input: Open the graph's ``views`` entry so :meth:`Backend.run_views` can
             compute a subset of the rotations (staged TTA; see ``edgeleuk.runtime.views``).
+        extras: The graph's optional outputs to open (of ``edgeleuk.core.contract.EXTRA_OUTPUTS``:
+            ``embedding``, ``cam``) for :meth:`Backend.run_extras`. Those not asked for are left
+            out of what the engine compiles, so the default call does not compute them.
     """
 
     threads: int | None = None
     engine: Mapping[str, Any] = field(default_factory=dict)
     views_input: bool = False
+    extras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.extras) - set(EXTRA_OUTPUTS))
+        if unknown:
+            raise UsageError(f"unknown extra outputs {unknown}; the graph's optional outputs are {list(EXTRA_OUTPUTS)}")
 
     def of(self, backend: type[Backend]) -> Any:
         """``backend``'s own record (its defaults when none was given)."""
@@ -196,6 +209,41 @@ class Backend(abc.ABC):
             view's logit [N, len(views)] in the order of ``views``.
         """
         raise UsageError(f"the {self.name} backend cannot compute a subset of the rotations (staged TTA)")
+
+    #: The extra outputs this backend opened and the graph has (a subset of ``options.extras``);
+    #: set by backends that fetch extras, empty for the others.
+    extras: tuple[str, ...] = ()
+
+    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
+        """:meth:`run` plus the named extra outputs (each opened: in :attr:`extras`).
+
+        Returns:
+            ``(logits, probs, {name: float32 array with N rows})``.
+
+        Raises:
+            UsageError: A name this backend did not open (or cannot fetch).
+        """
+        if not names:
+            return (*self.run(batch), {})
+        raise UsageError(f"the {self.name} backend cannot fetch the outputs {list(names)}")
+
+    def run_views_extras(self, batch: np.ndarray, views: np.ndarray,
+                         names: tuple[str, ...]) -> ExtrasResult:
+        """:meth:`run_views` plus the named extra outputs over the listed rotations only.
+
+        Returns:
+            ``(logits, view_logits, {name: float32 array with N rows})``.
+        """
+        if not names:
+            return (*self.run_views(batch, views), {})
+        raise UsageError(f"the {self.name} backend cannot fetch the outputs {list(names)} of some rotations")
+
+    def _unopened(self, names: tuple[str, ...]) -> None:
+        """Raise :class:`UsageError` for names not in :attr:`extras`."""
+        missing = [n for n in names if n not in self.extras]
+        if missing:
+            raise UsageError(f"the {self.name} backend did not open the outputs {missing} (opened: "
+                             f"{list(self.extras)}); load it with extras={tuple(names)!r} on a model that has them")
 
     @abc.abstractmethod
     def info(self) -> BackendInfo:

@@ -34,6 +34,7 @@ from edgeleuk.runtime.pipeline import decoded_batches
 from edgeleuk.runtime.registry import backend_options as build_options
 from edgeleuk.runtime.registry import choose_backend
 from edgeleuk.runtime.staged import StageChoice, StagedCounts, StagedRunner, check_mode, stage_choice_of
+from edgeleuk.runtime.trustcheck import TrustChecks, wanted_extras
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,13 @@ class Prediction:
         engine: The engine that made this call when it is not the classifier's own (a cluster
             worker's, e.g. ``openvino@ray-fp32`` where the driver was asked for ``auto``); None: the
             classifier's.
-        qc: Input-quality reasons (``blank``, ``blur``...); empty when the image passed or was not checked.
-        ood_score: Distance of the cell from the calibration cells in feature space; None when the
-            model has no out-of-distribution model or the graph no embedding.
-        ood_flag: ``ood_score`` lies beyond the threshold chosen on the calibration cells.
-        cam: Class activation map [crop, crop] in the upright frame, when asked for (heatmaps).
+        qc: Input quality reasons (:mod:`edgeleuk.quality` slugs: ``blank``, ``blur``...); empty: ok
+            (or not checked, see :attr:`Classifier.trust_note`).
+        ood_score: Distance of the cell's embedding from the calibration cells (the model's own
+            OOD model); None when the model has none or its graph no embedding.
+        ood_flag: ``ood_score`` lies beyond the calibrated threshold.
+        cam: Class activation map float32 [crop, crop], upright (positive: evidence for ALL);
+            only from a classifier loaded with ``heatmaps=True``.
     """
 
     path: str | None
@@ -98,7 +101,7 @@ class Prediction:
 
     @property
     def flagged(self) -> bool:
-        """Whether a quality check failed or the cell lies outside the calibration cells' distribution."""
+        """A quality reason or an OOD flag: the call should not be trusted unseen."""
         return bool(self.qc) or self.ood_flag
 
 
@@ -116,12 +119,12 @@ def _failed(path: Path | None, error: str, adjustments: tuple[str, ...] = ()) ->
     )
 
 
-def _check_graph(backend: Backend, size: int, source: object) -> None:
+def _check_graph(backend: Backend, size: int, source: object, crop: int | None = None) -> None:
     """Refuse a graph whose real inputs/outputs break the contract, before any image is read."""
     found = backend.graph_io()
     if found is None:
         return
-    problems = graph_problems(*found, size)
+    problems = graph_problems(*found, size, crop)
     if problems:
         raise UsageError(
             f"{source}: the graph does not follow the edgeleuk model contract: " + "; ".join(problems)
@@ -163,6 +166,8 @@ class Classifier:
         workers: int | None = None,
         selection: str = "requested",
         tta: str = "full",
+        qc: bool = True,
+        heatmaps: bool = False,
     ) -> None:
         """Wrap an open backend; most callers want :meth:`load`.
 
@@ -175,13 +180,16 @@ class Classifier:
             tta: ``full`` (every rotation, the file's own result) or ``staged`` (see
                 :mod:`edgeleuk.runtime.staged`; needs a calibrated stage choice in the model and a
                 backend opened with ``views_input``).
+            qc: Check every image's quality (:attr:`Prediction.qc`).
+            heatmaps: Fetch each cell's class activation map (:attr:`Prediction.cam`; the backend
+                must have opened the ``cam`` output, as :meth:`load` does).
         """
         if batch_size is not None and batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
         self.backend = backend
         source = getattr(backend, "model_path", "model")
         self.meta, self.export_info = parse_metadata(backend.metadata(), source)
-        _check_graph(backend, self.meta.preprocess.input_size, source)
+        _check_graph(backend, self.meta.preprocess.input_size, source, self.meta.preprocess.crop)
         self.threshold = float(self.meta.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise UsageError(f"threshold must lie in [0, 1], got {self.threshold}")
@@ -194,6 +202,7 @@ class Classifier:
         self.tta = check_mode(tta)
         self.stage = None if tta == "full" else self._stage_choice(backend)
         self._staged = None if self.stage is None else StagedRunner(backend.run_views, self.stage)
+        self.trust = TrustChecks(self.meta, getattr(backend, "extras", ()), qc=qc, heatmaps=heatmaps)
 
     def _stage_choice(self, backend: Backend) -> StageChoice:
         source = getattr(backend, "model_path", "model")
@@ -218,6 +227,8 @@ class Classifier:
         batch_size: int | None = None,
         workers: int | None = None,
         tta: str = "full",
+        qc: bool = True,
+        heatmaps: bool = False,
         **backend_options: Any,
     ) -> Classifier:
         """Open an exported ``.onnx``/``.xml`` model.
@@ -230,6 +241,8 @@ class Classifier:
             workers: Decoder threads for :meth:`predict_paths`.
             tta: ``full`` or ``staged`` (early exit; the model must carry a stage choice,
                 see ``edgeleuk calibrate``).
+            qc: Check each image's quality before trusting its call (:attr:`Prediction.qc`).
+            heatmaps: Also compute each cell's class activation map (:attr:`Prediction.cam`).
             **backend_options: ``threads``, ``engine`` (backend name -> its options record) or
                 any backend's option field by name (``precision="bf16"``, ``tensorrt=True``...);
                 see :func:`edgeleuk.runtime.registry.backend_options`.
@@ -240,11 +253,12 @@ class Classifier:
                 break :mod:`edgeleuk.core.contract`, bad options. Raised before any image is read.
             BackendUnavailable: The backend cannot run here (the message names the fix).
         """
-        options = build_options(**backend_options)
+        options = dataclasses.replace(build_options(**backend_options), extras=wanted_extras(heatmaps))
         if check_mode(tta) == "staged":
             options = dataclasses.replace(options, views_input=True)
         opened, why = choose_backend(model_path, backend, options)
-        return cls(opened, threshold=threshold, batch_size=batch_size, workers=workers, selection=why, tta=tta)
+        return cls(opened, threshold=threshold, batch_size=batch_size, workers=workers, selection=why, tta=tta,
+                   qc=qc, heatmaps=heatmaps)
 
     @property
     def info(self) -> BackendInfo:
@@ -269,20 +283,33 @@ class Classifier:
         """How staged TTA went so far (empty for full TTA)."""
         return "" if self._staged is None else self._staged.describe()
 
-    def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.backend.run(chunk) if self._staged is None else self._staged(chunk)
+    @property
+    def trust_note(self) -> str:
+        """What of QC, OOD and heatmaps is unavailable or defaulted for this model, and why (empty: all there)."""
+        return self.trust.note
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        names = self.trust.fetch
+        if self._staged is not None:
+            if names:
+                return self._staged.with_extras(self.backend.run_views_extras, chunk, names)
+            return (*self._staged(chunk), {})
+        return self.backend.run_extras(chunk, names) if names else (*self.backend.run(chunk), {})
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Run the engine; any failure of its own is an :class:`EngineFault`, not the images' fault.
 
         Inputs reaching here already meet the contract (decoded and checked), so an
         exception from the engine says the engine, the device or the model is broken.
+
+        Returns:
+            ``(logits, probs, OOD scores or None, maps or None)``, one entry per image.
         """
-        logits, probs = [], []
+        logits, probs, scores, maps = [], [], [], []
         for start in range(0, len(batch), self.batch_size):
             part = batch[start : start + self.batch_size]
             try:
-                lo, pr = self._run_chunk(part)
+                lo, pr, extras = self._run_chunk(part)
                 lo, pr = np.asarray(lo).reshape(-1), np.asarray(pr).reshape(-1)
             except EdgeleukError:
                 raise
@@ -297,22 +324,28 @@ class Classifier:
                     f"probabilit(ies) for a batch of {len(part)}"
                 )
             _check_finite(self.backend.name, lo, pr)
+            score, cam = self.trust.scores(self.backend.name, extras, len(part))
             logits.append(lo)
             probs.append(pr)
-        return np.concatenate(logits), np.concatenate(probs)
+            scores.append(score)
+            maps.append(cam)
+        ood = None if scores[0] is None else np.concatenate(scores)
+        return np.concatenate(logits), np.concatenate(probs), ood, None if maps[0] is None else np.concatenate(maps)
 
-    def _prediction(
-        self, path: Path | None, logit: float, prob: float, adjustments: tuple[str, ...]
-    ) -> Prediction:
-        return Prediction(
-            path=None if path is None else str(path),
-            status="ok",
-            prob_all=float(prob),
-            label=self._label(prob),
-            subject=None if path is None else _subject(path),
-            adjustments=adjustments,
-            logit=float(logit),
-        )
+    def _predictions(self, paths: Sequence[Path | None], images: Sequence[np.ndarray],
+                     adjustments: Sequence[tuple[str, ...]]) -> list[Prediction]:
+        """Run the engine on ``images`` (a list, or a stacked batch) and make one ok prediction each."""
+        logits, probs, scores, maps = self._run(np.stack(images) if isinstance(images, list) else images)
+        out = []
+        for i, path in enumerate(paths):
+            score = None if scores is None else float(scores[i])
+            out.append(Prediction(
+                path=None if path is None else str(path), status="ok", prob_all=float(probs[i]),
+                label=self._label(float(probs[i])), subject=None if path is None else _subject(path),
+                adjustments=adjustments[i], logit=float(logits[i]), qc=self.trust.reasons(images[i]),
+                ood_score=score, ood_flag=self.trust.flag(score), cam=None if maps is None else maps[i],
+            ))
+        return out
 
     def _check_arrays(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -336,10 +369,7 @@ class Classifier:
         images = self._check_arrays(images)
         if len(images) == 0:
             return []
-        logits, probs = self._run(images)
-        return [
-            self._prediction(None, float(lo), float(pr), ()) for lo, pr in zip(logits, probs, strict=True)
-        ]
+        return self._predictions([None] * len(images), images, [()] * len(images))
 
     def _predict_decoded(self, batch: Sequence[tuple[Path, Decoded]]) -> list[Prediction]:
         out = [_failed(path, d.error or "not decoded", d.adjustments) for path, d in batch]
@@ -347,9 +377,10 @@ class Classifier:
         if not good:
             return out
         # An engine fault propagates: the files are fine, so they get no error row.
-        logits, probs = self._run(np.stack([batch[i][1].image for i in good]))
-        for i, lo, pr in zip(good, logits, probs, strict=True):
-            out[i] = self._prediction(batch[i][0], float(lo), float(pr), batch[i][1].adjustments)
+        made = self._predictions([batch[i][0] for i in good], [batch[i][1].image for i in good],
+                                 [batch[i][1].adjustments for i in good])
+        for i, prediction in zip(good, made, strict=True):
+            out[i] = prediction
         return out
 
     def iter_predict(self, paths: Iterable[str | Path]) -> Iterator[Prediction]:

@@ -25,12 +25,13 @@ from edgeleuk.runtime.base import (
     BackendInfo,
     BackendOptions,
     BenchVariant,
+    ExtrasResult,
     OptionsRecord,
     ThroughputMode,
     option,
 )
 from edgeleuk.runtime.staged import StageChoice, run_staged
-from edgeleuk.runtime.views import ov_expose_views
+from edgeleuk.runtime.views import ov_expose_views, ov_keep_extras
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ class OpenVINOBackend(Backend):
         self._all_views: np.ndarray | None = None  # set when the views entry is open
         if options.views_input:
             self._all_views = ov_expose_views(self._model)
+        # OpenVINO computes every result: the extras not asked for leave the model before compiling.
+        self.extras = ov_keep_extras(self._model, options.extras)
         self._compiled = self._compile(compile_config(own, options.threads))
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._precision = self._property("INFERENCE_PRECISION_HINT")
@@ -171,7 +174,7 @@ class OpenVINOBackend(Backend):
             return "unknown"
         return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
-    def _infer(self, batch: np.ndarray, views: np.ndarray | None, names: tuple[str, str]) -> tuple[Any, Any]:
+    def _infer(self, batch: np.ndarray, views: np.ndarray | None, names: tuple[str, ...]) -> tuple[Any, ...]:
         try:
             request = self._requests.get_nowait()
         except queue.Empty:
@@ -190,6 +193,19 @@ class OpenVINOBackend(Backend):
             return super().run_views(batch, views)
         logits, view_logits = self._infer(batch, views, (LOGIT, VIEW_LOGITS))
         return logits.reshape(-1), view_logits
+
+    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
+        self._unopened(names)
+        logits, probs, *rest = self._infer(batch, self._all_views, (LOGIT, PROB, *names))
+        return logits.reshape(-1), probs.reshape(-1), dict(zip(names, rest, strict=True))
+
+    def run_views_extras(self, batch: np.ndarray, views: np.ndarray,
+                         names: tuple[str, ...]) -> ExtrasResult:
+        if self._all_views is None:
+            return super().run_views_extras(batch, views, names)
+        self._unopened(names)
+        logits, view_logits, *rest = self._infer(batch, views, (LOGIT, VIEW_LOGITS, *names))
+        return logits.reshape(-1), view_logits, dict(zip(names, rest, strict=True))
 
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)
@@ -255,13 +271,13 @@ class OpenVINOBackend(Backend):
         return ThroughputMode(mode, done / elapsed, done)
 
 
-def _infer_on(request: Any, batch: np.ndarray, views: np.ndarray | None, names: tuple[str, str]) -> tuple[Any, Any]:
-    """One call on ``request``: the two named outputs as float32 (``views`` only with the views entry open)."""
+def _infer_on(request: Any, batch: np.ndarray, views: np.ndarray | None, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """One call on ``request``: the named outputs as float32 (``views`` only with the views entry open)."""
     feed: dict[Any, np.ndarray] = {0: np.ascontiguousarray(batch)}
     if views is not None:
         feed = {INPUT_NAME: feed[0], VIEWS_NAME: np.asarray(views, np.int64)}
     result = request.infer(feed)
-    return np.array(result[names[0]], np.float32), np.array(result[names[1]], np.float32)
+    return tuple(np.array(result[name], np.float32) for name in names)
 
 
 def _staged_throughput(compiled: Any, nreq: int, streams: Any, cells: np.ndarray, budget_s: float,

@@ -18,8 +18,8 @@ import numpy as np
 from edgeleuk.core.contract import EXPORT_KEY, LOGIT, OUTPUT_NAMES, VIEW_LOGITS, VIEWS_NAME, TensorSpec
 from edgeleuk.core.errors import BackendUnavailable, CheckpointError, UsageError
 from edgeleuk.core.meta import parse_json
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions
-from edgeleuk.runtime.views import onnx_with_views_input
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, ExtrasResult
+from edgeleuk.runtime.views import onnx_views_source
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ class OrtBackend(Backend):
         self._all_views: np.ndarray | None = None  # set when the views entry is open
         self._source: Any = str(self.model_path)
         if options.views_input:
-            self._source, self._all_views = open_model(self.model_path, lambda: onnx_with_views_input(self.model_path))
+            self._source, self._all_views = open_model(
+                self.model_path, lambda: onnx_views_source(self.model_path, options.extras))
         so = session_options(self._ort, options.threads)
         providers = self._providers(self._ort, options.of(type(self)))
         self._session = open_model(self.model_path, lambda: self._create_session(self._ort, so, providers))
@@ -152,6 +153,8 @@ class OrtBackend(Backend):
         self._source = None  # the serialized model (views entry open) is not needed once the session holds it
         self._input = self._session.get_inputs()[0].name
         self._threads = so.intra_op_num_threads
+        outputs = {o.name for o in self._session.get_outputs()}
+        self.extras = tuple(name for name in options.extras if name in outputs)  # an older file has none
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         feed = {self._input: np.ascontiguousarray(batch)}
@@ -166,6 +169,25 @@ class OrtBackend(Backend):
         feed = {self._input: np.ascontiguousarray(batch), VIEWS_NAME: np.asarray(views, np.int64)}
         logits, view_logits = self._session.run([LOGIT, VIEW_LOGITS], feed)
         return np.asarray(logits, np.float32).reshape(-1), np.asarray(view_logits, np.float32)
+
+    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
+        self._unopened(names)
+        feed = {self._input: np.ascontiguousarray(batch)}
+        if self._all_views is not None:
+            feed[VIEWS_NAME] = self._all_views
+        logits, probs, *rest = self._session.run([*OUTPUT_NAMES, *names], feed)
+        extras = {n: np.asarray(v, np.float32) for n, v in zip(names, rest, strict=True)}
+        return np.asarray(logits, np.float32).reshape(-1), np.asarray(probs, np.float32).reshape(-1), extras
+
+    def run_views_extras(self, batch: np.ndarray, views: np.ndarray,
+                         names: tuple[str, ...]) -> ExtrasResult:
+        if self._all_views is None:
+            return super().run_views_extras(batch, views, names)
+        self._unopened(names)
+        feed = {self._input: np.ascontiguousarray(batch), VIEWS_NAME: np.asarray(views, np.int64)}
+        logits, view_logits, *rest = self._session.run([LOGIT, VIEW_LOGITS, *names], feed)
+        extras = {n: np.asarray(v, np.float32) for n, v in zip(names, rest, strict=True)}
+        return np.asarray(logits, np.float32).reshape(-1), np.asarray(view_logits, np.float32), extras
 
     def metadata(self) -> dict[str, str]:
         return dict(self._session.get_modelmeta().custom_metadata_map)

@@ -305,6 +305,53 @@ def run_staged(run_views: RunViews, batch: np.ndarray, choice: StageChoice) -> t
     return logits, went_on
 
 
+RunViewsExtras = Callable[[np.ndarray, np.ndarray, tuple[str, ...]],
+                          tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+
+
+def run_staged_extras(run_views: RunViewsExtras, batch: np.ndarray, choice: StageChoice,
+                      names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """:func:`run_staged` that also returns the extra outputs ``names`` over the views each cell got.
+
+    ``embedding`` is a mean over views, so a cell that went on gets the stage means weighted by
+    their view counts. ``cam`` averages each pixel over the views that show it, which differs per
+    pixel: a cell that went on is then computed on all rotations at once in stage 2 (its stage-2
+    view logits are read from that call), so only heatmaps pay for it.
+
+    Args:
+        run_views: ``(batch, views, names) -> (mean logits, view logits, extras)``, e.g.
+            :meth:`edgeleuk.runtime.base.Backend.run_views_extras`.
+        batch: uint8 images [N, H, W, 3].
+        choice: The stage choice.
+        names: Extra outputs to return.
+
+    Returns:
+        ``(logits [N], went_on [N] bool, {name: array [N, ...]})``.
+    """
+    first = np.asarray(choice.views, np.int64)
+    _, v1, extras = run_views(batch, first, names)
+    v1 = np.asarray(v1, np.float32)
+    extras = {k: np.array(v, np.float32) for k, v in extras.items()}
+    stage1 = v1.mean(axis=1, dtype=np.float32)
+    went_on = ~(np.abs(stage1.astype(np.float64) - threshold_logit(choice.threshold)) > choice.margin)
+    logits = stage1.copy()
+    if went_on.any():
+        rest = list(choice.rest)
+        second = np.arange(choice.rotations) if "cam" in names else np.asarray(rest, np.int64)
+        _, v2, more = run_views(np.ascontiguousarray(batch[went_on]), second, names)
+        v2 = np.asarray(v2, np.float32)
+        every = np.empty((int(went_on.sum()), choice.rotations), np.float32)
+        every[:, first] = v1[went_on]
+        every[:, rest] = v2[:, rest] if "cam" in names else v2
+        logits[went_on] = every.mean(axis=1, dtype=np.float32)
+        for name, value in more.items():
+            if "cam" in names:  # stage 2 computed every rotation: its extras are the full ones
+                extras[name][went_on] = value
+            else:  # a mean over views: weight each stage by its view count
+                extras[name][went_on] = (len(first) * extras[name][went_on] + len(rest) * value) / choice.rotations
+    return logits, went_on, extras
+
+
 class StagedRunner:
     """A backend's ``run`` with staged TTA: ``(batch) -> (logits, probs)``, counting stage-2 cells.
 
@@ -322,10 +369,20 @@ class StagedRunner:
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, went_on = run_staged(self.run_views, batch, self.choice)
-        with self._lock:
-            self.counts.cells += len(batch)
-            self.counts.stage2 += int(went_on.sum())
+        self._count(len(batch), went_on)
         return logits, sigmoid(logits)
+
+    def with_extras(self, run_views: RunViewsExtras, batch: np.ndarray,
+                    names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """As calling it, plus the extra outputs ``names`` (:func:`run_staged_extras`)."""
+        logits, went_on, extras = run_staged_extras(run_views, batch, self.choice, names)
+        self._count(len(batch), went_on)
+        return logits, sigmoid(logits), extras
+
+    def _count(self, cells: int, went_on: np.ndarray) -> None:
+        with self._lock:
+            self.counts.cells += cells
+            self.counts.stage2 += int(went_on.sum())
 
     def describe(self) -> str:
         return self.counts.describe(self.choice)

@@ -12,6 +12,12 @@ cells and subjects per class, stores them in the model, refuses a threshold whos
 sensitivity or specificity is 0 (exit 1, nothing written) and runs on fewer than
 :data:`MIN_CELLS` cells or :data:`MIN_SUBJECTS` subjects of a class only when asked
 (``--allow-small``).
+
+It also fits what a call is trusted against (issue 20): the accepted range of each input
+quality measure (:func:`edgeleuk.quality.fit_ranges`, robust percentiles of the calibration
+cells) and an OOD model of the graph's ``embedding`` (:func:`edgeleuk.quality.fit_ood`, its
+flag threshold a percentile of the calibration cells' own scores), both stored in the
+metadata (``ModelMeta.quality``, ``ModelMeta.ood``) in the same all-or-nothing rewrite.
 """
 
 from __future__ import annotations
@@ -19,16 +25,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeleuk import quality
 from edgeleuk.core.errors import CalibrationRefused, DataError, UsageError
 from edgeleuk.core.meta import CALIBRATION_KEY, ModelMeta
+from edgeleuk.core.trust import OodModel, QualityRanges, ood_summary, quality_summary
 from edgeleuk.io.data import Record, discover
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.io.modelwrite import write_model_with_meta
+from edgeleuk.runtime.pipeline import decoded_batches
 from edgeleuk.runtime.staged import DEFAULT_AGREEMENT, StageChoice
 from edgeleuk.workflow.stagecal import Scores, choose_for, score_labelled, stage_extra
 from edgeleuk.workflow.threshold import CONFIDENCE, OperatingPoint, operating_point, select_threshold
@@ -103,6 +112,11 @@ class CalibrationResult:
         source: The ``threshold_source`` string stored in the model.
         stage: The staged-TTA choice stored in the model, or None.
         stage_note: What the stage choice found (or why there is none).
+        sample: Cells and subjects per class.
+        small_note: The small-sample warning, when ``--allow-small`` let one through.
+        quality: The quality ranges fitted and stored (None: not fitted, see ``trust_note``).
+        ood: The OOD model fitted and stored (None: not fitted, see ``trust_note``).
+        trust_note: What was fitted for QC and OOD, or why not.
     """
 
     out: Path
@@ -117,6 +131,9 @@ class CalibrationResult:
     stage_note: str = ""
     sample: SampleSize | None = None
     small_note: str = ""
+    quality: QualityRanges | None = None
+    ood: OodModel | None = None
+    trust_note: str = ""
 
     def describe(self) -> str:
         """The old and new operating points side by side, and where the model was written."""
@@ -153,8 +170,9 @@ class CalibrationResult:
             f"wrote {self.out}",
             f"threshold source: {self.source}",
             self.stage_note,
+            self.trust_note,
         ]
-        return "\n".join(lines)
+        return "\n".join(line for line in lines if line is not None)
 
 
 def _with_ci(value: float, ci: tuple[float, float] | None) -> str:
@@ -311,7 +329,9 @@ def calibrate_model(
         source, calibration = _provenance(meta, chosen, sensitivity, data, split, scores, bool(small_note))
         extra = {**meta.extra, CALIBRATION_KEY: calibration}
     stage, note = choose_for(scores, chosen.threshold, staged_agreement, f"{data.resolve()} ({split} split)")
-    new_meta = meta.replace(threshold=chosen.threshold, threshold_source=source, extra=stage_extra(extra, stage))
+    ranges, ood, trust_note = fit_trust(records, scores, meta)
+    new_meta = meta.replace(threshold=chosen.threshold, threshold_source=source, extra=stage_extra(extra, stage),
+                            quality=ranges, ood=ood)
     write_model_with_meta(model, out, new_meta)
     return CalibrationResult(
         out=out,
@@ -326,7 +346,48 @@ def calibrate_model(
         stage_note=note,
         sample=sample,
         small_note=small_note,
+        quality=ranges,
+        ood=ood,
+        trust_note=trust_note,
     )
+
+
+def _good_images(records: Sequence[Record], size: int) -> Iterator[Any]:
+    """The decoded calibration cells, read again one batch at a time (never all in memory)."""
+    for batch in decoded_batches((r.path for r in records), size, 16):
+        yield from (d.image for _, d in batch if d.ok)
+
+
+def fit_trust(records: Sequence[Record], scores: Scores,
+              meta: ModelMeta) -> tuple[QualityRanges | None, OodModel | None, str]:
+    """Quality ranges from the calibration cells' pixels and the OOD model from their embeddings.
+
+    Either is kept as the model had it (and said so) when it cannot be fitted: too few usable
+    cells, or no embedding (a graph exported before it, a backend that returns none).
+
+    Returns:
+        ``(quality ranges, OOD model, one line per fit saying what happened)``.
+    """
+    lines = []
+    try:
+        ranges = quality.fit_ranges(_good_images(records, meta.preprocess.input_size), meta.preprocess,
+                                    how="calibrate")
+        lines.append(f"quality ranges fitted: {quality_summary(ranges)}")
+    except UsageError as exc:
+        ranges = meta.quality
+        lines.append(f"quality ranges not fitted ({exc}); kept: {quality_summary(ranges)}")
+    if scores.embeddings is None:
+        ood = meta.ood
+        lines.append("OOD model not fitted: the graph or backend gives no embedding (export the model again); "
+                     f"kept: {ood_summary(ood)}")
+    else:
+        try:
+            ood = quality.fit_ood(scores.embeddings)
+            lines.append(f"OOD model fitted: {ood_summary(ood)}")
+        except UsageError as exc:
+            ood = meta.ood
+            lines.append(f"OOD model not fitted ({exc}); kept: {ood_summary(ood)}")
+    return ranges, ood, "\n".join(lines)
 
 
 def _refuse_degenerate(chosen: OperatingPoint, target: float) -> None:

@@ -9,6 +9,7 @@ has no ``views`` entry: it is scored the plain way and gets no stage choice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.core.contract import EMBEDDING
 from edgeleuk.core.errors import EdgeleukError
 from edgeleuk.core.numerics import sigmoid
 from edgeleuk.io.data import Record
@@ -40,6 +42,8 @@ class Scores:
         failed: Labelled files that could not be classified.
         no_views: Why there are no view logits (None when there are).
         subjects: Subject id per scored cell (None unknown); empty when not tracked.
+        embeddings: The graph's ``embedding`` per scored cell [cells, D]; None when the graph
+            (exported before it) or the backend has none.
     """
 
     probs: np.ndarray
@@ -48,6 +52,7 @@ class Scores:
     failed: int
     no_views: str | None = None
     subjects: tuple[str | None, ...] = ()
+    embeddings: np.ndarray | None = None
 
 
 def _views_classifier(model: Path, backend: str, fields: Mapping[str, Any]) -> tuple[Classifier | None, str]:
@@ -64,9 +69,14 @@ def _views_classifier(model: Path, backend: str, fields: Mapping[str, Any]) -> t
     return clf, ""
 
 
-def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
-    views = all_views(clf.meta.preprocess.rotations)
-    logits, view_logits, labels, subjects, failed = [], [], [], [], 0
+def _score_loop(clf: Classifier, records: list[Record], views: np.ndarray | None) -> Scores:
+    """Score every record on ``clf`` (with every rotation's logit when ``views`` is given), embeddings too.
+
+    The graph's ``embedding`` (when the backend opened it) is kept per cell for ``calibrate``'s
+    OOD model. Cells with a non-finite logit are left out and counted as failed.
+    """
+    names = (EMBEDDING,) if EMBEDDING in getattr(clf.backend, "extras", ()) else ()
+    logits, probs, view_logits, embeddings, labels, subjects, failed = [], [], [], [], [], [], 0
     label_of = {str(r.path): int(r.label) for r in records}
     subject_of = {str(r.path): r.subject for r in records}
     for batch in decoded_batches((r.path for r in records), clf.input_size, clf.batch_size, workers=clf.workers):
@@ -77,27 +87,41 @@ def _score_with_views(clf: Classifier, records: list[Record]) -> Scores:
                 log.warning("left out %s: %s", path, d.error)
         if not good:
             continue
+        stack = np.stack([d.image for _, d in good])
         try:
-            lo, vl = clf.backend.run_views(np.stack([d.image for _, d in good]), views)
+            if views is None:
+                lo, pr, extras = clf.backend.run_extras(stack, names)
+            else:
+                lo, vl, extras = clf.backend.run_views_extras(stack, views, names)
+                pr = sigmoid(np.asarray(lo).reshape(-1))
+                view_logits.append(vl)
         except Exception as exc:  # an engine fault stops the job: the choice needs every cell
             raise EdgeleukError(f"inference failed while scoring the labelled cells: {exc}") from exc
-        logits.append(lo)
-        view_logits.append(vl)
+        logits.append(np.asarray(lo).reshape(-1))
+        probs.append(np.asarray(pr, np.float64).reshape(-1))
+        if names:
+            embeddings.append(np.asarray(extras[EMBEDDING], np.float32).reshape(len(good), -1))
         labels += [label_of[str(path)] for path, _ in good]
         subjects += [subject_of[str(path)] for path, _ in good]
     if not labels:
         return Scores(np.zeros(0), np.zeros(0, np.int64), None, failed)
     lo_all = np.concatenate(logits)
     finite = np.isfinite(lo_all)
-    vl_all = np.concatenate(view_logits)[finite]
-    return Scores(sigmoid(lo_all[finite]).astype(np.float64), np.asarray(labels, np.int64)[finite], vl_all,
-                  failed + int((~finite).sum()),
-                  subjects=tuple(s for s, keep in zip(subjects, finite, strict=True) if keep))
+    if embeddings:  # a non-finite embedding leaves its cell out like a non-finite logit
+        finite &= np.isfinite(np.concatenate(embeddings)).all(axis=1)
+    return Scores(
+        np.concatenate(probs)[finite], np.asarray(labels, np.int64)[finite],
+        np.concatenate(view_logits)[finite] if view_logits else None, failed + int((~finite).sum()),
+        subjects=tuple(s for s, keep in zip(subjects, finite, strict=True) if keep),
+        embeddings=np.concatenate(embeddings)[finite] if embeddings else None,
+    )
 
 
 def _score_plain(model: Path, records: list[Record], backend: str, fields: Mapping[str, Any], why: str) -> Scores:
     """Probabilities only, from the file's own call (a model without a views entry, or a backend without views)."""
     classifier = Classifier.load(model, backend=backend, **fields)
+    if EMBEDDING in getattr(classifier.backend, "extras", ()):  # e.g. remote: the server returns embeddings
+        return dataclasses.replace(_score_loop(classifier, records, None), no_views=why)
     predictions = classifier.predict_paths([r.path for r in records])
     probs, labels, subjects, failed = [], [], [], 0
     for record, pred in zip(records, predictions, strict=True):
@@ -128,7 +152,9 @@ def score_labelled(model: Path, records: list[Record], backend: str,
     """
     fields = dict(engine_fields or {})
     clf, why = _views_classifier(model, backend, fields)
-    return _score_plain(model, records, backend, fields, why) if clf is None else _score_with_views(clf, records)
+    if clf is None:
+        return _score_plain(model, records, backend, fields, why)
+    return _score_loop(clf, records, all_views(clf.meta.preprocess.rotations))
 
 
 def stage_extra(extra: dict[str, Any], choice: StageChoice | None) -> dict[str, Any]:

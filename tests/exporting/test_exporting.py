@@ -57,7 +57,7 @@ def test_graph_contract_and_batch_sizes(exported) -> None:
     assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["N", 450, 450, 3]
-    assert [o.name for o in model.graph.output] == ["logit", "prob", "view_logits"]
+    assert [o.name for o in model.graph.output] == ["logit", "prob", "view_logits", "embedding", "cam"]
     # All views' pixels come from one gather (along the pixel axis); the others pick the rotations'
     # index rows by the 'views' initializer and read its length, and the engines fold them.
     pixel_gathers = [n for n in model.graph.node if n.op_type == "Gather"

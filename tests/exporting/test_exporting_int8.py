@@ -93,3 +93,19 @@ def test_fp32_ir_profile_passes_fp32_gate(tiny_checkpoint: Path, synth_root: Pat
     model = ov.Core().read_model(str(result.path))
     assert not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     assert model.get_rt_info(["edgeleuk", "meta"]).astype(str).startswith("{")
+
+
+@pytest.mark.slow
+def test_int8_ir_keeps_the_extra_outputs_in_float(int8_export) -> None:
+    """NNCF keeps ``embedding`` and ``cam``; the map's nodes carry no FakeQuantize, so its mean tracks the logits."""
+    model = ov.Core().read_model(str(int8_export.path))
+    names = [sorted(out.get_names()) for out in model.outputs]
+    assert names[3:] == [["embedding"], ["cam"]]
+    quantized_cam = [op.get_friendly_name() for op in model.get_ordered_ops()
+                     if op.get_type_name() == "FakeQuantize" and "/cam/" in op.get_friendly_name()]
+    assert quantized_cam == []
+    compiled = ov.Core().compile_model(model, "CPU")
+    images = np.random.default_rng(1).integers(0, 256, (2, 450, 450, 3), dtype=np.uint8)
+    out = compiled(images)
+    assert out["embedding"].shape[0] == 2 and out["cam"].shape == (2, 300, 300)
+    assert np.isfinite(out["cam"]).all() and np.isfinite(out["embedding"]).all()

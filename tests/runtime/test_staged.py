@@ -230,9 +230,9 @@ def test_exported_file_keeps_the_plain_contract(exported: Path) -> None:
 
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
-    assert [o.name for o in session.get_outputs()] == ["logit", "prob", "view_logits"]
+    assert [o.name for o in session.get_outputs()] == ["logit", "prob", "view_logits", "embedding", "cam"]
     image = np.zeros((2, 450, 450, 3), np.uint8)
-    logit, _, view_logits = session.run(None, {"image": image})
+    logit, _, view_logits = session.run(["logit", "prob", "view_logits"], {"image": image})
     assert view_logits.shape == (2, 8)
     np.testing.assert_allclose(view_logits.mean(axis=1), logit, atol=SUM_TOLERANCE)
 
