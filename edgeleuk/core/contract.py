@@ -45,6 +45,15 @@ EXTRA_OUTPUTS = (EMBEDDING, CAM)
 EXTRA_RANKS = {EMBEDDING: 2, CAM: 3}
 
 
+def crop_offset(size: int, crop: int) -> int:
+    """Top/left offset of the centre crop the graph takes, rounded exactly as ``torchvision``'s ``center_crop``.
+
+    Declared here for the graph (:mod:`edgeleuk.modeling.tta`) and for what draws on the crop
+    (the heatmap overlays, whose ``cam`` covers exactly this square).
+    """
+    return round((size - crop) / 2.0)
+
+
 def input_shape(size: int) -> list[Any]:
     """The input's shape with a symbolic batch: ``["N", size, size, 3]``."""
     return ["N", size, size, CHANNELS]

@@ -18,12 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgeleuk.core.contract import crop_offset
 from edgeleuk.core.meta import ModelMeta, Preprocess
-
-
-def crop_offset(size: int, crop: int) -> int:
-    """Top/left offset of a centre crop, rounded exactly as ``torchvision``'s ``center_crop``."""
-    return round((size - crop) / 2.0)
 
 
 def rotation_index_map(crop: int, angle: float) -> np.ndarray:
