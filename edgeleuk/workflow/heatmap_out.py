@@ -5,15 +5,19 @@ The classifier, loaded with ``heatmaps=True``, gives each prediction its class a
 and the cell (decoded again from its file, only when the overlay writer asks for it) go to
 :func:`edgeleuk.workflow.heatmaps.write_heatmaps`, which chooses the cells worth an overlay (ALL
 calls, flagged cells, cells near the threshold) and writes their PNGs; the map is then dropped,
-so a long run never holds more than one map. ``DIR/index.csv`` (:data:`INDEX`) maps each row's
-path (as the predictions file writes it) to its overlay, which is how ``report --heatmaps DIR``
-puts every overlay next to its thumbnail.
+so a long run never holds more than one map. Each overlay is written into a hidden staging folder
+and moved into ``DIR`` under a name no earlier overlay of the run holds (two folders may hold
+files of one name), and ``DIR/index.csv`` (:data:`INDEX`) maps each row's path (as the
+predictions file writes it) to its overlay, which is how ``report --heatmaps DIR`` puts every
+overlay next to its thumbnail.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgeleuk.core.errors import UsageError
+from edgeleuk.core.meta import Preprocess
 from edgeleuk.io.atomic import atomic_open
 from edgeleuk.io.csvcells import name_to_text, sheet_row
 from edgeleuk.io.imageio import decode_image
@@ -30,12 +35,15 @@ from edgeleuk.runtime.classifier import Prediction
 INDEX = "index.csv"
 INDEX_COLUMNS = ("path", "heatmap")
 
-#: ``(folder, predictions, images, threshold) -> paths written``: the overlay writer's signature.
+#: Where overlays are written before they get their name in the folder.
+STAGING = ".staging"
+
+#: ``(folder, predictions, images, threshold) -> what was written`` (paths, or records with a ``path``).
 Writer = Callable[[Path, Sequence[Prediction], Sequence[np.ndarray], float], Any]
 
 
-def default_writer() -> Writer:
-    """The overlay writer of :mod:`edgeleuk.workflow.heatmaps`.
+def default_writer(pre: Preprocess | None = None) -> Writer:
+    """The overlay writer of :mod:`edgeleuk.workflow.heatmaps`, for a model preprocessed as ``pre``.
 
     Raises:
         UsageError: This installation has no overlay writer (exit 2, before any inference).
@@ -44,7 +52,11 @@ def default_writer() -> Writer:
         from edgeleuk.workflow.heatmaps import write_heatmaps
     except ImportError as exc:
         raise UsageError(f"--heatmaps is not available in this installation ({exc})") from exc
-    return write_heatmaps
+
+    def write(folder: Path, predictions: Sequence[Prediction], images: Sequence[np.ndarray], threshold: float) -> Any:
+        return write_heatmaps(folder, predictions, images, threshold, pre=pre)
+
+    return write
 
 
 class _Cells(Sequence[np.ndarray]):
@@ -73,7 +85,7 @@ class HeatmapSink:
         folder: Where the overlays and :data:`INDEX` go (made if missing).
         clf: The classifier (its threshold and input size).
         row_path: A prediction's file -> the path its row names.
-        write: The overlay writer; None: :func:`default_writer`.
+        write: The overlay writer; None: :func:`default_writer` for the model's preprocessing.
 
     Raises:
         UsageError: ``folder`` cannot be made, or no overlay writer is installed (exit 2).
@@ -81,15 +93,17 @@ class HeatmapSink:
 
     def __init__(self, folder: Path, clf: Any, row_path: Callable[[Path], str], write: Writer | None = None) -> None:
         self.folder = Path(folder)
-        self._write = write or default_writer()
+        self.staging = self.folder / STAGING
+        self._write = write or default_writer(clf.meta.preprocess)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot make --heatmaps {folder}: {exc.strerror or exc}") from exc
         self.threshold = float(clf.threshold)
         self.size = int(clf.input_size)
         self.row_path = row_path
         self.index: list[tuple[str, str]] = []
+        self.names: set[str] = set()
         self.without_map = 0
         self.unreadable = 0
         self.failed = ""  # why overlays stopped (a full disk): the classification goes on without them
@@ -105,23 +119,29 @@ class HeatmapSink:
 
     def _overlay(self, prediction: Prediction) -> None:
         try:
-            written = self._write(self.folder, [prediction], _Cells([str(prediction.path)], self.size),
+            written = self._write(self.staging, [prediction], _Cells([str(prediction.path)], self.size),
                                   self.threshold) or ()
+            row = self.row_path(Path(str(prediction.path)))
+            for item in written:  # paths, or records that name their path (workflow.heatmaps.Heatmap)
+                self.index.append((row, self._place(Path(getattr(item, "path", item)))))
         except LookupError:
             self.unreadable += 1
-            return
         except OSError as exc:  # overlays are an aid: the calls still matter more than their pictures
             self.failed = f"overlays stopped after {len(self.index)}: {exc.strerror or exc}"
-            return
-        for path in written:
-            try:
-                rel = Path(path).resolve().relative_to(self.folder.resolve()).as_posix()
-            except ValueError:
-                continue  # not below the folder: the report would not read it anyway
-            self.index.append((self.row_path(Path(str(prediction.path))), rel))
+
+    def _place(self, staged: Path) -> str:
+        """Move a staged overlay into the folder under a name no earlier overlay of this run holds."""
+        stem, dot, ext = staged.name.partition(".")
+        name, k = staged.name, 1
+        while name in self.names:
+            name, k = f"{stem}-{k}{dot}{ext}", k + 1
+        self.names.add(name)
+        os.replace(staged, self.folder / name)
+        return name
 
     def close(self) -> str:
-        """Write :data:`INDEX`; returns what the summary says about the overlays."""
+        """Write :data:`INDEX` and remove the staging folder; returns what the summary says about the overlays."""
+        shutil.rmtree(self.staging, ignore_errors=True)
         try:
             with atomic_open(self.folder / INDEX, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)

@@ -64,7 +64,7 @@ def run(tmp_path: Path, model: Path, monkeypatch):
                         ("UID_H3_1_1_hem", 30), ("UID_H3_2_1_odd_hem", 230), ("UID_H3_3_1_hem", 60)]:
         write_bmp(folder / f"{name}.bmp", gray_cell(level))
     calls: list[str] = []
-    monkeypatch.setattr(heatmap_out, "default_writer", lambda: fake_writer(calls))
+    monkeypatch.setattr(heatmap_out, "default_writer", lambda pre=None: fake_writer(calls))
     clf = WithMaps(Classifier.load(model, "cpu"))
     maps = tmp_path / "maps"
     summary = predict(folder, model, tmp_path / "p.csv", PredictOptions(progress=False, qc="strict", heatmaps=maps),
@@ -149,3 +149,33 @@ def test_sink_survives_a_full_disk_and_vanished_files(tmp_path: Path) -> None:
     assert "overlays stopped after 0: No space left on device" in sink.close()
     gone = HeatmapSink(tmp_path / "maps2", Clf(), lambda path: path.name, write=fake_writer([]))
     assert gone(p).cam is None and "1 file(s) changed or vanished" in gone.close()
+
+
+def test_same_names_in_two_folders_get_two_overlays(tmp_path: Path, model: Path, monkeypatch) -> None:
+    for sub in ("a", "b"):
+        write_bmp(tmp_path / "cells" / sub / "1.bmp", gray_cell(220))
+    monkeypatch.setattr(heatmap_out, "default_writer", lambda pre=None: fake_writer([]))
+    maps = tmp_path / "maps"
+    predict(tmp_path / "cells", model, tmp_path / "p.csv", PredictOptions(progress=False, recursive=True, heatmaps=maps),
+            classifier=WithMaps(Classifier.load(model, "cpu")))
+    with open(maps / INDEX, newline="", encoding="utf-8") as fh:
+        index = {r["path"]: r["heatmap"] for r in csv.DictReader(fh)}
+    assert index == {"a/1.bmp": "1.png", "b/1.bmp": "1-1.png"}
+    assert sorted(p.name for p in maps.iterdir()) == ["1-1.png", "1.png", INDEX]  # no staging left
+
+
+def test_the_real_overlay_writer_through_predict_and_report(tmp_path: Path, model: Path) -> None:
+    pytest.importorskip("edgeleuk.workflow.heatmaps", reason="the overlay writer comes with issue 20's graph part")
+    folder = tmp_path / "cells"
+    for name, level in [("UID_7_1_1_all", 220), ("UID_H3_1_1_hem", 30), ("UID_H3_2_1_blur_hem", 35)]:
+        write_bmp(folder / f"{name}.bmp", gray_cell(level))
+    maps = tmp_path / "maps"
+    summary = predict(folder, model, tmp_path / "p.csv", PredictOptions(progress=False, heatmaps=maps),
+                      classifier=WithMaps(Classifier.load(model, "cpu")))
+    with open(maps / INDEX, newline="", encoding="utf-8") as fh:
+        index = {r["path"]: r["heatmap"] for r in csv.DictReader(fh)}
+    assert set(index) == {"UID_7_1_1_all.bmp", "UID_H3_2_1_blur_hem.bmp"}  # the ALL call and the flagged cell
+    assert all(cv2.imread(str(maps / png)) is not None for png in index.values())
+    assert "heatmaps: 2 overlay(s)" in summary.describe()
+    html = write_report(tmp_path / "p.csv", out=tmp_path / "r.html", images=folder, heatmaps=maps).read_text()
+    assert html.count('class="heat"') >= 2
