@@ -44,7 +44,16 @@ from edgeleuk.workflow.report_data import (
     summarise_models,
     summarise_subjects,
 )
-from edgeleuk.workflow.report_html import Card, Group, Page, histogram_svg, render_page, thumbnail_uri
+from edgeleuk.workflow.report_html import (
+    DEFAULT_CROP,
+    THUMB_SIZE,
+    Card,
+    Group,
+    Page,
+    histogram_svg,
+    render_page,
+    thumbnail_uri,
+)
 from edgeleuk.workflow.report_trust import HeatmapFolder, flagged_section
 
 log = logging.getLogger(__name__)
@@ -180,7 +189,7 @@ def build_page(
     predictions = Path(predictions)
     rows = load_rows(predictions)
     folder = ImageFolder(images)
-    overlays = HeatmapFolder(heatmaps)
+    overlays = HeatmapFolder(heatmaps, scale=THUMB_SIZE / DEFAULT_CROP)  # cells at the thumbnails' scale
 
     def card(row: Row) -> Card:
         return dataclasses.replace(folder.card(row), heatmap=overlays.uri(row))

@@ -33,11 +33,12 @@ N_FLAGGED_CARDS = 48
 N_FLAGGED_ROWS = 500
 #: Largest overlay PNG read (one is a few hundred KB).
 MAX_OVERLAY_BYTES = 8 * 1024 * 1024
-OVERLAY_HEIGHT = 112
+#: Largest side of an overlay on the page, whatever the file holds.
+MAX_OVERLAY_SIDE = 360
 
 
-def overlay_uri(path: Path, height: int = OVERLAY_HEIGHT, quality: int = 85) -> str | None:
-    """A small ``data:image/jpeg;base64,...`` copy of an overlay PNG (aspect kept), or None if unreadable."""
+def overlay_uri(path: Path, scale: float, quality: int = 85) -> str | None:
+    """A ``data:image/jpeg;base64,...`` copy of an overlay PNG shrunk by ``scale``, or None if unreadable."""
     try:
         if path.stat().st_size > MAX_OVERLAY_BYTES:
             return None
@@ -47,8 +48,9 @@ def overlay_uri(path: Path, height: int = OVERLAY_HEIGHT, quality: int = 85) -> 
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         return None
-    width = max(1, round(img.shape[1] * height / img.shape[0]))
-    small = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    scale = min(scale, MAX_OVERLAY_SIDE / max(img.shape[:2]))
+    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii") if ok else None
 
@@ -58,15 +60,17 @@ class HeatmapFolder:
 
     Args:
         folder: The ``--heatmaps`` folder, or None (no overlays; nothing is said about them).
+        scale: How much the page shrinks an overlay (the thumbnails' own, so the cells match).
 
     Raises:
         UsageError: ``folder`` is not a folder (exit 2).
     """
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, scale: float = 1.0) -> None:
         if folder is not None and not Path(folder).is_dir():
             raise UsageError(f"--heatmaps {folder} is not a folder; give the folder predict --heatmaps wrote")
         self.folder = None if folder is None else Path(folder)
+        self.scale = scale
         self.index: dict[str, str] = {}
         self.note = ""
         if self.folder is not None:
@@ -105,7 +109,7 @@ class HeatmapFolder:
             return None
         if self.folder.resolve() not in real.parents or not real.is_file():  # a link that leads out
             return None
-        return overlay_uri(real)
+        return overlay_uri(real, self.scale)
 
 
 @dataclass

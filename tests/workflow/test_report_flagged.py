@@ -156,8 +156,8 @@ def test_same_names_in_two_folders_get_two_overlays(tmp_path: Path, model: Path,
         write_bmp(tmp_path / "cells" / sub / "1.bmp", gray_cell(220))
     monkeypatch.setattr(heatmap_out, "default_writer", lambda pre=None: fake_writer([]))
     maps = tmp_path / "maps"
-    predict(tmp_path / "cells", model, tmp_path / "p.csv", PredictOptions(progress=False, recursive=True, heatmaps=maps),
-            classifier=WithMaps(Classifier.load(model, "cpu")))
+    options = PredictOptions(progress=False, recursive=True, heatmaps=maps)
+    predict(tmp_path / "cells", model, tmp_path / "p.csv", options, classifier=WithMaps(Classifier.load(model, "cpu")))
     with open(maps / INDEX, newline="", encoding="utf-8") as fh:
         index = {r["path"]: r["heatmap"] for r in csv.DictReader(fh)}
     assert index == {"a/1.bmp": "1.png", "b/1.bmp": "1-1.png"}
