@@ -165,7 +165,6 @@ def test_same_names_in_two_folders_get_two_overlays(tmp_path: Path, model: Path,
 
 
 def test_the_real_overlay_writer_through_predict_and_report(tmp_path: Path, model: Path) -> None:
-    pytest.importorskip("edgeleuk.workflow.heatmaps", reason="the overlay writer comes with issue 20's graph part")
     folder = tmp_path / "cells"
     for name, level in [("UID_7_1_1_all", 220), ("UID_H3_1_1_hem", 30), ("UID_H3_2_1_blur_hem", 35)]:
         write_bmp(folder / f"{name}.bmp", gray_cell(level))
