@@ -14,6 +14,7 @@ from typing import Any
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import Calibration, ModelMeta
 from edgeleuk.core.text import printable
+from edgeleuk.core.trust import ood_summary, quality_summary
 from edgeleuk.io.formats import format_of
 from edgeleuk.io.modelfile import read_model_meta
 
@@ -40,6 +41,8 @@ def format_meta(meta: ModelMeta) -> list[str]:
     calibration = Calibration.from_meta(meta)
     if calibration is not None:
         lines.append(f"calibration:   {calibration.summary()}")
+    lines.append(f"quality:       {quality_summary(meta.quality)}")
+    lines.append(f"ood:           {ood_summary(meta.ood)}")
     if meta.val_metrics:
         lines.append(f"val metrics:   {json.dumps(meta.val_metrics, sort_keys=True)}")
     if meta.extra:

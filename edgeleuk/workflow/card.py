@@ -21,6 +21,7 @@ from typing import Any
 from edgeleuk import __version__
 from edgeleuk.core.errors import UsageError
 from edgeleuk.core.meta import TRAINING_KEY, Calibration, ModelMeta
+from edgeleuk.core.trust import DEFAULT_QUALITY, ood_summary, quality_summary
 from edgeleuk.core.versions import library_versions
 from edgeleuk.io.atomic import atomic_write_text
 from edgeleuk.io.formats import format_of
@@ -252,6 +253,18 @@ def _calibration(cal: Calibration | None, meta: ModelMeta) -> Section:
                         "subject are alike, so the subject counts bound how far they generalise.")
 
 
+def _trust(meta: ModelMeta) -> Section:
+    """Where the quality ranges and the OOD model come from, and the ranges in force."""
+    ranges = meta.quality or DEFAULT_QUALITY
+    rows = [("quality ranges", quality_summary(meta.quality))]
+    rows += [(name, f"{lo:.4g} .. {hi:.4g}") for name, (lo, hi) in
+             ((n, getattr(ranges, n)) for n in ranges.measures())]
+    rows.append(("out-of-distribution", ood_summary(meta.ood)))
+    return Section("When not to trust a call", rows=tuple(rows),
+                   note="A cell outside a range, or scoring above the OOD threshold, is flagged in its row "
+                        "(qc, ood_score); see docs/trust.md.")
+
+
 def _versions(meta: ModelMeta, export: dict[str, Any]) -> Section:
     trained = _dict(_dict(meta.extra.get(TRAINING_KEY)).get("versions"))
     exported = _dict(export.get("versions"))
@@ -280,7 +293,7 @@ def build_card(model: Path) -> ModelCard:
     gate_section, gate = _gates(export)
     sections = (
         _architecture(meta, export), _training(meta), _export(export), gate_section, _calibration(cal, meta),
-        _versions(meta, export),
+        _trust(meta), _versions(meta, export),
     )
     return ModelCard(
         file=model.name, sha256=model_sha256(model), threshold=meta.threshold, limitations=tuple(limits),

@@ -137,3 +137,28 @@ def test_html_card_renders_in_headless_chromium(tmp_path: Path, tiny_onnx: Path)
     # the first limitation's amber banner (#fff3cd with a #e0a800 border) is drawn near the top
     amber = (img[..., 2] > 200) & (img[..., 1] > 150) & (img[..., 1] < 190) & (img[..., 0] < 40)
     assert amber[:400].sum() > 500
+
+
+def test_card_and_info_say_where_the_trust_ranges_come_from(tmp_path: Path) -> None:
+    import numpy as np
+
+    from edgeleuk.core.trust import DEFAULT_QUALITY, OodModel
+    from edgeleuk.info import describe_model_file
+
+    old = build_brightness_onnx(tmp_path / "old.onnx")
+    md = write_card(old, out=tmp_path / "old.md")[0].read_text(encoding="utf-8")
+    assert "## When not to trust a call" in md and "| quality ranges | defaults (model predates QC) |" in md
+    lo, hi = DEFAULT_QUALITY.focus
+    assert f"| focus | {lo:.4g} .. {hi:.4g} |" in md and "| out-of-distribution | none" in md
+    assert "quality:       defaults (model predates QC)" in describe_model_file(old)
+
+    ood = OodModel(mean=np.zeros(8), components=np.eye(8)[:2], variances=np.ones(2), residual_var=1.0,
+                   threshold=4.5, percentile=99.5, n_cells=64, dim=8)
+    meta = ModelMeta(arch="seresnext_tiny", quality=DEFAULT_QUALITY.replace(focus=(50.0, 900.0),
+                                                                          source="calibrate:64 cells"), ood=ood)
+    new = build_brightness_onnx(tmp_path / "new.onnx", meta)
+    md = write_card(new, out=tmp_path / "new.md")[0].read_text(encoding="utf-8")
+    assert "| quality ranges | fitted (calibrate:64 cells) |" in md and "| focus | 50 .. 900 |" in md
+    assert "PCA 2 of 8 dims" in md and "percentile 99.5 of 64 calibration cells" in md
+    text = describe_model_file(new)
+    assert "quality:       fitted (calibrate:64 cells)" in text and "ood:           PCA 2 of 8 dims" in text
