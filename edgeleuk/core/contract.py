@@ -33,7 +33,7 @@ EXPORT_KEY = "edgeleuk.export"
 VIEW_LOGITS = "view_logits"
 VIEWS_NAME = "views"
 VIEWS_DTYPE = "int64"
-# Opt-in outputs (issue 20), fetched only by callers that want them; graphs exported before
+# Opt-in outputs, fetched only by callers that want them; graphs exported before
 # them lack both and still load. ``embedding``: the pooled features averaged over the views
 # computed, [N, D]. ``cam``: the class activation map, [N, crop, crop], in the upright frame,
 # averaged over the views that show each pixel; for one view its mean plus the last linear

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeleuk.core.contract import check_input, graph_problems
+from edgeleuk.core.contract import CAM, EMBEDDING, check_input, graph_problems
 from edgeleuk.core.errors import EdgeleukError, EngineFault, UsageError
 from edgeleuk.io.data import subject_from_name
 from edgeleuk.io.imageio import Decoded
 from edgeleuk.io.modelfile import parse_metadata
-from edgeleuk.runtime.base import Backend, BackendInfo
+from edgeleuk.runtime.base import Backend, BackendInfo, ExtrasResult
 from edgeleuk.runtime.pipeline import decoded_batches
 from edgeleuk.runtime.registry import backend_options as build_options
 from edgeleuk.runtime.registry import choose_backend
@@ -288,28 +288,27 @@ class Classifier:
         """What of QC, OOD and heatmaps is unavailable or defaulted for this model, and why (empty: all there)."""
         return self.trust.note
 
-    def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        names = self.trust.fetch
+    def _run_chunk(self, chunk: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
         if self._staged is not None:
             if names:
                 return self._staged.with_extras(self.backend.run_views_extras, chunk, names)
             return (*self._staged(chunk), {})
         return self.backend.run_extras(chunk, names) if names else (*self.backend.run(chunk), {})
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _run(self, batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Run the engine; any failure of its own is an :class:`EngineFault`, not the images' fault.
 
         Inputs reaching here already meet the contract (decoded and checked), so an
         exception from the engine says the engine, the device or the model is broken.
 
         Returns:
-            ``(logits, probs, OOD scores or None, maps or None)``, one entry per image.
+            ``(logits, probs, {extra name: array})``, one row per image; the extras checked.
         """
-        logits, probs, scores, maps = [], [], [], []
+        logits, probs, extras = [], [], {name: [] for name in names}
         for start in range(0, len(batch), self.batch_size):
             part = batch[start : start + self.batch_size]
             try:
-                lo, pr, extras = self._run_chunk(part)
+                lo, pr, got = self._run_chunk(part, names)
                 lo, pr = np.asarray(lo).reshape(-1), np.asarray(pr).reshape(-1)
             except EdgeleukError:
                 raise
@@ -324,18 +323,20 @@ class Classifier:
                     f"probabilit(ies) for a batch of {len(part)}"
                 )
             _check_finite(self.backend.name, lo, pr)
-            score, cam = self.trust.scores(self.backend.name, extras, len(part))
+            self.trust.check(self.backend.name, got, names, len(part))
             logits.append(lo)
             probs.append(pr)
-            scores.append(score)
-            maps.append(cam)
-        ood = None if scores[0] is None else np.concatenate(scores)
-        return np.concatenate(logits), np.concatenate(probs), ood, None if maps[0] is None else np.concatenate(maps)
+            for name in names:
+                extras[name].append(np.asarray(got[name], np.float32))
+        return np.concatenate(logits), np.concatenate(probs), {k: np.concatenate(v) for k, v in extras.items()}
 
     def _predictions(self, paths: Sequence[Path | None], images: Sequence[np.ndarray],
-                     adjustments: Sequence[tuple[str, ...]]) -> list[Prediction]:
+                     adjustments: Sequence[tuple[str, ...]],
+                     names: tuple[str, ...] | None = None) -> tuple[list[Prediction], dict[str, np.ndarray]]:
         """Run the engine on ``images`` (a list, or a stacked batch) and make one ok prediction each."""
-        logits, probs, scores, maps = self._run(np.stack(images) if isinstance(images, list) else images)
+        names = self.trust.fetch if names is None else names
+        logits, probs, extras = self._run(np.stack(images) if isinstance(images, list) else images, names)
+        scores, maps = self.trust.scores(extras), extras.get(CAM) if self.trust.heatmaps else None
         out = []
         for i, path in enumerate(paths):
             score = None if scores is None else float(scores[i])
@@ -345,7 +346,7 @@ class Classifier:
                 adjustments=adjustments[i], logit=float(logits[i]), qc=self.trust.reasons(images[i]),
                 ood_score=score, ood_flag=self.trust.flag(score), cam=None if maps is None else maps[i],
             ))
-        return out
+        return out, extras
 
     def _check_arrays(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -369,7 +370,22 @@ class Classifier:
         images = self._check_arrays(images)
         if len(images) == 0:
             return []
-        return self._predictions([None] * len(images), images, [()] * len(images))
+        return self._predictions([None] * len(images), images, [()] * len(images))[0]
+
+    def embed_arrays(self, images: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
+        """:meth:`predict_arrays` plus each image's ``embedding`` [N, D] (what ``serve`` sends a remote client).
+
+        Raises:
+            UsageError: The backend did not open an ``embedding`` (a graph exported before it).
+            EngineFault: The engine failed, or returned a non-finite embedding.
+        """
+        if EMBEDDING not in getattr(self.backend, "extras", ()):
+            raise UsageError(f"the {self.backend.name} backend has no '{EMBEDDING}' output open (a model "
+                             "exported before it, or a backend opened without it)")
+        images = self._check_arrays(images)
+        names = tuple(dict.fromkeys((*self.trust.fetch, EMBEDDING)))
+        predictions, extras = self._predictions([None] * len(images), images, [()] * len(images), names)
+        return predictions, extras[EMBEDDING]
 
     def _predict_decoded(self, batch: Sequence[tuple[Path, Decoded]]) -> list[Prediction]:
         out = [_failed(path, d.error or "not decoded", d.adjustments) for path, d in batch]
@@ -377,8 +393,8 @@ class Classifier:
         if not good:
             return out
         # An engine fault propagates: the files are fine, so they get no error row.
-        made = self._predictions([batch[i][0] for i in good], [batch[i][1].image for i in good],
-                                 [batch[i][1].adjustments for i in good])
+        made, _ = self._predictions([batch[i][0] for i in good], [batch[i][1].image for i in good],
+                                    [batch[i][1].adjustments for i in good])
         for i, prediction in zip(good, made, strict=True):
             out[i] = prediction
         return out

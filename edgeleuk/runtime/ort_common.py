@@ -153,7 +153,7 @@ class OrtBackend(Backend):
         self._source = None  # the serialized model (views entry open) is not needed once the session holds it
         self._input = self._session.get_inputs()[0].name
         self._threads = so.intra_op_num_threads
-        outputs = {o.name for o in self._session.get_outputs()}
+        outputs = {o.name for o in self._session.get_outputs()} if options.extras else set()
         self.extras = tuple(name for name in options.extras if name in outputs)  # an older file has none
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,9 @@ work unchanged. It follows the runtime's rules:
 * every answer is checked field by field (the model that gave it, one record per image, finite
   ``0 <= p <= 1`` with ``p = sigmoid(logit)``); a breach is an engine fault (``watch`` retries,
   ``predict`` stops with exit 1 and keeps ``.partial.csv``), never a row;
+* the OOD score is computed here: the server returns each cell's ``embedding``
+  (``POST /predict/embedding``) and the classifier scores it with the LOCAL file's OOD model;
+  quality checks run here on the decoded pixels, as for a local backend;
 * HTTP through urllib3: a bearer token (``--server-token-file`` or ``EDGELEUK_TOKEN``), verified
   certificates (``--server-ca``), answers capped at :data:`~edgeleuk.runtime.wire.MAX_ANSWER`
   bytes, one deadline per request (:mod:`edgeleuk.runtime.httpclient`), no redirects.
@@ -32,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from edgeleuk.core.contract import EMBEDDING
 from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.core.numerics import sigmoid
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime import wire
-from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, OptionsRecord, option
+from edgeleuk.runtime.base import Backend, BackendInfo, BackendOptions, ExtrasResult, OptionsRecord, option
 from edgeleuk.runtime.httpclient import Answer, RemoteFault, ServerClient
 
 __all__ = ["Answer", "RemoteBackend", "RemoteFault", "RemoteOptions", "ServerClient", "check_expected"]
@@ -221,6 +225,12 @@ class RemoteBackend(Backend):
         check_expected(self.server_meta, self.model_path, self.raw)
         self.sha256 = str(self.server_meta["sha256"])
         self.engine = _engine(self.server_meta, self.client.url)
+        served = self.server_meta.get("extras")
+        # The embedding only when asked for and served (an older server or graph has none).
+        self.extras = (EMBEDDING,) if EMBEDDING in options.extras and isinstance(served, list) \
+            and EMBEDDING in served else ()
+        local = read_model_meta(self.model_path)[0].ood
+        self._dim = None if local is None else local.dim  # the local OOD model's, when there is one
         log.info("backend remote: %s serves %s (model %s, %s)", self.client.url, self.model_path.name,
                  wire.model_id(self.sha256), self.engine)
 
@@ -232,8 +242,37 @@ class RemoteBackend(Backend):
             probs += pr
         return np.asarray(logits, np.float32), np.asarray(probs, np.float32)
 
+    def run_extras(self, batch: np.ndarray, names: tuple[str, ...]) -> ExtrasResult:
+        """:meth:`run` plus each cell's ``embedding`` from the server, checked (finite, one length)."""
+        if not names:
+            return (*self.run(batch), {})
+        self._unopened(names)
+        logits, probs, vectors = [], [], []
+        for start in range(0, len(batch), wire.MAX_IMAGES):
+            part = batch[start : start + wire.MAX_IMAGES]
+            payload = self._answer(part, wire.PREDICT_EMBEDDING)
+            lo, pr = check_predictions(payload, len(part), f"server {self.client.url}")
+            vectors += self._embeddings(payload, len(part))
+            logits += lo
+            probs += pr
+        return np.asarray(logits, np.float32), np.asarray(probs, np.float32), {EMBEDDING: np.stack(vectors)}
+
+    def _embeddings(self, payload: dict[str, Any], n: int) -> list[np.ndarray]:
+        where = f"server {self.client.url}"
+        out = []
+        for i, record in enumerate(payload["predictions"][:n]):
+            try:
+                out.append(wire.decode_embedding(record.get("embedding"), self._dim or (out[0].size if out else None)))
+            except ValueError as exc:
+                raise RemoteFault(f"{where}: answer {i}: {exc}") from None
+        return out
+
     def _run_one(self, batch: np.ndarray) -> tuple[list[float], list[float]]:
-        answer = self.client.predict_tensor(batch)
+        return check_predictions(self._answer(batch, wire.PREDICT), len(batch), f"server {self.client.url}")
+
+    def _answer(self, batch: np.ndarray, route: str) -> dict[str, Any]:
+        """The server's answer for ``batch`` on ``route``, its status and model identity checked."""
+        answer = self.client.request(route, wire.encode_tensor(batch), wire.NPY_TYPE)
         where = f"server {self.client.url}"
         if answer.status != 200:
             raise RemoteFault(f"{where} answered {answer.status}: {answer.error}")
@@ -247,7 +286,7 @@ class RemoteBackend(Backend):
             )
         if _engine(payload, where) != self.engine:
             raise RemoteFault(f"{where} answered with engine {payload['engine']!r}, not {self.engine} checked at start")
-        return check_predictions(payload, len(batch), where)
+        return payload
 
     def info(self) -> BackendInfo:
         """Which server and which model answer, and the engine behind them."""

@@ -77,18 +77,17 @@ class TrustChecks:
         """QC reasons for one decoded uint8 RGB image (empty: ok, or QC off)."""
         return quality.assess(image, self.ranges, self.pre) if self.qc else ()
 
-    def scores(self, engine: str, extras: dict[str, np.ndarray], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """``(ood scores [n] or None, cam [n, crop, crop] or None)`` from a call's extras.
+    def check(self, engine: str, extras: dict[str, np.ndarray], names: Sequence[str], n: int) -> None:
+        """Refuse a call's extras that are missing, mis-shaped or not finite: the engine's fault.
 
         Raises:
             EngineFault: An extra output missing, of the wrong shape, or not finite.
         """
-        crop = self.pre.crop
-        shapes = {EMBEDDING: (n, -1), CAM: (n, crop, crop)}
-        for name in self.fetch:
+        shapes = {EMBEDDING: (n, -1), CAM: (n, self.pre.crop, self.pre.crop)}
+        for name in names:
             value = extras.get(name)
             want = shapes[name]
-            if (value is None or value.ndim != len(want) or value.shape[0] != n
+            if (value is None or value.ndim != len(want)
                     or any(w not in (-1, g) for w, g in zip(want, value.shape, strict=True))):
                 got = "nothing" if value is None else f"shape {list(value.shape)}"
                 raise EngineFault(f"the {engine} engine returned {got} for '{name}' on a batch of {n}")
@@ -98,12 +97,13 @@ class TrustChecks:
                     f"the {engine} engine returned a non-finite '{name}' for {int(bad.sum())} of {n} cell(s): "
                     "the model file's weights or the engine are broken, not the images"
                 )
-        ood = None
-        if self.ood is not None:
-            ood = quality.ood_scores(self.ood, extras[EMBEDDING].reshape(n, -1))
-            if not np.isfinite(ood).all():
-                raise EngineFault(f"the OOD score of the {engine} engine's embedding is not finite")
-        return ood, extras[CAM] if self.heatmaps else None
+
+    def scores(self, extras: dict[str, np.ndarray]) -> np.ndarray | None:
+        """OOD scores from a call's (checked) embedding, with the model's own OOD model; None without one."""
+        if self.ood is None:
+            return None
+        embedding = extras[EMBEDDING]
+        return quality.ood_scores(self.ood, embedding.reshape(len(embedding), -1))
 
     def flag(self, score: float | None) -> bool:
         """Whether an OOD score lies beyond the calibrated threshold."""

@@ -15,6 +15,10 @@ Routes (all answers are JSON):
   from the calibration cells, or null); ``POST /predict?heatmap=1`` to a server started with
   ``--heatmaps`` adds ``heatmap``, the cell and its class activation map side by side as a
   base64 PNG (:data:`HEATMAP_QUERY`).
+* ``POST /predict/embedding``: the same, for tensors only, each record also carrying the graph's
+  ``embedding`` (float32, little-endian, base64; :func:`encode_embedding`). The ``remote`` client
+  scores it with its OWN model file's OOD model: the server never says what is out of distribution.
+  ``/metadata`` lists ``extras`` (``["embedding"]`` when the served graph has one).
 
 Every answer after authentication names the model (``model``: the first 12 hex digits of
 :func:`model_sha256`, ``sha256``: all of it) and the engine (``engine``: backend and precision in
@@ -49,14 +53,18 @@ from edgeleuk.io.formats import model_sha256 as model_sha256  # the model's iden
 HEALTH = "/healthz"
 METADATA = "/metadata"
 PREDICT = "/predict"
+PREDICT_EMBEDDING = "/predict/embedding"
 NPY_TYPE = "application/x-npy"
 BYTES_TYPES = ("application/octet-stream", "image/")
 #: Images one request may carry: bounds the memory one client can claim on the server.
 MAX_IMAGES = 64
 #: Largest request body accepted: MAX_IMAGES cells of 450x450x3 bytes plus room for headers.
 MAX_BODY = 48 * 1024 * 1024
-#: Largest answer a client reads: a full batch's records are ~15 KB, metadata ~2 KB.
+#: Largest answer a client reads: a full batch's records are ~15 KB, metadata ~2 KB; with
+#: embeddings of the paper's network (2048 floats, ~11 KB in base64 each) 64 records are ~0.7 MB.
 MAX_ANSWER = 1024 * 1024
+#: Longest embedding a record may carry (floats): bounds what one answer can make a client decode.
+MAX_EMBEDDING = 16384
 #: Hex digits of :func:`model_sha256` that name a model in answers and output rows.
 MODEL_ID_HEX = 12
 #: Environment variable holding the bearer token, for ``serve`` and for the ``remote`` client.
@@ -224,3 +232,37 @@ def check_trust_fields(record: Mapping[str, Any]) -> str | None:
                               or not math.isfinite(score) or score < 0):
         return f"field 'ood_score' is {str(score)[:40]!r}, expected null or a finite number >= 0"
     return None
+
+
+def encode_embedding(vector: np.ndarray) -> str:
+    """One cell's embedding as base64 of little-endian float32: compact in JSON (~1.4 bytes per bit of float)."""
+    import base64
+
+    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes()).decode("ascii")
+
+
+def decode_embedding(text: object, dim: int | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_embedding`, checked: float32 ``[D]``, finite, ``D == dim`` when given.
+
+    Raises:
+        ValueError: Not base64 text, a length that is not whole floats or is over
+            :data:`MAX_EMBEDDING`, another dimension, or non-finite values.
+    """
+    import base64
+    import binascii
+
+    if not isinstance(text, str) or len(text) > 4 * (MAX_EMBEDDING * 4 + 2) // 3 + 4:
+        raise ValueError(f"embedding is {type(text).__name__} of {len(text) if isinstance(text, str) else '?'} "
+                         "characters, expected base64 float32")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(f"embedding is not base64: {exc}") from None
+    if not raw or len(raw) % 4:
+        raise ValueError(f"embedding holds {len(raw)} bytes, not whole float32 values")
+    vector = np.frombuffer(raw, "<f4").astype(np.float32)
+    if dim is not None and vector.size != dim:
+        raise ValueError(f"embedding has {vector.size} values, expected {dim}")
+    if not np.isfinite(vector).all():
+        raise ValueError("embedding holds NaN or infinite values")
+    return vector

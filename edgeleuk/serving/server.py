@@ -34,6 +34,7 @@ import numpy as np
 from edgeleuk import __version__
 from edgeleuk.cluster import RAY_FIX, connect, import_ray
 from edgeleuk.cluster.placement import fit_serve
+from edgeleuk.core.contract import EMBEDDING
 from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.io.imageio import decode_bytes
 from edgeleuk.io.modelfile import read_model_meta
@@ -191,6 +192,8 @@ class ModelService:
             "meta_sha256": wire.metadata_digests(self.clf.backend.metadata()),
             "backend": {"name": info.name, "engine": info.engine, "providers": list(info.providers),
                         "precision": info.precision},
+            # What POST /predict/embedding can add (a remote client scores it with its own OOD model).
+            "extras": [name for name in getattr(self.clf.backend, "extras", ()) if name == EMBEDDING],
         }
 
     def infer(self, images: list[np.ndarray]) -> list[Prediction]:
@@ -203,6 +206,16 @@ class ModelService:
         if bad:
             raise RuntimeError(bad[0])
         return predictions
+
+    def infer_embedding(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """The records of :meth:`infer`, each with the cell's ``embedding`` (base64 float32); one engine call.
+
+        Raises:
+            UsageError: The served graph has no embedding (answered 422).
+        """
+        predictions, embeddings = self.clf.embed_arrays(images)
+        return [{**self.record(p), "embedding": wire.encode_embedding(e)}
+                for p, e in zip(predictions, embeddings, strict=True)]
 
     def record(self, prediction: Prediction, adjustments: tuple[str, ...] = (),
                image: np.ndarray | None = None) -> dict[str, Any]:
@@ -268,6 +281,15 @@ class ModelService:
                                       f"to answer ?{wire.HEATMAP_QUERY}=1")
         return wanted
 
+    async def _embed(self, content_type: str | None, body: bytes) -> list[dict[str, Any]]:
+        if wire.body_kind(content_type) != "tensor":
+            raise wire.WireError(415, f"{wire.PREDICT_EMBEDDING} takes uint8 tensors ({wire.NPY_TYPE}) only")
+        if not any(name == EMBEDDING for name in getattr(self.clf.backend, "extras", ())):
+            raise wire.WireError(422, "the served model has no embedding output (exported before it)")
+        images = wire.decode_tensor(body, self.size)
+        # One engine call for the request's cells (up to wire.MAX_IMAGES), off the event loop.
+        return await asyncio.to_thread(self.infer_embedding, np.ascontiguousarray(images))
+
     async def respond(
         self, method: str, path: str, content_type: str | None, body: bytes, infer: Infer
     ) -> tuple[int, dict[str, Any]]:
@@ -290,7 +312,9 @@ class ModelService:
             if path == wire.PREDICT and method == "POST":
                 maps = self.wants_heatmap(query)
                 return 200, {**self.model, "predictions": await self._predict(content_type, body, infer, maps)}
-            routes = f"GET {wire.HEALTH}, GET {wire.METADATA}, POST {wire.PREDICT}"
+            if path == wire.PREDICT_EMBEDDING and method == "POST":
+                return 200, {**self.model, "predictions": await self._embed(content_type, body)}
+            routes = f"GET {wire.HEALTH}, GET {wire.METADATA}, POST {wire.PREDICT}, POST {wire.PREDICT_EMBEDDING}"
             return 404, {"error": f"no route {method} {path[:100]!r}; routes: {routes}"}
         except wire.WireError as exc:
             return exc.status, {"error": str(exc), **self.model}

@@ -13,7 +13,7 @@ sensitivity or specificity is 0 (exit 1, nothing written) and runs on fewer than
 :data:`MIN_CELLS` cells or :data:`MIN_SUBJECTS` subjects of a class only when asked
 (``--allow-small``).
 
-It also fits what a call is trusted against (issue 20): the accepted range of each input
+It also fits what a call is trusted against: the accepted range of each input
 quality measure (:func:`edgeleuk.quality.fit_ranges`, robust percentiles of the calibration
 cells) and an OOD model of the graph's ``embedding`` (:func:`edgeleuk.quality.fit_ood`, its
 flag threshold a percentile of the calibration cells' own scores), both stored in the
