@@ -86,3 +86,11 @@ def test_check_trust_fields_directly():
     assert wire.check_trust_fields(ok) is None and wire.check_trust_fields({}) is None
     assert "heatmap" in wire.prediction_record("ok", threshold=0.5, heatmap="aGk=")
     assert wire.check_trust_fields({"qc": None}) and wire.check_trust_fields({"ood_score": math.nan})
+
+
+def test_every_reason_the_checks_give_passes_the_wire_check():
+    from edgeleuk.quality.checks import REASONS
+    from edgeleuk.workflow.flags import OOD_REASON
+
+    assert OOD_REASON not in REASONS  # the OOD flag reads apart from the quality reasons
+    assert wire.check_trust_fields({"qc": [*REASONS, OOD_REASON], "ood_score": 0.0}) is None
