@@ -10,6 +10,7 @@ do not wait on the exporter.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from runtime_support import GAIN, SIZE, build_ir, build_onnx
 
 from edgeleuk.core.meta import ModelMeta
+from edgeleuk.runtime.classifier import Classifier, Prediction
 
 
 def build_brightness_onnx(
@@ -60,3 +62,28 @@ def write_cell(path: Path, grey: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(cell_bytes(grey, path.suffix))
     return path
+
+
+class Flagging:
+    """A classifier whose files named ``*blur*`` fail a quality check and ``*odd*`` lie out of distribution."""
+
+    def __init__(self, clf: Classifier) -> None:
+        self._clf = clf
+        self.seen: list[str] = []  # every file name classified, in order
+
+    def __getattr__(self, name: str):
+        return getattr(self._clf, name)
+
+    @staticmethod
+    def judge(p: Prediction) -> Prediction:
+        name = Path(str(p.path)).name
+        if not p.ok:
+            return p
+        qc = ("blur",) if "blur" in name else ()
+        odd = "odd" in name
+        return dataclasses.replace(p, qc=qc, ood_score=123.456789 if odd else 1.5, ood_flag=odd)
+
+    def iter_predict(self, paths):
+        for p in self._clf.iter_predict(paths):
+            self.seen.append(Path(str(p.path)).name)
+            yield self.judge(p)

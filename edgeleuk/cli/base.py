@@ -22,6 +22,7 @@ from edgeleuk.core.errors import EdgeleukError, UsageError
 from edgeleuk.core.text import printable
 from edgeleuk.runtime.registry import AUTO, BACKENDS, auto_order, explicit_only, option_fields
 from edgeleuk.runtime.staged import TTA_MODES
+from edgeleuk.workflow.flags import QC_MODES
 
 app = typer.Typer(
     name="edgeleuk",
@@ -87,6 +88,12 @@ TTAMode = _choice("TTAMode", TTA_MODES, "Rotation TTA: every rotation, or staged
 
 TTA_HELP = ("Rotation TTA: full (all rotations, the file's own result) or staged (stop after a few "
             "rotations when the answer is clear; needs a stage choice from `edgeleuk calibrate`).")
+
+QcMode = _choice("QcMode", QC_MODES, "What a flagged cell's row says: flag (label kept), strict (no label), off.")
+
+QC_HELP = ("Quality and distribution checks: flag (a flagged cell keeps its label; the qc column says why), "
+           "strict (a flagged cell gets status=flagged and no label, and is left out of the counts and metrics) "
+           "or off (no checks). Flags never change the exit code.")
 
 MODEL_HELP = "Exported model (.onnx or OpenVINO .xml)."
 

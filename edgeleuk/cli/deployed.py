@@ -12,10 +12,12 @@ import typer
 from edgeleuk.cli.base import (
     MODEL_FLAG,
     MODEL_HELP,
+    QC_HELP,
     TTA_HELP,
     BackendChoice,
     BenchBackend,
     OutFormat,
+    QcMode,
     TTAMode,
     app,
     backend_flags,
@@ -29,6 +31,7 @@ from edgeleuk.core.config import config_text, describe_configs
 from edgeleuk.core.errors import UsageError
 from edgeleuk.runtime.registry import backend_options
 from edgeleuk.runtime.staged import DEFAULT_AGREEMENT, TTA_MODES
+from edgeleuk.workflow.flags import QC_MODES, checks_for
 from edgeleuk.workflow.outputs import DEFAULT_OUT
 from edgeleuk.workflow.predict import PredictOptions
 from edgeleuk.workflow.predict import predict as run_predict
@@ -60,6 +63,11 @@ def predict(
     fmt: OutFormat = typer.Option(OutFormat.csv, "--format", help="csv, jsonl or cnmc (challenge zip)."),
     strict: bool = typer.Option(False, help="Exit 1 if any file failed."),
     tta: TTAMode = typer.Option(TTA_MODES[0], help=TTA_HELP),
+    qc: QcMode = typer.Option(QC_MODES[0], help=QC_HELP),
+    heatmaps: Path | None = typer.Option(
+        None, help="Folder for heatmap overlays (cell and class activation map side by side) of ALL calls, "
+                   "flagged cells and cells near the threshold; `report --heatmaps` shows them.",
+    ),
     cluster: str | None = typer.Option(
         None, help="Spread the work over Ray: 'auto' (running cluster, else local Ray) or an address."
     ),
@@ -83,6 +91,9 @@ def predict(
     The output is written atomically: complete or absent.
     --format cnmc writes the challenge zip (isbi_valid.predict, one 0/1 line per
     N.bmp in numeric order); if any image failed it writes nothing and exits 1.
+    Every row says whether its cell passed the quality and distribution checks
+    (qc, ood_score); --qc strict withholds the label of a flagged cell
+    (status=flagged; not with --format cnmc, which needs a call on every line).
 
     Exit codes: 0 at least one file classified (failures are listed);
     1 none classified, --strict with any failed file, cnmc refused, an engine
@@ -94,8 +105,11 @@ def predict(
         engine = backend_options(**(engine_fields or {})).engine
         opts = PredictOptions(
             backend=backend.value, batch=batch, threads=threads, threshold=threshold, recursive=recursive,
-            fmt=fmt.value, engine=engine, tta=tta.value, progress=not is_quiet(ctx),
+            fmt=fmt.value, engine=engine, tta=tta.value, progress=not is_quiet(ctx), qc=qc.value, heatmaps=heatmaps,
         )
+        if cluster and heatmaps is not None:
+            raise UsageError("--heatmaps is not available with --cluster (the maps stay on the workers); "
+                             "run predict without --cluster to write them")
         if cluster:
             from edgeleuk.cluster.predict import cluster_predict  # lazy: the Ray side (Ray itself loads on connect)
 
@@ -130,6 +144,7 @@ def watch(
         help="Add rows to an OUT written by another model or threshold; the change is recorded in "
              "OUT.provenance.json (without it, that is refused: choose a new --out).",
     ),
+    qc: QcMode = typer.Option(QC_MODES[0], help=QC_HELP),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
@@ -143,17 +158,19 @@ def watch(
     Each row names the model (id), threshold, TTA mode, engine and time;
     OUT.provenance.json describes each model. A restart with another model or
     threshold exits 2 and writes nothing, unless --continue-with-new-model.
+    Rows carry qc and ood_score as in predict; --qc strict withholds the label of
+    a flagged cell. An OUT written before those columns existed is refused (exit 2).
     """
     from edgeleuk.runtime.classifier import Classifier
     from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
     with exit_codes():
         # --server etc. reach the backend
-        clf = Classifier.load(model, backend.value, tta=tta.value, **(engine_fields or {}))
+        clf = Classifier.load(model, backend.value, tta=tta.value, **checks_for(qc.value), **(engine_fields or {}))
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
             faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),
-            classifier=clf, continue_with_new_model=continue_with_new_model,
+            classifier=clf, continue_with_new_model=continue_with_new_model, qc=qc.value,
         )
     typer.echo(summary.describe())
 
@@ -211,12 +228,15 @@ def report(
     model: Path | None = typer.Option(
         None, "--model", "-m", help="The model that made the rows: its model card's summary goes into the page."
     ),
+    heatmaps: Path | None = typer.Option(
+        None, help="The folder `predict --heatmaps` wrote: each overlay goes next to its cell's thumbnail."
+    ),
 ) -> None:
-    """Write a self-contained HTML patient-level report."""
+    """Write a self-contained HTML patient-level report (flagged cells in their own section)."""
     from edgeleuk.workflow.report import write_report
 
     with exit_codes():
-        path = write_report(predictions, out=out, images=images, model=model)
+        path = write_report(predictions, out=out, images=images, model=model, heatmaps=heatmaps)
     typer.echo(f"wrote {path}")
 
 

@@ -43,12 +43,16 @@ def serve(
     insecure: bool = typer.Option(False, help="Allow a non-loopback --host without a token."),
     body_timeout: float = typer.Option(15.0, min=0.1, help="Seconds a request body may take to arrive (then 408)."),
     decoders: int = typer.Option(2, min=1, help="Image files each replica decodes at once (bounds memory)."),
+    heatmaps: bool = typer.Option(
+        False, help="Compute class activation maps, so POST /predict?heatmap=1 answers with overlays (base64 PNG)."
+    ),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Serve the model over HTTP(S) with Ray Serve (GET /healthz, GET /metadata, POST /predict) until Ctrl-C.
 
     Facing a network: --token-file (or EDGELEUK_TOKEN) and --tls-cert/--tls-key; a non-loopback
-    --host without a token is refused unless --insecure.
+    --host without a token is refused unless --insecure. Every answer says whether to trust each
+    call (qc, ood_score); with --heatmaps, POST /predict?heatmap=1 adds each cell's overlay.
     """
     from edgeleuk.runtime.wire import load_token
     from edgeleuk.serving.front import Limits, token_digest
@@ -61,7 +65,7 @@ def serve(
             batch_wait_ms=batch_wait_ms, host=host, port=port, address=address,
             engine_fields=dict(engine_fields or {}), token_sha256=token_digest(load_token(token_file, "--token-file")),
             tls_cert=None if tls_cert is None else str(tls_cert), tls_key=None if tls_key is None else str(tls_key),
-            insecure=insecure, limits=Limits(body_timeout_s=body_timeout, decoders=decoders),
+            insecure=insecure, limits=Limits(body_timeout_s=body_timeout, decoders=decoders), heatmaps=heatmaps,
         )
         serve_forever(path, opts, echo=typer.echo)
 

@@ -166,7 +166,8 @@ def check_predictions(payload: dict[str, Any], n: int, where: str) -> tuple[list
 
     Raises:
         RemoteFault: Not one ``ok`` record per image, or a value that is not a finite number,
-            a probability outside [0, 1], or one that is not ``sigmoid(logit)``.
+            a probability outside [0, 1], one that is not ``sigmoid(logit)``, or a malformed ``qc`` or
+            ``ood_score`` (:func:`~edgeleuk.runtime.wire.check_trust_fields`).
     """
     records = payload.get("predictions")
     if not isinstance(records, list) or len(records) != n:
@@ -184,6 +185,11 @@ def check_predictions(payload: dict[str, Any], n: int, where: str) -> tuple[list
         if abs(prob - float(sigmoid(logit))) > PROB_TOL:
             raise RemoteFault(f"{where}: answer {i} has probability {prob!r}, but sigmoid({logit!r}) is "
                               f"{float(sigmoid(logit)):.6g}")
+        # The trust fields are checked like the others, though the rows' qc and OOD score are made here
+        # from this machine's own model file: a malformed field says the server is not what it claims.
+        trust = wire.check_trust_fields(record)
+        if trust:
+            raise RemoteFault(f"{where}: answer {i}: {trust}")
         logits.append(float(logit))
         probs.append(float(prob))
     return logits, probs

@@ -10,7 +10,11 @@ Routes (all answers are JSON):
   ``image/*``), decoded on the server exactly as ``predict`` decodes files, or a uint8 RGB
   tensor ``[N, S, S, 3]`` / ``[S, S, 3]`` saved with :func:`numpy.save`
   (``application/x-npy``). The answer holds one record per image (:func:`prediction_record`)
-  and the identity of the model that answered.
+  and the identity of the model that answered. Each record also says whether the cell can be
+  trusted (``qc``: the reasons it was flagged, empty when it passed; ``ood_score``: its distance
+  from the calibration cells, or null); ``POST /predict?heatmap=1`` to a server started with
+  ``--heatmaps`` adds ``heatmap``, the cell and its class activation map side by side as a
+  base64 PNG (:data:`HEATMAP_QUERY`).
 * ``POST /predict/embedding``: the same, for tensors only, each record also carrying the graph's
   ``embedding`` (float32, little-endian, base64; :func:`encode_embedding`). The ``remote`` client
   scores it with its OWN model file's OOD model: the server never says what is out of distribution.
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import string
@@ -66,6 +71,10 @@ MODEL_ID_HEX = 12
 TOKEN_ENV = "EDGELEUK_TOKEN"
 #: Shortest token accepted: 16 characters leave no room for guessing over a network.
 MIN_TOKEN = 16
+#: The query parameter that asks ``/predict`` for heatmap overlays (``?heatmap=1``).
+HEATMAP_QUERY = "heatmap"
+#: Longest ``qc`` reason a record may carry (the reasons are short slugs: ``blur``, ``off_centre``).
+MAX_REASON = 32
 #: Largest ``.npy`` header read before the shape and dtype are checked.
 _NPY_HEADER_MAX = 4096
 
@@ -193,12 +202,36 @@ def body_kind(content_type: str | None) -> str:
 def prediction_record(
     status: str, *, threshold: float, error: str | None = None, prob_all: float | None = None,
     logit: float | None = None, label: str | None = None, adjustments: tuple[str, ...] = (),
+    qc: tuple[str, ...] = (), ood_score: float | None = None, heatmap: str | None = None,
 ) -> dict[str, Any]:
-    """One image's answer: the probability, the label at the threshold used, adjustments, any error."""
-    return {
+    """One image's answer: the probability, the label at the threshold used, adjustments, any error.
+
+    ``qc`` (reasons the cell was flagged, empty when it passed) and ``ood_score`` say whether to
+    trust the call; ``heatmap`` (a base64 PNG) is there only when it was asked for.
+    """
+    record = {
         "status": status, "error": error, "prob_all": prob_all, "logit": logit, "label": label,
-        "threshold": threshold, "adjustments": list(adjustments),
+        "threshold": threshold, "adjustments": list(adjustments), "qc": list(qc), "ood_score": ood_score,
     }
+    return record if heatmap is None else {**record, "heatmap": heatmap}
+
+
+def check_trust_fields(record: Mapping[str, Any]) -> str | None:
+    """What is wrong with a record's ``qc`` and ``ood_score``, or None when they are well-formed.
+
+    ``qc`` is a list of short lowercase slugs; ``ood_score`` is null or a finite number >= 0. An
+    answer from a server of an older version, without either field, is well-formed (None).
+    """
+    qc = record.get("qc", [])
+    if not isinstance(qc, list) or not all(
+        isinstance(r, str) and 0 < len(r) <= MAX_REASON and re.fullmatch(r"[a-z][a-z0-9_]*", r) for r in qc
+    ):
+        return f"field 'qc' is {str(qc)[:80]!r}, expected a list of reason slugs"
+    score = record.get("ood_score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                              or not math.isfinite(score) or score < 0):
+        return f"field 'ood_score' is {str(score)[:40]!r}, expected null or a finite number >= 0"
+    return None
 
 
 def encode_embedding(vector: np.ndarray) -> str:

@@ -29,9 +29,11 @@ import numpy as np
 
 from edgeleuk.core.errors import UsageError
 from edgeleuk.runtime import wire
+from edgeleuk.runtime.classifier import Prediction
 
-#: One image in, ``(logit, prob)`` out, awaited: the deployment's ``@serve.batch`` method.
-Infer = Callable[[np.ndarray], Awaitable[tuple[float, float]]]
+#: One image in, its :class:`~edgeleuk.runtime.classifier.Prediction` out, awaited: the deployment's
+#: ``@serve.batch`` method.
+Infer = Callable[[np.ndarray], Awaitable[Prediction]]
 
 
 class Service(Protocol):
@@ -158,8 +160,10 @@ class Front:
                                      {"Retry-After": "1"})
             self.buffered += length
             body = await self._body(request, length) if length else b""
+            query = request.url.query  # ?heatmap=1 travels with the path
             status, payload = await self.service.respond(
-                request.method, request.url.path, request.headers.get("content-type"), body, infer
+                request.method, request.url.path + (f"?{query}" if query else ""), request.headers.get("content-type"),
+                body, infer,
             )
             return status, payload, {}
         except RequestRefused as exc:

@@ -18,6 +18,7 @@ Needs the ``ray`` extra (``pip install 'edgeleuk[cpu,ray]'``); torch-free.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import logging
 import signal
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 
@@ -37,9 +39,10 @@ from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.io.imageio import decode_bytes
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.runtime import wire
-from edgeleuk.runtime.classifier import Classifier
+from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.runtime.registry import AUTO, BACKENDS, explicit_only
 from edgeleuk.serving.front import Front, Infer, Limits
+from edgeleuk.workflow.flags import reasons
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class ServeOptions:
         tls_key: PEM private key of ``tls_cert``.
         insecure: Allow a non-loopback ``host`` without a token.
         limits: Body deadline, body budget and decode slots per replica.
+        heatmaps: Open every replica's model with its class activation maps, so that
+            ``POST /predict?heatmap=1`` can answer with overlays (each call then computes the maps).
     """
 
     backend: str = "auto"
@@ -89,6 +94,7 @@ class ServeOptions:
     tls_key: str | None = None
     insecure: bool = False
     limits: Limits = field(default_factory=Limits)
+    heatmaps: bool = False
 
     def __post_init__(self) -> None:
         if min(self.replicas or 1, self.threads or 1, self.max_batch, self.max_ongoing) < 1:
@@ -151,12 +157,15 @@ class ModelService:
         threads: Engine threads.
         engine_fields: Backend option fields by name (:attr:`ServeOptions.engine_fields`).
         decoders: Image files decoded at once (each decode may take far more memory than its bytes).
+        heatmaps: Open the model with its class activation maps (:attr:`ServeOptions.heatmaps`).
     """
 
     def __init__(self, model_path: str, backend: str, threads: int,
-                 engine_fields: Mapping[str, Any] | None = None, decoders: int = 2) -> None:
+                 engine_fields: Mapping[str, Any] | None = None, decoders: int = 2, heatmaps: bool = False) -> None:
+        maps = {"heatmaps": True} if heatmaps else {}
         self.clf = Classifier.load(model_path, backend, threads=threads, batch_size=wire.MAX_IMAGES,
-                                   **dict(engine_fields or {}))
+                                   **maps, **dict(engine_fields or {}))
+        self.heatmaps = heatmaps
         info = self.clf.info
         self.model = model_identity(Path(model_path), wire.engine_label(info.name, info.precision))
         self.size = self.clf.input_size
@@ -187,16 +196,16 @@ class ModelService:
             "extras": [name for name in getattr(self.clf.backend, "extras", ()) if name == EMBEDDING],
         }
 
-    def infer(self, images: list[np.ndarray]) -> list[tuple[float, float]]:
-        """``(logit, prob)`` per image, one engine call; raises on any engine fault.
+    def infer(self, images: list[np.ndarray]) -> list[Prediction]:
+        """One prediction per image (logit, probability, qc, OOD score, map), one engine call.
 
-        A non-finite output is a fault of the engine, not an answer: it raises too.
+        Raises on any engine fault; a non-finite output is a fault of the engine, not an answer.
         """
         predictions = self.clf.predict_arrays(np.stack(images))
         bad = [p.error for p in predictions if not p.ok]
         if bad:
             raise RuntimeError(bad[0])
-        return [(float(p.logit), float(p.prob_all)) for p in predictions]
+        return predictions
 
     def infer_embedding(self, images: np.ndarray) -> list[dict[str, Any]]:
         """The records of :meth:`infer`, each with the cell's ``embedding`` (base64 float32); one engine call.
@@ -205,15 +214,31 @@ class ModelService:
             UsageError: The served graph has no embedding (answered 422).
         """
         predictions, embeddings = self.clf.embed_arrays(images)
-        return [{**self.record(float(p.logit), float(p.prob_all)), "embedding": wire.encode_embedding(e)}
+        return [{**self.record(p), "embedding": wire.encode_embedding(e)}
                 for p, e in zip(predictions, embeddings, strict=True)]
 
-    def record(self, logit: float, prob: float, adjustments: tuple[str, ...] = ()) -> dict[str, Any]:
-        """One image's answer at the model's threshold."""
+    def record(self, prediction: Prediction, adjustments: tuple[str, ...] = (),
+               image: np.ndarray | None = None) -> dict[str, Any]:
+        """One image's answer at the model's threshold; with ``image``, its heatmap overlay too."""
+        prob = float(prediction.prob_all)  # type: ignore[arg-type]  # an ok prediction has one
         return wire.prediction_record(
-            "ok", threshold=self.clf.threshold, prob_all=prob, logit=logit,
+            "ok", threshold=self.clf.threshold, prob_all=prob, logit=prediction.logit,
             label=self.clf.meta.label_name(prob >= self.clf.threshold), adjustments=adjustments,
+            qc=reasons(prediction), ood_score=prediction.ood_score,
+            heatmap=None if image is None else self.overlay(image, prediction),
         )
+
+    def overlay(self, image: np.ndarray, prediction: Prediction) -> str:
+        """The cell and its class activation map side by side, as base64 PNG.
+
+        Raises:
+            RuntimeError: The engine gave no map (an engine fault: the server was asked for maps).
+        """
+        from edgeleuk.workflow.heatmaps import overlay_png  # only for heatmaps: OpenCV drawing
+
+        if prediction.cam is None:
+            raise RuntimeError("the engine returned no class activation map")
+        return base64.b64encode(overlay_png(image, prediction.cam, self.clf.meta.preprocess)).decode("ascii")
 
     def decode(self, body: bytes) -> tuple[np.ndarray, tuple[str, ...]]:
         """Decode one image file's bytes as ``predict`` does.
@@ -229,15 +254,32 @@ class ModelService:
         return decoded.image, decoded.adjustments
 
 
-    async def _predict(self, content_type: str | None, body: bytes, infer: Infer) -> list[dict[str, Any]]:
+    async def _predict(self, content_type: str | None, body: bytes, infer: Infer, maps: bool) -> list[dict[str, Any]]:
         if wire.body_kind(content_type) == "tensor":
             images = wire.decode_tensor(body, self.size)  # a view of the body: no decode slot needed
             outs = await asyncio.gather(*(infer(img) for img in images))
-            return [self.record(lo, pr) for lo, pr in outs]
+            return [self.record(p, image=img if maps else None) for p, img in zip(outs, images, strict=True)]
         async with self._decoding:
             image, adjustments = await asyncio.to_thread(self.decode, body)
-        logit, prob = await infer(image)
-        return [self.record(logit, prob, adjustments)]
+        return [self.record(await infer(image), adjustments, image if maps else None)]
+
+    def wants_heatmap(self, query: str) -> bool:
+        """Whether a request's query asks for heatmaps (``?heatmap=1``).
+
+        Raises:
+            WireError: 400 when it asks and this server was started without ``--heatmaps``, or
+                for a value other than 0/1/true/false.
+        """
+        values = parse_qs(query).get(wire.HEATMAP_QUERY, [])
+        if not values:
+            return False
+        if values[-1].lower() not in ("1", "true", "0", "false"):
+            raise wire.WireError(400, f"?{wire.HEATMAP_QUERY}= takes 1 or 0, got {values[-1][:20]!r}")
+        wanted = values[-1].lower() in ("1", "true")
+        if wanted and not self.heatmaps:
+            raise wire.WireError(400, f"this server computes no heatmaps: start it with `edgeleuk serve --heatmaps` "
+                                      f"to answer ?{wire.HEATMAP_QUERY}=1")
+        return wanted
 
     async def _embed(self, content_type: str | None, body: bytes) -> list[dict[str, Any]]:
         if wire.body_kind(content_type) != "tensor":
@@ -255,11 +297,12 @@ class ModelService:
 
         Args:
             method: HTTP method.
-            path: URL path (the app is served at ``/``).
+            path: URL path (the app is served at ``/``), with its query string, if any.
             content_type: The request's ``Content-Type``.
             body: The request body.
-            infer: Awaitable ``image -> (logit, prob)``; the deployment passes its batched one.
+            infer: Awaitable ``image -> Prediction``; the deployment passes its batched one.
         """
+        path, _, query = path.partition("?")
         path = path.rstrip("/") or "/"
         try:
             if path == wire.HEALTH and method == "GET":
@@ -267,7 +310,8 @@ class ModelService:
             if path == wire.METADATA and method == "GET":
                 return 200, self.metadata()
             if path == wire.PREDICT and method == "POST":
-                return 200, {**self.model, "predictions": await self._predict(content_type, body, infer)}
+                maps = self.wants_heatmap(query)
+                return 200, {**self.model, "predictions": await self._predict(content_type, body, infer, maps)}
             if path == wire.PREDICT_EMBEDDING and method == "POST":
                 return 200, {**self.model, "predictions": await self._embed(content_type, body)}
             routes = f"GET {wire.HEALTH}, GET {wire.METADATA}, POST {wire.PREDICT}, POST {wire.PREDICT_EMBEDDING}"
@@ -302,14 +346,16 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
         """One replica: a loaded model behind the routes of :mod:`edgeleuk.runtime.wire`."""
 
         def __init__(self, path: str, backend: str, threads: int, max_batch: int, wait_s: float,
-                     engine_fields: dict[str, Any], token_sha256: str | None, limits: Limits) -> None:
-            self.service = ModelService(path, backend, threads, engine_fields, decoders=limits.decoders)
+                     engine_fields: dict[str, Any], token_sha256: str | None, limits: Limits,
+                     heatmaps: bool = False) -> None:
+            self.service = ModelService(path, backend, threads, engine_fields, decoders=limits.decoders,
+                                        heatmaps=heatmaps)
             self.front = Front(self.service, token_sha256, limits)
             self._infer.set_max_batch_size(max_batch)
             self._infer.set_batch_wait_timeout_s(wait_s)
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-        async def _infer(self, images: list[np.ndarray]) -> list[tuple[float, float]]:
+        async def _infer(self, images: list[np.ndarray]) -> list[Prediction]:
             # The engine releases the GIL: run it off the event loop so health checks still answer.
             return await asyncio.to_thread(self.service.infer, images)
 
@@ -319,6 +365,7 @@ def build_app(model_path: Path, options: ServeOptions) -> Any:
     return ClassifierDeployment.bind(
         str(Path(model_path).resolve()), options.backend, options.threads, options.max_batch,
         options.batch_wait_ms / 1000.0, dict(options.engine_fields), options.token_sha256, options.limits,
+        options.heatmaps,
     )
 
 
@@ -340,7 +387,8 @@ def _check_model(model_path: Path, options: ServeOptions) -> None:
     A model that breaks the contract is then one usage error (exit 2) before Ray starts, not a
     replica that dies again and again behind a page of Ray traceback.
     """
-    clf = Classifier.load(model_path, options.backend, threads=1, **dict(options.engine_fields))
+    maps = {"heatmaps": True} if options.heatmaps else {}
+    clf = Classifier.load(model_path, options.backend, threads=1, **maps, **dict(options.engine_fields))
     del clf
 
 

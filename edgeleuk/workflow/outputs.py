@@ -20,12 +20,14 @@ from edgeleuk.core.errors import EdgeleukError, UsageError
 from edgeleuk.io.atomic import atomic_open, atomic_path
 from edgeleuk.io.csvcells import name_to_text, sheet_row
 from edgeleuk.runtime.classifier import Prediction
+from edgeleuk.workflow.flags import DEFAULT_QC, TRUST_COLUMNS, ood_cell, qc_cell, withheld
 from edgeleuk.workflow.provenance import PROBABILITY_DECIMALS, PROVENANCE_COLUMNS, RunStamp, row_cells
 
 #: The default output of ``predict`` and ``watch``, declared once (the CLI derives its defaults from it).
 DEFAULT_OUT = Path("predictions.csv")
 
-CSV_COLUMNS = ("path", "status", "error", "prob_all", "label", "subject", "adjustment")
+#: The call's own columns: the trust columns (:data:`~edgeleuk.workflow.flags.TRUST_COLUMNS`) follow the label.
+CSV_COLUMNS = ("path", "status", "error", "prob_all", "label", *TRUST_COLUMNS, "subject", "adjustment")
 TRUTH_COLUMN = "true_label"
 _PROBABILITIES = ("prob_all", "threshold")  # written with PROBABILITY_DECIMALS decimals
 CNMC_MEMBER = "isbi_valid.predict"  # the file name the C-NMC evaluation server expects in the zip
@@ -55,6 +57,8 @@ class ResultRow:
         stamp: Which model, threshold, TTA mode and engine made the call
             (:mod:`edgeleuk.workflow.provenance`); None leaves those cells empty.
         time_utc: When the call was made (ISO 8601 UTC, seconds).
+        qc_mode: The run's ``--qc`` mode (:mod:`edgeleuk.workflow.flags`): under ``off`` the ``qc``
+            cell is empty (not checked).
     """
 
     path: str
@@ -63,6 +67,7 @@ class ResultRow:
     true_label: str | None = None
     stamp: RunStamp | None = None
     time_utc: str | None = None
+    qc_mode: str = DEFAULT_QC
 
     @property
     def shown(self) -> str:
@@ -78,6 +83,8 @@ class ResultRow:
             "error": p.error,
             "prob_all": None if p.prob_all is None else round(p.prob_all, PROBABILITY_DECIMALS),
             "label": p.label,
+            "qc": qc_cell(p, self.qc_mode),
+            "ood_score": ood_cell(p),
             "subject": self.subject,
             "adjustment": ";".join(p.adjustments) or None,
         }
@@ -157,7 +164,10 @@ def write_cnmc(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
     not written: the challenge needs a line per image and a guessed line would be
     scored as if the model had made it. The per-file CSV is written instead
     (:func:`refused_csv_path`, e.g. ``submission.csv`` beside ``submission.zip``), so
-    the failing images can be found without running inference again.
+    the failing images can be found without running inference again. A call withheld by
+    ``--qc strict`` counts as missing too (``predict`` refuses ``--qc strict`` with this format
+    before any inference; this is the writer's own guard); under ``--qc flag`` every line holds
+    the model's call, flagged or not.
 
     Raises:
         UsageError: The names are not 1..N (see :func:`check_cnmc_names`).
@@ -168,9 +178,11 @@ def write_cnmc(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
     if failed:
         table = refused_csv_path(out)
         write_csv(table, rows, positive)
+        held = sum(withheld(r.prediction) for r in rows)
         raise SubmissionRefused(
             f"refusing to write the C-NMC submission: {len(failed)} image(s) could not be classified "
-            f"({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); a submission needs a real "
+            + (f"or had their call withheld by --qc strict ({held}) " if held else "")
+            + f"({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); a submission needs a real "
             f"prediction on every line. Each file's error is in {table}: fix those files and run again."
         )
     ordered = sorted(rows, key=lambda r: int(Path(r.path).stem))

@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from edgeleuk.io.data import Record
 from edgeleuk.io.files import synthetic_root
 from edgeleuk.runtime.base import BackendInfo
 from edgeleuk.runtime.classifier import Classifier, Prediction
+from edgeleuk.workflow.flags import DEFAULT_QC, FLAGGED, STRICT_CNMC, check_qc_mode, checks_for, describe_flags, judge
+from edgeleuk.workflow.heatmap_out import HeatmapSink
 from edgeleuk.workflow.inputs import Inputs, index_inputs
 from edgeleuk.workflow.outputs import (
     DEFAULT_OUT,
@@ -75,6 +77,8 @@ class PredictOptions:
         workers: Decoder threads; None picks a default.
         progress: Show a progress bar on stderr.
         tta: ``full`` (every rotation) or ``staged`` (early exit; see :mod:`edgeleuk.runtime.staged`).
+        qc: ``flag``, ``strict`` or ``off``: what a flagged cell's row says (:mod:`edgeleuk.workflow.flags`).
+        heatmaps: Folder for heatmap overlays (:mod:`edgeleuk.workflow.heatmap_out`); None writes none.
     """
 
     backend: str = "auto"
@@ -87,6 +91,8 @@ class PredictOptions:
     workers: int | None = None
     progress: bool = True
     tta: str = "full"
+    qc: str = DEFAULT_QC
+    heatmaps: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,9 @@ class PredictSummary:
         tta_note: How staged TTA went (empty for full TTA).
         provenance: Which model and engine made the calls (also in every row).
         record: The provenance sidecar written beside the output (see :mod:`edgeleuk.workflow.provenance`).
+        qc: The ``--qc`` mode the rows were judged under.
+        heatmaps: What the heatmap folder received ("" when none was asked for).
+        trust_note: What of the quality checks, OOD score and heatmaps the model could not give, and why.
     """
 
     folder: Path
@@ -126,6 +135,9 @@ class PredictSummary:
     tta_note: str = ""
     provenance: Provenance | None = None
     record: Path | None = None
+    qc: str = DEFAULT_QC
+    heatmaps: str = ""
+    trust_note: str = ""
 
     @property
     def total(self) -> int:
@@ -136,8 +148,13 @@ class PredictSummary:
         return sum(r.prediction.ok for r in self.rows)
 
     @property
+    def flagged(self) -> int:
+        """Calls withheld by ``--qc strict`` (classified, no label; not failures)."""
+        return sum(r.prediction.status == FLAGGED for r in self.rows)
+
+    @property
     def failed(self) -> int:
-        return self.total - self.ok
+        return self.total - self.ok - self.flagged
 
     @property
     def n_all(self) -> int:
@@ -146,9 +163,10 @@ class PredictSummary:
     def exit_code(self, strict: bool = False) -> int:
         """0 if any file was classified (and, with ``strict``, none failed); else 1.
 
-        Also 1 when the output was refused (a C-NMC submission with failed images).
+        Also 1 when the output was refused (a C-NMC submission with failed images). A call withheld
+        by ``--qc strict`` was classified: flags never change the exit code.
         """
-        if self.refused or self.ok == 0:
+        if self.refused or self.ok + self.flagged == 0:
             return 1
         return 1 if strict and self.failed else 0
 
@@ -179,7 +197,7 @@ class PredictSummary:
                 f"classified {self.total} file(s) from {self.folder} in {self.seconds:.1f} s ({rate:.1f}/s) "
                 f"on {b.name} [{', '.join(b.providers)}, {b.precision}]"
             ),
-            f"  ok {self.ok}, failed {self.failed}",
+            f"  ok {self.ok}, failed {self.failed}" + (f", flagged {self.flagged}" if self.flagged else ""),
         ]
         if self.ok:
             n_all = self.n_all
@@ -189,10 +207,15 @@ class PredictSummary:
             )
         if self.tta_note:
             lines.append(f"  {self.tta_note}")
+        lines += describe_flags([(r.shown, r.prediction) for r in self.rows], self.qc)
+        if self.trust_note:
+            lines.append(f"  checks: {self.trust_note}")
+        if self.heatmaps:
+            lines.append(f"  {self.heatmaps}")
         return lines
 
     def _errors(self) -> list[str]:
-        bad = [r for r in self.rows if not r.prediction.ok]
+        bad = [r for r in self.rows if r.prediction.status == "error"]
         if not bad:
             return []
         lines = ["  failed files:"]
@@ -266,10 +289,11 @@ def _check_writable(out: Path) -> None:
 
 
 def _classify(
-    clf: Classifier, records: Sequence[Record], show: bool
+    clf: Classifier, records: Sequence[Record], show: bool, keep: Callable[[Prediction], Prediction] | None = None,
 ) -> tuple[list[tuple[Prediction, str]], EngineFault | None]:
     """Predictions for ``records`` in order, each with when it was made (UTC).
 
+    ``keep`` sees each prediction first and returns what is kept (the heatmap writer drops its map).
     On an engine fault: those made before it, and the fault.
     """
     columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -278,7 +302,7 @@ def _classify(
         task = bar.add_task("predict", total=len(records))
         try:
             for prediction in clf.iter_predict([r.path for r in records]):
-                results.append((prediction, utc_now()))
+                results.append((prediction if keep is None else keep(prediction), utc_now()))
                 bar.advance(task)
         except EngineFault as fault:
             return results, fault
@@ -287,13 +311,14 @@ def _classify(
 
 def _rows(
     found: Inputs, records: Sequence[Record], results: Sequence[tuple[Prediction, str]], clf: Classifier,
-    run: Provenance,
+    run: Provenance, qc: str = DEFAULT_QC,
 ) -> list[ResultRow]:
     if len(results) != len(records):  # the pipeline promises one result per file
         raise RuntimeError(f"{len(records)} files but {len(results)} predictions")
     return [
-        ResultRow(found.row_path(rec.path), pred, rec.subject,
-                  None if rec.label is None else clf.meta.label_name(bool(rec.label)), run.stamp_for(pred), when)
+        ResultRow(found.row_path(rec.path), judge(pred, qc), rec.subject,
+                  None if rec.label is None else clf.meta.label_name(bool(rec.label)), run.stamp_for(pred), when,
+                  qc_mode=qc)
         for rec, (pred, when) in zip(records, results, strict=True)
     ]
 
@@ -309,6 +334,7 @@ def load_classifier(model: Path, options: PredictOptions) -> Classifier:
         threads=options.threads,
         engine=dict(options.engine),
         tta=options.tta,
+        **checks_for(options.qc, heatmaps=options.heatmaps is not None),
     )
 
 
@@ -427,6 +453,9 @@ def predict(
     options = options or PredictOptions()
     if options.fmt not in WRITERS:
         raise UsageError(f"unknown format {options.fmt!r}; choose one of {', '.join(WRITERS)}")
+    check_qc_mode(options.qc)
+    if options.fmt == "cnmc" and options.qc == "strict":
+        raise UsageError(STRICT_CNMC)
     found = inputs if isinstance(inputs, Inputs) else index_inputs(inputs, options.recursive)
     records = found.records
     if options.fmt == "cnmc":
@@ -436,14 +465,15 @@ def predict(
     clf = classifier or load_classifier(model, options)
     run = Provenance.of(clf, model, options.tta)
     log.info("classifying %d file(s) from %s on %s", len(records), found.shown, clf.info.name)
+    sink = None if options.heatmaps is None else HeatmapSink(options.heatmaps, clf, found.row_path)
     started = time.perf_counter()
-    results, fault = _classify(clf, records, options.progress)
+    results, fault = _classify(clf, records, options.progress, sink)
     seconds = time.perf_counter() - started
     positive = clf.meta.label_name(True)
     if fault is not None:
         done = records[: len(results)]
-        _stop_on_fault(out, fault, _rows(found, done, results, clf, run), len(records), positive, run)
-    rows = _rows(found, records, results, clf, run)
+        _stop_on_fault(out, fault, _rows(found, done, results, clf, run, options.qc), len(records), positive, run)
+    rows = _rows(found, records, results, clf, run, options.qc)
     refused, record = _write(out, options.fmt, rows, positive, run)
     return PredictSummary(
         folder=found.shown,
@@ -460,4 +490,7 @@ def predict(
         tta_note=clf.tta_note,
         provenance=run,
         record=record,
+        qc=options.qc,
+        heatmaps="" if sink is None else sink.close(),
+        trust_note=str(getattr(clf, "trust_note", "") or ""),
     )

@@ -4,7 +4,10 @@ The page is made for the person at the microscope, who thinks in patients: a
 per-subject table (cells, share called ALL, mean probability; true class and
 accuracy when known, as in the paper's Figure 3), a histogram of probabilities
 with the threshold, thumbnails of the surest ALL calls and of the least certain
-calls, and every file that could not be classified. Its header names the model(s)
+calls, the cells a quality or distribution check flagged (their own section, with reasons,
+OOD score and, given ``--heatmaps``, the overlays ``predict --heatmaps`` wrote next to each
+thumbnail; :mod:`edgeleuk.workflow.report_trust`), and every file that could not be classified.
+Its header names the model(s)
 that made the calls (id, file, threshold, calibration with its intervals, gate),
 from the rows and the ``<csv>.provenance.json`` sidecar; with ``--model`` it embeds
 that model's card summary. A file holding calls of more than one model (or one
@@ -20,8 +23,10 @@ diagnostic device.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeleuk.core.errors import UsageError
@@ -39,7 +44,17 @@ from edgeleuk.workflow.report_data import (
     summarise_models,
     summarise_subjects,
 )
-from edgeleuk.workflow.report_html import Card, Group, Page, histogram_svg, render_page, thumbnail_uri
+from edgeleuk.workflow.report_html import (
+    DEFAULT_CROP,
+    THUMB_SIZE,
+    Card,
+    Group,
+    Page,
+    histogram_svg,
+    render_page,
+    thumbnail_uri,
+)
+from edgeleuk.workflow.report_trust import HeatmapFolder, flagged_section
 
 log = logging.getLogger(__name__)
 N_THUMBS = 12
@@ -132,8 +147,8 @@ def _split(rows: list[Row]) -> list[tuple[tuple[str | None, float | None], list[
     return list(groups.items())
 
 
-def _group(key: tuple[str | None, float | None], rows: list[Row], given: float | None, folder: ImageFolder,
-           n_thumbs: int) -> Group:
+def _group(key: tuple[str | None, float | None], rows: list[Row], given: float | None,
+           card: Callable[[Row], Card], n_thumbs: int) -> Group:
     model, threshold = key
     if given is None and threshold is not None:
         est = ThresholdEstimate(threshold, threshold, given=True)  # the rows say which threshold made them
@@ -148,7 +163,7 @@ def _group(key: tuple[str | None, float | None], rows: list[Row], given: float |
     return Group(
         title=f"model {model or UNKNOWN_MODEL} at {at}", rows=rows, subjects=summarise_subjects(rows),
         threshold_note=est.describe(), histogram_svg=_histogram(rows, est), overall=_overall_metrics(rows),
-        confident=[folder.card(r) for r in confident], borderline=[folder.card(r) for r in borderline],
+        confident=[card(r) for r in confident], borderline=[card(r) for r in borderline],
     )
 
 
@@ -168,15 +183,22 @@ def _card_summary(model: Path | None, page_models: list, warnings: list[str]) ->
 
 def build_page(
     predictions: Path, images: Path | None = None, threshold: float | None = None, n_thumbs: int = N_THUMBS,
-    model: Path | None = None,
+    model: Path | None = None, heatmaps: Path | None = None,
 ) -> Page:
     """Read the predictions and gather everything the page shows (see :func:`write_report`)."""
     predictions = Path(predictions)
     rows = load_rows(predictions)
     folder = ImageFolder(images)
+    overlays = HeatmapFolder(heatmaps, scale=THUMB_SIZE / DEFAULT_CROP)  # cells at the thumbnails' scale
+
+    def card(row: Row) -> Card:
+        return dataclasses.replace(folder.card(row), heatmap=overlays.uri(row))
+
     provenance = read_provenance(predictions)
     models = summarise_models(rows, provenance)
     warnings = [provenance.problem] if provenance.problem else []
+    if overlays.note:
+        warnings.append(overlays.note)
     note, found = folder.note(rows)
     if note:
         log.warning("%s", note)
@@ -184,7 +206,8 @@ def build_page(
         source=predictions,
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         rows=rows,
-        groups=[_group(key, mine, threshold, folder, n_thumbs) for key, mine in _split(rows)],
+        groups=[_group(key, mine, threshold, card, n_thumbs) for key, mine in _split(rows)],
+        flagged=flagged_section(rows, card),
         models=models,
         provenance=provenance,
         card_summary=_card_summary(model, models, warnings),
@@ -200,6 +223,7 @@ def write_report(
     images: Path | None = None,
     threshold: float | None = None,
     model: Path | None = None,
+    heatmaps: Path | None = None,
 ) -> Path:
     """Write the HTML report for a predictions CSV.
 
@@ -211,15 +235,17 @@ def write_report(
             and the log say so.
         threshold: Decision threshold to mark; None takes it from the rows (or reads it from the calls).
         model: A model file whose card summary the page embeds.
+        heatmaps: The folder ``predict --heatmaps`` wrote; its overlays go next to the thumbnails
+            (read only below it, through its ``index.csv``).
 
     Returns:
         ``out``.
 
     Raises:
-        UsageError: The CSV is missing or is not a predictions file, ``images`` is not a folder,
-            or ``model`` cannot be read.
+        UsageError: The CSV is missing or is not a predictions file, ``images`` or ``heatmaps`` is
+            not a folder, or ``model`` cannot be read.
         DataError: The CSV holds no rows.
     """
     out = Path(out)
-    atomic_write_text(out, render_page(build_page(predictions, images, threshold, model=model)))
+    atomic_write_text(out, render_page(build_page(predictions, images, threshold, model=model, heatmaps=heatmaps)))
     return out

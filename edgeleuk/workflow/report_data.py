@@ -24,6 +24,7 @@ from edgeleuk.core.errors import DataError, UsageError
 from edgeleuk.core.meta import Calibration
 from edgeleuk.io.csvcells import name_to_text, plain_row, text_to_name
 from edgeleuk.io.files import SYNTHETIC_MARKER, natural_key, read_csv, synthetic_root
+from edgeleuk.workflow.flags import FLAGGED, QC_OK
 from edgeleuk.workflow.outputs import TRUTH_COLUMN
 
 REQUIRED_COLUMNS = ("path", "status", "prob_all", "label")
@@ -58,6 +59,9 @@ class Row:
         tta: ``full`` or ``staged``, when the row says.
         engine: Backend and precision (``cpu-fp32``), when the row says.
         time_utc: When the row was written, when the row says.
+        withheld: ``--qc strict`` withheld the call (``status=flagged``): ``prob`` is kept, no label.
+        qc: ``ok``, the reasons comma-separated, or "" (not checked, or a file written before rows said).
+        ood_score: Distance from the calibration cells in feature space, when the row says.
     """
 
     path: str
@@ -73,6 +77,24 @@ class Row:
     tta: str = ""
     engine: str = ""
     time_utc: str = ""
+    withheld: bool = False
+    qc: str = ""
+    ood_score: float | None = None
+
+    @property
+    def flagged(self) -> bool:
+        """A quality or distribution check flagged the cell (its call kept or withheld)."""
+        return self.withheld or (self.ok and self.qc not in ("", QC_OK))
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the cell is flagged (empty when it is not)."""
+        return tuple(r for r in self.qc.split(",") if r and r != QC_OK)
+
+    @property
+    def failed(self) -> bool:
+        """The file could not be classified (not a withheld call)."""
+        return not (self.ok or self.withheld)
 
     @property
     def shown(self) -> str:
@@ -102,6 +124,7 @@ class SubjectSummary:
     mean_prob: float
     truth: int | None
     correct: int | None
+    flagged: int = 0
 
     @property
     def share_all(self) -> float:
@@ -128,13 +151,15 @@ def _row(raw: dict[str, str], truth_col: str | None) -> Row:
     path = text_to_name(raw.get("path") or "")
     prob = _parse_float(raw.get("prob_all"))
     inside = is_inside(path)
-    ok = inside and (raw.get("status") or "").strip().lower() == "ok" and prob is not None
+    status = (raw.get("status") or "").strip().lower()
+    ok = inside and status == "ok" and prob is not None
+    withheld = inside and status == FLAGGED and prob is not None
     label = (raw.get("label") or "").strip().lower()
     return Row(
         path=path,
         ok=ok,
-        error=None if ok else ((raw.get("error") or "not classified") if inside else OUTSIDE),
-        prob=prob if ok else None,
+        error=None if ok or withheld else ((raw.get("error") or "not classified") if inside else OUTSIDE),
+        prob=prob if ok or withheld else None,
         called_all=(label == "all") if ok else None,
         subject=(raw.get("subject") or "").strip() or None,
         adjustment=raw.get("adjustment") or "",
@@ -144,6 +169,9 @@ def _row(raw: dict[str, str], truth_col: str | None) -> Row:
         tta=(raw.get("tta") or "").strip(),
         engine=(raw.get("engine") or "").strip(),
         time_utc=(raw.get("time_utc") or "").strip(),
+        withheld=withheld,
+        qc=(raw.get("qc") or "").strip() if ok or withheld else "",
+        ood_score=_parse_float(raw.get("ood_score")) if ok or withheld else None,
     )
 
 
@@ -194,11 +222,12 @@ def summarise_subjects(rows: list[Row]) -> list[SubjectSummary]:
             SubjectSummary(
                 subject=name,
                 cells=len(good),
-                errors=len(groups[name]) - len(good),
+                errors=sum(r.failed for r in groups[name]),
                 called_all=sum(bool(r.called_all) for r in good),
                 mean_prob=sum(r.prob for r in good) / len(good) if good else math.nan,
                 truth=truth,
                 correct=correct,
+                flagged=sum(r.flagged for r in groups[name]),
             )
         )
     return out

@@ -27,6 +27,7 @@ from edgeleuk.io.csvcells import name_to_text
 from edgeleuk.io.imageio import decode_image
 from edgeleuk.workflow.render import render
 from edgeleuk.workflow.report_data import ModelSummary, Provenance, Row, SubjectSummary
+from edgeleuk.workflow.report_trust import Flagged
 
 NOT_DIAGNOSTIC = (
     "Research software, not a diagnostic device: these are per-cell model outputs, not a diagnosis. "
@@ -42,11 +43,13 @@ class Card:
         row: The call shown.
         uri: ``data:`` URI of the thumbnail, or None.
         missing: Why there is no thumbnail (shown in its place), or "" when none is expected.
+        heatmap: ``data:`` URI of the cell's heatmap overlay (``report --heatmaps``), or None.
     """
 
     row: Row
     uri: str | None
     missing: str = ""
+    heatmap: str | None = None
 
 
 @dataclass
@@ -83,6 +86,12 @@ class Group:
             ("subjects", str(len(self.subjects))),
             ("threshold", self.threshold_note),
         ]
+        flagged = [r for r in self.rows if r.flagged]
+        if flagged:
+            held = sum(r.withheld for r in flagged)
+            items.append(("flagged cells", f"{len(flagged)}" + (
+                f": {held} without a label (--qc strict), left out of the figures above" if held
+                else ": labels kept (--qc flag), counted above")))
         m = self.overall
         if m:
             items += [
@@ -108,6 +117,7 @@ class Page:
         synthetic_root: Where ``edgeleuk synth``'s marker was found, if anywhere.
         images_note: Why thumbnails are missing ("" when every image was found).
         warnings: Lines for a warning banner (model given does not match, damaged sidecar...).
+        flagged: The flagged cells' section (:mod:`edgeleuk.workflow.report_trust`).
     """
 
     source: Path
@@ -120,6 +130,7 @@ class Page:
     synthetic_root: Path | None = None
     images_note: str = ""
     warnings: list[str] = field(default_factory=list)
+    flagged: Flagged = field(default_factory=Flagged)
     version: str = __version__
 
     @property
@@ -137,7 +148,7 @@ class Page:
 
     @property
     def errors(self) -> list[Row]:
-        return [r for r in self.rows if not r.ok]
+        return [r for r in self.rows if r.failed]
 
 
 def pct(x: float | None) -> str:

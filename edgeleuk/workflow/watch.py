@@ -49,6 +49,7 @@ from edgeleuk.io.data import label_from_name, subject_from_name
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
+from edgeleuk.workflow.flags import DEFAULT_QC, FLAGGED, check_qc_mode, checks_for, judge, pre_qc_header
 from edgeleuk.workflow.outputs import DEFAULT_OUT, ResultRow, columns
 from edgeleuk.workflow.provenance import (
     Provenance,
@@ -99,6 +100,9 @@ class WatchSummary:
         classified: Images classified in this session.
         called_all: Of those, called ALL.
         failed: Files recorded as errors in this session.
+        flagged: Cells flagged by the quality or distribution checks (labelled under ``--qc flag``,
+            withheld under ``--qc strict``).
+        withheld: Of those, calls withheld by ``--qc strict`` (rows with ``status=flagged``, no label).
         stopped: Why the session ended.
         seconds: Wall time of the session.
         tta_note: How staged TTA went (share of cells that went on to stage 2); empty for full TTA.
@@ -111,6 +115,8 @@ class WatchSummary:
     classified: int = 0
     called_all: int = 0
     failed: int = 0
+    flagged: int = 0
+    withheld: int = 0
     stopped: str = ""
     seconds: float = 0.0
     tta_note: str = ""
@@ -118,7 +124,7 @@ class WatchSummary:
 
     @property
     def written(self) -> int:
-        return self.classified + self.failed
+        return self.classified + self.withheld + self.failed
 
     def describe(self) -> str:
         """What was classified, what failed and where the rows are."""
@@ -127,6 +133,9 @@ class WatchSummary:
             f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
             f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
             + f"{self.failed} unreadable file(s) recorded as errors",
+            *([f"  flagged {self.flagged} cell(s) (see the qc column)"
+               + (f", {self.withheld} of them without a label (--qc strict)" if self.withheld else "")]
+              if self.flagged else []),
             f"  {self.out}: {self.resumed + self.written} row(s) ({self.resumed} from earlier sessions); "
             + "run `edgeleuk watch` again to continue",
         ]
@@ -134,13 +143,15 @@ class WatchSummary:
         return "\n".join(lines + extra)
 
 
-def _csv_row(folder: Path, path: Path, prediction: Prediction, meta: ModelMeta, stamp: RunStamp) -> dict[str, str]:
-    """One output row, formatted exactly as ``predict`` writes its CSV."""
+def _csv_row(
+    folder: Path, path: Path, prediction: Prediction, meta: ModelMeta, stamp: RunStamp, qc: str = DEFAULT_QC
+) -> dict[str, str]:
+    """One output row, formatted exactly as ``predict`` writes its CSV (``prediction`` judged under ``qc``)."""
     subject = prediction.subject or subject_from_name(path.name)
     label = label_from_name(path)  # C-NMC training names state their class
     truth = None if label is None else meta.label_name(bool(label))
     rel = path.relative_to(folder).as_posix()
-    return ResultRow(rel, prediction, subject, truth, stamp, utc_now()).as_csv(with_truth=True)
+    return ResultRow(rel, prediction, subject, truth, stamp, utc_now(), qc_mode=qc).as_csv(with_truth=True)
 
 
 @dataclass
@@ -156,13 +167,19 @@ class _Session:
     batch: int
     faults: FaultPolicy
     stamp: RunStamp
+    qc: str = DEFAULT_QC
 
 
 def _record(session: _Session, path: Path, prediction: Prediction) -> None:
-    row = _csv_row(session.folder, path, prediction, session.classifier.meta, session.stamp)
+    prediction = judge(prediction, session.qc)
+    row = _csv_row(session.folder, path, prediction, session.classifier.meta, session.stamp, session.qc)
     session.sink.append(row)
     s = session.summary
-    if prediction.status == "ok":
+    s.flagged += prediction.flagged and prediction.status != "error"
+    if prediction.status == FLAGGED:
+        s.withheld += 1
+        log.warning("%s: flagged (%s), no label (p=%.3f)", printable(row["path"]), row["qc"], prediction.prob_all)
+    elif prediction.status == "ok":
         s.classified += 1
         s.called_all += prediction.label == session.classifier.meta.label_name(True)
         log.info("%s: %s (p=%.3f)", printable(row["path"]), row["label"].upper(), prediction.prob_all)
@@ -277,10 +294,10 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _open_classifier(model: Path | None, backend: str, tta: str = "full") -> Classifier:
+def _open_classifier(model: Path | None, backend: str, tta: str = "full", qc: str = DEFAULT_QC) -> Classifier:
     if model is None:
         raise UsageError("give --model (an exported .onnx or .xml)")
-    return Classifier.load(model, backend=backend, tta=tta)
+    return Classifier.load(model, backend=backend, tta=tta, **checks_for(qc))
 
 
 def _start_session(
@@ -293,6 +310,7 @@ def _start_session(
     give_up_s: float,
     faults: FaultPolicy,
     stamp: RunStamp,
+    qc: str = DEFAULT_QC,
 ) -> _Session:
     """Pick up where an earlier session's CSV left off and say what runs."""
     if sink.trimmed_bytes:
@@ -312,17 +330,17 @@ def _start_session(
         sink.path,
     )
     scanner = FolderScanner(folder, recursive)
-    return _Session(folder, classifier, sink, tracker, summary, scanner, max(1, batch), faults, stamp)
+    return _Session(folder, classifier, sink, tracker, summary, scanner, max(1, batch), faults, stamp, qc)
 
 
 def _open_output(out: Path, run: Provenance, continue_with_new_model: bool) -> tuple[CsvLog, dict]:
     """The CSV log for ``out`` and the provenance sidecar to write once it is open; nothing is written here.
 
     Raises:
-        UsageError: ``out`` is not ours, is an older file without provenance columns, or was
+        UsageError: ``out`` is not ours, is an older file without provenance (or qc) columns, or was
             written by another model or threshold (without ``continue_with_new_model``).
     """
-    sink = CsvLog(out, COLUMNS, explain=lambda header: legacy_header(header, COLUMNS))
+    sink = CsvLog(out, COLUMNS, explain=lambda h: legacy_header(h, COLUMNS) or pre_qc_header(h, COLUMNS))
     return sink, continue_output(out, sink.read_rows(), run, continue_with_new_model, utc_now())
 
 
@@ -358,6 +376,7 @@ def watch_folder(
     tta: str = "full",
     faults: FaultPolicy | None = None,
     continue_with_new_model: bool = False,
+    qc: str = DEFAULT_QC,
 ) -> WatchSummary:
     """Classify images as they appear in ``folder`` until stopped.
 
@@ -379,6 +398,8 @@ def watch_folder(
         faults: Retry and backoff for engine faults (default :class:`FaultPolicy`).
         continue_with_new_model: Add rows to an ``out`` whose rows were made by another model or
             threshold, recording the change in its provenance sidecar; without it that is refused.
+        qc: ``flag``, ``strict`` or ``off``: what a flagged cell's row says (:mod:`edgeleuk.workflow.flags`);
+            with ``off`` and no ``classifier``, the model is opened without quality checks.
 
     Returns:
         The session summary; Ctrl-C ends the session normally.
@@ -399,7 +420,8 @@ def watch_folder(
         )
     if interval <= 0:
         raise UsageError(f"interval must be positive, got {interval}")
-    classifier = classifier or _open_classifier(model, backend, tta)
+    check_qc_mode(qc)
+    classifier = classifier or _open_classifier(model, backend, tta, qc)
     run = Provenance.of(classifier, model, classifier.tta)
     s = run.stamp
     summary = WatchSummary(folder=folder, out=Path(out), model=(
@@ -410,7 +432,7 @@ def watch_folder(
     with log_file as sink:
         _write_sidecar(Path(out), record)
         session = _start_session(
-            folder, classifier, sink, summary, recursive, batch, give_up_s, faults or FaultPolicy(), run.stamp
+            folder, classifier, sink, summary, recursive, batch, give_up_s, faults or FaultPolicy(), run.stamp, qc
         )
         stop = stop_event or threading.Event()
         with _ctrl_c_sets(stop) as presses:

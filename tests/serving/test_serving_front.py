@@ -176,3 +176,14 @@ def test_a_replica_decodes_at_most_its_slots_at_once(model):
         answers = list(pool.map(lambda _: request(addr, "POST", wire.PREDICT, png, "image/png"), range(6)))
     assert [a[0] for a in answers] == [200] * 6
     assert peak[0] == 1
+
+
+def test_the_query_string_reaches_the_service(model):
+    service = ModelService(str(model), "cpu", 1)  # started without heatmaps
+    cell = wire.encode_tensor(gray_cell(200)[None])
+    with front_server(service, Limits()) as addr:
+        asked = request(addr, "POST", f"{wire.PREDICT}?{wire.HEATMAP_QUERY}=1", cell)
+        plain = request(addr, "POST", wire.PREDICT, cell)
+    assert asked[0] == 400 and "serve --heatmaps" in asked[1]["error"]
+    record = plain[1]["predictions"][0]
+    assert plain[0] == 200 and isinstance(record["qc"], list) and "heatmap" not in record

@@ -43,9 +43,9 @@ def test_csv_without_truth_has_no_truth_column(tmp_path: Path) -> None:
     write_csv(tmp_path / "p.csv", [_ok("a.bmp", 0.7), _failed("b.bmp")], "all")
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines == [
-        "path,status,error,prob_all,label,subject,adjustment,model,threshold,tta,engine,time_utc",
-        "a.bmp,ok,,0.700000,all,,padded:a,,,,,",  # rows made without provenance leave it empty
-        "b.bmp,error,empty file (0 bytes),,,,,,,,,",
+        "path,status,error,prob_all,label,qc,ood_score,subject,adjustment,model,threshold,tta,engine,time_utc",
+        "a.bmp,ok,,0.700000,all,ok,,,padded:a,,,,,",  # rows made without provenance leave it empty
+        "b.bmp,error,empty file (0 bytes),,,,,,,,,,,",
     ]
 
 

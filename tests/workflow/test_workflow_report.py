@@ -37,7 +37,7 @@ def predicted(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> tup
         first = next(csv.DictReader(fh))
     with open(out, "a", newline="", encoding="utf-8") as fh:  # a failed file, as predict writes one
         csv.writer(fh, lineterminator="\n").writerow(
-            ["gone.bmp", "error", "file not found", "", "", "", "", "",
+            ["gone.bmp", "error", "file not found", "", "", "", "", "", "", "",
              *(first[c] for c in ("model", "threshold", "tta", "engine", "time_utc"))]
         )
     return out, folder
