@@ -117,7 +117,8 @@ def _round_diameters(mask: np.ndarray) -> np.ndarray:
         perim = cv2.arcLength(c, True)
         hull = cv2.contourArea(cv2.convexHull(c))
         if 4 * math.pi * area / max(perim * perim, 1e-6) > 0.75 and area / max(hull, 1e-6) > 0.95:
-            out.append(2.0 * math.sqrt(area / math.pi))
+            # The contour runs through the boundary pixels' centres: half a pixel inside the object.
+            out.append(2.0 * math.sqrt((area + perim / 2) / math.pi))
     return np.asarray(out, np.float64)
 
 
