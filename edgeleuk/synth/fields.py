@@ -148,13 +148,17 @@ def _place_red_cells(rng, canvas: _Canvas, um: float, whites: list[tuple[float, 
     h, w = canvas.ids.shape
     target = RED_COVER * h * w / (math.pi * (RED_CELL_DIAMETER_UM / 2 / um) ** 2)
     reds: list[tuple[float, float, float]] = []
-    for _ in range(int(target * 6)):
-        if len(reds) >= target:
-            break
+    misses = 0
+    while len(reds) < target and misses < 40:
+        # The size is drawn first and kept while a place is sought: rejecting sizes would favour small cells.
         r = rng.normal(RED_CELL_DIAMETER_UM, 0.4) / 2 / um
-        x, y = rng.uniform(-r / 2, w + r / 2), rng.uniform(-r / 2, h + r / 2)
-        # Red cells may touch each other (a few overlap slightly), never a white cell.
-        if not _free(x, y, r, whites, 1.05) or not _free(x, y, r, reds, 0.9 if rng.random() < 0.2 else 1.02):
+        for _ in range(40):
+            x, y = rng.uniform(-r / 2, w + r / 2), rng.uniform(-r / 2, h + r / 2)
+            # Red cells may touch each other (a few overlap slightly), never a white cell.
+            if _free(x, y, r, whites, 1.05) and _free(x, y, r, reds, 0.9 if rng.random() < 0.2 else 1.02):
+                break
+        else:
+            misses += 1
             continue
         alpha, d = _disk_alpha(r)
         jitter = rng.normal(0.0, 4.0, 3).astype(np.float32)
