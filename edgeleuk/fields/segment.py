@@ -6,7 +6,7 @@ resolution (:mod:`edgeleuk.fields.cut`). After white balance from the field's ba
 
 * a white cell (nucleus and cytoplasm) is bluish: blue exceeds green by :data:`BLUE_CELL`;
   its nucleus is bluish *and* dark. Red cells are pink (blue close to green), the background white;
-* a bluish object is split by a watershed seeded at the peaks of its distance transform
+* a bluish object is split at the peaks of its distance transform, each pixel to the nearest peak
   (two touching cells are two peaks with a narrow neck between them);
 * each piece is a white cell if it is round enough, has a nucleus and is 5.5-22 um across;
   a platelet if it is under 4.5 um; a cut cell if it touches the field's edge; else debris;
@@ -27,6 +27,7 @@ from edgeleuk.core.meta import INPUT_SIZE
 from edgeleuk.core.optics import RED_CELL_DIAMETER_UM, UM_PER_PX_RANGE, StainReference
 from edgeleuk.fields.cut import cut_cells
 from edgeleuk.fields.image import FIELD_MAX_PIXELS, FIELD_MIN_SIDE, FieldError
+from edgeleuk.fields.masks import fill_holes, largest
 from edgeleuk.fields.results import EXCLUDED_KINDS, SCALE_SOURCES, FieldResult, Outline, Piece
 from edgeleuk.fields.stain import apply_gains, background_colour, white_balance_gains
 
@@ -43,6 +44,8 @@ RED_DARK = 40
 #: Equivalent diameters (um): white cells within, platelets below the platelet bound.
 WBC_DIAM_UM = (5.5, 22.0)
 PLATELET_MAX_UM = 4.5
+#: A distance-transform peak is where the distance exceeds this share of the object's largest one.
+PEAK_SHARE = 0.45
 #: Least share of a white cell's area that is nucleus, and least solidity (area / convex hull).
 MIN_NUCLEUS_SHARE, MIN_SOLIDITY = 0.08, 0.85
 #: A field whose bluish share is above this is crowded (no smear looks like that): refused.
@@ -77,14 +80,6 @@ def reduce(rgb: np.ndarray, factor: int) -> np.ndarray:
         return rgb
     h, w = rgb.shape[:2]
     return cv2.resize(rgb, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``mask`` (uint8 0/1) with every enclosed hole filled (a red cell's pale centre, a nucleolus)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    out = np.zeros_like(mask)
-    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
-    return out
 
 
 def _planes(rgb_wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,18 +141,27 @@ def estimate_scale(rgb: np.ndarray, *, min_cells: int = 8) -> float | None:
     return um if UM_PER_PX_RANGE[0] <= um <= UM_PER_PX_RANGE[1] else None
 
 
-def _split(roi_rgb: np.ndarray, mask: np.ndarray, min_peak_px: float) -> list[np.ndarray]:
-    """Split one bluish object at its distance-transform peaks by a watershed; masks over the ROI."""
+def _split(mask: np.ndarray, min_peak_px: float) -> list[np.ndarray]:
+    """Split one bluish object at the peaks of its distance transform; masks over the object's box.
+
+    Each pixel goes to the nearest peak: for round cells that is the watershed of the distance
+    transform, and two touching cells part at their neck. (A watershed on the colours would not do:
+    a cell's nucleus edge is a steeper gradient than the seam between two cytoplasms.)
+    """
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     dmax = float(dist.max())
-    peaks = (dist > max(0.5 * dmax, min_peak_px)).astype(np.uint8)
+    peaks = (dist > max(PEAK_SHARE * dmax, min_peak_px)).astype(np.uint8)
     n, markers = cv2.connectedComponents(peaks)
     if n <= 2:  # background + one peak: nothing to split
         return [mask]
-    markers = markers.astype(np.int32)
-    markers[mask == 0] = n  # the outside is one more basin, so no cell floods into it
-    cv2.watershed(np.ascontiguousarray(roi_rgb), markers)
-    return [(markers == k).astype(np.uint8) for k in range(1, n) if (markers == k).any()]
+    # Distances to the nearest peak pixel, labelled by that peak's connected component.
+    _, nearest = cv2.distanceTransformWithLabels(1 - peaks, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP)
+    parts = []
+    for k in range(1, n):
+        lab = int(nearest[markers == k][0])
+        part = ((nearest == lab) & (mask > 0)).astype(np.uint8)
+        parts.append(largest(part))
+    return parts
 
 
 def _classify(piece: np.ndarray, nucleus: np.ndarray, um: float, at_edge: bool) -> str:
@@ -195,7 +199,7 @@ def detect(wb: np.ndarray, work_um: float) -> tuple[list[Piece], np.ndarray]:
         sl = (slice(y, y + bh), slice(x, x + bw))
         mask = (labels[sl] == k).astype(np.uint8)
         diam = 2.0 * math.sqrt(area / math.pi) * work_um
-        parts = [mask] if diam < 1.5 * WBC_DIAM_UM[0] else _split(wb[sl], mask, min_peak)
+        parts = [mask] if diam < 1.5 * WBC_DIAM_UM[0] else _split(mask, min_peak)
         for part in parts:
             ys, xs = np.nonzero(part)
             if len(ys) == 0:
