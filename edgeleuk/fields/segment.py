@@ -50,6 +50,10 @@ PEAK_SHARE = 0.45
 MIN_NUCLEUS_SHARE, MIN_SOLIDITY = 0.08, 0.85
 #: A field whose bluish share is above this is crowded (no smear looks like that): refused.
 CROWDED_SHARE = 0.35
+#: The background (the brightest pixels) must average at least this (0..255) ...
+DARKEST_BACKGROUND = 60
+#: ... and its blue may exceed its green by at most this share (a lamp may be warm, not cells-blue).
+BLUISH_BACKGROUND = 0.10
 #: Most white cells cut from one field.
 MAX_CELLS = 500
 
@@ -60,9 +64,20 @@ def check_field(rgb: np.ndarray) -> None:
         got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise FieldError(f"a field must be RGB uint8 [H, W, 3], got {got}")
     h, w = rgb.shape[:2]
-    if min(h, w) < FIELD_MIN_SIDE or h * w > FIELD_MAX_PIXELS:
-        raise FieldError(f"field of {w} x {h} pixels: sides must be >= {FIELD_MIN_SIDE}, "
-                         f"at most {FIELD_MAX_PIXELS} pixels")
+    if h * w > FIELD_MAX_PIXELS:
+        raise FieldError(f"field too large ({w} x {h}; at most {FIELD_MAX_PIXELS} pixels)")
+    if min(h, w) < FIELD_MIN_SIDE:
+        raise FieldError(f"field too small ({w} x {h}; at least {FIELD_MIN_SIDE} a side)")
+
+
+def _check_background(background: np.ndarray) -> None:
+    """Refuse a field whose brightest part is no empty slide: too dark, or bluish (cells everywhere)."""
+    if float(background.mean()) < DARKEST_BACKGROUND:
+        raise FieldError(f"field too dark (its brightest part averages {background.mean():.0f} of 255): "
+                         "no lit background, so no white balance")
+    if background[2] - background[1] > BLUISH_BACKGROUND * background[1]:
+        raise FieldError("crowded field: no empty background visible (its brightest part is bluish, "
+                         "as white cells are); no cells cut")
 
 
 def _scale(value: float | None, what: str) -> float | None:
@@ -258,7 +273,9 @@ def find_cells(field: np.ndarray, *, um_per_px: float | None, model_um_per_px: f
                              "give the field's micrometres per pixel (--um-per-px)")
     elif scale_source not in SCALE_SOURCES[:2]:
         raise UsageError(f"scale_source must be one of {SCALE_SOURCES[:2]}, got {scale_source!r}")
-    gains = white_balance_gains(background_colour(field))
+    background = background_colour(field)
+    _check_background(background)
+    gains = white_balance_gains(background)
     factor = max(1, int(DETECT_UM_PER_PX / um))
     work_um = um * (field.shape[1] / max(1, field.shape[1] // factor))
     wb = apply_gains(reduce(field, factor), gains)
