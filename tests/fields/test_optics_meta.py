@@ -74,3 +74,20 @@ def test_reference_from_cells_pools_the_cells_pixels_only():
     assert ref.cells == 3 and np.allclose(ref.lab_mean, mean, atol=1.0)
     with pytest.raises(ValueError):
         reference_from_cells([np.zeros((10, 10, 3), np.uint8)])
+
+
+def test_training_scale_is_stated_or_recorded_by_synth(tmp_path, synth_root):
+    from edgeleuk.core.optics import SYNTH_UM_PER_PX
+    from edgeleuk.synth.dataset import recorded_scale
+    from edgeleuk.training.optics import training_scale
+    from edgeleuk.training.recipe import load_recipe
+
+    assert recorded_scale(synth_root) == SYNTH_UM_PER_PX
+    assert training_scale(synth_root, None) == SYNTH_UM_PER_PX
+    assert training_scale(synth_root, 0.1) == 0.1  # the recipe's word wins
+    assert training_scale(tmp_path, None) is None  # real data, nothing stated
+    (tmp_path / "SYNTHETIC.txt").write_text("SYNTHETIC\nsubjects=5\n")  # written before scales were recorded
+    assert recorded_scale(tmp_path) is None
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('arch = "seresnext_tiny"\num_per_px = 0.09\n')
+    assert load_recipe(recipe).um_per_px == 0.09
