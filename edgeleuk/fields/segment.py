@@ -132,6 +132,23 @@ def _round_diameters(mask: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
+def _overview(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """The field reduced to at most :data:`SCALE_SIDE` on its longer side, and the factor."""
+    factor = max(1, math.ceil(max(rgb.shape[:2]) / SCALE_SIDE))
+    return reduce(rgb, factor), factor
+
+
+def _scale_of(wb: np.ndarray, factor: float, min_cells: int) -> float | None:
+    diam = _round_diameters(red_mask(wb))
+    if len(diam) < min_cells:
+        return None
+    med = float(np.median(diam))
+    typical = diam[(diam > 0.7 * med) & (diam < 1.4 * med)]  # drop fragments and merged pairs
+    med = float(np.median(typical)) if len(typical) >= min_cells else med
+    um = RED_CELL_DIAMETER_UM / (med * factor)
+    return um if UM_PER_PX_RANGE[0] <= um <= UM_PER_PX_RANGE[1] else None
+
+
 def estimate_scale(rgb: np.ndarray, *, min_cells: int = 8) -> float | None:
     """Micrometres per pixel from the median diameter of the field's single red cells (about 7.5 um).
 
@@ -143,17 +160,8 @@ def estimate_scale(rgb: np.ndarray, *, min_cells: int = 8) -> float | None:
         The scale, or None when fewer than ``min_cells`` single red cells are found.
     """
     check_field(rgb)
-    factor = max(1, math.ceil(max(rgb.shape[:2]) / SCALE_SIDE))
-    small = reduce(rgb, factor)
-    wb = apply_gains(small, white_balance_gains(background_colour(small)))
-    diam = _round_diameters(red_mask(wb))
-    if len(diam) < min_cells:
-        return None
-    med = float(np.median(diam))
-    typical = diam[(diam > 0.7 * med) & (diam < 1.4 * med)]  # drop fragments and merged pairs
-    med = float(np.median(typical)) if len(typical) >= min_cells else med
-    um = RED_CELL_DIAMETER_UM / (med * factor)
-    return um if UM_PER_PX_RANGE[0] <= um <= UM_PER_PX_RANGE[1] else None
+    small, factor = _overview(rgb)
+    return _scale_of(apply_gains(small, white_balance_gains(background_colour(small))), factor, min_cells)
 
 
 def _split(mask: np.ndarray, min_peak_px: float) -> list[np.ndarray]:
@@ -266,19 +274,26 @@ def find_cells(field: np.ndarray, *, um_per_px: float | None, model_um_per_px: f
     check_field(field)
     model_um = _scale(model_um_per_px, "model_um_per_px")
     um = _scale(um_per_px, "um_per_px")
+    if um is not None and scale_source not in SCALE_SOURCES[:2]:
+        raise UsageError(f"scale_source must be one of {SCALE_SOURCES[:2]}, got {scale_source!r}")
+    # One pass over the full field: an overview for the background and the scale; detection works
+    # on the overview (or the field itself, when the scale asks for more detail than the overview has).
+    small, f0 = _overview(field)
+    background = background_colour(small)
+    _check_background(background)
+    gains = white_balance_gains(background)
     if um is None:
-        um, scale_source = estimate_scale(field), "red-cell-median"
+        um, scale_source = _scale_of(apply_gains(small, gains), f0, 8), "red-cell-median"
         if um is None:
             raise FieldError("no scale: the field states none and has too few single red cells to measure; "
                              "give the field's micrometres per pixel (--um-per-px)")
-    elif scale_source not in SCALE_SOURCES[:2]:
-        raise UsageError(f"scale_source must be one of {SCALE_SOURCES[:2]}, got {scale_source!r}")
-    background = background_colour(field)
-    _check_background(background)
-    gains = white_balance_gains(background)
     factor = max(1, int(DETECT_UM_PER_PX / um))
-    work_um = um * (field.shape[1] / max(1, field.shape[1] // factor))
-    wb = apply_gains(reduce(field, factor), gains)
+    size_wh = (max(1, field.shape[1] // factor), max(1, field.shape[0] // factor))
+    if factor >= f0:
+        wb = apply_gains(cv2.resize(small, size_wh, interpolation=cv2.INTER_AREA), gains)
+    else:
+        wb = apply_gains(reduce(field, factor), gains)
+    work_um = um * field.shape[1] / wb.shape[1]
     pieces, blue = detect(wb, work_um)
     whites = [p for p in pieces if p.kind == "white_cell"]
     if len(whites) > MAX_CELLS:
