@@ -135,3 +135,17 @@ def test_overlay_is_a_png_of_the_field_and_checks_its_calls():
     assert (np.abs(img[:, :, ::-1].astype(int) - rgb).max(axis=2) > 60).mean() > 0.001  # something drawn
     with pytest.raises(ValueError):
         overlay_png(rgb, res, ["all"])
+
+
+def test_a_cell_cut_back_out_has_the_drawn_crops_colour_and_size():
+    """White balance undoes the lamp's tint; resampling to the model's scale restores the drawn size."""
+    rgb, ids, objects, crops = _field(7, white_cells=3, pair=False, edge=False)
+    res = find_cells(rgb, um_per_px=0.08, model_um_per_px=MODEL_UM)
+    assert len(res.cells) == 3
+    for cell in res.cells:
+        oid = int(np.bincount(ids[int(cell.centroid[1]), int(cell.centroid[0])].ravel()).argmax())
+        original = crops[oid]
+        lit_o, lit_c = original.max(axis=2) > 0, cell.image.max(axis=2) > 0
+        assert abs(lit_c.sum() / lit_o.sum() - 1) < 0.08
+        mean_o, mean_c = original[lit_o].mean(axis=0), cell.image[lit_c].mean(axis=0)
+        assert np.abs(mean_c - mean_o).max() < 6, (mean_o, mean_c)
