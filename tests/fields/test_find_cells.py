@@ -149,3 +149,17 @@ def test_a_cell_cut_back_out_has_the_drawn_crops_colour_and_size():
         assert abs(lit_c.sum() / lit_o.sum() - 1) < 0.08
         mean_o, mean_c = original[lit_o].mean(axis=0), cell.image[lit_c].mean(axis=0)
         assert np.abs(mean_c - mean_o).max() < 6, (mean_o, mean_c)
+
+
+def test_stain_normalisation_brings_each_cut_cell_to_the_reference():
+    from edgeleuk.core.optics import StainReference
+    from edgeleuk.fields.stain import lab_stats
+
+    ref = StainReference(lab_mean=(60.0, 25.0, -20.0), lab_std=(10.0, 5.0, 6.0), cells=1)
+    rgb, *_ = _field(8, white_cells=2, pair=False, edge=False)
+    res = find_cells(rgb, um_per_px=0.08, model_um_per_px=MODEL_UM, stain=ref)
+    assert len(res.cells) == 2
+    for cell in res.cells:
+        lit = cell.image.max(axis=2) > 0
+        mean, _ = lab_stats(cell.image, lit)
+        assert np.allclose(mean, ref.lab_mean, atol=2.5), mean
