@@ -197,7 +197,8 @@ def _place_small(rng, canvas: _Canvas, um: float, whites: list[tuple[float, floa
 
 def draw_field(rng: np.random.Generator, *, size: tuple[int, int] = FIELD_SIZE, um_per_px: float = FIELD_UM_PER_PX,
                white_cells: int | None = None, pair: bool | None = None,
-               edge: bool | None = None) -> tuple[np.ndarray, np.ndarray, list[dict], dict[int, np.ndarray]]:
+               edge: bool | None = None,
+               vignetting: float | None = None) -> tuple[np.ndarray, np.ndarray, list[dict], dict[int, np.ndarray]]:
     """Draw one SYNTHETIC field.
 
     Args:
@@ -207,6 +208,7 @@ def draw_field(rng: np.random.Generator, *, size: tuple[int, int] = FIELD_SIZE, 
         white_cells: Single white cells (default 1-4); a touching pair and a cut cell come on top.
         pair: Add a touching pair (default: half the fields).
         edge: Add a white cell cut by the edge (default: half the fields).
+        vignetting: Light lost in the corners, 0..1 (default: 0-8 %).
 
     Returns:
         (RGB uint8 field, int32 instance ids, objects, original C-NMC crop of each white cell by id).
@@ -222,6 +224,12 @@ def draw_field(rng: np.random.Generator, *, size: tuple[int, int] = FIELD_SIZE, 
     _place_red_cells(rng, canvas, um_per_px, whites)
     lamp = np.clip(rng.normal([0.93, 0.95, 0.88], 0.03), 0.75, 1.0).astype(np.float32)  # the lamp's tint
     img = canvas.rgb * lamp * np.float32(rng.uniform(0.9, 1.0))
+    if vignetting is None:
+        vignetting = float(rng.uniform(0.0, 0.08))
+    if vignetting > 0:  # the optics: light falls off towards the corners
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / np.float32((w / 2) ** 2 + (h / 2) ** 2)
+        img *= (1.0 - np.float32(vignetting) * r2)[..., None]
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(2.0)
     return np.rint(np.clip(img, 0, 255)).astype(np.uint8), canvas.ids, canvas.objects, crops
 
