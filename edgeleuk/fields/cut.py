@@ -14,15 +14,13 @@ import cv2
 import numpy as np
 
 from edgeleuk.core.optics import StainReference
-from edgeleuk.fields.masks import fill_holes, largest
+from edgeleuk.fields.masks import BLUE_CELL, blue_excess, fill_holes, largest
 from edgeleuk.fields.results import CellCrop, Outline, Piece
 from edgeleuk.fields.stain import apply_gains, normalise
 
 #: The cell's longest side may take at most this share of the crop after resampling; a bigger
 #: object is no white cell at the model's scale and counts as debris.
 MAX_CELL_SHARE = 0.98
-#: Blue minus green (white-balanced) of a white cell's pixel at full resolution (as in detection).
-_BLUE_CELL = 20
 
 
 def _full_mask(field: np.ndarray, gains: np.ndarray, piece: Piece, others: list[Piece],
@@ -48,7 +46,7 @@ def _full_mask(field: np.ndarray, gains: np.ndarray, piece: Piece, others: list[
         dst[src > 0] = value
     box = apply_gains(field[y0:y1, x0:x1], gains)
     smooth = cv2.GaussianBlur(box, (3, 3), 0)  # the camera's pixel noise, not the cell's edge
-    bluish = (smooth[..., 2].astype(np.int16) - smooth[..., 1].astype(np.int16)) > _BLUE_CELL
+    bluish = blue_excess(smooth) > BLUE_CELL  # the detection's threshold, on the field's own pixels
     grow = int(max(sx, sy)) * 2 + 1
     near = cv2.dilate((lab == 1).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
     mask = (bluish & (near > 0) & (lab != 2)).astype(np.uint8)

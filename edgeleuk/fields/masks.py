@@ -1,9 +1,17 @@
-"""Two operations on 0/1 masks that detection and the cut share (OpenCV)."""
+"""What detection and the cut share: the bluish threshold and two operations on 0/1 masks (OpenCV)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+#: Blue minus green (white-balanced, 0..255) above which a pixel belongs to a white cell or platelet.
+BLUE_CELL = 20
+
+
+def blue_excess(rgb_wb: np.ndarray) -> np.ndarray:
+    """Blue minus green of white-balanced RGB, int16: a white cell's stain is bluish, a red cell's is not."""
+    return rgb_wb[..., 2].astype(np.int16) - rgb_wb[..., 1].astype(np.int16)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

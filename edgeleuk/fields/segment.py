@@ -27,7 +27,7 @@ from edgeleuk.core.meta import INPUT_SIZE
 from edgeleuk.core.optics import RED_CELL_DIAMETER_UM, UM_PER_PX_RANGE, StainReference
 from edgeleuk.fields.cut import cut_cells
 from edgeleuk.fields.image import FIELD_MAX_PIXELS, FIELD_MIN_SIDE, FieldError
-from edgeleuk.fields.masks import fill_holes, largest
+from edgeleuk.fields.masks import BLUE_CELL, blue_excess, fill_holes, largest
 from edgeleuk.fields.results import EXCLUDED_KINDS, SCALE_SOURCES, FieldResult, Outline, Piece
 from edgeleuk.fields.stain import apply_gains, background_colour, white_balance_gains
 
@@ -35,8 +35,6 @@ from edgeleuk.fields.stain import apply_gains, background_colour, white_balance_
 DETECT_UM_PER_PX = 0.25
 #: Longer side of the reduced copy :func:`estimate_scale` measures red cells on.
 SCALE_SIDE = 1024
-#: Blue minus green (white-balanced, 0..255) above which a pixel belongs to a white cell or platelet.
-BLUE_CELL = 20
 #: A nucleus pixel: blue minus green above this and green below :data:`NUCLEUS_GREEN`.
 NUCLEUS_BLUE, NUCLEUS_GREEN = 34, 130
 #: A red-cell pixel: green this much below the background (and not bluish).
@@ -99,8 +97,7 @@ def reduce(rgb: np.ndarray, factor: int) -> np.ndarray:
 
 def _planes(rgb_wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(blue minus green, green) as int16."""
-    g = rgb_wb[..., 1].astype(np.int16)
-    return rgb_wb[..., 2].astype(np.int16) - g, g
+    return blue_excess(rgb_wb), rgb_wb[..., 1].astype(np.int16)
 
 
 def _kernel(size: int) -> np.ndarray:
