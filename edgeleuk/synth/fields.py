@@ -43,6 +43,9 @@ RED_RGB, PALLOR_RGB = (225.0, 140.0, 142.0), (242.0, 206.0, 206.0)
 PLATELET_RGB = (160.0, 108.0, 186.0)
 DEBRIS_RGB = (186.0, 166.0, 206.0)  # a pale bluish smudge without a nucleus
 RED_COVER = 0.34  # share of the field the red cells cover
+#: Closest a red cell comes to a white cell, as a share of the sum of their radii: 1, they may touch
+#: but not cover it (detection holds at 0.85, but a covered cell would differ from its drawn crop).
+WHITE_RED_GAP = 1.0
 
 
 @dataclass
@@ -155,7 +158,7 @@ def _place_red_cells(rng, canvas: _Canvas, um: float, whites: list[tuple[float, 
         for _ in range(40):
             x, y = rng.uniform(-r / 2, w + r / 2), rng.uniform(-r / 2, h + r / 2)
             # Red cells may touch each other (a few overlap slightly), never a white cell.
-            if _free(x, y, r, whites, 1.05) and _free(x, y, r, reds, 0.9 if rng.random() < 0.2 else 1.02):
+            if _free(x, y, r, whites, WHITE_RED_GAP) and _free(x, y, r, reds, 0.9 if rng.random() < 0.2 else 1.02):
                 break
         else:
             misses += 1
