@@ -18,6 +18,7 @@ from typing import Any
 
 from edgeleuk.core.errors import CheckpointError
 from edgeleuk.core.trust import MAX_OOD_CHARS, OodModel, QualityRanges
+from edgeleuk.core.optics import StainReference, check_um_per_px
 
 PAPER_ARCH = "legacy_seresnext50_32x4d"
 INPUT_SIZE = 450  # C-NMC cells are 450x450 BMPs
@@ -154,6 +155,11 @@ class ModelMeta:
             None for a model that predates QC (the runtime then uses ``DEFAULT_QUALITY`` and says so).
         ood: The out-of-distribution model of the graph's embedding, fitted at calibrate; None
             when not calibrated for it (no ``ood_score``).
+        um_per_px: Micrometres per pixel of the training cells (``synth`` records its own, a recipe
+            states it for real data); None in models made before it was recorded, or when nobody
+            stated it: cutting cells from fields (``--fields``) then needs ``--model-um-per-px``.
+        stain_reference: Colour statistics of the training cells for stain normalisation of cells
+            cut from fields; None (older models, or not computed): field cells are white-balanced only.
     """
 
     arch: str = PAPER_ARCH
@@ -168,6 +174,8 @@ class ModelMeta:
     extra: dict[str, Any] = field(default_factory=dict)
     quality: QualityRanges | None = None
     ood: OodModel | None = None
+    um_per_px: float | None = None
+    stain_reference: StainReference | None = None
 
     def __post_init__(self) -> None:
         """Refuse metadata that would crash or mislead at prediction time (a hostile or broken file)."""
@@ -188,6 +196,10 @@ class ModelMeta:
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
                 raise CheckpointError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
+        if self.um_per_px is not None:
+            object.__setattr__(self, "um_per_px", check_um_per_px(self.um_per_px))
+        if self.stain_reference is not None and not isinstance(self.stain_reference, StainReference):
+            raise CheckpointError(f"stain_reference must be an object, got {type(self.stain_reference).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (class-name keys become strings).
@@ -204,6 +216,7 @@ class ModelMeta:
             d["quality"] = self.quality.to_dict()
         if self.ood is not None:
             d["ood"] = self.ood.to_dict()
+        d["stain_reference"] = self.stain_reference.to_dict() if self.stain_reference is not None else None
         return d
 
     def to_json(self) -> str:
@@ -241,6 +254,8 @@ class ModelMeta:
             d["quality"] = QualityRanges.from_dict(d["quality"])
         if d.get("ood") is not None:
             d["ood"] = OodModel.from_dict(d["ood"])
+        if d.get("stain_reference") is not None:
+            d["stain_reference"] = StainReference.from_dict(d["stain_reference"])
         return cls(preprocess=Preprocess(**pre), **d)
 
     @classmethod
