@@ -33,7 +33,6 @@ from edgeleuk.workflow.outputs import DEFAULT_OUT
 from edgeleuk.workflow.predict import PredictOptions
 from edgeleuk.workflow.predict import predict as run_predict
 
-
 FIELDS_HELP = ("Each input is a smear field: find its white cells, cut each to the C-NMC form and classify "
                "it (one row per cell; OUT.fields.json counts what was not classified).")
 UM_PER_PX_HELP = ("With --fields: the camera's micrometres per pixel (default: the TIFF resolution tags, else "
