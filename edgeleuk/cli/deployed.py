@@ -168,6 +168,11 @@ def watch(
         help="Add rows to an OUT written by another model or threshold; the change is recorded in "
              "OUT.provenance.json (without it, that is refused: choose a new --out).",
     ),
+    fields: bool = typer.Option(False, "--fields", help=FIELDS_HELP),
+    um_per_px: float | None = typer.Option(None, "--um-per-px", help=UM_PER_PX_HELP),
+    model_um_per_px: float | None = typer.Option(None, "--model-um-per-px", help=MODEL_UM_HELP),
+    save_crops: Path | None = typer.Option(None, "--save-crops", help=CROPS_HELP),
+    overlays: Path | None = typer.Option(None, "--overlays", help=OVERLAYS_HELP),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
@@ -181,17 +186,21 @@ def watch(
     Each row names the model (id), threshold, TTA mode, engine and time;
     OUT.provenance.json describes each model. A restart with another model or
     threshold exits 2 and writes nothing, unless --continue-with-new-model.
+    With --fields each image is a smear field: its cells' rows are written
+    together, then recorded in OUT.fields.json; a restart does a field that was
+    cut short again whole, without doubling its rows.
     """
     from edgeleuk.runtime.classifier import Classifier
     from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
     with exit_codes():
+        field_opts = _field_options(fields, um_per_px, model_um_per_px, save_crops, overlays)
         # --server etc. reach the backend
         clf = Classifier.load(model, backend.value, tta=tta.value, **(engine_fields or {}))
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
             faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),
-            classifier=clf, continue_with_new_model=continue_with_new_model,
+            classifier=clf, continue_with_new_model=continue_with_new_model, fields=field_opts,
         )
     typer.echo(summary.describe())
 

@@ -77,11 +77,22 @@ class FieldOptions:
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive number of micrometres, got {value}")
 
-    def check_folders(self) -> None:
-        """Refuse before any work a crop or overlay folder that cannot be written (exit 2)."""
+    def check_folders(self, watched: Path | None = None, recursive: bool = False) -> None:
+        """Refuse before any work a crop or overlay folder that cannot be written (exit 2).
+
+        Args:
+            watched: The folder ``watch`` reads fields from: the crops and overlays must not land
+                where they would be read as new fields (in it, or below it with ``recursive``).
+            recursive: Whether ``watch`` descends into sub-folders.
+        """
         for flag, folder in (("--save-crops", self.save_crops), ("--overlays", self.overlays)):
             if folder is None:
                 continue
+            if watched is not None:
+                real, root = Path(os.path.realpath(folder)), Path(os.path.realpath(watched))
+                if real == root or (recursive and root in real.parents):
+                    raise UsageError(f"{flag} {folder} lies in the watched folder: its PNGs would be read as new "
+                                     "fields; choose a folder outside it")
             try:
                 Path(folder).mkdir(parents=True, exist_ok=True)
                 probe = Path(folder) / f".edgeleuk-probe-{os.getpid()}"
@@ -213,8 +224,10 @@ class FieldRunner:
         self.model_um_per_px = model_scale(classifier, options)
         self.stain = getattr(classifier.meta, "stain_reference", None)
 
-    def _error(self, rel: str, path: Path, why: str, *, subject: str | None, record: dict[str, Any],
-               unreadable: bool = False) -> FieldOutcome:
+    def error(self, rel: str, path: Path, why: str, *, subject: str | None = None,
+              record: dict[str, Any] | None = None, unreadable: bool = False) -> FieldOutcome:
+        """The one error row of a field that gave no cells, and its record."""
+        record = {"cells": 0, "excluded": {}} if record is None else record
         prediction = Prediction(path=str(path), status="error", error=why)
         row = FieldRow(rel, prediction, subject, None, self.stamp, utc_now(), field=rel)
         return FieldOutcome((row,), record | {"status": "error", "error": why, "rows": 1}, unreadable)
@@ -229,7 +242,7 @@ class FieldRunner:
         record: dict[str, Any] = {"cells": 0, "excluded": {}}
         image = _read(path)
         if isinstance(image, str):
-            return self._error(rel, path, f"not read as a field: {image}", subject=subject, record=record,
+            return self.error(rel, path, f"not read as a field: {image}", subject=subject, record=record,
                                unreadable=True)
         um, source = self.options.um_per_px, FLAG_SOURCE
         if um is None and getattr(image, "um_per_px", None):
@@ -241,7 +254,7 @@ class FieldRunner:
             raise
         except Exception as exc:  # noqa: BLE001 - a hostile field costs its row, never the run
             log.debug("segmentation of %s failed", printable(rel), exc_info=True)
-            return self._error(rel, path, f"cannot find cells: {type(exc).__name__}: {exc}", subject=subject,
+            return self.error(rel, path, f"cannot find cells: {type(exc).__name__}: {exc}", subject=subject,
                                record=record)
         source = source if um is not None else found.scale_source
         excluded = {str(k): int(v) for k, v in found.excluded.items()}
@@ -249,7 +262,7 @@ class FieldRunner:
                    "seconds": round(float(found.seconds), 4)}
         if not found.cells:
             self._overlay(rel, image.rgb, found, [], record)
-            return self._error(rel, path, f"no white cell found in the field (not classified: "
+            return self.error(rel, path, f"no white cell found in the field (not classified: "
                                f"{_excluded_text(excluded)})", subject=subject, record=record)
         # An EngineFault propagates: the field is fine, so it gets no row.
         predictions = self.classifier.predict_arrays(np.stack([c.image for c in found.cells]))
@@ -396,7 +409,7 @@ class FieldLedger:
 
 
 def resume_ledger(out: Path, rows: int) -> FieldLedger:
-    """The record to continue ``out`` with (``watch --fields``); rows past its mark are cut from ``out``.
+    """The record to continue ``out`` with (``watch --fields``), written; rows past its mark are cut from ``out``.
 
     Args:
         out: The predictions CSV (its header already checked).
@@ -407,8 +420,8 @@ def resume_ledger(out: Path, rows: int) -> FieldLedger:
         if rows:
             log.warning("%s has %d row(s) but no %s beside it: they are taken as finished fields",
                         out, rows, fields_path(out).name)
-        return FieldLedger(Path(out), rows=rows)
-    if rows > ledger.rows:
+        ledger = FieldLedger(Path(out), rows=rows)
+    elif rows > ledger.rows:
         keep_rows(Path(out), ledger.rows)
         log.warning("%s: %d row(s) of a field that was being written when the last session stopped were "
                     "dropped; that field is done again whole", out, rows - ledger.rows)
@@ -416,4 +429,5 @@ def resume_ledger(out: Path, rows: int) -> FieldLedger:
         log.warning("%s holds %d row(s), fewer than %s records (%d): the file's rows are taken as they are",
                     out, rows, fields_path(out).name, ledger.rows)
         ledger.rows = rows
+    ledger.write()  # before the first row: a field cut short in this session is known as such
     return ledger

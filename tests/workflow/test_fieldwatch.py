@@ -1,0 +1,149 @@
+"""``watch --fields``: a field's rows go together; a restart after a crash mid-field does it again whole, once.
+
+SYNTHETIC fields (tests/field_support.py), the brightness test model, the stand-in segmentation.
+A crash is an exception no handler catches (like a kill): what is on disk is what a restart finds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from field_support import BUSY, ONE, write_field
+from workflow_support import build_brightness_onnx
+
+from edgeleuk.core.errors import EngineFault, UsageError
+from edgeleuk.workflow import csvlog, fieldrows
+from edgeleuk.workflow.fieldrows import FIELD_COLUMNS, FieldOptions, fields_path
+from edgeleuk.workflow.watch import COLUMNS, FaultPolicy, watch_folder
+
+OPTIONS = FieldOptions(model_um_per_px=0.25)
+#: Rows the folder gives: a_busy 2 cells, b_empty 1 error row, c_one 1 cell, d_busy 2 cells.
+EXPECTED = [("a_busy.png", "1"), ("a_busy.png", "2"), ("b_empty.png", ""), ("c_one.bmp", "1"),
+            ("d_busy.png", "1"), ("d_busy.png", "2")]
+
+
+class Crash(BaseException):
+    """The process dies here (nothing catches it)."""
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_brightness_onnx(tmp_path_factory.mktemp("fieldwatch-model") / "bright.onnx")
+
+
+@pytest.fixture
+def smear(tmp_path: Path) -> Path:
+    folder = tmp_path / "smear"
+    write_field(folder / "a_busy.png", BUSY)
+    write_field(folder / "b_empty.png", [])
+    write_field(folder / "c_one.bmp", ONE)
+    write_field(folder / "d_busy.png", BUSY)
+    return folder
+
+
+def _watch(folder: Path, out: Path, model: Path, **kw):
+    return watch_folder(folder, model=model, out=out, backend="cpu", interval=0.05, max_idle=0.6,
+                        give_up_s=0.2, fields=OPTIONS, **kw)
+
+
+def _keys(out: Path) -> list[tuple[str, str]]:
+    with open(out, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == FIELD_COLUMNS + COLUMNS
+        return [(r["field"], r["cell"]) for r in reader]
+
+
+def test_rows_per_cell_and_a_restart_adds_nothing(model: Path, smear: Path, tmp_path: Path) -> None:
+    out = tmp_path / "w.csv"
+    first = _watch(smear, out, model)
+    assert _keys(out) == EXPECTED
+    assert (first.classified, first.failed) == (5, 1)
+    assert any("not classified: 2 edge cut, 2 platelet" in line for line in first.fields)
+    again = _watch(smear, out, model)
+    assert _keys(out) == EXPECTED and again.resumed == 6 and again.written == 0
+    assert json.loads(fields_path(out).read_text())["rows"] == 6
+
+
+@pytest.mark.parametrize("crash_at", [2, 6])  # inside the first field; inside the last, after finished ones
+def test_a_crash_mid_field_redoes_that_field_whole(
+    model: Path, smear: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    crash_at: int,
+) -> None:
+    out = tmp_path / "w.csv"
+    real, count = csvlog.CsvLog.append, [0]
+
+    def dying(self, row):
+        count[0] += 1
+        if count[0] == crash_at:
+            raise Crash
+        real(self, row)
+
+    with monkeypatch.context() as m:
+        m.setattr(csvlog.CsvLog, "append", dying)
+        with pytest.raises(Crash):
+            _watch(smear, out, model)
+    assert len(_keys(out)) == crash_at - 1  # the rows before the crash are on disk, the field's too
+    with caplog.at_level(logging.WARNING):
+        _watch(smear, out, model)
+    assert _keys(out) == EXPECTED  # each row once, the interrupted field complete
+    assert "done again whole" in caplog.text
+
+
+def test_a_crash_before_the_field_is_recorded_redoes_it(
+    model: Path, smear: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "w.csv"
+    real, count = fieldrows.FieldLedger.write, [0]
+
+    def dying(self):
+        count[0] += 1
+        if count[0] == 5:  # the start, a, b, c recorded; d_busy's two rows are written, its record is not
+            raise Crash
+        real(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(fieldrows.FieldLedger, "write", dying)
+        with pytest.raises(Crash):
+            _watch(smear, out, model)
+    assert _keys(out) == EXPECTED
+    _watch(smear, out, model)
+    assert _keys(out) == EXPECTED
+    assert Counter(_keys(out)).most_common(1)[0][1] == 1
+    doc = json.loads(fields_path(out).read_text())
+    assert doc["rows"] == 6 and doc["fields"]["d_busy.png"]["cells"] == 2
+
+
+def test_an_engine_fault_writes_no_row_and_the_field_is_tried_again(
+    model: Path, smear: Path, tmp_path: Path
+) -> None:
+    from edgeleuk.runtime.classifier import Classifier
+
+    clf = Classifier.load(model, backend="cpu")
+    calls = [0]
+    real = clf.predict_arrays
+
+    def flaky(images):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise EngineFault("device lost")
+        return real(images)
+
+    clf.predict_arrays = flaky  # type: ignore[method-assign]
+    out = tmp_path / "w.csv"
+    _watch(smear, out, model, classifier=clf, faults=FaultPolicy(retries=2, backoff_s=0.0))
+    assert _keys(out) == EXPECTED
+
+
+def test_crops_and_overlays_must_not_land_in_the_watched_folder(model: Path, smear: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="watched folder"):
+        watch_folder(smear, model=model, out=tmp_path / "w.csv", backend="cpu", max_idle=0.1,
+                     fields=FieldOptions(model_um_per_px=0.25, overlays=smear))
+    with pytest.raises(UsageError, match="watched folder"):
+        watch_folder(smear, model=model, out=tmp_path / "w.csv", backend="cpu", max_idle=0.1, recursive=True,
+                     fields=FieldOptions(model_um_per_px=0.25, save_crops=smear / "crops"))
+    assert not (tmp_path / "w.csv").exists()
