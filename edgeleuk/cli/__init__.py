@@ -25,7 +25,7 @@ training library into exit 2 naming the extra.
 
 from __future__ import annotations
 
-from edgeleuk.cli import card, deployed, serving, training  # noqa: F401 - each module registers its commands on app
+from edgeleuk.cli import card, deployed, fields, serving, training  # noqa: F401 - each module registers its commands on app
 from edgeleuk.cli.base import BackendChoice, BenchBackend, app
 from edgeleuk.workflow.outputs import DEFAULT_OUT
 

@@ -338,11 +338,23 @@ def synth(
     subjects: int = typer.Option(24, help="Number of subjects (split subject-disjoint across folds/tests)."),
     cells_per_subject: int = typer.Option(40, help="Cells per subject."),
     seed: int = typer.Option(0, help="Random seed; the same seed writes the same files."),
+    fields: int = typer.Option(
+        0, min=0, help="Write this many SYNTHETIC smear fields (with ground truth) instead of single cells."
+    ),
+    field_um_per_px: float | None = typer.Option(
+        None, help="With --fields: the fields' micrometres per pixel (default: a 100x oil objective's)."
+    ),
 ) -> None:
-    """Write a SYNTHETIC data set in the public C-NMC release layout (pipeline testing only)."""
-    from edgeleuk.synth.dataset import make_synthetic  # lazy: only this command draws cells
-
+    """Write a SYNTHETIC data set in the public C-NMC release layout, or smear fields (pipeline testing only)."""
     with exit_codes():
+        if fields:
+            from edgeleuk.synth.fields import make_fields  # lazy: only this command draws fields
+
+            scale = {} if field_um_per_px is None else {"um_per_px": field_um_per_px}
+            typer.echo(make_fields(out, fields, seed=seed, **scale).describe())
+            return
+        from edgeleuk.synth.dataset import make_synthetic  # lazy: only this command draws cells
+
         summary = make_synthetic(out, subjects=subjects, cells_per_subject=cells_per_subject, seed=seed)
     typer.echo(summary.describe())
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeleuk.core.errors import CheckpointError
+from edgeleuk.core.optics import StainReference, check_um_per_px
 
 PAPER_ARCH = "legacy_seresnext50_32x4d"
 INPUT_SIZE = 450  # C-NMC cells are 450x450 BMPs
@@ -148,6 +149,11 @@ class ModelMeta:
         val_metrics: Validation metrics of this checkpoint.
         data_fingerprint: Hash of the training file list.
         extra: Free-form provenance (import source, epoch...).
+        um_per_px: Micrometres per pixel of the training cells (``synth`` records its own, a recipe
+            states it for real data); None in models made before it was recorded, or when nobody
+            stated it: cutting cells from fields (``--fields``) then needs ``--model-um-per-px``.
+        stain_reference: Colour statistics of the training cells for stain normalisation of cells
+            cut from fields; None (older models, or not computed): field cells are white-balanced only.
     """
 
     arch: str = PAPER_ARCH
@@ -160,6 +166,8 @@ class ModelMeta:
     val_metrics: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    um_per_px: float | None = None
+    stain_reference: StainReference | None = None
 
     def __post_init__(self) -> None:
         """Refuse metadata that would crash or mislead at prediction time (a hostile or broken file)."""
@@ -176,6 +184,10 @@ class ModelMeta:
         for name in ("val_metrics", "extra"):
             if not isinstance(getattr(self, name), dict):
                 raise CheckpointError(f"{name} must be an object, got {type(getattr(self, name)).__name__}")
+        if self.um_per_px is not None:
+            object.__setattr__(self, "um_per_px", check_um_per_px(self.um_per_px))
+        if self.stain_reference is not None and not isinstance(self.stain_reference, StainReference):
+            raise CheckpointError(f"stain_reference must be an object, got {type(self.stain_reference).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (class-name keys become strings)."""
@@ -183,6 +195,7 @@ class ModelMeta:
         d["class_names"] = {str(k): v for k, v in self.class_names.items()}
         d["preprocess"]["mean"] = list(self.preprocess.mean)
         d["preprocess"]["std"] = list(self.preprocess.std)
+        d["stain_reference"] = self.stain_reference.to_dict() if self.stain_reference is not None else None
         return d
 
     def to_json(self) -> str:
@@ -215,6 +228,8 @@ class ModelMeta:
                 d["class_names"] = {int(k): v for k, v in names.items()}
             except ValueError as exc:
                 raise CheckpointError(f"class_names keys must be 0 and 1, got {sorted(names)}") from exc
+        if d.get("stain_reference") is not None:
+            d["stain_reference"] = StainReference.from_dict(d["stain_reference"])
         return cls(preprocess=Preprocess(**pre), **d)
 
     @classmethod

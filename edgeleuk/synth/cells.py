@@ -170,8 +170,12 @@ def _nucleus_shade(rng: np.random.Generator, looks: CellLooks) -> np.ndarray:
     return np.float32(looks.darkness) + looks.fine * _noise(rng, 3) + looks.coarse * clumps
 
 
-def render_cell(rng: np.random.Generator, looks: CellLooks, stain: Stain) -> np.ndarray:
-    """Draw one cell; returns uint8 RGB ``[INPUT_SIZE, INPUT_SIZE, 3]`` with a black background."""
+def render_cell(rng: np.random.Generator, looks: CellLooks, stain: Stain, *, flaws: bool = True) -> np.ndarray:
+    """Draw one cell; returns uint8 RGB ``[INPUT_SIZE, INPUT_SIZE, 3]`` with a black background.
+
+    ``flaws=False`` leaves out the segmentation's flaws (a cut-off part, leftover specks): the
+    whole cell, as :mod:`edgeleuk.synth.fields` places it into a smear field.
+    """
     yy, xx = _grid()
     jitter = rng.uniform(-8.0, 8.0, 2)
     cy, cx = BOX / 2 + jitter[0], BOX / 2 + jitter[1]
@@ -194,7 +198,7 @@ def render_cell(rng: np.random.Generator, looks: CellLooks, stain: Stain) -> np.
     rgb = rgb * np.float32(stain.brightness)
     rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(2.5) * cell[:, :, None]
 
-    if rng.random() < IMPERFECT_CUT:  # segmentation cut off part of the cell
+    if flaws and rng.random() < IMPERFECT_CUT:  # segmentation cut off part of the cell
         ang, dist = rng.uniform(0.0, 2 * np.pi), rng.uniform(0.6, 0.9) * looks.cell_r
         keep = np.clip(np.float32(dist) - (dx * np.float32(np.cos(ang)) + dy * np.float32(np.sin(ang))), 0, 1)
         rgb *= keep[:, :, None]
@@ -202,7 +206,7 @@ def render_cell(rng: np.random.Generator, looks: CellLooks, stain: Stain) -> np.
     out = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     o = (INPUT_SIZE - BOX) // 2
     out[o:o + BOX, o:o + BOX] = np.rint(np.clip(rgb, 0.0, 255.0)).astype(np.uint8)
-    if rng.random() < SPECKS:
+    if flaws and rng.random() < SPECKS:
         _add_specks(rng, out, o + cy, o + cx, looks.cell_r)
     return out
 
