@@ -10,13 +10,6 @@ from pathlib import Path
 
 import pytest
 
-try:  # issue #21: edgeleuk.fields comes from another branch; until it is merged, a test stand-in serves
-    import edgeleuk.fields  # noqa: F401
-except ImportError:
-    import fields_standin
-
-    fields_standin.install()
-
 # Two cores on CI: keep torch from oversubscribing when several things run.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Idle OpenMP threads sleep instead of spinning: with other processes on the same cores a

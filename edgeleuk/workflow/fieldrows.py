@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 
 from edgeleuk import fields as fieldlib
-from edgeleuk.core.errors import EdgeleukError, EngineFault, OutputError, UsageError
+from edgeleuk.core.errors import EdgeleukError, OutputError, UsageError
+from edgeleuk.core.optics import UM_PER_PX_RANGE
 from edgeleuk.core.text import printable
 from edgeleuk.io.atomic import atomic_path, atomic_write_text
 from edgeleuk.io.csvcells import name_to_text
@@ -49,7 +50,7 @@ FIELDS_SUFFIX = ".fields.json"
 FIELDS_FORMAT = "edgeleuk.fields/1"
 #: The scale source a row names when ``--um-per-px`` set it.
 FLAG_SOURCE = "flag"
-TIFF_SOURCE = "tiff"
+TIFF_SOURCE = "tiff"  # as edgeleuk.fields.SCALE_SOURCES names them
 MAX_LEDGER_BYTES = 64 * 1024 * 1024  # a record per field: far below this for any session
 
 
@@ -72,10 +73,11 @@ class FieldOptions:
     overlays: Path | None = None
 
     def __post_init__(self) -> None:
+        lo, hi = UM_PER_PX_RANGE
         for name in ("um_per_px", "model_um_per_px"):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive number of micrometres, got {value}")
+            if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+                raise UsageError(f"--{name.replace('_', '-')} must be micrometres per pixel in {lo}..{hi}, got {value}")
 
     def check_folders(self, watched: Path | None = None, recursive: bool = False) -> None:
         """Refuse before any work a crop or overlay folder that cannot be written (exit 2).
@@ -110,7 +112,7 @@ def model_scale(classifier: Classifier, options: FieldOptions) -> float:
     """
     if options.model_um_per_px is not None:
         return options.model_um_per_px
-    stated = getattr(classifier.meta, "um_per_px", None)
+    stated = classifier.meta.um_per_px
     if stated is None:
         raise UsageError(
             "this model does not say at which scale its training cells were (no um_per_px in its metadata): "
@@ -199,14 +201,12 @@ class FieldOutcome:
     unreadable: bool = False
 
 
-def _read(path: Path) -> Any:
-    """The decoded field, or the reason it cannot be read (a str)."""
+def _read(path: Path) -> fieldlib.FieldImage | str:
+    """The decoded field, or the reason it cannot be read."""
     try:
-        image = fieldlib.read_field(path)
-    except EdgeleukError as exc:
+        return fieldlib.read_field(path)
+    except fieldlib.FieldError as exc:
         return str(exc)
-    error = getattr(image, "error", None)
-    return str(error) if error else image
 
 
 def _excluded_text(excluded: Mapping[str, int]) -> str:
@@ -222,7 +222,8 @@ class FieldRunner:
         self.options = options
         self.stamp = stamp
         self.model_um_per_px = model_scale(classifier, options)
-        self.stain = getattr(classifier.meta, "stain_reference", None)
+        self.stain = classifier.meta.stain_reference
+        self.positive = classifier.meta.label_name(True)
 
     def error(self, rel: str, path: Path, why: str, *, subject: str | None = None,
               record: dict[str, Any] | None = None, unreadable: bool = False) -> FieldOutcome:
@@ -244,19 +245,19 @@ class FieldRunner:
         if isinstance(image, str):
             return self.error(rel, path, f"not read as a field: {image}", subject=subject, record=record,
                                unreadable=True)
-        um, source = self.options.um_per_px, FLAG_SOURCE
-        if um is None and getattr(image, "um_per_px", None):
-            um, source = float(image.um_per_px), image.scale_source or TIFF_SOURCE
+        um, source = self.options.um_per_px, FLAG_SOURCE  # the flag first, then the file's tags
+        if um is None and image.um_per_px is not None:
+            um, source = image.um_per_px, image.scale_source or TIFF_SOURCE
         try:
             found = fieldlib.find_cells(image.rgb, um_per_px=um, model_um_per_px=self.model_um_per_px,
-                                        stain=self.stain, size=self.classifier.input_size)
-        except EngineFault:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a hostile field costs its row, never the run
+                                        stain=self.stain, size=self.classifier.input_size, scale_source=source)
+        except fieldlib.FieldError as exc:  # no scale, crowded beyond any smear: the field's own fault
+            return self.error(rel, path, f"no cells taken: {exc}", subject=subject, record=record)
+        except (EdgeleukError, ValueError, MemoryError, cv2.error) as exc:  # a hostile field: its row, not the run
             log.debug("segmentation of %s failed", printable(rel), exc_info=True)
             return self.error(rel, path, f"cannot find cells: {type(exc).__name__}: {exc}", subject=subject,
-                               record=record)
-        source = source if um is not None else found.scale_source
+                              record=record)
+        source = found.scale_source
         excluded = {str(k): int(v) for k, v in found.excluded.items()}
         record |= {"excluded": excluded, "um_per_px": round(float(found.um_per_px), 5), "scale_source": source,
                    "seconds": round(float(found.seconds), 4)}
@@ -288,7 +289,7 @@ class FieldRunner:
         if self.options.overlays is None:
             return
         dest = _own_path(self.options.overlays, rel, ".overlay.png")
-        _write_png(dest, fieldlib.overlay_png(rgb, found, list(calls)))
+        _write_png(dest, fieldlib.overlay_png(rgb, found, list(calls), positive=self.positive))
         record["overlay"] = name_to_text(str(dest))
 
 

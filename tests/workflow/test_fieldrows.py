@@ -1,7 +1,7 @@
 """``predict --fields``: rows per white cell, error rows per hostile field, crops, overlays, the fields record.
 
-SYNTHETIC fields (tests/field_support.py) and the brightness test model; the segmentation is
-``edgeleuk.fields.find_cells``' test stand-in or a fake where a test needs one.
+SYNTHETIC fields and the brightness test model. The segmentation is a fake (tests/field_support.py)
+except in the last test, which runs the real one on fields from ``synth --fields``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from field_support import ALL_GREY, BUSY, HEM_GREY, ONE, write_field
+from field_support import ALL_GREY, BUSY, HEM_GREY, ONE, fake_find_cells, write_field
 from typer.testing import CliRunner
 from workflow_support import build_brightness_onnx
 
@@ -33,6 +33,11 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_brightness_onnx(tmp_path_factory.mktemp("fields-model") / "bright.onnx")
+
+
+@pytest.fixture(autouse=True)
+def squares_are_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fieldrows.fieldlib, "find_cells", fake_find_cells)
 
 
 @pytest.fixture
@@ -111,12 +116,10 @@ def test_crops_and_overlays(model: Path, smear: Path, tmp_path: Path) -> None:
 def test_a_field_that_breaks_the_segmentation_is_one_error_row(
     model: Path, smear: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = fieldrows.fieldlib.find_cells
-
     def fragile(field: np.ndarray, **kw):
-        if field.shape[1] == 400 and (field[:, :, 0] == HEM_GREY).any():
+        if (field[:, :, 0] == HEM_GREY).any():
             raise MemoryError("a field full of overlapping cells")
-        return real(field, **kw)
+        return fake_find_cells(field, **kw)
 
     monkeypatch.setattr(fieldrows.fieldlib, "find_cells", fragile)
     out = tmp_path / "p.csv"
@@ -132,8 +135,9 @@ def test_model_without_a_scale_needs_the_flag(model: Path, smear: Path, tmp_path
     with pytest.raises(UsageError, match="--model-um-per-px"):
         predict_fields(smear, model, tmp_path / "p.csv", OPTS, FieldOptions())
     assert not (tmp_path / "p.csv").exists()
-    with pytest.raises(UsageError, match="positive"):
-        FieldOptions(um_per_px=0.0)
+    for bad in (0.0, float("nan"), 50.0):
+        with pytest.raises(UsageError, match="micrometres per pixel"):
+            FieldOptions(um_per_px=bad)
     with pytest.raises(UsageError, match="csv or jsonl"):
         predict_fields(smear, model, tmp_path / "s.zip", PredictOptions(fmt="cnmc"), FieldOptions(model_um_per_px=1))
 
@@ -141,25 +145,23 @@ def test_model_without_a_scale_needs_the_flag(model: Path, smear: Path, tmp_path
 def test_tiff_scale_is_used_unless_the_flag_says_otherwise(
     model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_field(tmp_path / "f" / "one.png", ONE)
-    real = fieldrows.fieldlib.read_field
+    # 40000 pixels per centimetre: 0.25 um per pixel, in the file's resolution tags
+    tags = [cv2.IMWRITE_TIFF_RESUNIT, 3, cv2.IMWRITE_TIFF_XDPI, 40000, cv2.IMWRITE_TIFF_YDPI, 40000]
+    write_field(tmp_path / "f" / "one.tif", ONE, params=tags)
     seen: list[float | None] = []
-
-    def tagged(path, **kw):
-        return type(real(path))(real(path).rgb, um_per_px=0.3, scale_source="tiff")
 
     def spy(field, *, um_per_px, **kw):
         seen.append(um_per_px)
-        return find(field, um_per_px=um_per_px, **kw)
+        return fake_find_cells(field, um_per_px=um_per_px, **kw)
 
-    find = fieldrows.fieldlib.find_cells
-    monkeypatch.setattr(fieldrows.fieldlib, "read_field", tagged)
     monkeypatch.setattr(fieldrows.fieldlib, "find_cells", spy)
     for flag, source in ((None, "tiff"), (0.4, "flag")):
         out = tmp_path / f"{source}.csv"
         predict_fields(tmp_path / "f", model, out, OPTS, FieldOptions(um_per_px=flag, model_um_per_px=MODEL_UM))
-        assert [r["scale_source"] for r in _csv(out)[1]] == [source]
-    assert seen == [0.3, 0.4]
+        rows = _csv(out)[1]
+        assert [r["scale_source"] for r in rows] == [source]
+        assert rows[0]["area_um2"] == f"{30 * 30 * (flag or 0.25) ** 2:.1f}"
+    assert seen == [pytest.approx(0.25), 0.4]
 
 
 class _FaultOnSecond:
@@ -203,3 +205,28 @@ def test_cli_predict_fields(model: Path, smear: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "only apply with --fields" in result.output
     result = runner.invoke(app, [*args[:-2], "--strict"])
     assert result.exit_code == 1  # two fields gave error rows
+
+
+def test_real_segmentation_on_synthetic_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``synth --fields`` -> ``predict --fields`` with the real find_cells and a model that states its scale."""
+    from edgeleuk.core.meta import ModelMeta
+    from edgeleuk.core.optics import SYNTH_UM_PER_PX
+    from edgeleuk.synth.fields import make_fields
+
+    monkeypatch.undo()  # the real segmentation
+    make_fields(tmp_path / "synth", 2, seed=3, size=(1024, 768))
+    model = build_brightness_onnx(tmp_path / "m.onnx", ModelMeta(arch="seresnext_tiny", recipe="fields-test",
+                                                                  um_per_px=SYNTH_UM_PER_PX))
+    out, overlays = tmp_path / "p.csv", tmp_path / "over"
+    summary = predict_fields(tmp_path / "synth" / "fields", model, out, OPTS, FieldOptions(overlays=overlays))
+    assert summary.synthetic and "SYNTHETIC" in summary.describe()
+    _, rows = _csv(out)
+    record = json.loads(fields_path(out).read_text())["fields"]
+    for name in ("field_0001.png", "field_0002.png"):
+        truth = json.loads((tmp_path / "synth" / "truth" / name.replace(".png", ".json")).read_text())
+        whole = [o for o in truth["objects"] if o["kind"] == "white_cell" and not o["edge_cut"]]
+        mine = [r for r in rows if r["field"] == name]
+        assert len(mine) == record[name]["cells"] and record[name]["scale_source"] == "red-cell-median"
+        assert abs(len(mine) - len(whole)) <= 1 and all(r["status"] == "ok" for r in mine)
+        assert record[name]["excluded"]["red_cell"] > 10
+        assert cv2.imread(str(overlays / f"{name}.overlay.png")).shape == (768, 1024, 3)
