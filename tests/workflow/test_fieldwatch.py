@@ -1,6 +1,6 @@
 """``watch --fields``: a field's rows go together; a restart after a crash mid-field does it again whole, once.
 
-SYNTHETIC fields (tests/field_support.py), the brightness test model, the stand-in segmentation.
+SYNTHETIC fields, the brightness test model and a fake segmentation (tests/field_support.py).
 A crash is an exception no handler catches (like a kill): what is on disk is what a restart finds.
 """
 
@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from field_support import BUSY, ONE, write_field
+from field_support import BUSY, ONE, fake_find_cells, write_field
 from workflow_support import build_brightness_onnx
 
 from edgeleuk.core.errors import EngineFault, UsageError
@@ -34,6 +34,11 @@ class Crash(BaseException):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_brightness_onnx(tmp_path_factory.mktemp("fieldwatch-model") / "bright.onnx")
+
+
+@pytest.fixture(autouse=True)
+def squares_are_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fieldrows.fieldlib, "find_cells", fake_find_cells)
 
 
 @pytest.fixture
