@@ -58,6 +58,9 @@ class Row:
         tta: ``full`` or ``staged``, when the row says.
         engine: Backend and precision (``cpu-fp32``), when the row says.
         time_utc: When the row was written, when the row says.
+        field: The smear field the cell was found in (``predict/watch --fields`` rows), else None.
+        cell: The cell's index in its field; None on a field's error row and for plain rows.
+        bbox: The cell's ``(x0, y0, x1, y1)`` in field pixels, when the row says.
     """
 
     path: str
@@ -73,6 +76,9 @@ class Row:
     tta: str = ""
     engine: str = ""
     time_utc: str = ""
+    field: str | None = None
+    cell: int | None = None
+    bbox: tuple[int, int, int, int] | None = None
 
     @property
     def shown(self) -> str:
@@ -124,6 +130,15 @@ def _parse_truth(text: str | None) -> int | None:
     return _TRUE_NAMES.get((text or "").strip().lower())
 
 
+def _bbox(text: str | None) -> tuple[int, int, int, int] | None:
+    """``x0 y0 x1 y1`` as the rows write it; None when absent or not a box."""
+    try:
+        x0, y0, x1, y1 = (int(v) for v in (text or "").split())
+    except ValueError:
+        return None
+    return (x0, y0, x1, y1) if 0 <= x0 < x1 and 0 <= y0 < y1 else None
+
+
 def _row(raw: dict[str, str], truth_col: str | None) -> Row:
     path = text_to_name(raw.get("path") or "")
     prob = _parse_float(raw.get("prob_all"))
@@ -144,6 +159,9 @@ def _row(raw: dict[str, str], truth_col: str | None) -> Row:
         tta=(raw.get("tta") or "").strip(),
         engine=(raw.get("engine") or "").strip(),
         time_utc=(raw.get("time_utc") or "").strip(),
+        field=text_to_name(raw["field"]) if raw.get("field") else None,
+        cell=int(raw["cell"]) if (raw.get("cell") or "").strip().isdigit() else None,
+        bbox=_bbox(raw.get("bbox")),
     )
 
 
