@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -152,3 +154,32 @@ def test_crops_and_overlays_must_not_land_in_the_watched_folder(model: Path, sme
         watch_folder(smear, model=model, out=tmp_path / "w.csv", backend="cpu", max_idle=0.1, recursive=True,
                      fields=FieldOptions(model_um_per_px=0.25, save_crops=smear / "crops"))
     assert not (tmp_path / "w.csv").exists()
+
+
+def test_a_field_still_being_written_waits_instead_of_an_error_row(
+    model: Path, tmp_path: Path
+) -> None:
+    folder, out = tmp_path / "incoming", tmp_path / "w.csv"
+    data = write_field(tmp_path / "whole.png", ONE).read_bytes()
+    folder.mkdir()
+    (folder / "slow.png").write_bytes(data[: len(data) // 2])  # the camera paused mid-file
+    from edgeleuk.runtime.classifier import Classifier
+
+    clf, stop = Classifier.load(model, backend="cpu"), threading.Event()
+    worker = threading.Thread(target=lambda: watch_folder(
+        folder, model=model, out=out, classifier=clf, interval=0.05, give_up_s=30.0, fields=OPTIONS,
+        stop_event=stop))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not fields_path(out).exists():  # the session has started
+            time.sleep(0.02)
+        time.sleep(0.8)  # many polls read the half file and fail
+        (folder / "slow.png").write_bytes(data)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(_keys(out) if out.exists() else []) < 1:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(60)
+    assert _keys(out) == [("slow.png", "1")]

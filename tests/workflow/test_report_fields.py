@@ -70,3 +70,16 @@ def test_report_page_has_a_field_table_and_cells_cut_from_their_field(
     centre, corner = int(jpeg[jpeg.shape[0] // 2, jpeg.shape[1] // 2]), int(jpeg[1, 1])
     assert abs(centre - ALL_GREY) <= 6 and abs(corner - GROUND) <= 6
     assert len(re.findall("data:image/jpeg", html)) >= 3
+
+
+def test_fields_are_ordered_by_subject_then_field() -> None:
+    from edgeleuk.workflow.report_data import Row
+
+    def row(field: str, subject: str | None, prob: float) -> Row:
+        return Row(path=field, ok=True, error=None, prob=prob, called_all=prob >= 0.5, subject=subject,
+                   adjustment="", truth=None, field=field, cell=1)
+
+    rows = [row("a10.png", "H3", 0.9), row("a2.png", None, 0.1), row("a9.png", "12", 0.2), row("b.png", "7", 0.3),
+            row("a1.png", "12", 0.7)]
+    assert [(f.subject, f.shown) for f in summarise_fields(rows)] == [
+        ("7", "b.png"), ("12", "a1.png"), ("12", "a9.png"), ("H3", "a10.png"), ("(unknown)", "a2.png")]
