@@ -230,3 +230,38 @@ def test_real_segmentation_on_synthetic_fields(tmp_path: Path, monkeypatch: pyte
         assert abs(len(mine) - len(whole)) <= 1 and all(r["status"] == "ok" for r in mine)
         assert record[name]["excluded"]["red_cell"] > 10
         assert cv2.imread(str(overlays / f"{name}.overlay.png")).shape == (768, 1024, 3)
+
+
+def _huge_png(path: Path, side: int = 60_000) -> Path:
+    """A PNG whose header declares ``side`` x ``side`` pixels (3.6 GP), with almost no data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    head = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    return path
+
+
+def test_hostile_fields_cost_one_error_row_each(model: Path, tmp_path: Path) -> None:
+    from runtime_support import write_bad_files
+
+    folder = tmp_path / "hostile"
+    bad = write_bad_files(folder)  # empty, text, truncated, a 20x20 float TIFF
+    _huge_png(folder / "huge.png")
+    write_field(folder / "ok.png", ONE)
+    out = tmp_path / "p.csv"
+    summary = predict_fields(folder, model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM))
+    _, rows = _csv(out)
+    by_field: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        by_field.setdefault(r["field"], []).append(r)
+    assert set(by_field) == {*bad, "huge.png", "ok.png"}
+    for name in [*bad, "huge.png"]:
+        assert [(r["status"], r["cell"]) for r in by_field[name]] == [("error", "")], name
+        assert by_field[name][0]["error"].startswith("not read as a field")
+    assert "too large" in by_field["huge.png"][0]["error"]
+    assert [(r["status"], r["label"]) for r in by_field["ok.png"]] == [("ok", "all")]
+    assert summary.failed == len(bad) + 1 and summary.exit_code() == 0

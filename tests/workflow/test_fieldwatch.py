@@ -183,3 +183,29 @@ def test_a_field_still_being_written_waits_instead_of_an_error_row(
         stop.set()
         worker.join(60)
     assert _keys(out) == [("slow.png", "1")]
+
+
+def test_a_link_out_of_the_folder_is_one_error_row_and_never_read(model: Path, tmp_path: Path) -> None:
+    folder, out = tmp_path / "incoming", tmp_path / "w.csv"
+    outside = write_field(tmp_path / "elsewhere" / "secret.png", ONE)
+    write_field(folder / "a.png", ONE)
+    (folder / "b.png").symlink_to(outside)
+    _watch(folder, out, model)
+    assert _keys(out) == [("a.png", "1"), ("b.png", "")]
+    with open(out, newline="", encoding="utf-8") as fh:
+        error = [r["error"] for r in csv.DictReader(fh) if r["field"] == "b.png"][0]
+    assert "link leading out of the watched folder" in error
+
+
+def test_cli_watch_field_flags_need_fields(model: Path, smear: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgeleuk.cli import app
+
+    result = CliRunner().invoke(app, ["watch", str(smear), "-m", str(model), "--um-per-px", "0.2",
+                                      "--out", str(tmp_path / "w.csv")])
+    assert result.exit_code == 2 and "only apply with --fields" in result.output
+    result = CliRunner().invoke(app, ["watch", str(smear), "-m", str(model), "--fields", "--out",
+                                      str(tmp_path / "w.csv")])
+    assert result.exit_code == 2 and "--model-um-per-px" in result.output  # the test model states no scale
+    assert not (tmp_path / "w.csv").exists()
