@@ -126,10 +126,11 @@ class WatchSummary:
     def describe(self) -> str:
         """What was classified, what failed and where the rows are."""
         share = f" ({100 * self.called_all / self.classified:.1f}%)" if self.classified else ""
+        unit, bad = ("white cell(s)", "field(s) without cells") if self.fields else ("image(s)", "unreadable file(s)")
         lines = [
             f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
-            f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
-            + f"{self.failed} unreadable file(s) recorded as errors",
+            f"  classified {self.classified} {unit}, {self.called_all} called ALL{share}; "
+            + f"{self.failed} {bad} recorded as errors",
             f"  {self.out}: {self.resumed + self.written} row(s) ({self.resumed} from earlier sessions); "
             + "run `edgeleuk watch` again to continue",
         ]
