@@ -9,6 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -209,3 +213,42 @@ def test_cli_watch_field_flags_need_fields(model: Path, smear: Path, tmp_path: P
                                       str(tmp_path / "w.csv")])
     assert result.exit_code == 2 and "--model-um-per-px" in result.output  # the test model states no scale
     assert not (tmp_path / "w.csv").exists()
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from field_support import fake_find_cells
+from edgeleuk.workflow import csvlog, fieldrows
+from edgeleuk.workflow.fieldrows import FieldOptions
+from edgeleuk.workflow.watch import watch_folder
+
+fieldrows.fieldlib.find_cells = fake_find_cells
+real, count = csvlog.CsvLog.append, [0]
+
+def append(self, row):
+    real(self, row)
+    count[0] += 1
+    if count[0] == {kill_after}:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: power cut
+
+csvlog.CsvLog.append = append
+watch_folder(Path({folder!r}), model=Path({model!r}), out=Path({out!r}), backend="cpu", interval=0.05,
+             max_idle=5.0, fields=FieldOptions(model_um_per_px=0.25))
+"""
+
+
+def test_a_process_killed_mid_field_resumes_without_lost_or_doubled_rows(
+    model: Path, smear: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "w.csv"
+    script = KILLER.format(tests=str(Path(__file__).parents[1]), kill_after=5, folder=str(smear), model=str(model),
+                           out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert _keys(out) == EXPECTED[:5]  # d_busy's first cell is on disk, its second is not
+    assert json.loads(fields_path(out).read_text())["rows"] == 4
+    _watch(smear, out, model)
+    assert _keys(out) == EXPECTED
