@@ -35,6 +35,12 @@ def format_meta(meta: ModelMeta) -> list[str]:
         f"threshold:     {meta.threshold:.6g} ({meta.threshold_source})",
         f"classes:       {', '.join(f'{k}={v}' for k, v in sorted(meta.class_names.items()))}",
     ]
+    if meta.um_per_px is not None:
+        lines.append(f"scale:         {meta.um_per_px:g} um per pixel (the training cells')")
+    else:
+        lines.append("scale:         not stated (cutting cells from fields needs --model-um-per-px)")
+    if meta.stain_reference is not None:
+        lines.append(f"stain:         Reinhard reference from {meta.stain_reference.cells} training cells")
     optional = {"recipe": meta.recipe, "seed": meta.seed, "data": meta.data_fingerprint}
     lines += [f"{k + ':':<15}{v}" for k, v in optional.items() if v is not None]
     calibration = Calibration.from_meta(meta)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from edgeleuk.core.optics import StainReference
+from edgeleuk.fields.masks import fill_holes, largest
 from edgeleuk.fields.results import CellCrop, Outline, Piece
 from edgeleuk.fields.stain import apply_gains, normalise
 
@@ -22,14 +23,6 @@ from edgeleuk.fields.stain import apply_gains, normalise
 MAX_CELL_SHARE = 0.98
 #: Blue minus green (white-balanced) of a white cell's pixel at full resolution (as in detection).
 _BLUE_CELL = 20
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 2:
-        return mask
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == k).astype(np.uint8)
 
 
 def _full_mask(field: np.ndarray, gains: np.ndarray, piece: Piece, others: list[Piece],
@@ -54,17 +47,14 @@ def _full_mask(field: np.ndarray, gains: np.ndarray, piece: Piece, others: list[
         src = up[cy0:cy0 + dst.shape[0], cx0:cx0 + dst.shape[1]]
         dst[src > 0] = value
     box = apply_gains(field[y0:y1, x0:x1], gains)
-    bluish = (box[..., 2].astype(np.int16) - box[..., 1].astype(np.int16)) > _BLUE_CELL
+    smooth = cv2.GaussianBlur(box, (3, 3), 0)  # the camera's pixel noise, not the cell's edge
+    bluish = (smooth[..., 2].astype(np.int16) - smooth[..., 1].astype(np.int16)) > _BLUE_CELL
     grow = int(max(sx, sy)) * 2 + 1
     near = cv2.dilate((lab == 1).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
     mask = (bluish & (near > 0) & (lab != 2)).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
-    contours, _ = cv2.findContours(_largest(mask), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    mask = np.zeros_like(mask)
-    cv2.drawContours(mask, contours, -1, 1, thickness=cv2.FILLED)  # holes (nucleoli) filled
-    return mask, x0, y0, box
+    mask = fill_holes(largest(mask))  # holes: a nucleolus, a pale spot
+    return (mask, x0, y0, box) if mask.any() else None
 
 
 def to_cnmc(box: np.ndarray, mask: np.ndarray, *, scale: float, size: int,

@@ -6,7 +6,7 @@ resolution (:mod:`edgeleuk.fields.cut`). After white balance from the field's ba
 
 * a white cell (nucleus and cytoplasm) is bluish: blue exceeds green by :data:`BLUE_CELL`;
   its nucleus is bluish *and* dark. Red cells are pink (blue close to green), the background white;
-* a bluish object is split by a watershed seeded at the peaks of its distance transform
+* a bluish object is split at the peaks of its distance transform, each pixel to the nearest peak
   (two touching cells are two peaks with a narrow neck between them);
 * each piece is a white cell if it is round enough, has a nucleus and is 5.5-22 um across;
   a platelet if it is under 4.5 um; a cut cell if it touches the field's edge; else debris;
@@ -27,6 +27,7 @@ from edgeleuk.core.meta import INPUT_SIZE
 from edgeleuk.core.optics import RED_CELL_DIAMETER_UM, UM_PER_PX_RANGE, StainReference
 from edgeleuk.fields.cut import cut_cells
 from edgeleuk.fields.image import FIELD_MAX_PIXELS, FIELD_MIN_SIDE, FieldError
+from edgeleuk.fields.masks import fill_holes, largest
 from edgeleuk.fields.results import EXCLUDED_KINDS, SCALE_SOURCES, FieldResult, Outline, Piece
 from edgeleuk.fields.stain import apply_gains, background_colour, white_balance_gains
 
@@ -43,10 +44,16 @@ RED_DARK = 40
 #: Equivalent diameters (um): white cells within, platelets below the platelet bound.
 WBC_DIAM_UM = (5.5, 22.0)
 PLATELET_MAX_UM = 4.5
+#: A distance-transform peak is where the distance exceeds this share of the object's largest one.
+PEAK_SHARE = 0.45
 #: Least share of a white cell's area that is nucleus, and least solidity (area / convex hull).
 MIN_NUCLEUS_SHARE, MIN_SOLIDITY = 0.08, 0.85
 #: A field whose bluish share is above this is crowded (no smear looks like that): refused.
 CROWDED_SHARE = 0.35
+#: The background (the brightest pixels) must average at least this (0..255) ...
+DARKEST_BACKGROUND = 60
+#: ... and its blue may exceed its green by at most this share (a lamp may be warm, not cells-blue).
+BLUISH_BACKGROUND = 0.10
 #: Most white cells cut from one field.
 MAX_CELLS = 500
 
@@ -57,9 +64,20 @@ def check_field(rgb: np.ndarray) -> None:
         got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise FieldError(f"a field must be RGB uint8 [H, W, 3], got {got}")
     h, w = rgb.shape[:2]
-    if min(h, w) < FIELD_MIN_SIDE or h * w > FIELD_MAX_PIXELS:
-        raise FieldError(f"field of {w} x {h} pixels: sides must be >= {FIELD_MIN_SIDE}, "
-                         f"at most {FIELD_MAX_PIXELS} pixels")
+    if h * w > FIELD_MAX_PIXELS:
+        raise FieldError(f"field too large ({w} x {h}; at most {FIELD_MAX_PIXELS} pixels)")
+    if min(h, w) < FIELD_MIN_SIDE:
+        raise FieldError(f"field too small ({w} x {h}; at least {FIELD_MIN_SIDE} a side)")
+
+
+def _check_background(background: np.ndarray) -> None:
+    """Refuse a field whose brightest part is no empty slide: too dark, or bluish (cells everywhere)."""
+    if float(background.mean()) < DARKEST_BACKGROUND:
+        raise FieldError(f"field too dark (its brightest part averages {background.mean():.0f} of 255): "
+                         "no lit background, so no white balance")
+    if background[2] - background[1] > BLUISH_BACKGROUND * background[1]:
+        raise FieldError("crowded field: no empty background visible (its brightest part is bluish, "
+                         "as white cells are); no cells cut")
 
 
 def _scale(value: float | None, what: str) -> float | None:
@@ -77,14 +95,6 @@ def reduce(rgb: np.ndarray, factor: int) -> np.ndarray:
         return rgb
     h, w = rgb.shape[:2]
     return cv2.resize(rgb, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``mask`` (uint8 0/1) with every enclosed hole filled (a red cell's pale centre, a nucleolus)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    out = np.zeros_like(mask)
-    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
-    return out
 
 
 def _planes(rgb_wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +132,23 @@ def _round_diameters(mask: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
+def _overview(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """The field reduced to at most :data:`SCALE_SIDE` on its longer side, and the factor."""
+    factor = max(1, math.ceil(max(rgb.shape[:2]) / SCALE_SIDE))
+    return reduce(rgb, factor), factor
+
+
+def _scale_of(wb: np.ndarray, factor: float, min_cells: int) -> float | None:
+    diam = _round_diameters(red_mask(wb))
+    if len(diam) < min_cells:
+        return None
+    med = float(np.median(diam))
+    typical = diam[(diam > 0.7 * med) & (diam < 1.4 * med)]  # drop fragments and merged pairs
+    med = float(np.median(typical)) if len(typical) >= min_cells else med
+    um = RED_CELL_DIAMETER_UM / (med * factor)
+    return um if UM_PER_PX_RANGE[0] <= um <= UM_PER_PX_RANGE[1] else None
+
+
 def estimate_scale(rgb: np.ndarray, *, min_cells: int = 8) -> float | None:
     """Micrometres per pixel from the median diameter of the field's single red cells (about 7.5 um).
 
@@ -133,31 +160,31 @@ def estimate_scale(rgb: np.ndarray, *, min_cells: int = 8) -> float | None:
         The scale, or None when fewer than ``min_cells`` single red cells are found.
     """
     check_field(rgb)
-    factor = max(1, math.ceil(max(rgb.shape[:2]) / SCALE_SIDE))
-    small = reduce(rgb, factor)
-    wb = apply_gains(small, white_balance_gains(background_colour(small)))
-    diam = _round_diameters(red_mask(wb))
-    if len(diam) < min_cells:
-        return None
-    med = float(np.median(diam))
-    typical = diam[(diam > 0.7 * med) & (diam < 1.4 * med)]  # drop fragments and merged pairs
-    med = float(np.median(typical)) if len(typical) >= min_cells else med
-    um = RED_CELL_DIAMETER_UM / (med * factor)
-    return um if UM_PER_PX_RANGE[0] <= um <= UM_PER_PX_RANGE[1] else None
+    small, factor = _overview(rgb)
+    return _scale_of(apply_gains(small, white_balance_gains(background_colour(small))), factor, min_cells)
 
 
-def _split(roi_rgb: np.ndarray, mask: np.ndarray, min_peak_px: float) -> list[np.ndarray]:
-    """Split one bluish object at its distance-transform peaks by a watershed; masks over the ROI."""
+def _split(mask: np.ndarray, min_peak_px: float) -> list[np.ndarray]:
+    """Split one bluish object at the peaks of its distance transform; masks over the object's box.
+
+    Each pixel goes to the nearest peak: for round cells that is the watershed of the distance
+    transform, and two touching cells part at their neck. (A watershed on the colours would not do:
+    a cell's nucleus edge is a steeper gradient than the seam between two cytoplasms.)
+    """
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     dmax = float(dist.max())
-    peaks = (dist > max(0.5 * dmax, min_peak_px)).astype(np.uint8)
+    peaks = (dist > max(PEAK_SHARE * dmax, min_peak_px)).astype(np.uint8)
     n, markers = cv2.connectedComponents(peaks)
     if n <= 2:  # background + one peak: nothing to split
         return [mask]
-    markers = markers.astype(np.int32)
-    markers[mask == 0] = n  # the outside is one more basin, so no cell floods into it
-    cv2.watershed(np.ascontiguousarray(roi_rgb), markers)
-    return [(markers == k).astype(np.uint8) for k in range(1, n) if (markers == k).any()]
+    # Distances to the nearest peak pixel, labelled by that peak's connected component.
+    _, nearest = cv2.distanceTransformWithLabels(1 - peaks, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP)
+    parts = []
+    for k in range(1, n):
+        lab = int(nearest[markers == k][0])
+        part = ((nearest == lab) & (mask > 0)).astype(np.uint8)
+        parts.append(largest(part))
+    return parts
 
 
 def _classify(piece: np.ndarray, nucleus: np.ndarray, um: float, at_edge: bool) -> str:
@@ -195,7 +222,7 @@ def detect(wb: np.ndarray, work_um: float) -> tuple[list[Piece], np.ndarray]:
         sl = (slice(y, y + bh), slice(x, x + bw))
         mask = (labels[sl] == k).astype(np.uint8)
         diam = 2.0 * math.sqrt(area / math.pi) * work_um
-        parts = [mask] if diam < 1.5 * WBC_DIAM_UM[0] else _split(wb[sl], mask, min_peak)
+        parts = [mask] if diam < 1.5 * WBC_DIAM_UM[0] else _split(mask, min_peak)
         for part in parts:
             ys, xs = np.nonzero(part)
             if len(ys) == 0:
@@ -247,17 +274,26 @@ def find_cells(field: np.ndarray, *, um_per_px: float | None, model_um_per_px: f
     check_field(field)
     model_um = _scale(model_um_per_px, "model_um_per_px")
     um = _scale(um_per_px, "um_per_px")
+    if um is not None and scale_source not in SCALE_SOURCES[:2]:
+        raise UsageError(f"scale_source must be one of {SCALE_SOURCES[:2]}, got {scale_source!r}")
+    # One pass over the full field: an overview for the background and the scale; detection works
+    # on the overview (or the field itself, when the scale asks for more detail than the overview has).
+    small, f0 = _overview(field)
+    background = background_colour(small)
+    _check_background(background)
+    gains = white_balance_gains(background)
     if um is None:
-        um, scale_source = estimate_scale(field), "red-cell-median"
+        um, scale_source = _scale_of(apply_gains(small, gains), f0, 8), "red-cell-median"
         if um is None:
             raise FieldError("no scale: the field states none and has too few single red cells to measure; "
                              "give the field's micrometres per pixel (--um-per-px)")
-    elif scale_source not in SCALE_SOURCES[:2]:
-        raise UsageError(f"scale_source must be one of {SCALE_SOURCES[:2]}, got {scale_source!r}")
-    gains = white_balance_gains(background_colour(field))
     factor = max(1, int(DETECT_UM_PER_PX / um))
-    work_um = um * (field.shape[1] / max(1, field.shape[1] // factor))
-    wb = apply_gains(reduce(field, factor), gains)
+    size_wh = (max(1, field.shape[1] // factor), max(1, field.shape[0] // factor))
+    if factor >= f0:
+        wb = apply_gains(cv2.resize(small, size_wh, interpolation=cv2.INTER_AREA), gains)
+    else:
+        wb = apply_gains(reduce(field, factor), gains)
+    work_um = um * field.shape[1] / wb.shape[1]
     pieces, blue = detect(wb, work_um)
     whites = [p for p in pieces if p.kind == "white_cell"]
     if len(whites) > MAX_CELLS:

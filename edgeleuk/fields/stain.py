@@ -31,7 +31,7 @@ def background_colour(rgb: np.ndarray) -> np.ndarray:
     Args:
         rgb: A field (or a reduced copy of one), uint8 ``[H, W, 3]``.
     """
-    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))  # about 250k samples are plenty
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 60_000)))  # about 60k samples are plenty
     sample = rgb[::step, ::step].reshape(-1, 3)
     lum = sample.astype(np.uint16).sum(axis=1)
     cut = np.quantile(lum, 1.0 - BACKGROUND_SHARE)

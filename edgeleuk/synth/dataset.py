@@ -29,7 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeleuk.core.errors import UsageError
+from edgeleuk.core.errors import CheckpointError, UsageError
+from edgeleuk.core.optics import SYNTH_UM_PER_PX, check_um_per_px
 from edgeleuk.io.atomic import atomic_path, atomic_write_text
 from edgeleuk.io.files import SYNTHETIC_MARKER
 from edgeleuk.synth.cells import AMBIGUOUS, render_cell, sample_looks, subject_stain
@@ -39,6 +40,8 @@ PRELIM_SHARE, FINAL_SHARE = 0.25, 0.15  # of each class's subjects; the rest tra
 FOLDS = 3
 MARKER = SYNTHETIC_MARKER  # read back by edgeleuk.io.files.synthetic_root
 _LAYOUT_NAMES = ("training_data", "prelim", "final", "prelim_labels.csv", MARKER)
+#: The marker's line that records the scale the cells are drawn at.
+SCALE_KEY = "um_per_px"
 log = logging.getLogger(__name__)
 
 
@@ -186,7 +189,27 @@ def _marker_text(subjects: int, cells_per_subject: int, seed: int) -> str:
         "Drawn cells in the public C-NMC 2019 release layout, for exercising the pipeline only.\n"
         "They are not real blood cells and say nothing about leukaemia diagnosis.\n"
         f"subjects={subjects} cells_per_subject={cells_per_subject} seed={seed}\n"
+        f"{SCALE_KEY}={SYNTH_UM_PER_PX}\n"
     )
+
+
+def recorded_scale(root: str | Path) -> float | None:
+    """The micrometres per pixel ``edgeleuk synth`` recorded in ``root``'s marker, or None.
+
+    None for real data, and for synthetic data written before the scale was recorded.
+    """
+    try:
+        text = (Path(root) / MARKER).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == SCALE_KEY:
+            try:
+                return check_um_per_px(float(value))
+            except (ValueError, CheckpointError):
+                return None
+    return None
 
 
 def make_synthetic(out: str | Path, subjects: int = 24, cells_per_subject: int = 40,

@@ -38,6 +38,7 @@ from edgeleuk.training import distributed as ddp
 from edgeleuk.training.augment import TrainTransform
 from edgeleuk.training.dataset import CellDataset, Splits, class_counts, pos_weight, select_records, split_counts
 from edgeleuk.training.evaluate import EvalResult, autocast, evaluate, use_gather
+from edgeleuk.training.optics import training_scale, training_stain
 from edgeleuk.training.plots import plot_curves, plot_subjects
 from edgeleuk.training.recipe import Recipe, load_recipe
 from edgeleuk.training.rundir import (
@@ -174,7 +175,9 @@ class Trainer:
         self.train_loader = self._train_loader()
         self.meta = ModelMeta(arch=recipe.arch, preprocess=recipe.preprocess, recipe=recipe.name,
                               seed=recipe.seed, data_fingerprint=self.splits.fingerprint,
-                              extra={TRAINING_KEY: training_record(recipe, self.splits)})
+                              extra={TRAINING_KEY: training_record(recipe, self.splits)},
+                              um_per_px=training_scale(data, recipe.um_per_px),
+                              stain_reference=training_stain(list(self.splits.train)))
         self.state = TrainState()
         if payload is not None:
             self._restore(payload)

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeleuk.core.config import load_toml, resolve_named
-from edgeleuk.core.errors import ConfigError
+from edgeleuk.core.errors import CheckpointError, ConfigError
 from edgeleuk.core.meta import PAPER_ARCH, Preprocess
+from edgeleuk.core.optics import check_um_per_px
 from edgeleuk.modeling.model import ARCHITECTURES, GROUPS
 
 #: Fields that do not change what a run computes; a resumed run may differ in them.
-RESULT_NEUTRAL = ("description", "pretrained", "num_workers", "threads", "val_tta", "smoke")
+RESULT_NEUTRAL = ("description", "pretrained", "num_workers", "threads", "val_tta", "smoke", "um_per_px")
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,10 @@ class Recipe:
         threads: CPU threads for torch (default: torch's choice).
         smoke: A recipe that only exercises the pipeline (toy size): its models say they are
             smoke models (``edgeleuk card``, ``demo --fast``).
+        um_per_px: Micrometres per pixel of the training cells, as the user states it for real
+            data (C-NMC's is not published with the images); written into the checkpoint, so that
+            ``--fields`` can cut cells at the model's scale. Unset: the data's own record
+            (``edgeleuk synth`` writes its scale into ``SYNTHETIC.txt``), else the model has none.
     """
 
     name: str = ""
@@ -123,8 +128,14 @@ class Recipe:
     val_tta: str = "auto"
     threads: int | None = None
     smoke: bool = False
+    um_per_px: float | None = None
 
     def __post_init__(self) -> None:
+        if self.um_per_px is not None:
+            try:
+                check_um_per_px(self.um_per_px)
+            except CheckpointError as exc:
+                raise ConfigError(str(exc)) from None
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"arch {self.arch!r} is not one of {sorted(ARCHITECTURES)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size}

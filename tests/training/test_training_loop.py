@@ -11,6 +11,7 @@ import torch
 from training_support import FAST_TOML, fast_recipe
 
 from edgeleuk.core.errors import UsageError
+from edgeleuk.core.optics import SYNTH_UM_PER_PX
 from edgeleuk.modeling.checkpoint import load_checkpoint
 from edgeleuk.modeling.weights import safe_torch_load
 from edgeleuk.training.dataset import select_records
@@ -53,6 +54,9 @@ def test_best_checkpoint_carries_its_provenance(smoke_run, synth_root):
     train_cells = select_records(synth_root, load_recipe("smoke")).train
     n_hem = sum(r.path.name.endswith("_hem.bmp") for r in train_cells)
     assert meta.extra["pos_weight"] == pytest.approx(n_hem / (len(train_cells) - n_hem))  # loss weight used
+    # The scale synth recorded, and the training cells' stain statistics, ride along for --fields.
+    assert meta.um_per_px == SYNTH_UM_PER_PX
+    assert meta.stain_reference is not None and meta.stain_reference.cells == len(train_cells)
     ckpt.build_model()
     state = safe_torch_load(out / "last.pt")  # weights_only=True
     assert state["next_epoch"] == 1 and state["seed"] == 3

@@ -61,7 +61,8 @@ def test_unknown_key_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("body", ['epochs = 0', 'device = "tpu"', '[lr]\nclassifier = -1.0',
-                                  '[augment]\nhflip = 2.0', 'arch = "resnet"', 'val_tta = "fast"'])
+                                  '[augment]\nhflip = 2.0', 'arch = "resnet"', 'val_tta = "fast"',
+                                  'um_per_px = 0.0', 'um_per_px = 1e9'])
 def test_invalid_values_are_errors(tmp_path, body):
     path = tmp_path / "bad.toml"
     path.write_text(body + "\n")
