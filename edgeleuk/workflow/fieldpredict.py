@@ -79,10 +79,10 @@ def _stop(out: Path, fault: EngineFault, rows: Sequence[FieldRow], ledger: Field
                       "Check the engine (memory, device, model file) and run predict again") from fault
 
 
-def _run_fields(found: Inputs, runner: FieldRunner, show: bool) -> tuple[list[FieldRow], FieldLedger,
-                                                                          EngineFault | None]:
-    """Every field's rows in input order; on an engine fault, those of the fields before it and the fault."""
-    ledger = FieldLedger(Path())
+def _run_fields(found: Inputs, runner: FieldRunner, out: Path, show: bool) -> tuple[
+        list[FieldRow], FieldLedger, EngineFault | None]:
+    """Every field's rows in input order, and the record for ``out``; on an engine fault, those before it."""
+    ledger = FieldLedger(out)
     rows: list[FieldRow] = []
     columns = (TextColumn("fields"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
@@ -137,13 +137,12 @@ def predict_fields(
     runner = FieldRunner(clf, fields, run.stamp)
     log.info("finding white cells in %d field(s) from %s on %s", len(found.records), found.shown, clf.info.name)
     started = time.perf_counter()
-    rows, ledger, fault = _run_fields(found, runner, options.progress)
+    rows, ledger, fault = _run_fields(found, runner, out, options.progress)
     seconds = time.perf_counter() - started
     positive = clf.meta.label_name(True)
     if fault is not None:
         _stop(out, fault, rows, ledger, len(found.records), run, positive)
     _, record = _write(out, options.fmt, rows, positive, run)
-    ledger.out = out
     ledger.write()
     return FieldsSummary(
         folder=found.shown, out=out, fmt=options.fmt, rows=tuple(rows), backend=clf.info, threshold=clf.threshold,
