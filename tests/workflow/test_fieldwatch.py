@@ -252,3 +252,17 @@ def test_a_process_killed_mid_field_resumes_without_lost_or_doubled_rows(
     assert json.loads(fields_path(out).read_text())["rows"] == 4
     _watch(smear, out, model)
     assert _keys(out) == EXPECTED
+
+
+def test_keep_rows_counts_records_not_lines(tmp_path: Path) -> None:
+    """A name with a line break is one record: the cut must not land inside it."""
+    path = tmp_path / "log.csv"
+    with csvlog.CsvLog(path, ["path", "cell"]) as sink:
+        for name, cell in (("a\nb.png", "1"), ("a\nb.png", "2"), ("c.png", "1"), ('d"\n".png', "1")):
+            sink.append({"path": name, "cell": cell})
+    assert csvlog.keep_rows(path, 4) == 0 and csvlog.keep_rows(path, 9) == 0  # nothing past the mark
+    dropped = csvlog.keep_rows(path, 2)
+    assert dropped > 0
+    rows = csvlog.CsvLog(path, ["path", "cell"]).read_rows()
+    assert [(r["path"], r["cell"]) for r in rows] == [("a\nb.png", "1"), ("a\nb.png", "2")]
+    assert path.read_bytes().endswith(b"\n")
