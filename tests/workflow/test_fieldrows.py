@@ -265,3 +265,13 @@ def test_hostile_fields_cost_one_error_row_each(model: Path, tmp_path: Path) -> 
     assert "too large" in by_field["huge.png"][0]["error"]
     assert [(r["status"], r["label"]) for r in by_field["ok.png"]] == [("ok", "all")]
     assert summary.failed == len(bad) + 1 and summary.exit_code() == 0
+
+
+def test_unwritable_crop_or_overlay_folder_is_refused_before_any_work(model: Path, smear: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for options in (FieldOptions(model_um_per_px=MODEL_UM, save_crops=blocker),
+                    FieldOptions(model_um_per_px=MODEL_UM, overlays=blocker / "sub")):
+        with pytest.raises(UsageError, match="cannot write --(save-crops|overlays)"):
+            predict_fields(smear, model, tmp_path / "p.csv", OPTS, options)
+    assert not (tmp_path / "p.csv").exists()
