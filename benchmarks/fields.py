@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-um-per-px", type=float, help="default: the model's metadata, else 0.055")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--timing-only", action="store_true", help="only the one-field timing (and --int8)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(args.threads)
     clf = None
@@ -97,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 
         clf = Classifier.load(args.model, backend="auto", threads=args.threads)
     model_um = args.model_um_per_px or (clf and clf.meta.um_per_px) or 0.055
+    if args.timing_only:
+        out = {"synthetic": True, **_timing(args, model_um), **(_end_to_end(args, model_um) if args.int8 else {})}
+        print(json.dumps(out, indent=1))
+        return 0
     tot = {"tp": 0, "fp": 0, "fn": 0, "pair_members": 0, "pair_found": 0}
-    bad_fields, seg, scale_err, same, dprob, crowded = 0, [], [], [], [], 0
+    bad_fields, seg, scale_err, same, dprob = 0, [], [], [], []
     for i in range(1, args.fields + 1):
         rgb, ids, objects, crops = draw_field(np.random.default_rng([args.seed, 7, i]), size=FIELD_SIZE,
                                               um_per_px=args.um_per_px)
@@ -127,12 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         "scale_error_abs_median": float(np.median(np.abs(scale_err))),
         "scale_error_abs_max": float(np.max(np.abs(scale_err))),
         "segmentation_s_p50": float(np.percentile(seg, 50)), "segmentation_s_p90": float(np.percentile(seg, 90)),
-        "crowded": crowded,
     }
     if same:
         out.update(round_trip_cells=len(same), round_trip_same_label=float(np.mean(same)),
                    round_trip_dprob_median=float(np.median(dprob)),
                    round_trip_dprob_p90=float(np.percentile(dprob, 90)), round_trip_model=str(args.model))
+    out.update(_timing(args, model_um))
     if args.int8:
         out.update(_end_to_end(args, model_um))
     text = json.dumps(out, indent=1)
@@ -140,6 +146,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(text + "\n")
     return 0
+
+
+def _timing(args, model_um: float, repeats: int = 20) -> dict:
+    """One 2048x1536 field searched ``repeats`` times: wall and CPU seconds, and the machine's load.
+
+    CPU seconds (the process's, all threads) are what the segmentation costs whatever else runs; the
+    wall time on a shared machine also holds the waits for a core (the load average says how busy it was).
+    """
+    rgb, *_ = draw_field(np.random.default_rng([args.seed, 9, 1]), size=FIELD_SIZE, um_per_px=args.um_per_px)
+    find_cells(rgb, um_per_px=None, model_um_per_px=model_um)  # warm-up
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        find_cells(rgb, um_per_px=None, model_um_per_px=model_um)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return {"timing_field": f"{FIELD_SIZE[0]}x{FIELD_SIZE[1]}", "timing_wall_s_p50": float(np.median(wall)),
+            "timing_wall_s_p90": float(np.percentile(wall, 90)), "timing_cpu_s_p50": float(np.median(cpu)),
+            "timing_wall_s_min": float(np.min(wall)), "load_average_1min": os.getloadavg()[0],
+            "cpu_cores": os.cpu_count()}
 
 
 def _end_to_end(args, model_um: float) -> dict:

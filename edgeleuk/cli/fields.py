@@ -38,7 +38,7 @@ def model_scale(model: Path | None, model_um_per_px: float | None):
 @app.command()
 def cells(
     inputs: list[Path] = typer.Argument(..., metavar="FIELDS", help="Field images, folders and patterns."),
-    out: Path = typer.Option(..., "--out", help="Folder to write the crops, cells.csv and overlays into."),
+    out: Path = typer.Option(..., "--out", help="Folder (created) for the crops, cells.csv and overlays/."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Model file: its scale and stain reference."),
     um_per_px: float | None = typer.Option(None, "--um-per-px", help=UM_HELP),
     model_um_per_px: float | None = typer.Option(

@@ -48,10 +48,12 @@ def _model_commands(tmp: Path) -> dict[str, list[str]]:
         "serving-repo": ["serving-repo", str(tmp / "repo")],
         "card": ["card"],
         "report": ["report", str(rows), "--out", str(tmp / "r.html"), "--images", str(cells)],
+        "cells": ["cells", str(cells), "--out", str(tmp / "crops")],
     }
 
 
-MODEL_COMMANDS = ("predict", "watch", "bench", "info", "calibrate", "serve", "serving-repo", "card", "report")
+MODEL_COMMANDS = ("predict", "watch", "bench", "info", "calibrate", "serve", "serving-repo", "card", "report",
+                  "cells")
 
 
 @pytest.mark.parametrize("flag", ["--model", "-m"])
@@ -142,7 +144,7 @@ def _out_params() -> list[tuple[str, str, str]]:
     return found
 
 
-FOLDER_OUT = {"train", "sweep", "compare", "demo", "serving-repo", "synth"}
+FOLDER_OUT = {"train", "sweep", "compare", "demo", "serving-repo", "synth", "cells"}
 
 
 def test_every_out_help_says_file_or_folder() -> None:
