@@ -36,6 +36,29 @@ from edgeleuk.workflow.outputs import DEFAULT_OUT
 from edgeleuk.workflow.predict import PredictOptions
 from edgeleuk.workflow.predict import predict as run_predict
 
+FIELDS_HELP = ("Each input is a smear field: find its white cells, cut each to the C-NMC form and classify "
+               "it (one row per cell; OUT.fields.json counts what was not classified).")
+UM_PER_PX_HELP = ("With --fields: the camera's micrometres per pixel (default: the TIFF resolution tags, else "
+                  "estimated from the median red-cell diameter).")
+MODEL_UM_HELP = "With --fields: micrometres per pixel of the model's training cells (default: the model's metadata)."
+CROPS_HELP = "With --fields: folder to save each classified crop in (PNG; the row's crop column names it)."
+OVERLAYS_HELP = "With --fields: folder to write one overlay PNG per field in (numbered outlines coloured by the call)."
+
+
+def _field_options(fields: bool, um_per_px: float | None, model_um_per_px: float | None,
+                   save_crops: Path | None, overlays: Path | None) -> Any:
+    """The field options when --fields is given (None otherwise); the field flags alone are a usage error."""
+    given = [f for f, v in (("--um-per-px", um_per_px), ("--model-um-per-px", model_um_per_px),
+                            ("--save-crops", save_crops), ("--overlays", overlays)) if v is not None]
+    if not fields:
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --fields (the inputs are smear fields)")
+        return None
+    from edgeleuk.workflow.fieldrows import FieldOptions  # lazy: the segmentation libraries only with --fields
+
+    return FieldOptions(um_per_px=um_per_px, model_um_per_px=model_um_per_px, save_crops=save_crops,
+                        overlays=overlays)
+
 
 @app.command()
 @backend_flags
@@ -77,6 +100,11 @@ def predict(
     cluster_timeout: float = typer.Option(
         DEFAULT_STALL_S, help="With --cluster: seconds without progress before stopping (exit 1, partial CSV)."
     ),
+    fields: bool = typer.Option(False, "--fields", help=FIELDS_HELP),
+    um_per_px: float | None = typer.Option(None, "--um-per-px", help=UM_PER_PX_HELP),
+    model_um_per_px: float | None = typer.Option(None, "--model-um-per-px", help=MODEL_UM_HELP),
+    save_crops: Path | None = typer.Option(None, "--save-crops", help=CROPS_HELP),
+    overlays: Path | None = typer.Option(None, "--overlays", help=OVERLAYS_HELP),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify image files, folders and patterns; one output row per input file.
@@ -94,6 +122,9 @@ def predict(
     Every row says whether its cell passed the quality and distribution checks
     (qc, ood_score); --qc strict withholds the label of a flagged cell
     (status=flagged; not with --format cnmc, which needs a call on every line).
+    --fields takes smear fields of any size instead of cell crops: one row per
+    white cell found (field, cell, bbox, centroid, area_um2, scale_source, crop
+    first); a field that cannot be read or holds no white cell is one error row.
 
     Exit codes: 0 at least one file classified (failures are listed);
     1 none classified, --strict with any failed file, cnmc refused, an engine
@@ -110,7 +141,17 @@ def predict(
         if cluster and heatmaps is not None:
             raise UsageError("--heatmaps is not available with --cluster (the maps stay on the workers); "
                              "run predict without --cluster to write them")
-        if cluster:
+        field_opts = _field_options(fields, um_per_px, model_um_per_px, save_crops, overlays)
+        if field_opts is not None:
+            if cluster:
+                raise UsageError("--fields runs on this machine; drop --cluster")
+            if heatmaps is not None:
+                raise UsageError("--heatmaps is not available with --fields yet; use --overlays for the "
+                                 "fields, or run predict --heatmaps on the crops that --save-crops writes")
+            from edgeleuk.workflow.fieldpredict import predict_fields  # lazy: only with --fields
+
+            summary = predict_fields(inputs, model=model, out=out, options=opts, fields=field_opts)
+        elif cluster:
             from edgeleuk.cluster.predict import cluster_predict  # lazy: the Ray side (Ray itself loads on connect)
 
             summary = cluster_predict(inputs, model, out, opts, address=cluster, workers=cluster_workers,
@@ -145,6 +186,11 @@ def watch(
              "OUT.provenance.json (without it, that is refused: choose a new --out).",
     ),
     qc: QcMode = typer.Option(QC_MODES[0], help=QC_HELP),
+    fields: bool = typer.Option(False, "--fields", help=FIELDS_HELP),
+    um_per_px: float | None = typer.Option(None, "--um-per-px", help=UM_PER_PX_HELP),
+    model_um_per_px: float | None = typer.Option(None, "--model-um-per-px", help=MODEL_UM_HELP),
+    save_crops: Path | None = typer.Option(None, "--save-crops", help=CROPS_HELP),
+    overlays: Path | None = typer.Option(None, "--overlays", help=OVERLAYS_HELP),
     engine_fields: dict[str, Any] | None = None,
 ) -> None:
     """Classify images as they arrive; Ctrl-C stops cleanly; a restart resumes.
@@ -160,17 +206,21 @@ def watch(
     threshold exits 2 and writes nothing, unless --continue-with-new-model.
     Rows carry qc and ood_score as in predict; --qc strict withholds the label of
     a flagged cell. An OUT written before those columns existed is refused (exit 2).
+    With --fields each image is a smear field: its cells' rows are written
+    together, then recorded in OUT.fields.json; a restart does a field that was
+    cut short again whole, without doubling its rows.
     """
     from edgeleuk.runtime.classifier import Classifier
     from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
     with exit_codes():
+        field_opts = _field_options(fields, um_per_px, model_um_per_px, save_crops, overlays)
         # --server etc. reach the backend
         clf = Classifier.load(model, backend.value, tta=tta.value, **checks_for(qc.value), **(engine_fields or {}))
         summary = watch_folder(
             folder, model=model, out=out, backend=backend.value, interval=interval, recursive=recursive,
             faults=FaultPolicy(retries=fault_retries, backoff_s=fault_backoff),
-            classifier=clf, continue_with_new_model=continue_with_new_model, qc=qc.value,
+            classifier=clf, continue_with_new_model=continue_with_new_model, qc=qc.value, fields=field_opts,
         )
     typer.echo(summary.describe())
 

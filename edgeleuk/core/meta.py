@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeleuk.core.errors import CheckpointError
-from edgeleuk.core.trust import MAX_OOD_CHARS, OodModel, QualityRanges
 from edgeleuk.core.optics import StainReference, check_um_per_px
+from edgeleuk.core.trust import MAX_OOD_CHARS, OodModel, QualityRanges
 
 PAPER_ARCH = "legacy_seresnext50_32x4d"
 INPUT_SIZE = 450  # C-NMC cells are 450x450 BMPs

@@ -57,6 +57,30 @@ def _trim_torn_line(path: Path) -> int:
         return len(data) - keep
 
 
+def keep_rows(path: Path, n: int) -> int:
+    """Cut ``path`` after its header and first ``n`` rows (whole CSV records); return the bytes dropped.
+
+    For a writer that commits several rows as one unit (``watch --fields``: a field's rows) and
+    records elsewhere how many rows are committed: rows past that mark are an unfinished unit.
+    """
+    with open(path, "r+b") as fh:
+        data = fh.read()
+        ends, pos = [], 0
+        for k, piece in enumerate(data.split(b'"')):  # newlines outside quotes end records
+            i = piece.find(b"\n") if k % 2 == 0 else -1
+            while i >= 0:
+                ends.append(pos + i + 1)
+                i = piece.find(b"\n", i + 1)
+            pos += len(piece) + 1
+        if n + 1 >= len(ends):  # the header and n rows are all there is (or fewer): nothing to cut
+            return 0
+        keep = ends[n]
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return len(data) - keep
+
+
 class CsvLog:
     """Append rows with fixed columns to ``path``; writes the header once.
 

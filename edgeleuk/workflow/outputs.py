@@ -74,6 +74,10 @@ class ResultRow:
         """The path as written to files and shown to people: valid UTF-8, still exact."""
         return name_to_text(self.path)
 
+    def header(self, with_truth: bool) -> tuple[str, ...]:
+        """The columns of a file of such rows (a subclass with more columns, e.g. a field's cell, adds them)."""
+        return columns(with_truth)
+
     def as_dict(self, with_truth: bool) -> dict[str, Any]:
         """Column name -> value, in :func:`columns` order (None for missing values)."""
         p = self.prediction
@@ -109,11 +113,16 @@ def _has_truth(rows: Sequence[ResultRow]) -> bool:
     return any(r.true_label is not None for r in rows)
 
 
+def _header(rows: Sequence[ResultRow], truth: bool) -> tuple[str, ...]:
+    """The columns the rows' kind declares (every row of one file is of one kind)."""
+    return rows[0].header(truth) if rows else columns(truth)
+
+
 def write_csv(out: Path, rows: Sequence[ResultRow], positive: str) -> None:
     """One CSV row per file; empty cells for missing values; spreadsheet-safe cells."""
     truth = _has_truth(rows)
     with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns(truth))
+        writer = csv.DictWriter(fh, fieldnames=_header(rows, truth))
         writer.writeheader()
         for row in rows:
             writer.writerow(sheet_row(row.as_csv(truth)))

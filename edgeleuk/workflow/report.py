@@ -32,6 +32,7 @@ from pathlib import Path
 from edgeleuk.core.errors import UsageError
 from edgeleuk.evaluation.metrics import binary_metrics
 from edgeleuk.io.atomic import atomic_write_text
+from edgeleuk.workflow.fieldrows import FieldLedger
 from edgeleuk.workflow.report_data import (
     UNKNOWN_MODEL,
     Row,
@@ -44,6 +45,7 @@ from edgeleuk.workflow.report_data import (
     summarise_models,
     summarise_subjects,
 )
+from edgeleuk.workflow.report_fields import cell_thumbnail_uri, summarise_fields
 from edgeleuk.workflow.report_html import (
     DEFAULT_CROP,
     THUMB_SIZE,
@@ -92,14 +94,15 @@ class ImageFolder:
         found, why = self.locate(row.path)
         if found is None:
             return Card(row, None, why)
-        uri = thumbnail_uri(found)
+        # A cell of a smear field: cut from the field at its box, not the whole field.
+        uri = cell_thumbnail_uri(found, row.bbox, THUMB_SIZE) if row.bbox else thumbnail_uri(found)
         return Card(row, uri, "" if uri else "image not readable")
 
     def note(self, rows: list[Row]) -> tuple[str, list[Path]]:
         """What the page says about missing images, and the image files found."""
         if self.images is None:
             return NO_IMAGES, []
-        named = [r.path for r in rows if is_inside(r.path)]
+        named = list(dict.fromkeys(r.path for r in rows if is_inside(r.path)))  # a field's cells name it once
         found = [p for p in (self.locate(n)[0] for n in named) if p is not None]
         if named and not found:
             return (f"None of the {len(named)} images named in this file were found below --images {self.images}: "
@@ -148,7 +151,7 @@ def _split(rows: list[Row]) -> list[tuple[tuple[str | None, float | None], list[
 
 
 def _group(key: tuple[str | None, float | None], rows: list[Row], given: float | None,
-           card: Callable[[Row], Card], n_thumbs: int) -> Group:
+           card: Callable[[Row], Card], n_thumbs: int, fields: dict | None = None) -> Group:
     model, threshold = key
     if given is None and threshold is not None:
         est = ThresholdEstimate(threshold, threshold, given=True)  # the rows say which threshold made them
@@ -164,6 +167,7 @@ def _group(key: tuple[str | None, float | None], rows: list[Row], given: float |
         title=f"model {model or UNKNOWN_MODEL} at {at}", rows=rows, subjects=summarise_subjects(rows),
         threshold_note=est.describe(), histogram_svg=_histogram(rows, est), overall=_overall_metrics(rows),
         confident=[card(r) for r in confident], borderline=[card(r) for r in borderline],
+        fields=summarise_fields(rows, fields),
     )
 
 
@@ -195,6 +199,8 @@ def build_page(
         return dataclasses.replace(folder.card(row), heatmap=overlays.uri(row))
 
     provenance = read_provenance(predictions)
+    ledger = FieldLedger.read(predictions)  # rows of --fields: what each field held
+    fields = ledger.fields if ledger is not None else None
     models = summarise_models(rows, provenance)
     warnings = [provenance.problem] if provenance.problem else []
     if overlays.note:
@@ -206,7 +212,7 @@ def build_page(
         source=predictions,
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         rows=rows,
-        groups=[_group(key, mine, threshold, card, n_thumbs) for key, mine in _split(rows)],
+        groups=[_group(key, mine, threshold, card, n_thumbs, fields) for key, mine in _split(rows)],
         flagged=flagged_section(rows, card),
         models=models,
         provenance=provenance,

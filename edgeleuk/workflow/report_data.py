@@ -62,6 +62,9 @@ class Row:
         withheld: ``--qc strict`` withheld the call (``status=flagged``): ``prob`` is kept, no label.
         qc: ``ok``, the reasons comma-separated, or "" (not checked, or a file written before rows said).
         ood_score: Distance from the calibration cells in feature space, when the row says.
+        field: The smear field the cell was found in (``predict/watch --fields`` rows), else None.
+        cell: The cell's index in its field; None on a field's error row and for plain rows.
+        bbox: The cell's ``(x0, y0, x1, y1)`` in field pixels, when the row says.
     """
 
     path: str
@@ -95,6 +98,9 @@ class Row:
     def failed(self) -> bool:
         """The file could not be classified (not a withheld call)."""
         return not (self.ok or self.withheld)
+    field: str | None = None
+    cell: int | None = None
+    bbox: tuple[int, int, int, int] | None = None
 
     @property
     def shown(self) -> str:
@@ -147,6 +153,15 @@ def _parse_truth(text: str | None) -> int | None:
     return _TRUE_NAMES.get((text or "").strip().lower())
 
 
+def _bbox(text: str | None) -> tuple[int, int, int, int] | None:
+    """``x0 y0 x1 y1`` as the rows write it; None when absent or not a box."""
+    try:
+        x0, y0, x1, y1 = (int(v) for v in (text or "").split())
+    except ValueError:
+        return None
+    return (x0, y0, x1, y1) if 0 <= x0 < x1 and 0 <= y0 < y1 else None
+
+
 def _row(raw: dict[str, str], truth_col: str | None) -> Row:
     path = text_to_name(raw.get("path") or "")
     prob = _parse_float(raw.get("prob_all"))
@@ -172,6 +187,9 @@ def _row(raw: dict[str, str], truth_col: str | None) -> Row:
         withheld=withheld,
         qc=(raw.get("qc") or "").strip() if ok or withheld else "",
         ood_score=_parse_float(raw.get("ood_score")) if ok or withheld else None,
+        field=text_to_name(raw["field"]) if raw.get("field") else None,
+        cell=int(raw["cell"]) if (raw.get("cell") or "").strip().isdigit() else None,
+        bbox=_bbox(raw.get("bbox")),
     )
 
 

@@ -27,6 +27,7 @@ from edgeleuk.io.csvcells import name_to_text
 from edgeleuk.io.imageio import decode_image
 from edgeleuk.workflow.render import render
 from edgeleuk.workflow.report_data import ModelSummary, Provenance, Row, SubjectSummary
+from edgeleuk.workflow.report_fields import FieldSummary
 from edgeleuk.workflow.report_trust import Flagged
 
 NOT_DIAGNOSTIC = (
@@ -64,6 +65,7 @@ class Group:
         histogram_svg: Inline SVG.
         overall: Cell-level metrics when true labels are known.
         confident: Surest ALL calls. borderline: Calls closest to the threshold.
+        fields: Per smear field, by subject (rows of ``--fields``; empty otherwise).
     """
 
     title: str
@@ -74,6 +76,7 @@ class Group:
     overall: dict | None = None
     confident: list[Card] = field(default_factory=list)
     borderline: list[Card] = field(default_factory=list)
+    fields: list[FieldSummary] = field(default_factory=list)
 
     @property
     def stats(self) -> list[tuple[str, str]]:
@@ -84,6 +87,7 @@ class Group:
             ("cells classified", f"{len(ok)} of {len(self.rows)}"),
             ("called ALL", f"{n_all} ({pct(n_all / len(ok) if ok else None)})"),
             ("subjects", str(len(self.subjects))),
+            *((("smear fields", str(len(self.fields))),) if self.fields else ()),
             ("threshold", self.threshold_note),
         ]
         flagged = [r for r in self.rows if r.flagged]

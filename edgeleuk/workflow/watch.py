@@ -38,7 +38,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeleuk.core.errors import EngineFault, OutputError, UsageError
@@ -49,6 +49,7 @@ from edgeleuk.io.data import label_from_name, subject_from_name
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.workflow.arrivals import ArrivalTracker, FolderScanner
 from edgeleuk.workflow.csvlog import CsvLog
+from edgeleuk.workflow.fieldrows import FIELD_COLUMNS, FieldLedger, FieldOptions, FieldRunner, resume_ledger
 from edgeleuk.workflow.flags import DEFAULT_QC, FLAGGED, check_qc_mode, checks_for, judge, pre_qc_header
 from edgeleuk.workflow.outputs import DEFAULT_OUT, ResultRow, columns
 from edgeleuk.workflow.provenance import (
@@ -107,6 +108,7 @@ class WatchSummary:
         seconds: Wall time of the session.
         tta_note: How staged TTA went (share of cells that went on to stage 2); empty for full TTA.
         model: Which model made this session's calls, and where that is recorded (empty before it starts).
+        fields: With ``--fields``: what the fields held (lines of :meth:`FieldLedger.describe`).
     """
 
     folder: Path
@@ -121,6 +123,7 @@ class WatchSummary:
     seconds: float = 0.0
     tta_note: str = ""
     model: str = ""
+    fields: list[str] = field(default_factory=list)
 
     @property
     def written(self) -> int:
@@ -129,10 +132,11 @@ class WatchSummary:
     def describe(self) -> str:
         """What was classified, what failed and where the rows are."""
         share = f" ({100 * self.called_all / self.classified:.1f}%)" if self.classified else ""
+        unit, bad = ("white cell(s)", "field(s) without cells") if self.fields else ("image(s)", "unreadable file(s)")
         lines = [
             f"watch {self.folder} stopped: {self.stopped} after {self.seconds:.0f} s",
-            f"  classified {self.classified} image(s), {self.called_all} called ALL{share}; "
-            + f"{self.failed} unreadable file(s) recorded as errors",
+            f"  classified {self.classified} {unit}, {self.called_all} called ALL{share}; "
+            + f"{self.failed} {bad} recorded as errors",
             *([f"  flagged {self.flagged} cell(s) (see the qc column)"
                + (f", {self.withheld} of them without a label (--qc strict)" if self.withheld else "")]
               if self.flagged else []),
@@ -140,7 +144,7 @@ class WatchSummary:
             + "run `edgeleuk watch` again to continue",
         ]
         extra = [f"  {note}" for note in (self.model, self.tta_note) if note]
-        return "\n".join(lines + extra)
+        return "\n".join(lines + self.fields + extra)
 
 
 def _csv_row(
@@ -168,11 +172,17 @@ class _Session:
     faults: FaultPolicy
     stamp: RunStamp
     qc: str = DEFAULT_QC
+    fields: FieldRunner | None = None
+    ledger: FieldLedger | None = None
 
 
 def _record(session: _Session, path: Path, prediction: Prediction) -> None:
     prediction = judge(prediction, session.qc)
     row = _csv_row(session.folder, path, prediction, session.classifier.meta, session.stamp, session.qc)
+    _append(session, row, prediction)
+
+
+def _append(session: _Session, row: dict[str, str], prediction: Prediction) -> None:
     session.sink.append(row)
     s = session.summary
     s.flagged += prediction.flagged and prediction.status != "error"
@@ -196,10 +206,38 @@ def _link_out(path: Path) -> Prediction:
     ))
 
 
+def _process_fields(
+    session: _Session, runner: FieldRunner, ready: list[Path], max_files: int | None, stop: threading.Event
+) -> str | None:
+    """Each ready field whole: its rows, then its record (a restart does a field without one again)."""
+    assert session.ledger is not None
+    for path in ready:
+        rel = path.relative_to(session.folder).as_posix()
+        subject, label = subject_from_name(path.name), label_from_name(path)
+        if session.scanner.leads_out(path):
+            outcome = runner.error(rel, path, str(_link_out(path).error), subject=subject)
+        else:  # an EngineFault propagates: no row for this field, the next poll tries it again
+            truth = None if label is None else session.classifier.meta.label_name(bool(label))
+            outcome = runner.run(path, rel, subject, truth)
+        if not session.tracker.accept(path, failed=outcome.unreadable):
+            continue  # still being written or retried: it comes back on a later poll
+        for row in outcome.rows:
+            _append(session, row.as_csv(with_truth=True), row.prediction)
+        session.ledger.add(rel, outcome)
+        session.ledger.write()
+        if max_files is not None and session.summary.written >= max_files:
+            return f"{max_files} row(s) done"
+        if stop.is_set():
+            return "stop requested"
+    return None
+
+
 def _process(
     session: _Session, ready: list[Path], max_files: int | None, stop: threading.Event
 ) -> str | None:
     """Classify ready files in small batches; says why to stop, if it is time to."""
+    if session.fields is not None:
+        return _process_fields(session, session.fields, ready, max_files, stop)
     for start in range(0, len(ready), session.batch):
         chunk = ready[start : start + session.batch]
         inside = [p for p in chunk if not session.scanner.leads_out(p)]
@@ -333,14 +371,16 @@ def _start_session(
     return _Session(folder, classifier, sink, tracker, summary, scanner, max(1, batch), faults, stamp, qc)
 
 
-def _open_output(out: Path, run: Provenance, continue_with_new_model: bool) -> tuple[CsvLog, dict]:
+def _open_output(
+    out: Path, run: Provenance, continue_with_new_model: bool, columns: tuple[str, ...] = COLUMNS
+) -> tuple[CsvLog, dict]:
     """The CSV log for ``out`` and the provenance sidecar to write once it is open; nothing is written here.
 
     Raises:
         UsageError: ``out`` is not ours, is an older file without provenance (or qc) columns, or was
             written by another model or threshold (without ``continue_with_new_model``).
     """
-    sink = CsvLog(out, COLUMNS, explain=lambda h: legacy_header(h, COLUMNS) or pre_qc_header(h, COLUMNS))
+    sink = CsvLog(out, columns, explain=lambda h: legacy_header(h, columns) or pre_qc_header(h, columns))
     return sink, continue_output(out, sink.read_rows(), run, continue_with_new_model, utc_now())
 
 
@@ -377,6 +417,7 @@ def watch_folder(
     faults: FaultPolicy | None = None,
     continue_with_new_model: bool = False,
     qc: str = DEFAULT_QC,
+    fields: FieldOptions | None = None,
 ) -> WatchSummary:
     """Classify images as they appear in ``folder`` until stopped.
 
@@ -400,6 +441,9 @@ def watch_folder(
             threshold, recording the change in its provenance sidecar; without it that is refused.
         qc: ``flag``, ``strict`` or ``off``: what a flagged cell's row says (:mod:`edgeleuk.workflow.flags`);
             with ``off`` and no ``classifier``, the model is opened without quality checks.
+        fields: The files are smear fields: one row per white cell (:mod:`edgeleuk.workflow.fieldrows`),
+            a field's rows written together and then recorded in ``<out>.fields.json``; a restart
+            cuts the rows of a field that was not recorded and does it again whole.
 
     Returns:
         The session summary; Ctrl-C ends the session normally.
@@ -428,12 +472,18 @@ def watch_folder(
         f"model {s.model} ({run.file}) on {s.engine}, threshold {s.threshold:.4g}, {s.tta} TTA; "
         f"provenance in {sidecar_path(Path(out))}"))
     started = time.monotonic()
-    log_file, record = _open_output(Path(out), run, continue_with_new_model)
+    runner = None if fields is None else FieldRunner(classifier, fields, s, qc)  # no model scale: exit 2 now
+    if fields is not None:
+        fields.check_folders(watched=folder, recursive=recursive)
+    log_file, record = _open_output(Path(out), run, continue_with_new_model,
+                                    COLUMNS if fields is None else FIELD_COLUMNS + COLUMNS)
+    ledger = None if fields is None else resume_ledger(Path(out), len(log_file.read_rows()))
     with log_file as sink:
         _write_sidecar(Path(out), record)
         session = _start_session(
             folder, classifier, sink, summary, recursive, batch, give_up_s, faults or FaultPolicy(), run.stamp, qc
         )
+        session.fields, session.ledger = runner, ledger
         stop = stop_event or threading.Event()
         with _ctrl_c_sets(stop) as presses:
             try:
@@ -447,4 +497,5 @@ def watch_folder(
             if presses and summary.stopped == "stop requested":
                 summary.stopped = "interrupted (Ctrl-C)"
     summary.seconds, summary.tta_note = time.monotonic() - started, classifier.tta_note
+    summary.fields = ledger.describe() if ledger is not None else []
     return summary
