@@ -275,3 +275,33 @@ def test_unwritable_crop_or_overlay_folder_is_refused_before_any_work(model: Pat
         with pytest.raises(UsageError, match="cannot write --(save-crops|overlays)"):
             predict_fields(smear, model, tmp_path / "p.csv", OPTS, options)
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_cells_cut_from_fields_are_judged_under_qc_like_any_cell(model: Path, smear: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flagged cell of a field: its call kept under --qc flag, withheld (status flagged) under strict."""
+    import dataclasses
+
+    from edgeleuk.runtime.classifier import Classifier
+
+    real = Classifier.predict_arrays
+
+    def flag_all_calls(self: Classifier, images: np.ndarray) -> list:
+        # The fake fields' grey squares fail real checks; here only the ALL call is flagged.
+        return [dataclasses.replace(p, qc=("blur",) if p.label == "all" else (), ood_flag=False)
+                for p in real(self, images)]
+
+    monkeypatch.setattr(Classifier, "predict_arrays", flag_all_calls)
+    fields = FieldOptions(model_um_per_px=MODEL_UM, um_per_px=0.5)
+    for mode in ("flag", "strict"):
+        out = tmp_path / f"{mode}.csv"
+        summary = predict_fields(smear, model, out, PredictOptions(backend="cpu", progress=False, qc=mode), fields)
+        rows = [r for r in _csv(out)[1] if r["field"] == "a_busy.png"]
+        assert [r["qc"] for r in rows] == ["ok", "blur"]
+        if mode == "flag":
+            assert [(r["status"], r["label"]) for r in rows] == [("ok", "hem"), ("ok", "all")]
+        else:
+            assert [(r["status"], r["label"]) for r in rows] == [("ok", "hem"), ("flagged", "")]
+            withheld = sum(r["status"] == "flagged" for r in _csv(out)[1])
+            assert withheld >= 1 and summary.flagged == withheld and summary.failed == 2
+            assert summary.exit_code() == 0  # a withheld call is not a failure
