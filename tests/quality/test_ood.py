@@ -7,8 +7,8 @@ import pytest
 
 from edgeleuk.core.errors import CheckpointError, UsageError
 from edgeleuk.core.trust import MAX_OOD_CHARS, OodModel
-from edgeleuk.quality import fit_ood, ood_flags, ood_scores
-from edgeleuk.quality.ood import MAX_SCORE, MIN_OOD_CELLS, conformal_threshold
+from edgeleuk.quality import conformal_threshold, fit_ood, ood_flags, ood_scores
+from edgeleuk.quality.ood import MAX_SCORE, MIN_OOD_CELLS
 
 DIM = 256
 
