@@ -218,12 +218,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def to_markdown(record: dict[str, Any]) -> str:
     """The record as a Markdown page."""
     s = record["settings"]
+    fit_arg = "" if s.get("calibrated") else f"--fit {s['fit']} "  # nothing is fitted here with --calibrated
     lines = [
         "# When not to trust a call: QC + OOD (SYNTHETIC)",
         "",
         "SYNTHETIC cells drawn by `edgeleuk synth`'s code: figures show that the checks work on the kinds of",
         "shift drawn here, nothing about real slides. Command: `python benchmarks/trust.py "
-        f"--fit {s['fit']} --held-out {s['held_out']} --shifts {s['shifts']} --seed {s['seed']}"
+        f"{fit_arg}--held-out {s['held_out']} --shifts {s['shifts']} --seed {s['seed']}"
         f"{' --model ' + s['model'] if s['model'] else ''}{' --calibrated' if s.get('calibrated') else ''}`.",
         "",
         (f"Quality ranges ({record['ranges']['source']}) and OOD model from `{Path(s['model']).name}`'s own "
@@ -261,7 +262,7 @@ def to_markdown(record: dict[str, Any]) -> str:
     m = record["ood_model"]
     stand_in = f" (a stand-in of the paper's width: {record['ood_note']})" if record.get("ood_note") else ""
     lines += ["", f"OOD model: {m['k']} components of {m['dim']} dims, {m['json_chars']} characters in the "
-                  f"metadata{stand_in}.", ""]
+                  f"metadata, flagged above {m['threshold']:.4g} (percentile {m['percentile']:g}){stand_in}.", ""]
     for row, ms in ref["int8_exact_ms_per_cell"].items():
         lines.append(f"- QC + OOD (p50, {ref['qc_plus_ood_p50_ms']:.2f} ms) next to `{row}` "
                      f"({ms:.0f} ms per cell, best throughput in {ref['source']}): {ref['share'][row]:.2%}")
