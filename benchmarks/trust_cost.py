@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 
 from standard import StandardConfig, _exported_from, benchmark_checkpoint, synthetic_data  # noqa: E402
 
-#: At most this share of the INT8 exact row's per-cell time may go to QC + OOD (issue #20).
+#: At most this share of the INT8 exact row's per-cell time may go to QC + OOD.
 BUDGET = 0.05
 
 
