@@ -290,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.json", help="the INT8 rows to compare with")
     parser.add_argument("--out", type=Path, default=HERE / "TRUST.md")
     args = parser.parse_args(argv)
+    if args.calibrated and args.model is None:
+        parser.error("--calibrated needs --model (a calibrated model file)")
     record = run(args)
     args.out.write_text(to_markdown(record), encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
