@@ -2,6 +2,7 @@
 
     python benchmarks/trust.py                         # QC on synthetic cells, OOD cost on a stand-in model
     python benchmarks/trust.py --model model.onnx      # + OOD flag rates when the graph has an embedding output
+    python benchmarks/trust.py --model calibrated.onnx --calibrated   # end to end: the model's own flags
 
 Steps:
 
@@ -14,6 +15,11 @@ Steps:
    ``RESULTS.json`` (their best cells/s);
 4. with ``--model`` whose ONNX graph has an ``embedding`` output: embeddings of every cell through ONNX
    Runtime, ``fit_ood`` on the fit cells, and the OOD and QC-or-OOD flag rates per kind.
+
+With ``--calibrated`` nothing is fitted here: the quality ranges and the OOD model are the ones
+``edgeleuk calibrate`` stored in ``--model``'s metadata (fitted on its calibration cells), and every
+cell goes through the deployed runtime (``Classifier.predict_arrays`` on ONNX Runtime, QC and OOD
+exactly as ``edgeleuk predict`` computes them); a flag is ``Prediction.qc`` or ``Prediction.ood_flag``.
 
 Writes TRUST.md and TRUST.json beside this script (``--out`` to change). Every figure is SYNTHETIC.
 """
@@ -118,6 +124,30 @@ def _collect(cells: Iterable[np.ndarray], embed: _Embedder,
     return measures, (np.concatenate(parts) if parts else None)
 
 
+def _runtime_flags(model: Path, draws: dict[str, Callable[[], Iterable[np.ndarray]]],
+                   batch: int = 8) -> tuple[Any, dict[str, list[tuple[str, ...]]], dict[str, np.ndarray]]:
+    """QC reasons and OOD flags of every drawn cell from the deployed runtime, with the model's own metadata."""
+    from edgeleuk.runtime.classifier import Classifier
+
+    clf = Classifier.load(model, "cpu", batch_size=batch, qc=True)
+    if clf.meta.quality is None or clf.trust.ood is None:
+        raise SystemExit(f"--calibrated: {model} lacks calibrated quality ranges or an OOD model "
+                         f"({clf.trust_note}); run `edgeleuk calibrate` on it first")
+    qc, ood = {}, {}
+    for key, draw in draws.items():
+        preds, pending = [], []
+        for cell in draw():
+            pending.append(cell)
+            if len(pending) == batch:
+                preds += clf.predict_arrays(np.stack(pending))
+                pending = []
+        if pending:
+            preds += clf.predict_arrays(np.stack(pending))
+        qc[key] = [p.qc for p in preds]
+        ood[key] = np.array([p.ood_flag for p in preds])
+    return clf.meta, qc, ood
+
+
 def _rates(flags: Sequence[tuple[str, ...]]) -> dict[str, Any]:
     counts = collections.Counter(r for f in flags for r in f)
     return {"n": len(flags), "flagged": sum(bool(f) for f in flags) / len(flags),
@@ -135,15 +165,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of the record (see the module docstring)."""
     start = time.perf_counter()
     cv2.setNumThreads(1)  # one thread, as the figures say: the runtime decodes (and checks) cells on threads
-    embed = _Embedder(args.model)
-    _, fit_emb = _collect(normal_cells(args.fit, args.seed), embed)
-    ranges = fit_ranges(normal_cells(args.fit, args.seed), how="bench-fit")
     draws = {HELD_OUT: lambda: normal_cells(args.held_out, args.seed + 1)}
     draws.update({k: (lambda k=k: shifted_cells(k, args.shifts, args.seed + 2)) for k in SHIFT_KINDS})
-    qc, emb = {}, {}
-    for key, draw in draws.items():
-        measures, emb[key] = _collect(draw(), embed)
-        qc[key] = [reasons_for(m, ranges) for m in measures]
+    embed = _Embedder(None if args.calibrated else args.model)
+    oflags: dict[str, np.ndarray] = {}
+    if args.calibrated:
+        meta, qc, oflags = _runtime_flags(args.model, draws)
+        ranges, ood, fit_emb = meta.quality, meta.ood, None
+    else:
+        _, fit_emb = _collect(normal_cells(args.fit, args.seed), embed)
+        ranges = fit_ranges(normal_cells(args.fit, args.seed), how="bench-fit")
+        qc, emb = {}, {}
+        for key, draw in draws.items():
+            measures, emb[key] = _collect(draw(), embed)
+            qc[key] = [reasons_for(m, ranges) for m in measures]
     record: dict[str, Any] = {
         "synthetic": True, "settings": {**vars(args), "model": str(args.model) if args.model else None,
                                         "results": str(args.results), "out": str(args.out)},
@@ -153,16 +188,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timed_cells = list(normal_cells(min(args.held_out, 50), args.seed + 1))
     record["cost_ms"] = {"qc": _time_per_call(
         lambda i: reasons_for(measure(timed_cells[i % len(timed_cells)]), ranges), args.repeats, warmup=10)}
-    if fit_emb is None:
+    if args.calibrated:
+        rows = np.random.default_rng(0).standard_normal((50, ood.dim)).astype(np.float32)  # cost only
+    elif fit_emb is None:
         record["ood_note"] = embed.note
         ood, rows = _stand_in_ood()
     else:
         ood, rows = fit_ood(fit_emb), emb[HELD_OUT]
+        oflags = {key: ood_flags(ood, ood_scores(ood, emb[key])) for key in qc}
+    if oflags:
         record["ood"] = {}
         for key, flags in qc.items():
-            oflag = ood_flags(ood, ood_scores(ood, emb[key]))
-            both = np.array([bool(f) for f in flags]) | oflag
-            record["ood"][key] = {"ood_flagged": float(oflag.mean()), "qc_or_ood_flagged": float(both.mean())}
+            both = np.array([bool(f) for f in flags]) | oflags[key]
+            record["ood"][key] = {"ood_flagged": float(oflags[key].mean()), "qc_or_ood_flagged": float(both.mean())}
     record["ood_model"] = {"dim": ood.dim, "k": ood.k, "threshold": ood.threshold, "percentile": ood.percentile,
                            "json_chars": len(json.dumps(ood.to_dict()))}
     record["cost_ms"]["ood"] = _time_per_call(lambda i: ood_scores(ood, rows[i % len(rows)][None]),
@@ -180,15 +218,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def to_markdown(record: dict[str, Any]) -> str:
     """The record as a Markdown page."""
     s = record["settings"]
+    fit_arg = "" if s.get("calibrated") else f"--fit {s['fit']} "  # nothing is fitted here with --calibrated
     lines = [
         "# When not to trust a call: QC + OOD (SYNTHETIC)",
         "",
         "SYNTHETIC cells drawn by `edgeleuk synth`'s code: figures show that the checks work on the kinds of",
         "shift drawn here, nothing about real slides. Command: `python benchmarks/trust.py "
-        f"--fit {s['fit']} --held-out {s['held_out']} --shifts {s['shifts']} --seed {s['seed']}"
-        f"{' --model ' + s['model'] if s['model'] else ''}`.",
+        f"{fit_arg}--held-out {s['held_out']} --shifts {s['shifts']} --seed {s['seed']}"
+        f"{' --model ' + s['model'] if s['model'] else ''}{' --calibrated' if s.get('calibrated') else ''}`.",
         "",
-        f"Ranges fitted on {s['fit']} training-distribution cells ({record['ranges']['source']}).",
+        (f"Quality ranges ({record['ranges']['source']}) and OOD model from `{Path(s['model']).name}`'s own "
+         "metadata, as `edgeleuk calibrate` fitted them; every cell through the deployed runtime "
+         "(`Classifier.predict_arrays`, ONNX Runtime): the flags `edgeleuk predict` would give."
+         if s.get("calibrated") else
+         f"Ranges fitted on {s['fit']} training-distribution cells ({record['ranges']['source']})."),
         "",
         "## Flag rates",
         "",
@@ -219,7 +262,7 @@ def to_markdown(record: dict[str, Any]) -> str:
     m = record["ood_model"]
     stand_in = f" (a stand-in of the paper's width: {record['ood_note']})" if record.get("ood_note") else ""
     lines += ["", f"OOD model: {m['k']} components of {m['dim']} dims, {m['json_chars']} characters in the "
-                  f"metadata{stand_in}.", ""]
+                  f"metadata, flagged above {m['threshold']:.4g} (percentile {m['percentile']:g}){stand_in}.", ""]
     for row, ms in ref["int8_exact_ms_per_cell"].items():
         lines.append(f"- QC + OOD (p50, {ref['qc_plus_ood_p50_ms']:.2f} ms) next to `{row}` "
                      f"({ms:.0f} ms per cell, best throughput in {ref['source']}): {ref['share'][row]:.2%}")
@@ -242,9 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=500, help="timed calls per cost figure")
     parser.add_argument("--model", type=Path, default=None, help="an .onnx with an 'embedding' output (OOD rates)")
+    parser.add_argument("--calibrated", action="store_true",
+                        help="use --model's own calibrated ranges and OOD model, flags from the runtime")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.json", help="the INT8 rows to compare with")
     parser.add_argument("--out", type=Path, default=HERE / "TRUST.md")
     args = parser.parse_args(argv)
+    if args.calibrated and args.model is None:
+        parser.error("--calibrated needs --model (a calibrated model file)")
     record = run(args)
     args.out.write_text(to_markdown(record), encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",

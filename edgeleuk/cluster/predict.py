@@ -80,7 +80,9 @@ def _encode(pred: Prediction) -> dict[str, Any]:
 
 def _decode(fields: dict[str, Any]) -> Prediction:
     fields = dict(fields)
+    # A record may come back with lists where the dataclass holds tuples; equality and the rows need tuples.
     fields["adjustments"] = tuple(fields["adjustments"])
+    fields["qc"] = tuple(fields["qc"])
     return Prediction(**fields)
 
 

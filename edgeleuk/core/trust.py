@@ -196,8 +196,8 @@ class OodModel:
 
     ``score(x)^2 = sum_i (c_i . (x - mean))^2 / variances_i + |residual|^2 / residual_var``, where
     the residual is the part of ``x - mean`` off the ``k`` components (the term is left out when
-    ``residual_var`` is 0). A cell scoring above ``threshold`` (the ``percentile`` of the
-    calibration cells' scores) is flagged. Computed by :func:`edgeleuk.quality.ood_scores`.
+    ``residual_var`` is 0). A cell scoring above ``threshold`` (the conformal ``percentile`` of
+    the calibration cells' out-of-fold scores) is flagged. Computed by :func:`edgeleuk.quality.ood_scores`.
 
     Attributes:
         mean: float32 ``[dim]`` mean embedding of the calibration cells.

@@ -25,10 +25,10 @@ from edgeleuk.quality.checks import (
     reasons_for,
 )
 from edgeleuk.quality.measures import QualityMeasures, measure
-from edgeleuk.quality.ood import fit_ood, ood_flags, ood_scores
+from edgeleuk.quality.ood import conformal_threshold, fit_ood, ood_flags, ood_scores
 
 __all__ = [
     "AREA", "BACKGROUND", "BLANK", "BLUR", "DEFAULT_QUALITY", "EDGE_CUT", "EXPOSURE", "MEASURE_REASON",
-    "OFF_CENTRE", "REASONS", "STAIN", "OodModel", "QualityMeasures", "QualityRanges", "assess",
+    "OFF_CENTRE", "REASONS", "STAIN", "OodModel", "QualityMeasures", "QualityRanges", "assess", "conformal_threshold",
     "fit_ood", "fit_ranges", "measure", "ood_flags", "ood_scores", "reasons_for",
 ]

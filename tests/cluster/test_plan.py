@@ -92,3 +92,14 @@ def test_the_no_progress_bound_must_be_positive() -> None:
     assert ClusterOptions().stall_s == 300
     with pytest.raises(UsageError, match="--cluster-timeout must be more than 0"):
         ClusterOptions(stall_s=0)
+
+
+def test_a_record_decodes_back_to_an_equal_prediction_with_tuples() -> None:
+    from edgeleuk.cluster.predict import _decode, _encode
+    from edgeleuk.runtime.classifier import Prediction
+
+    pred = Prediction(path="c.bmp", status="ok", prob_all=0.9, label="all", adjustments=("padded:1x1",),
+                      qc=("blur", "ood"), ood_score=3.5, ood_flag=True)
+    record = {k: list(v) if isinstance(v, tuple) else v for k, v in _encode(pred).items()}  # as a JSON-like wire
+    back = _decode(record)
+    assert back == pred and back.qc == ("blur", "ood") and isinstance(back.adjustments, tuple)
