@@ -139,6 +139,19 @@ def test_a_tiff_size_of_the_wrong_type_says_so() -> None:
         read_header(_tiff(entries))
 
 
+# --- BMP ------------------------------------------------------------------------------------------
+
+
+def test_bmp_sides_are_read_by_the_header_kind() -> None:
+    # An OS/2 BITMAPCOREHEADER (12 bytes) has unsigned 16-bit sides; a BITMAPINFOHEADER (40 bytes)
+    # signed 32-bit ones, negative for a top-down image.
+    core = b"BM" + struct.pack("<IHHI", 26, 0, 0, 26) + struct.pack("<IHHHH", 12, 40000, 300, 1, 24)
+    assert read_header(core) == Header("bmp", 40000, 300)
+    dib = struct.pack("<IiiHHIIiiII", 40, 640, -480, 1, 24, 0, 0, 0, 0, 0, 0)
+    info = b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + dib
+    assert read_header(info) == Header("bmp", 640, 480)
+
+
 # --- PNG ---------------------------------------------------------------------------------------------
 
 _PNG = b"\x89PNG\r\n\x1a\n"
