@@ -249,6 +249,14 @@ def test_other_size_argument():
     assert img[:5, 1:5].min() == 1 and img[5].max() == 0 and img[:, 0].max() == 0 and img[:, 5].max() == 0
 
 
+def test_decode_image_fits_to_the_size_asked(tmp_path):
+    # A model with another input size (e.g. 224) gets its own square, from a file as from bytes.
+    rgb = _rgb(4, 5)
+    d = decode_image(_write(tmp_path / "tiny.bmp", rgb), size=6)
+    assert d.ok and d.image.shape == (6, 6, 3) and d.adjustments == ("padded:5x4->6x6",)
+    np.testing.assert_array_equal(d.image[1:5, 0:5], rgb)
+
+
 def test_float_tiff_is_refused(tmp_path):
     path = tmp_path / "f.tif"
     assert cv2.imwrite(str(path), np.full((450, 450, 3), 0.5, np.float32))
