@@ -253,5 +253,5 @@ def read_header(data: bytes) -> Header:
         raise HeaderError("unknown format")
     try:
         return parse(data)
-    except (struct.error, IndexError) as exc:
+    except (struct.error, IndexError, OverflowError) as exc:  # OverflowError: a BigTIFF offset past 2^63
         raise HeaderError("header cut short") from exc

@@ -222,3 +222,27 @@ def test_reference_labels_and_outputs() -> None:
     assert out.logits.dtype == np.float64 and out.threshold == 0.3
     np.testing.assert_array_equal(out.logits, REF)
     np.testing.assert_array_equal(out.probs, _sigmoid(REF.astype(np.float32)))
+
+
+def test_an_engine_that_cannot_start_here_is_skipped_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A GPU wheel without a working GPU: the machine's limit, not the file's fault.
+    def open_backend(path: Path, name: str, **kw: object) -> _Fake:
+        raise gate.BackendUnavailable("backend cuda: no CUDA device")
+
+    monkeypatch.setattr(gate, "open_backend", open_backend)
+    check = check_engine("cpu", Path("m.onnx"), PROFILE, _cells(), _ref())
+    assert (check.engine, check.status, check.reason) == ("cpu", "skipped", "backend cuda: no CUDA device")
+    assert (check.parity, check.breaches, check.version) == (None, [], None)
+    assert check.to_dict()["status"] == "skipped: backend cuda: no CUDA device"
+
+
+def test_an_engine_that_cannot_load_the_file_fails_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def open_backend(path: Path, name: str, **kw: object) -> _Fake:
+        raise ValueError("bad graph: node 7")
+
+    monkeypatch.setattr(gate, "open_backend", open_backend)
+    check = check_engine("cpu", Path("m.onnx"), PROFILE, _cells(), _ref())
+    assert (check.engine, check.status, check.reason) == ("cpu", "failed", "ValueError: bad graph: node 7")
+    assert check.breaches == ["does not run on cpu: ValueError: bad graph: node 7"] and check.parity is None
+    report = GateReport("cells", N, True, PROFILE.thresholds(), (1, 5), [check])
+    assert not report.passed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
@@ -93,30 +94,34 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
+UNREADABLE = "not a readable image: unknown format, corrupt or truncated"
+
+
 @pytest.mark.parametrize(
-    "kind, needle",
+    "kind, error",
     [
-        ("zero-byte", "empty file"),
-        ("corrupt header", "not a readable image"),
-        ("truncated", "not a readable image"),
-        ("text", "not a readable image"),
-        ("directory", "directory"),
-        ("broken symlink", "broken symbolic link"),
-        ("missing", "not found"),
+        ("zero-byte", "empty file (0 bytes)"),
+        ("corrupt header", UNREADABLE),
+        ("truncated", UNREADABLE),
+        ("text", UNREADABLE),
+        ("directory", "is a directory, not an image file"),
+        ("broken symlink", "file not found (broken symbolic link)"),
+        ("missing", "file not found"),
     ],
 )
-def test_bad_files_give_errors_not_exceptions(tmp_path, kind, needle):
+def test_bad_files_give_errors_not_exceptions(tmp_path, kind, error):
+    # The error column of a row: people and scripts read (and filter on) this exact text.
     d = decode_image(_bad_files(tmp_path)[kind])
     assert isinstance(d, Decoded)
-    assert not d.ok and d.image is None
-    assert needle in d.error
+    assert not d.ok and d.image is None and d.adjustments == ()
+    assert d.error == error
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX named pipes")
 def test_named_pipe_does_not_block(tmp_path):
     os.mkfifo(tmp_path / "pipe.bmp")
     d = decode_image(tmp_path / "pipe.bmp")
-    assert not d.ok and "not a regular file" in d.error
+    assert not d.ok and d.error == "not a regular file (device, pipe or socket)"
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read chmod 000 files")
@@ -130,9 +135,13 @@ def test_unreadable_file(good_bmp):
     assert not d.ok and "permission denied" in d.error
 
 
-@pytest.mark.parametrize("exc, needle", [(PermissionError(13, "Permission denied"), "permission denied"),
-                                         (OSError(5, "Input/output error"), "Input/output error")])
-def test_os_errors_while_reading(good_bmp, monkeypatch, exc, needle):
+@pytest.mark.parametrize("exc, error", [
+    (PermissionError(13, "Permission denied"), "cannot read file: permission denied (check the file's permissions)"),
+    (OSError(5, "Input/output error"), "cannot read file: Input/output error"),
+    (OSError(5, ""), "cannot read file: EIO"),  # no text: the errno's name
+    (OSError("stale handle"), "cannot read file: stale handle"),  # no errno either: the exception itself
+])
+def test_os_errors_while_reading(good_bmp, monkeypatch, exc, error):
     """Root reads chmod 000 files, so the unreadable case is simulated at the OS call."""
     path, _ = good_bmp
 
@@ -141,7 +150,49 @@ def test_os_errors_while_reading(good_bmp, monkeypatch, exc, needle):
 
     monkeypatch.setattr(Path, "open", refuse)
     d = decode_image(path)
-    assert not d.ok and needle in d.error
+    assert not d.ok and d.error == error
+
+
+def test_a_file_that_grew_past_the_cap_after_stat_is_refused(good_bmp, monkeypatch) -> None:
+    # stat saw a file within the cap; by the time it is read it has grown: at most cap + 1 bytes are read.
+    path, _ = good_bmp
+    cap = path.stat().st_size
+    monkeypatch.setattr(imageio, "MAX_FILE_BYTES", cap)
+    monkeypatch.setattr(Path, "open", lambda _path, *a, **k: io.BytesIO(bytes(cap + 100)))
+    d = decode_image(path)
+    assert d.error == f"file too large ({cap + 1} bytes; edgeleuk reads at most {cap} bytes per image)"
+
+
+def test_decode_bytes_caps_the_bytes_too(monkeypatch) -> None:
+    monkeypatch.setattr(imageio, "MAX_FILE_BYTES", 64)
+    assert decode_bytes(bytes(65)).error == "file too large (65 bytes; edgeleuk reads at most 64 bytes per image)"
+    assert decode_bytes(bytes(64)).error == UNREADABLE  # at the cap: read, then found to be no image
+
+
+def test_a_one_pixel_image_is_padded_not_refused() -> None:
+    d = decode_bytes(cv2.imencode(".png", np.full((1, 1), 9, np.uint8))[1].tobytes())
+    assert d.ok and d.adjustments == ("converted:gray", "padded:1x1->450x450")
+    assert d.image.dtype == np.uint8 and d.image[224, 224].tolist() == [9, 9, 9] and int(d.image.sum()) == 27
+
+
+def test_layouts_and_pixel_types_opencv_never_gives_are_refused_with_their_reason() -> None:
+    adjustments: list[str] = []
+    assert imageio._to_uint8(np.zeros((2, 2), np.float32), adjustments) == (
+        "unsupported pixel type float32 (expected 8- or 16-bit)")
+    assert imageio._to_rgb(np.zeros((2, 2, 2), np.uint8), adjustments) == (
+        "unsupported image layout (2, 2, 2) (expected gray, RGB or RGBA)")
+    assert imageio._to_rgb(np.zeros((2, 2, 3, 1), np.uint8), adjustments) == (
+        "unsupported image layout (2, 2, 3, 1) (expected gray, RGB or RGBA)")
+    assert adjustments == []
+    one_channel = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)
+    rgb = imageio._to_rgb(one_channel, adjustments)
+    assert adjustments == ["converted:gray"] and rgb.shape == (2, 2, 3) and (rgb[:, :, 2] == one_channel[:, :, 0]).all()
+
+
+def test_ok_needs_an_image_and_no_error() -> None:
+    assert Decoded(np.zeros((1, 1, 3), np.uint8)).ok
+    assert not Decoded(None).ok
+    assert not Decoded(np.zeros((1, 1, 3), np.uint8), error="found bad later").ok
 
 
 def test_grayscale_is_replicated(tmp_path):
@@ -170,7 +221,7 @@ def test_16bit_keeps_high_byte(tmp_path):
 def test_small_image_is_centre_padded_not_resized(tmp_path):
     rgb = np.full((300, 300, 3), 200, np.uint8)
     d = decode_image(_write(tmp_path / "s.bmp", rgb))
-    assert d.ok and d.adjustments == ("padded:300x300->450x450",)
+    assert d.ok and d.adjustments == ("padded:300x300->450x450",) and d.image.dtype == np.uint8
     np.testing.assert_array_equal(d.image[75:375, 75:375], rgb)
     assert d.image[:75].max() == 0 and d.image[375:].max() == 0
     assert d.image[:, :75].max() == 0 and d.image[:, 375:].max() == 0
@@ -196,6 +247,14 @@ def test_other_size_argument():
     assert img.shape == (6, 6, 3) and adj == ("padded:4x5->6x6",)
     # Odd margins put the extra black row/column after the image.
     assert img[:5, 1:5].min() == 1 and img[5].max() == 0 and img[:, 0].max() == 0 and img[:, 5].max() == 0
+
+
+def test_decode_image_fits_to_the_size_asked(tmp_path):
+    # A model with another input size (e.g. 224) gets its own square, from a file as from bytes.
+    rgb = _rgb(4, 5)
+    d = decode_image(_write(tmp_path / "tiny.bmp", rgb), size=6)
+    assert d.ok and d.image.shape == (6, 6, 3) and d.adjustments == ("padded:5x4->6x6",)
+    np.testing.assert_array_equal(d.image[1:5, 0:5], rgb)
 
 
 def test_float_tiff_is_refused(tmp_path):
@@ -417,6 +476,19 @@ def test_a_file_over_the_byte_cap_is_not_read(good_bmp, monkeypatch: pytest.Monk
     assert not d.ok and d.error.startswith("file too large (") and "at most 1000 bytes" in d.error
 
 
+def test_a_file_of_exactly_the_byte_cap_is_read(good_bmp, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, rgb = good_bmp
+    size = path.stat().st_size
+    monkeypatch.setattr(imageio, "MAX_FILE_BYTES", size)
+    d = decode_image(path)
+    assert d.ok and d.adjustments == ()
+    np.testing.assert_array_equal(d.image, rgb)
+    monkeypatch.setattr(imageio, "MAX_FILE_BYTES", size - 1)
+    d = decode_image(path)
+    assert d.error == f"file too large ({size} bytes; edgeleuk reads at most {size - 1} bytes per image)"
+    assert d.adjustments == () and d.image is None
+
+
 @pytest.mark.parametrize(
     "data", [b"\x89PNG\r\n\x1a\n\0\0", b"BM\0\0", b"\xff\xd8\xff", b"II*\0\xff\xff\xff\x7f"]
 )
@@ -473,7 +545,8 @@ def test_unsupported_image_formats_get_an_error_that_names_the_format(tmp_path: 
     path = tmp_path / "cell.GIF"
     path.write_bytes(b"GIF89a" + b"\0" * 20)
     d = decode_image(path)
-    assert not d.ok and d.error.startswith("unsupported image format .GIF: edgeleuk reads BMP, PNG")
+    assert d.error == ("unsupported image format .GIF: edgeleuk reads BMP, PNG, JPEG and TIFF; convert the file "
+                       "(e.g. to PNG) and classify it again")
     assert not is_image_name(path) and is_image_name(path, unsupported=True)
     assert not is_image_name("notes.txt", unsupported=True)
 
