@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -21,7 +23,7 @@ from edgeleuk.core.errors import EngineFault, UsageError
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.runtime.wire import model_id, model_sha256
 from edgeleuk.workflow import watch as watch_module
-from edgeleuk.workflow.provenance import sidecar_path
+from edgeleuk.workflow.provenance import PROVENANCE_COLUMNS, sidecar_path
 from edgeleuk.workflow.watch import FaultPolicy, watch_folder
 
 GREYS = [40, 120, 170, 230]
@@ -29,15 +31,26 @@ STUB_ID = model_id(model_sha256(Path(FlakyBackend.model_path)))
 
 
 class _Waits(threading.Event):
-    """A stop event that records how long each wait asked for (and waits a hundredth of it)."""
+    """A stop event that records each pause asked for and takes a hundredth of it (at most 10 ms).
 
-    def __init__(self) -> None:
+    After ``cap`` pauses it sets itself, so a session that would never end stops ("stop requested")
+    and the test fails instead of hanging; ``then`` runs after each pause (a file changing meanwhile).
+    """
+
+    def __init__(self, cap: int = 2000, then=None) -> None:
         super().__init__()
-        self.asked: list[float] = []
+        self.asked: list[float | None] = []
+        self.cap, self.then = cap, then
 
     def wait(self, timeout: float | None = None) -> bool:
         self.asked.append(timeout)
-        return super().wait(None if timeout is None else min(timeout, 1.0) / 100)
+        if len(self.asked) >= self.cap:
+            self.set()
+        if timeout is not None:
+            super().wait(min(timeout, 1.0) / 100)
+        if self.then is not None:
+            self.then(len(self.asked))
+        return self.is_set()
 
 
 def _cells(folder: Path, n: int = 4) -> list[str]:
@@ -98,14 +111,15 @@ def test_batches_bound_each_engine_call(tmp_path: Path) -> None:
         _cells(folder, 4)
         backend = FlakyBackend()
         summary = watch_folder(folder, classifier=_classifier(backend), out=out, interval=0.01, max_idle=0.3,
-                               batch=batch)
+                               batch=batch, stop_event=_Waits())
         assert (summary.classified, backend.calls) == (4, calls), batch
 
 
 def test_max_files_stops_after_exactly_that_many_rows(tmp_path: Path) -> None:
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     _cells(folder, 4)
-    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=30, max_files=3)
+    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=30, max_files=3,
+                           stop_event=_Waits())
     assert summary.stopped == "3 file(s) done" and len(_rows(out)) == 3 and summary.written == 3
 
 
@@ -127,8 +141,52 @@ def test_a_stop_request_ends_the_session_after_the_current_batch(tmp_path: Path)
 def test_idle_means_no_new_files_for_max_idle(tmp_path: Path) -> None:
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     folder.mkdir()
-    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=0.05)
+    stop = _Waits()
+    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=0.05, stop_event=stop)
     assert summary.stopped == "no new files for 0.05 s" and summary.written == 0
+    assert len(stop.asked) > 1 and set(stop.asked) == {0.01}  # it polled, at its interval, until idle
+
+
+def test_a_file_deleted_before_it_settles_is_not_waited_for(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    (cell,) = _cells(folder, 1)
+    stop = _Waits(then=lambda polls: polls == 1 and (folder / cell).unlink())  # a microscope's temporary file
+    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=0.05, stop_event=stop)
+    assert summary.stopped == "no new files for 0.05 s" and _rows(out) == []
+
+
+def test_an_unreadable_file_is_retried_while_young_and_the_others_go_on(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 2)
+    (folder / "0.bmp").write_bytes(b"BM not a bitmap")  # listed first
+    stop = _Waits(cap=60)
+    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, give_up_s=3600,
+                           stop_event=stop)
+    assert summary.stopped == "stop requested"
+    assert [(r["path"], r["status"]) for r in _rows(out)] == [("1.bmp", "ok"), ("2.bmp", "ok")]
+    # Written off at once when the grace is 0: one error row, and the session goes on.
+    again = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, give_up_s=0, max_files=1,
+                         stop_event=_Waits())
+    assert again.stopped == "1 file(s) done" and again.failed == 1
+    assert [(r["path"], r["status"]) for r in _rows(out)][-1] == ("0.bmp", "error")
+
+
+def test_progress_restarts_the_count_of_faults_in_a_row(tmp_path: Path) -> None:
+    """A fault after a clean poll is the first in a row again: retries=1 tolerates it."""
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 1)
+
+    class AddsAFile(FlakyBackend):
+        def run(self, batch):
+            if self.calls == 0:
+                write_cell(folder / "2.bmp", GREYS[1])  # arrives while the first is classified
+            return super().run(batch)
+
+    backend = AddsAFile(lambda call: call == 2)
+    summary = watch_folder(folder, classifier=_classifier(backend), out=out, interval=0.01, max_files=2,
+                           stop_event=_Waits(), faults=FaultPolicy(retries=1, backoff_s=0.01, max_backoff_s=0.01))
+    assert summary.stopped == "2 file(s) done" and backend.calls == 3
+    assert [r["path"] for r in _rows(out)] == ["1.bmp", "2.bmp"]
 
 
 def test_the_session_says_which_model_runs_and_where_that_is_recorded(tmp_path: Path) -> None:
@@ -244,3 +302,106 @@ def test_a_second_ctrl_c_interrupts_a_stuck_engine(tmp_path: Path) -> None:
         presser.join()
     assert summary.stopped == "interrupted (Ctrl-C twice)" and _rows(out) == []
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half-second polls, the top folder only, 8 files a call, 10 s grace, auto backend, full TTA."""
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 9)
+    write_cell(folder / "sub" / "10.bmp", GREYS[0])
+    graces: list[float] = []
+    real_tracker = watch_module.ArrivalTracker
+
+    def tracker(*args, **kwargs):
+        graces.append(kwargs["give_up_s"])
+        return real_tracker(*args, **kwargs)
+
+    monkeypatch.setattr(watch_module, "ArrivalTracker", tracker)
+    seen = {}
+    backend = FlakyBackend()
+
+    def load(model, backend_name, tta):
+        seen.update(model=model, backend=backend_name, tta=tta)
+        return Classifier(backend, batch_size=16, workers=1)
+
+    monkeypatch.setattr(Classifier, "load", lambda model, backend, tta: load(model, backend, tta))
+    stop = _Waits()
+    summary = watch_folder(folder, tmp_path / "m.onnx", out, max_idle=0.2, stop_event=stop)
+    assert seen == {"model": tmp_path / "m.onnx", "backend": "auto", "tta": "full"}
+    assert graces == [10.0] and set(stop.asked) == {0.5}
+    assert summary.classified == 9 and backend.calls == 2  # 8 + 1: the session's batch, not the engine's 16
+    assert "sub/10.bmp" not in {r["path"] for r in _rows(out)}
+    assert FaultPolicy() == FaultPolicy(retries=5, backoff_s=1.0, max_backoff_s=60.0)
+
+
+def test_the_default_fault_policy_pauses_1_2_4_8_16_s_then_gives_up(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 1)
+    stop = _Waits()
+    with pytest.raises(EngineFault, match="giving up after 6 engine fault"):
+        watch_folder(folder, classifier=_classifier(FlakyBackend(lambda call: True)), out=out, interval=0.01,
+                     stop_event=stop)
+    assert [t for t in stop.asked if t != 0.01] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert FaultPolicy(retries=9).delay(7) == 60.0  # the cap
+
+
+def test_rows_say_which_model_made_each_call_and_the_sidecar_records_it(tmp_path: Path) -> None:
+    class Unnamed(FlakyBackend):
+        model_path = None  # the classifier does not say which file it opened: the model argument does
+
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 1)
+    write_cell(folder / "UID_H4_2_1_hem.bmp", GREYS[3])
+    summary = watch_folder(folder, Path(FlakyBackend.model_path), out, classifier=_classifier(Unnamed()),
+                           interval=0.01, max_files=2, stop_event=_Waits())
+    rows = {r["path"]: r for r in _rows(out)}
+    assert (rows["1.bmp"]["subject"], rows["1.bmp"]["true_label"]) == ("", "")
+    assert (rows["UID_H4_2_1_hem.bmp"]["subject"], rows["UID_H4_2_1_hem.bmp"]["true_label"]) == ("H4", "hem")
+    for row in rows.values():
+        assert (row["model"], row["threshold"], row["tta"], row["engine"]) == (STUB_ID, "0.500000", "full",
+                                                                                "flaky-fp32")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["time_utc"])
+    assert "(stub-model.onnx)" in summary.model
+    record = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
+    assert list(record["models"]) == [STUB_ID] and record["output"] == "p.csv"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["models"][STUB_ID]["first_seen_utc"])
+
+
+def test_a_link_out_gets_one_exact_error_row_with_what_its_name_says(tmp_path: Path) -> None:
+    root, out = tmp_path / "session", tmp_path / "p.csv"
+    secret = write_cell(tmp_path / "secret" / "private.bmp", 200)
+    root.mkdir()
+    (root / "UID_9_1_1_all.bmp").symlink_to(secret)
+    summary = watch_folder(root, classifier=_classifier(), out=out, interval=0.01, give_up_s=0, max_files=1,
+                           stop_event=_Waits())
+    (row,) = _rows(out)
+    assert (row["path"], row["status"], row["prob_all"], row["subject"], row["true_label"]) == (
+        "UID_9_1_1_all.bmp", "error", "", "9", "all")
+    assert row["error"] == ("refused: a link leading out of the watched folder; watch reads only files inside it "
+                            "(copy the file in instead)")
+    assert (summary.classified, summary.failed) == (0, 1)
+
+
+def test_an_older_predictions_file_is_refused_with_the_reason(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 1)
+    older = [c for c in watch_module.COLUMNS if c not in PROVENANCE_COLUMNS]
+    out.write_text(",".join(older) + "\n", encoding="utf-8")
+    with pytest.raises(UsageError) as refused:
+        watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, stop_event=_Waits())
+    assert str(refused.value).startswith(f"{out} cannot be continued: it was written before edgeleuk recorded "
+                                         "which model made each call")
+    assert out.read_text(encoding="utf-8") == ",".join(older) + "\n"
+
+
+def test_another_threshold_is_refused_unless_asked_to_go_on(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 2)
+    watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_files=1, stop_event=_Waits())
+    stricter = Classifier(FlakyBackend(), threshold=0.7, batch_size=8, workers=1)
+    with pytest.raises(UsageError, match="was written by"):
+        watch_folder(folder, classifier=stricter, out=out, interval=0.01, stop_event=_Waits())
+    assert len(_rows(out)) == 1
+    again = watch_folder(folder, classifier=stricter, out=out, interval=0.01, max_files=1, stop_event=_Waits(),
+                         continue_with_new_model=True)
+    assert again.classified == 1 and [r["threshold"] for r in _rows(out)] == ["0.500000", "0.700000"]
