@@ -92,6 +92,11 @@ def test_every_row_names_its_model_threshold_tta_engine_and_time(
         (STUB_ID, "0.500000", "full", "flaky-fp32")] * 3
     assert [r["time_utc"] for r in rows] == [f"2026-12-02T07:00:{s}Z" for s in (10, 11, 12)]
     assert summary.refused is None and summary.out == out and summary.record == sidecar_path(out)
+    assert (summary.folder, summary.fmt, summary.threshold, summary.threshold_source) == (
+        tmp_path / "in", "csv", 0.5, "default")
+    assert (summary.positive, summary.n_all, summary.synthetic, summary.tta_note) == ("all", 1, False, "")
+    assert summary.backend.name == "flaky" and 0 <= summary.seconds < 60
+    assert summary.provenance is not None and summary.provenance.stamp.model == STUB_ID
     record = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
     assert record["output"] == "p.csv" and list(record["models"]) == [STUB_ID]
     entry = record["models"][STUB_ID]
