@@ -159,11 +159,11 @@ def test_rows_are_read_back_as_plain_text_and_a_missing_file_has_none(tmp_path: 
 
 def test_append_outside_the_context_is_refused(tmp_path: Path) -> None:
     log = CsvLog(tmp_path / "p.csv", COLUMNS)
-    with pytest.raises(RuntimeError, match="not open"):
+    with pytest.raises(RuntimeError, match=r"^CsvLog is not open; use it as a context manager$"):
         log.append({"path": "a", "status": "ok"})
     with log:
         log.append({"path": "a", "status": "ok"})
-    with pytest.raises(RuntimeError, match="not open"):
+    with pytest.raises(RuntimeError, match=r"^CsvLog is not open; use it as a context manager$"):
         log.append({"path": "b", "status": "ok"})
     assert (tmp_path / "p.csv").read_bytes() == b"path,status\na,ok\n"
 
@@ -218,3 +218,36 @@ def test_a_header_that_cannot_be_written_leaves_no_file_open(
         log.__enter__()
     assert len(closed) == 1 and log._fd is None
     assert (tmp_path / "p.csv").read_bytes() == b""  # the header was cut back
+
+
+def test_a_new_log_is_made_with_its_folders_and_the_usual_file_mode(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "p.csv"
+    umask = os.umask(0o022)
+    try:
+        with CsvLog(out, COLUMNS) as log:
+            log.append({"path": "x.bmp", "status": "ok"})
+    finally:
+        os.umask(umask)
+    assert out.read_bytes() == b"path,status\nx.bmp,ok\n"
+    assert out.stat().st_mode & 0o777 == 0o644  # 0o666 less the umask: not executable
+
+
+def test_line_breaks_inside_a_cell_read_back_exactly(tmp_path: Path) -> None:
+    """A lone carriage return, which the csv module leaves unquoted, is quoted: one row, read back as written."""
+    out = tmp_path / "p.csv"
+    with CsvLog(out, COLUMNS) as log:
+        log.append({"path": "a\r\nb.bmp", "status": "ok"})
+        log.append({"path": "c\rd.bmp", "status": "ok"})
+        log.append({"path": "e.bmp", "status": "ok"})
+    assert out.read_bytes() == b'path,status\n"a\r\nb.bmp","ok"\n"c\rd.bmp","ok"\ne.bmp,ok\n'
+    with CsvLog(out, COLUMNS) as log:
+        assert [r["path"] for r in log.rows] == ["a\r\nb.bmp", "c\rd.bmp", "e.bmp"] and log.trimmed_bytes == 0
+
+
+def test_a_torn_last_row_is_cut_and_its_bytes_counted(tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    out.write_bytes(b"path,status\na.bmp,ok\nb.b")
+    with CsvLog(out, COLUMNS) as log:
+        assert (log.rows, log.trimmed_bytes) == ([{"path": "a.bmp", "status": "ok"}], 3)
+        log.append({"path": "b.bmp", "status": "ok"})
+    assert out.read_bytes() == b"path,status\na.bmp,ok\nb.bmp,ok\n"

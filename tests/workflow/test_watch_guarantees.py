@@ -405,3 +405,13 @@ def test_another_threshold_is_refused_unless_asked_to_go_on(tmp_path: Path) -> N
     again = watch_folder(folder, classifier=stricter, out=out, interval=0.01, max_files=1, stop_event=_Waits(),
                          continue_with_new_model=True)
     assert again.classified == 1 and [r["threshold"] for r in _rows(out)] == ["0.500000", "0.700000"]
+
+
+def test_a_name_with_a_carriage_return_is_not_classified_again_on_restart(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    write_cell(folder / "c\rd.bmp", GREYS[1])
+    write_cell(folder / "e.bmp", GREYS[2])
+    first = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_files=2, stop_event=_Waits())
+    again = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=0.1, stop_event=_Waits())
+    assert (first.classified, again.resumed, again.classified) == (2, 2, 0)
+    assert sorted(r["path"] for r in _rows(out)) == ["c\rd.bmp", "e.bmp"]
