@@ -361,3 +361,13 @@ def test_the_progress_bar_goes_to_stderr_only_when_asked(
     shown = capsys.readouterr()
     assert shown.out == ""
     assert shown.err.startswith("classifying ") and " 3/3 " in shown.err
+
+
+def test_the_summary_says_how_staged_tta_went(tmp_path: Path) -> None:
+    class Noted(Classifier):
+        tta_note = "staged TTA: 1 of 3 cells went on to all 8 rotations"
+
+    _cells(tmp_path / "in")
+    summary = predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv", options=QUIET,
+                      classifier=Noted(FlakyBackend(), batch_size=2, workers=1))
+    assert summary.tta_note == Noted.tta_note and f"\n  {Noted.tta_note}\n" in summary.describe()

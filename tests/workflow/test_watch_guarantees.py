@@ -415,3 +415,22 @@ def test_a_name_with_a_carriage_return_is_not_classified_again_on_restart(tmp_pa
     again = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=0.1, stop_event=_Waits())
     assert (first.classified, again.resumed, again.classified) == (2, 2, 0)
     assert sorted(r["path"] for r in _rows(out)) == ["c\rd.bmp", "e.bmp"]
+
+
+class _Noted(Classifier):
+    """A classifier that reports how staged TTA went, as a staged one does."""
+
+    tta_note = "staged TTA: 1 of 2 cells went on to all 8 rotations"
+
+
+def test_the_tta_note_is_in_the_summary_whether_the_session_ends_or_fails(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    _cells(folder, 1)
+    ok = watch_folder(folder, classifier=_Noted(FlakyBackend(), workers=1), out=tmp_path / "a.csv", interval=0.01,
+                      max_files=1, stop_event=_Waits())
+    assert ok.tta_note == _Noted.tta_note and ok.describe().endswith("\n  " + _Noted.tta_note)
+    failing = _Noted(FlakyBackend(lambda call: True), workers=1)
+    with pytest.raises(EngineFault) as stopped:
+        watch_folder(folder, classifier=failing, out=tmp_path / "b.csv", interval=0.01, stop_event=_Waits(),
+                     faults=FaultPolicy(0, 0.0, 0.0))
+    assert str(stopped.value).endswith("\n  " + _Noted.tta_note)
