@@ -112,7 +112,7 @@ def test_batches_bound_each_engine_call(tmp_path: Path) -> None:
         backend = FlakyBackend()
         summary = watch_folder(folder, classifier=_classifier(backend), out=out, interval=0.01, max_idle=0.3,
                                batch=batch, stop_event=_Waits())
-        assert (summary.classified, backend.calls) == (4, calls), batch
+        assert (summary.classified, summary.called_all, backend.calls) == (4, 2, calls), batch  # 170, 230: ALL
 
 
 def test_max_files_stops_after_exactly_that_many_rows(tmp_path: Path) -> None:
@@ -121,6 +121,7 @@ def test_max_files_stops_after_exactly_that_many_rows(tmp_path: Path) -> None:
     summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=30, max_files=3,
                            stop_event=_Waits())
     assert summary.stopped == "3 file(s) done" and len(_rows(out)) == 3 and summary.written == 3
+    assert (summary.classified, summary.called_all, summary.failed) == (3, 1, 0)  # grey 170 only is ALL
 
 
 def test_a_stop_request_ends_the_session_after_the_current_batch(tmp_path: Path) -> None:
@@ -434,3 +435,14 @@ def test_the_tta_note_is_in_the_summary_whether_the_session_ends_or_fails(tmp_pa
         watch_folder(folder, classifier=failing, out=tmp_path / "b.csv", interval=0.01, stop_event=_Waits(),
                      faults=FaultPolicy(0, 0.0, 0.0))
     assert str(stopped.value).endswith("\n  " + _Noted.tta_note)
+
+
+def test_each_unreadable_file_is_counted_once(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 1)
+    for name in ("x.bmp", "y.bmp"):
+        (folder / name).write_bytes(b"BM not a bitmap")
+    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, give_up_s=0, max_files=3,
+                           stop_event=_Waits())
+    assert (summary.classified, summary.failed, summary.written) == (1, 2, 3)
+    assert [r["status"] for r in _rows(out)] == ["ok", "error", "error"]
