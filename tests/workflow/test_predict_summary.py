@@ -69,6 +69,7 @@ def test_failed_file_names_are_shown_escaped() -> None:
 
 def test_exit_code_is_lenient_unless_asked_to_be_strict() -> None:
     assert _summary("ahe").exit_code() == 0  # a failed file alone does not fail the run
+    assert _summary("ae").exit_code() == 0 and _summary("ae").exit_code(strict=True) == 1
 
 
 def _ok(name: str, prob: float, label: str, subject: str | None = None, truth: str | None = None) -> ResultRow:
@@ -134,7 +135,9 @@ def test_the_summary_without_labels_subjects_or_sidecar() -> None:
 
 
 def test_metrics_that_are_undefined_read_n_a() -> None:
-    rows = (_ok("UID_H1_1_1_hem.bmp", 0.2, "hem", "H1", "hem"), _ok("UID_H1_2_1_hem.bmp", 0.7, "all", "H1", "hem"))
+    unreadable = ResultRow("UID_7_9_1_all.bmp", Prediction("UID_7_9_1_all.bmp", "error", error="bad"), "7", "all")
+    rows = (_ok("UID_H1_1_1_hem.bmp", 0.2, "hem", "H1", "hem"), _ok("UID_H1_2_1_hem.bmp", 0.7, "all", "H1", "hem"),
+            unreadable)  # a failed cell's true label is not scored
     summary = PredictSummary(Path("d"), Path("p.csv"), "csv", rows, INFO, 0.5, "default", 1.0)
     assert summary.describe().splitlines()[-4:-1] == [
         "  metrics against the true labels, 2 cells (0 ALL, 2 HEM):",
