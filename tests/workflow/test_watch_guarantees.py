@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -247,13 +248,25 @@ def test_a_sidecar_that_cannot_be_written_refuses_the_session(
     assert backend.calls == 0 and out.read_text(encoding="utf-8").count("\n") == 1  # the header only
 
 
-def _press_ctrl_c(times: int, after: threading.Event, between: threading.Event | None = None) -> threading.Thread:
+def _press_ctrl_c(times: int, after: threading.Event) -> threading.Thread:
+    """Press Ctrl-C ``times`` times once ``after`` is set.
+
+    Each press after the first waits until the first has been handled (watch then restores the
+    default handler), as a person's second press does.
+    """
+    main = threading.main_thread().ident
+    assert main is not None
+
     def press() -> None:
         after.wait(30)
         for k in range(times):
-            if k and between is not None:
-                between.wait(30)
-            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while k and signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            # To the main thread: a process-wide signal may land on another thread and go unseen
+            # while the main thread is blocked in a wait.
+            signal.pthread_kill(main, signal.SIGINT)
 
     thread = threading.Thread(target=press)
     thread.start()
@@ -295,7 +308,7 @@ def test_a_second_ctrl_c_interrupts_a_stuck_engine(tmp_path: Path) -> None:
             threading.Event().wait(30)  # an engine that never answers (interruptible, as a C call is not)
             return super().run(batch)
 
-    presser = _press_ctrl_c(2, stuck, between=stop)  # the second once the first is handled
+    presser = _press_ctrl_c(2, stuck)
     try:
         summary = watch_folder(folder, classifier=_classifier(Stuck()), out=out, interval=0.01, stop_event=stop)
     finally:
