@@ -305,7 +305,7 @@ def test_a_second_ctrl_c_interrupts_a_stuck_engine(tmp_path: Path) -> None:
     class Stuck(FlakyBackend):
         def run(self, batch):
             stuck.set()
-            threading.Event().wait(30)  # an engine that never answers (interruptible, as a C call is not)
+            threading.Event().wait(10)  # an engine that does not answer (interruptible, as a C call is not)
             return super().run(batch)
 
     presser = _press_ctrl_c(2, stuck)
