@@ -197,7 +197,14 @@ class CsvLog:
 
     def _encode(self, row: Mapping[str, object]) -> bytes:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+        # The csv module quotes a cell that holds the line terminator ("\n") but not a lone "\r", which
+        # a reader takes for a line break: a file name with a carriage return would read back as two
+        # rows, and its image be classified again on every restart. Such a row has every cell quoted.
+        bare_cr = any("\r" in str(v) for v in row.values() if v is not None)
+        quoting = csv.QUOTE_ALL if bare_cr else csv.QUOTE_MINIMAL
+        writer = csv.DictWriter(
+            text, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore", quoting=quoting
+        )
         writer.writerow(row)
         return text.getvalue().encode("utf-8")
 
