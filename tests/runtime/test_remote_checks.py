@@ -7,6 +7,7 @@ message a user (or ``watch``'s fault log) then reads.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -217,8 +218,11 @@ class _Client:
         self.sent: list[int] = []
         _Client.made.append(self)
 
-    def request(self, path: str) -> Answer:
-        return Answer(200, self.meta)
+    def request(self, route: str, body: bytes | None = None, content_type: str | None = None) -> Answer:
+        if body is None:  # GET /metadata
+            return Answer(200, self.meta)
+        assert content_type == wire.NPY_TYPE, content_type
+        return self.predict_tensor(np.load(io.BytesIO(body), allow_pickle=False))
 
     def predict_tensor(self, batch: np.ndarray) -> Answer:
         self.sent.append(len(batch))
