@@ -199,10 +199,12 @@ def test_a_lost_node_is_survived_by_the_other_workers(cluster, holds, third_node
 
     def lose_the_node() -> None:  # free a CPU for the second worker, then kill the first one's node
         ray.kill(holds[0])
-        cluster.remove_node(node, allow_graceful=False)
+        # Resume only once Ray marks the node dead, and with one file per chunk: otherwise the dying
+        # node's worker could finish every chunk before its death is seen, and nothing is lost.
+        _remove_and_wait(cluster, node)
 
     _kill_after_first(monkeypatch, lose_the_node)
-    result = _predict(folder, model, tmp_path / "c.csv", cluster, "--cluster-workers", "2")
+    result = _predict(folder, model, tmp_path / "c.csv", cluster, "--cluster-workers", "2", "--batch", "1")
     assert result.exit_code == 0, result.output
     assert "lost:" in caplog.text and "its chunks go to them" in caplog.text  # the first worker's node died
     assert _calls(tmp_path / "c.csv") == _calls(local_csv)
