@@ -20,7 +20,14 @@ import numpy as np
 
 from edgeleuk.core.errors import EdgeleukError
 from edgeleuk.core.optics import UM_PER_PX_RANGE
-from edgeleuk.io.imageheader import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, HeaderError, Refused, read_header
+from edgeleuk.io.imageheader import (
+    MAX_FILE_BYTES,
+    MAX_IMAGE_PIXELS,
+    HeaderError,
+    Refused,
+    read_header,
+    tiff_entries,
+)
 
 #: Most pixels of a field: 4096 x 4096 (16.8 MP), more than a 12-megapixel camera frame.
 FIELD_MAX_PIXELS = MAX_IMAGE_PIXELS
@@ -91,26 +98,15 @@ def tiff_um_per_px(data: bytes) -> float | None:
     """
     if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return None
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")
+    xres, unit = None, 2  # TIFF's default unit is the inch
     try:
-        if big:
-            (ifd,) = struct.unpack_from(order + "Q", data, 8)
-            (count,) = struct.unpack_from(order + "Q", data, ifd)
-            entry, first = 20, ifd + 8
-        else:
-            (ifd,) = struct.unpack_from(order + "I", data, 4)
-            (count,) = struct.unpack_from(order + "H", data, ifd)
-            entry, first = 12, ifd + 2
-        xres, unit = None, 2  # TIFF's default unit is the inch
-        for i in range(min(count, 4096)):
-            at = first + i * entry
-            (tag,) = struct.unpack_from(order + "H", data, at)
+        order, big, entries = tiff_entries(data)
+        for tag, at in entries:
             if tag == 282:
                 xres = _rational(data, order, big, at)
             elif tag == 296:
                 (unit,) = struct.unpack_from(order + "H", data, at + (12 if big else 8))
-    except (struct.error, IndexError):
+    except (struct.error, IndexError, OverflowError):  # OverflowError: a BigTIFF offset past 2^63
         return None
     per_unit_um = {2: 25400.0, 3: 10000.0}.get(unit)
     if not xres or per_unit_um is None:

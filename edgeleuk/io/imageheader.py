@@ -208,7 +208,12 @@ def _tiff_refusal(tags: dict[int, list[int]]) -> str | None:
     return None
 
 
-def _tiff(data: bytes) -> Header:
+def tiff_entries(data: bytes) -> tuple[str, bool, list[tuple[int, int]]]:
+    """The first IFD of a TIFF or BigTIFF: byte order, BigTIFF or not, and ``(tag, entry offset)`` pairs.
+
+    At most 4096 entries are read. Raises what ``struct`` raises on a header cut short
+    (``struct.error``, ``IndexError``, or ``OverflowError`` for a BigTIFF offset past 2^63).
+    """
     order = "<" if data[:2] == b"II" else ">"
     big = data[2:4] in (b"+\x00", b"\x00+")
     if big:
@@ -219,11 +224,16 @@ def _tiff(data: bytes) -> Header:
         (ifd,) = struct.unpack_from(order + "I", data, 4)
         (count,) = struct.unpack_from(order + "H", data, ifd)
         entry, first = 12, ifd + 2
+    offsets = [first + i * entry for i in range(min(count, 4096))]
+    return order, big, [(struct.unpack_from(order + "H", data, at)[0], at) for at in offsets]
+
+
+def _tiff(data: bytes) -> Header:
+    order, big, entries = tiff_entries(data)
     tags: dict[int, list[int]] = {}
-    for i in range(min(count, 4096)):
-        (tag,) = struct.unpack_from(order + "H", data, first + i * entry)
+    for tag, at in entries:
         if tag in _TIFF_TAGS:
-            tags[tag] = _tiff_values(data, order, big, first + i * entry)
+            tags[tag] = _tiff_values(data, order, big, at)
     if not tags.get(256) or not tags.get(257):
         raise HeaderError("TIFF without ImageWidth and ImageLength")
     why = _tiff_refusal(tags)

@@ -95,3 +95,14 @@ def test_tiff_resolution_tags_give_the_scale(tmp_path):
     assert np.array_equal(f.rgb, rgb)
     png = decode_field(cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes())
     assert png.um_per_px is None and png.scale_source is None
+
+
+def test_a_bigtiff_resolution_offset_past_2_63_gives_no_scale_not_a_crash() -> None:
+    """XResolution's value behind an offset no Python buffer can reach: no scale read, no OverflowError."""
+    import struct
+
+    from edgeleuk.fields.image import tiff_um_per_px
+
+    head = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 1)
+    entry = struct.pack("<HHQQ", 282, 5, 1, 2**63)  # XResolution, RATIONAL, its value at 2^63
+    assert tiff_um_per_px(head + entry + bytes(16)) is None
