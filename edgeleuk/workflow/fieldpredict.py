@@ -21,23 +21,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from edgeleuk.core.errors import EngineFault, OutputError, UsageError
+from edgeleuk.core.errors import EngineFault, UsageError
 from edgeleuk.io.files import synthetic_root
 from edgeleuk.runtime.classifier import Classifier
 from edgeleuk.workflow.fieldrows import FieldLedger, FieldOptions, FieldRow, FieldRunner
 from edgeleuk.workflow.flags import check_qc_mode
 from edgeleuk.workflow.inputs import Inputs, index_inputs
-from edgeleuk.workflow.outputs import DEFAULT_OUT, write_csv
+from edgeleuk.workflow.outputs import DEFAULT_OUT
 from edgeleuk.workflow.predict import (
     PredictOptions,
     PredictSummary,
     _check_writable,
     _output_path,
-    _rescue,
     _write,
-    _write_record,
+    keep_partial,
     load_classifier,
-    partial_path,
 )
 from edgeleuk.workflow.provenance import Provenance
 
@@ -69,12 +67,7 @@ def _stop(out: Path, fault: EngineFault, rows: Sequence[FieldRow], ledger: Field
     head = f"{fault}; stopped after {len(ledger.fields)} of {total} field(s)"
     if not rows:
         raise EngineFault(f"{head}; nothing was written. Check the engine (memory, device, model file) and run again")
-    partial = partial_path(out)
-    try:
-        write_csv(partial, rows, positive)
-    except OSError as exc:
-        raise OutputError(f"{head}; " + _rescue(partial, rows, positive, exc)) from fault
-    _write_record(partial, rows, run)
+    partial = keep_partial(out, rows, positive, run, head, fault)
     FieldLedger(partial, ledger.fields, ledger.rows).write()
     raise EngineFault(f"{head}: the {len(rows)} row(s) of those are in {partial} ({out} was not written). "
                       "Check the engine (memory, device, model file) and run predict again") from fault

@@ -396,6 +396,22 @@ def _write(
     return refused, _write_record(refused_csv_path(out) if refused else out, rows, run)
 
 
+def keep_partial(out: Path, rows: Sequence[ResultRow], positive: str, run: Provenance, head: str,
+                 fault: EngineFault) -> Path:
+    """Write the rows made before an engine fault to ``<out>.partial.csv`` with their provenance record.
+
+    Raises:
+        OutputError: The partial file could not be written (the rows went to a rescue file, named).
+    """
+    partial = partial_path(out)
+    try:
+        write_csv(partial, rows, positive)
+    except OSError as exc:
+        raise OutputError(f"{head}; " + _rescue(partial, rows, positive, exc)) from fault
+    _write_record(partial, rows, run)
+    return partial
+
+
 def _stop_on_fault(
     out: Path, fault: EngineFault, rows: Sequence[ResultRow], total: int, positive: str, run: Provenance
 ) -> None:
@@ -405,12 +421,7 @@ def _stop_on_fault(
         raise EngineFault(
             f"{head}; nothing was written. Check the engine (memory, device, model file) and run again"
         )
-    partial = partial_path(out)
-    try:
-        write_csv(partial, rows, positive)
-    except OSError as exc:
-        raise OutputError(f"{head}; " + _rescue(partial, rows, positive, exc)) from fault
-    _write_record(partial, rows, run)
+    partial = keep_partial(out, rows, positive, run, head, fault)
     raise EngineFault(
         f"{head}: their rows are in {partial} ({out} was not written). Check the engine "
         "(memory, device, model file) and run predict again"
