@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Test processes for `make mutate` (one per core; lower it to keep the machine free for other work).
+MUTATE_JOBS ?= 2
 # timm imports torchvision; on these machines the 2.13 CPU wheel breaks torchvision's import.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # Tests, linters and the docs build: every extra except gpu (it would shadow onnxruntime).
@@ -57,7 +59,7 @@ bench: $(STAMP)
 # About 30 minutes on 2 cores: niced, one test process at a time. Results stay in mutants/ (a rerun
 # only tests what changed); the report is benchmarks/mutation/REPORT.md, and fails under 90 % killed.
 mutate: $(STAMP)
-	nice -n 15 $(BIN)/mutmut run --max-children 1
+	nice -n 15 $(BIN)/mutmut run --max-children $(MUTATE_JOBS)
 	$(BIN)/python benchmarks/mutation/report.py
 
 clean:

@@ -31,11 +31,11 @@ from edgeleuk.workflow.outputs import DEFAULT_OUT
 from edgeleuk.workflow.predict import (
     PredictOptions,
     PredictSummary,
-    _check_writable,
-    _output_path,
-    _write,
+    check_writable,
     keep_partial,
     load_classifier,
+    output_path,
+    write_output,
 )
 from edgeleuk.workflow.provenance import Provenance
 
@@ -124,8 +124,8 @@ def predict_fields(
         raise UsageError(f"--fields writes rows per cell as csv or jsonl, not {options.fmt!r} (the C-NMC "
                          "submission is one line per numbered cell image)")
     found = inputs if isinstance(inputs, Inputs) else index_inputs(inputs, options.recursive)
-    out = _output_path(out, options.fmt)
-    _check_writable(out)
+    out = output_path(out, options.fmt)
+    check_writable(out)
     fields.check_folders()
     clf = classifier or load_classifier(model, options)
     run = Provenance.of(clf, model, options.tta)
@@ -137,7 +137,7 @@ def predict_fields(
     positive = clf.meta.label_name(True)
     if fault is not None:
         _stop(out, fault, rows, ledger, len(found.records), run, positive)
-    _, record = _write(out, options.fmt, rows, positive, run)
+    _, record = write_output(out, options.fmt, rows, positive, run)
     ledger.write()
     return FieldsSummary(
         folder=found.shown, out=out, fmt=options.fmt, rows=tuple(rows), backend=clf.info, threshold=clf.threshold,

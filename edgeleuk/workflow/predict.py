@@ -267,7 +267,7 @@ class PredictSummary:
         return "\n".join(lines)
 
 
-def _output_path(out: Path, fmt: str) -> Path:
+def output_path(out: Path, fmt: str) -> Path:
     """The default name follows the format (``predictions.jsonl``/``.zip``); an explicit name is kept."""
     out = Path(out)
     if out == DEFAULT_OUT and fmt != "csv":
@@ -275,7 +275,7 @@ def _output_path(out: Path, fmt: str) -> Path:
     return out
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     """Fail before hours of inference, not after, if the output cannot be written."""
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
@@ -373,7 +373,7 @@ def _write_record(written: Path, rows: Sequence[ResultRow], run: Provenance) -> 
     return sidecar_path(written)
 
 
-def _write(
+def write_output(
     out: Path, fmt: str, rows: Sequence[ResultRow], positive: str, run: Provenance
 ) -> tuple[str | None, Path]:
     """Write the output and its provenance sidecar.
@@ -471,8 +471,8 @@ def predict(
     records = found.records
     if options.fmt == "cnmc":
         check_cnmc_names([r.path.name for r in records])
-    out = _output_path(out, options.fmt)
-    _check_writable(out)
+    out = output_path(out, options.fmt)
+    check_writable(out)
     clf = classifier or load_classifier(model, options)
     run = Provenance.of(clf, model, options.tta)
     log.info("classifying %d file(s) from %s on %s", len(records), found.shown, clf.info.name)
@@ -485,7 +485,7 @@ def predict(
         done = records[: len(results)]
         _stop_on_fault(out, fault, _rows(found, done, results, clf, run, options.qc), len(records), positive, run)
     rows = _rows(found, records, results, clf, run, options.qc)
-    refused, record = _write(out, options.fmt, rows, positive, run)
+    refused, record = write_output(out, options.fmt, rows, positive, run)
     return PredictSummary(
         folder=found.shown,
         out=None if refused else out,
