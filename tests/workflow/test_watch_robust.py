@@ -290,7 +290,7 @@ def test_watch_refuses_an_output_that_is_a_link(tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
     out.symlink_to(elsewhere)
     with pytest.raises(UsageError, match="symbolic link"):
-        watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5)
+        watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5, give_up_s=0.2)
     assert not elsewhere.exists() and out.is_symlink()
 
 
@@ -301,12 +301,13 @@ def test_a_folder_named_like_an_image_gets_an_error_row_as_in_predict(tmp_path: 
     (root / "dir.bmp").mkdir()
     write_cell(root / "dir.bmp" / "inner.bmp", 120)
     out = tmp_path / "p.csv"
-    watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5)
+    watch_folder(root, classifier=_classifier(), out=out, interval=0.02, max_idle=0.5, give_up_s=0.2)
     rows = {r["path"]: r for r in _rows(out)}
     assert sorted(rows) == ["1.bmp", "dir.bmp"]
     assert rows["dir.bmp"]["status"] == "error" and "is a directory" in rows["dir.bmp"]["error"]
     deep = tmp_path / "deep.csv"
-    watch_folder(root, classifier=_classifier(), out=deep, interval=0.02, max_idle=0.5, recursive=True)
+    watch_folder(root, classifier=_classifier(), out=deep, interval=0.02, max_idle=0.5, recursive=True,
+                 give_up_s=0.2)
     assert sorted(r["path"] for r in _rows(deep)) == ["1.bmp", "dir.bmp/inner.bmp"]
 
 
