@@ -15,12 +15,13 @@ import pytest
 from edgeleuk import Classifier, quality
 from edgeleuk.core.contract import CAM, EMBEDDING, EXTRA_OUTPUTS
 from edgeleuk.core.errors import EngineFault
+from edgeleuk.core.numerics import sigmoid
 from edgeleuk.io.data import list_images
 from edgeleuk.io.imageio import decode_image
 from edgeleuk.io.modelfile import read_model_meta
 from edgeleuk.io.modelwrite import write_model_with_meta
 from edgeleuk.runtime.registry import backend_options, choose_backend
-from edgeleuk.runtime.staged import StageChoice, run_staged_extras
+from edgeleuk.runtime.staged import StageChoice, StagedRunner, run_staged_extras
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,26 @@ def test_staged_extras_are_the_full_ones_for_cells_that_went_on(tiny_onnx: Path,
         if CAM in names:
             np.testing.assert_allclose(extras[CAM][on], full[CAM][on], atol=1e-5)
             np.testing.assert_allclose(extras[CAM][~on], first[CAM][~on], atol=1e-6)
+
+
+def test_the_staged_runner_gives_the_staged_extras_and_counts_the_cells_that_went_on(
+        tiny_onnx: Path, cells: np.ndarray) -> None:
+    options = dataclasses.replace(backend_options(), extras=(EMBEDDING,), views_input=True)
+    backend = choose_backend(tiny_onnx, "cpu", options)[0]
+    full_logits = backend.run_extras(cells[:6], (EMBEDDING,))[0]
+    stage1 = backend.run_views(cells[:6], np.array([0, 4]))[0]
+    t_logit = float(np.median(full_logits))
+    choice = StageChoice(views=(0, 4), margin=float(np.median(np.abs(stage1 - t_logit))),
+                         threshold=float(sigmoid(t_logit)), rotations=8, target_agreement=0.995, agreement=1.0,
+                         stop_share=0.5, expected_views=5.0, cells=6, sensitivity_full=1.0, sensitivity_staged=1.0)
+    runner = StagedRunner(backend.run_views, choice)
+    logits, probs, extras = runner.with_extras(backend.run_views_extras, cells[:6], (EMBEDDING,))
+    want_logits, went_on, want = run_staged_extras(backend.run_views_extras, cells[:6], choice, (EMBEDDING,))
+    assert went_on.any() and (~went_on).any()
+    np.testing.assert_array_equal(logits, want_logits)
+    np.testing.assert_array_equal(probs, sigmoid(want_logits))
+    np.testing.assert_array_equal(extras[EMBEDDING], want[EMBEDDING])
+    assert (runner.counts.cells, runner.counts.stage2) == (6, int(went_on.sum()))
+    runner.with_extras(backend.run_views_extras, cells[:2], (EMBEDDING,))
+    assert runner.counts.cells == 8
+

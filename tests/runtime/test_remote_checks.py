@@ -18,6 +18,7 @@ import pytest
 from fake_server import honest_metadata
 from runtime_support import build_onnx
 
+from edgeleuk.core.contract import CAM, EMBEDDING
 from edgeleuk.core.errors import BackendUnavailable, UsageError
 from edgeleuk.core.meta import ModelMeta
 from edgeleuk.core.numerics import sigmoid
@@ -216,23 +217,30 @@ class _Client:
         self.meta: dict[str, Any] = {}
         self.reply: Any = None
         self.sent: list[int] = []
+        self.routes: list[str] = []
         _Client.made.append(self)
 
     def request(self, route: str, body: bytes | None = None, content_type: str | None = None) -> Answer:
         if body is None:  # GET /metadata
             return Answer(200, self.meta)
         assert content_type == wire.NPY_TYPE, content_type
+        self.routes.append(route)
         return self.predict_tensor(np.load(io.BytesIO(body), allow_pickle=False))
 
     def predict_tensor(self, batch: np.ndarray) -> Answer:
         self.sent.append(len(batch))
-        return self.reply(batch) if self.reply else Answer(200, honest(self.meta, batch))
+        if self.reply:
+            return self.reply(batch)
+        return Answer(200, honest(self.meta, batch, embedding=self.routes[-1] == wire.PREDICT_EMBEDDING))
 
 
-def honest(meta: dict[str, Any], batch: np.ndarray) -> dict[str, Any]:
-    """Cell i's logit is its first pixel / 10 - 5."""
+def honest(meta: dict[str, Any], batch: np.ndarray, embedding: bool = False) -> dict[str, Any]:
+    """Cell i's logit is its first pixel / 10 - 5; its embedding (when asked) ``[pixel, 1, 2]``."""
+    def extra(img: np.ndarray) -> dict[str, str]:
+        return {"embedding": wire.encode_embedding(np.array([img[0, 0, 0], 1, 2], np.float32))} if embedding else {}
+
     return {"model": meta["model"], "sha256": meta["sha256"], "engine": meta["engine"],
-            "predictions": [_record(float(img[0, 0, 0]) / 10 - 5) for img in batch]}
+            "predictions": [_record(float(img[0, 0, 0]) / 10 - 5, **extra(img)) for img in batch]}
 
 
 @pytest.fixture
@@ -251,10 +259,10 @@ def open_remote(model: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr(remote, "ServerClient", client)
 
-    def open_(meta: dict[str, Any] | None = None, **options: Any) -> RemoteBackend:
+    def open_(meta: dict[str, Any] | None = None, extras: tuple[str, ...] = (), **options: Any) -> RemoteBackend:
         opened.meta = {**honest_metadata(model), **(meta or {})}
         record = RemoteOptions(**{"server": URL, **options})
-        return RemoteBackend(model, BackendOptions(engine={"remote": record}))
+        return RemoteBackend(model, BackendOptions(engine={"remote": record}, extras=extras))
 
     return open_
 
@@ -347,3 +355,81 @@ def test_the_local_file_decides_even_when_the_server_file_name_differs(open_remo
         open_remote({"file": "other.onnx", "sha256": wire.model_sha256(other),
                      "model": wire.model_id(wire.model_sha256(other))})
     assert json.dumps(open_remote().server_meta)  # the honest answer is kept as it came
+
+
+# --- Embeddings (the client scores them with its own model file's OOD model) ------------------------
+
+SERVES_EMBEDDING = {"extras": [EMBEDDING]}
+
+
+def test_embeddings_come_in_requests_of_at_most_max_images_in_order(open_remote: Any) -> None:
+    backend = open_remote(SERVES_EMBEDDING, extras=(EMBEDDING,))
+    assert backend.extras == (EMBEDDING,)
+    batch = np.zeros((2 * wire.MAX_IMAGES + 2, 2, 2, 3), np.uint8)
+    batch[:, 0, 0, 0] = np.arange(len(batch)) % 100
+    logits, probs, extras = backend.run_extras(batch, (EMBEDDING,))
+    client = _Client.made[-1]
+    assert client.sent == [wire.MAX_IMAGES, wire.MAX_IMAGES, 2]
+    assert client.routes == [wire.PREDICT_EMBEDDING] * 3
+    assert logits.dtype == np.float32 and probs.dtype == np.float32 and list(extras) == [EMBEDDING]
+    np.testing.assert_array_equal(logits, (batch[:, 0, 0, 0] / 10 - 5).astype(np.float32))
+    np.testing.assert_array_equal(probs, sigmoid(batch[:, 0, 0, 0] / 10 - 5))
+    expected = np.stack([batch[:, 0, 0, 0], np.ones(len(batch)), np.full(len(batch), 2)], axis=1)
+    np.testing.assert_array_equal(extras[EMBEDDING], expected.astype(np.float32))
+
+
+def test_no_extra_asked_is_a_plain_predict_call(open_remote: Any) -> None:
+    backend = open_remote(SERVES_EMBEDDING, extras=(EMBEDDING,))
+    batch = np.full((3, 2, 2, 3), 70, np.uint8)
+    logits, probs, extras = backend.run_extras(batch, ())
+    assert extras == {} and _Client.made[-1].routes == [wire.PREDICT]
+    np.testing.assert_array_equal(logits, np.full(3, 2.0, np.float32))
+
+
+@pytest.mark.parametrize(("meta", "asked"), [
+    (SERVES_EMBEDDING, (CAM,)),  # a server never sends its heatmaps
+    ({}, (EMBEDDING,)),  # an older server that serves no embedding
+    ({"extras": "embedding"}, (EMBEDDING,)),  # a list, or nothing
+])
+def test_extras_not_opened_are_refused_before_any_request(open_remote: Any, meta: dict, asked: tuple) -> None:
+    backend = open_remote(meta, extras=(EMBEDDING, CAM))
+    with pytest.raises(UsageError, match=rf"^the remote backend did not open the outputs \['{asked[0]}'\]"):
+        backend.run_extras(np.zeros((1, 2, 2, 3), np.uint8), asked)
+    assert _Client.made[-1].routes == []
+
+
+def _with_embeddings(*texts: Any) -> Any:
+    def reply(batch: np.ndarray) -> Answer:
+        payload = honest(_Client.made[-1].meta, batch)
+        for record, text in zip(payload["predictions"], texts, strict=True):
+            record["embedding"] = text
+        return Answer(200, payload)
+    return reply
+
+
+def _vector(*values: float) -> str:
+    return wire.encode_embedding(np.array(values, np.float32))
+
+
+@pytest.mark.parametrize(("texts", "dim", "message"), [
+    ((_vector(1, 2, 3), _vector(1, 2)), None, "answer 1: embedding has 2 values, expected 3"),
+    ((_vector(1, 2), _vector(1, 2)), 3, "answer 0: embedding has 2 values, expected 3"),
+    ((_vector(1, 2, 3), None), None, "answer 1: embedding is NoneType of ? characters, expected base64 float32"),
+    ((_vector(1, math.nan, 3), _vector(1, 2, 3)), None, "answer 0: embedding holds NaN or infinite values"),
+])
+def test_a_bad_embedding_is_a_fault_naming_the_answer(open_remote: Any, texts: tuple, dim: int | None,
+                                                      message: str) -> None:
+    backend = open_remote(SERVES_EMBEDDING, extras=(EMBEDDING,))
+    backend._dim = dim  # the local OOD model's dimension, when the model file has one
+    _Client.made[-1].reply = _with_embeddings(*texts)
+    with pytest.raises(RemoteFault) as caught:
+        backend.run_extras(np.zeros((2, 2, 2, 3), np.uint8), (EMBEDDING,))
+    assert str(caught.value) == f"server {URL}: {message}"
+
+
+def test_embeddings_of_the_local_models_dimension_pass(open_remote: Any) -> None:
+    backend = open_remote(SERVES_EMBEDDING, extras=(EMBEDDING,))
+    backend._dim = 3
+    _Client.made[-1].reply = _with_embeddings(_vector(1, 2, 3), _vector(4, 5, 6))
+    _, _, extras = backend.run_extras(np.zeros((2, 2, 2, 3), np.uint8), (EMBEDDING,))
+    np.testing.assert_array_equal(extras[EMBEDDING], [[1, 2, 3], [4, 5, 6]])
