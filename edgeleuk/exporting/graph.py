@@ -32,14 +32,17 @@ from edgeleuk.core.contract import (
 )
 from edgeleuk.core.errors import EdgeleukError, GateFailed
 from edgeleuk.core.meta import ModelMeta
+
+# The module, not the class: the class is built on first use (it imports torch), and a name bound
+# at import would pin the first build (make mutate could then never reach a changed definition).
+from edgeleuk.modeling import tta
 from edgeleuk.modeling.checkpoint import Checkpoint
 from edgeleuk.modeling.model import head_of
-from edgeleuk.modeling.tta import TTAClassifier
 
 
 def build_wrapper(ckpt: Checkpoint, half: bool = False, extras: bool = False) -> Any:
     """The :class:`~edgeleuk.modeling.tta.TTAClassifier` around the checkpoint's network, in eval mode."""
-    return TTAClassifier(ckpt.build_model().eval(), ckpt.meta, half=half, extras=extras).eval()
+    return tta.TTAClassifier(ckpt.build_model().eval(), ckpt.meta, half=half, extras=extras).eval()
 
 
 def _views_entry(wrapper: Any) -> Any:

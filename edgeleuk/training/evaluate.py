@@ -27,7 +27,10 @@ from edgeleuk.core.meta import ModelMeta
 from edgeleuk.core.numerics import sigmoid
 from edgeleuk.evaluation.metrics import binary_metrics, per_subject_accuracy
 from edgeleuk.io.data import Record
-from edgeleuk.modeling.tta import TTAClassifier
+
+# The module, not the class: the class is built on first use (it imports torch), and a name bound
+# at import would pin the first build (make mutate could then never reach a changed definition).
+from edgeleuk.modeling import tta
 
 
 def use_gather(choice: str) -> bool:
@@ -134,4 +137,4 @@ def evaluate(net: nn.Module, loader: DataLoader, *, meta: ModelMeta, pos_weight:
 
 def _gather_module(net: nn.Module, meta: ModelMeta, device: torch.device) -> nn.Module:
     """A ``TTAClassifier`` sharing ``net``'s weights (no copy)."""
-    return TTAClassifier(net, meta).to(device).eval()
+    return tta.TTAClassifier(net, meta).to(device).eval()

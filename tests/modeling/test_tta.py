@@ -135,6 +135,27 @@ def test_the_wrapper_folds_normalisation_once_in_float64_and_adds_no_state(mean:
     assert set(wrapper.state_dict()) == {f"net.{k}" for k in net.state_dict()}
 
 
+def test_a_wrapper_with_extras_adds_no_state_and_says_when_it_has_none() -> None:
+    from edgeleuk.modeling.model import create_model
+
+    net = create_model("seresnext_tiny").eval()
+    meta = ModelMeta(preprocess=Preprocess(input_size=48, crop=32, rotations=4))
+    wrapper = _wrapper_class()(net, meta, extras=True)
+    # The cam tables follow from the metadata too: a checkpoint of the network loads into it as it is.
+    assert set(wrapper.state_dict()) == {f"net.{k}" for k in net.state_dict()}
+    plain = _wrapper_class()(net, meta)
+    with pytest.raises(RuntimeError, match=r"^built without extras: TTAClassifier\(\.\.\., extras=True\)$"):
+        plain.forward_extras(torch.zeros(1, 48, 48, 3, dtype=torch.uint8), torch.arange(4))
+
+
+def test_importing_the_exporter_and_the_trainer_does_not_build_the_wrapper_class() -> None:
+    # Built at import, the class would be the one every later test used (a forked test process
+    # inherits it), and no changed definition could ever run under them.
+    code = ("import edgeleuk.exporting.graph, edgeleuk.training.evaluate, edgeleuk.modeling.tta as t; "
+            "assert 'TTAClassifier' not in vars(t), 'built at import'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_the_wrapper_class_is_built_on_first_use_and_kept() -> None:
     built = tta.__getattr__("TTAClassifier")
     assert built.__name__ == "TTAClassifier" and tta.TTAClassifier is built  # kept: built once

@@ -22,6 +22,7 @@ from edgeleuk.runtime.staged import (
     check_mode,
     choose_stage,
     run_staged,
+    run_staged_extras,
     shift_floor,
     stage_choice_of,
 )
@@ -77,6 +78,68 @@ def test_a_cell_exactly_at_the_margin_goes_on() -> None:
     table[1] = 1.5  # beyond: stops
     table[2] = -1.0
     logits, went_on = run_staged(_table_views(table)[0], _batch(3), _choice(margin=1.0))
+    assert went_on.tolist() == [True, False, True]
+
+
+def _table_views_extras(table: np.ndarray):
+    """``run_views_extras`` answering from the table, in the table's own dtype.
+
+    Cell i's embedding in view v is ``[t, -t]`` with t = table[i, v], its cam ``t`` on a 2x2 map;
+    each a mean over the views asked for.
+    """
+    calls = []
+
+    def run_views(batch: np.ndarray, views: np.ndarray, names: tuple[str, ...]):
+        calls.append((batch[:, 0, 0, 0].tolist(), views.tolist(), views.dtype))
+        out = table[batch[:, 0, 0, 0]][:, views]
+        extras = {"embedding": np.stack([out, -out], axis=2).mean(axis=1)}
+        if "cam" in names:
+            extras["cam"] = np.repeat(out.mean(axis=1)[:, None, None], 2, axis=1).repeat(2, axis=2)
+        return out.mean(axis=1), out, extras
+
+    return run_views, calls
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.2])
+def test_staged_extras_stop_the_same_cells_and_weight_each_stage_by_its_views(threshold: float) -> None:
+    # float64 from the engine: the logits and the extras still come back float32, as the file computes.
+    rng = np.random.default_rng(5)
+    table = threshold_logit(threshold) + rng.normal(0.0, 2.0, (40, 8))
+    choice = _choice(threshold=threshold)
+    run_views, calls = _table_views_extras(table)
+    logits, went_on, extras = run_staged_extras(run_views, _batch(40), choice, ("embedding",))
+    want_logits, want_on = run_staged(_table_views(table)[0], _batch(40), choice)
+    assert 0 < want_on.sum() < 40
+    np.testing.assert_array_equal(went_on, want_on)
+    assert logits.dtype == np.float32 and extras["embedding"].dtype == np.float32
+    np.testing.assert_array_equal(logits, want_logits)
+    first = np.array(np.stack([table, -table], axis=2)[:, [2, 6]].mean(axis=1), np.float32)
+    rest = np.array(np.stack([table, -table], axis=2)[:, [0, 1, 3, 4, 5, 7]].mean(axis=1), np.float32)
+    np.testing.assert_array_equal(extras["embedding"][~went_on], first[~went_on])
+    # Stage 2's extras are weighted before they are rounded to float32: equal to within a rounding.
+    np.testing.assert_allclose(extras["embedding"][went_on], ((2 * first + 6 * rest) / 8)[went_on], rtol=3e-7)
+    assert [c[1] for c in calls] == [[2, 6], [0, 1, 3, 4, 5, 7]]
+    assert calls[1][0] == np.flatnonzero(went_on).tolist() and [c[2] for c in calls] == [np.int64, np.int64]
+
+
+def test_staged_extras_with_a_cam_compute_every_rotation_for_the_cells_that_go_on() -> None:
+    rng = np.random.default_rng(6)
+    table = rng.normal(0.0, 2.0, (30, 8))
+    run_views, calls = _table_views_extras(table)
+    logits, went_on, extras = run_staged_extras(run_views, _batch(30), _choice(), ("embedding", "cam"))
+    assert 0 < went_on.sum() < 30 and calls[1][1] == list(range(8))
+    np.testing.assert_array_equal(logits, run_staged(_table_views(table)[0], _batch(30), _choice())[0])
+    full = np.array(table.mean(axis=1), np.float32)
+    first = np.array(table[:, [2, 6]].mean(axis=1), np.float32)
+    assert extras["cam"].dtype == np.float32 and extras["cam"].shape == (30, 2, 2)
+    np.testing.assert_array_equal(extras["cam"][went_on][:, 0, 0], full[went_on])
+    np.testing.assert_array_equal(extras["cam"][~went_on][:, 1, 1], first[~went_on])
+
+
+def test_staged_extras_send_a_cell_exactly_at_the_margin_on() -> None:
+    table = np.zeros((3, 8), np.float32)
+    table[0], table[1], table[2] = 1.0, 1.5, -1.0  # at the margin, beyond it, at it
+    _, went_on, _ = run_staged_extras(_table_views_extras(table)[0], _batch(3), _choice(margin=1.0), ("embedding",))
     assert went_on.tolist() == [True, False, True]
 
 
