@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from edgeleuk.io.imageheader import MAX_JPEG_SCANS, Header, HeaderError, Refused, read_header
+from edgeleuk.io.imageheader import MAX_JPEG_SCANS, Header, HeaderError, Refused, read_header, tiff_entries
 from edgeleuk.io.imageio import decode_bytes
 
 # --- TIFF: classic and BigTIFF, either byte order ----------------------------------------------------
@@ -63,6 +63,16 @@ def test_bigtiff_headers_are_read_in_either_byte_order(order: str) -> None:
     refused = [*entries[:2], _inline(order, True, 258, 3, [8, 8, 8, 32])]
     with pytest.raises(Refused, match="^unsupported TIFF: 32 bits per sample"):
         read_header(_tiff(refused, order=order, big=True))
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("big", [False, True], ids=["classic", "bigtiff"])
+def test_the_directory_lists_every_tag_unsigned_with_its_entry_offset(big: bool, order: str) -> None:
+    # Tags past 32767 are common (34665 Exif, 33432 Copyright): read as SHORT, never negative.
+    tags = [256, 257, 34665, 65535]
+    data = _tiff([_inline(order, big, tag, 3, [1]) for tag in tags], order=order, big=big)
+    first, size = (24, 20) if big else (10, 12)
+    assert tiff_entries(data) == (order, big, [(tag, first + i * size) for i, tag in enumerate(tags)])
 
 
 @pytest.mark.parametrize("order", ["<", ">"])
