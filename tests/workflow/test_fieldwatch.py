@@ -260,9 +260,30 @@ def test_keep_rows_counts_records_not_lines(tmp_path: Path) -> None:
     with csvlog.CsvLog(path, ["path", "cell"]) as sink:
         for name, cell in (("a\nb.png", "1"), ("a\nb.png", "2"), ("c.png", "1"), ('d"\n".png', "1")):
             sink.append({"path": name, "cell": cell})
-    assert csvlog.keep_rows(path, 4) == 0 and csvlog.keep_rows(path, 9) == 0  # nothing past the mark
+    whole = path.read_bytes()
+    for n in (4, 5, 9):  # nothing past the mark (5: more rows asked for than the file holds)
+        assert csvlog.keep_rows(path, n) == 0 and path.read_bytes() == whole
     dropped = csvlog.keep_rows(path, 2)
-    assert dropped > 0
+    assert dropped == len(whole) - len(path.read_bytes()) == len(b'c.png,1\n"d""\n"".png",1\n')
     rows = csvlog.CsvLog(path, ["path", "cell"]).read_rows()
     assert [(r["path"], r["cell"]) for r in rows] == [("a\nb.png", "1"), ("a\nb.png", "2")]
     assert path.read_bytes().endswith(b"\n")
+
+
+def test_keep_rows_ends_a_record_at_a_line_break_right_after_a_closing_quote(tmp_path: Path) -> None:
+    """A line break right after a closing quote (`"x"` then the break) opens the next piece of text."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(b'path,cell\n"a,b",1\n"c",2\n"d"\n"e"\n')
+    assert csvlog.keep_rows(path, 3) == len(b'"e"\n')
+    assert path.read_bytes() == b'path,cell\n"a,b",1\n"c",2\n"d"\n'
+    assert csvlog.keep_rows(path, 1) == len(b'"c",2\n"d"\n')
+    assert path.read_bytes() == b'path,cell\n"a,b",1\n'
+
+
+def test_keep_rows_leaves_a_torn_row_past_the_rows_kept_to_the_log(tmp_path: Path) -> None:
+    """Header, n whole rows and a torn one: nothing to cut here (CsvLog trims a torn last row when opened)."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"path,cell\na.png,1\nb.png,2\nc.pn")
+    assert csvlog.keep_rows(path, 2) == 0
+    assert path.read_bytes() == b"path,cell\na.png,1\nb.png,2\nc.pn"
+

@@ -144,3 +144,36 @@ def test_metrics_that_are_undefined_read_n_a() -> None:
         "    accuracy 0.500  sensitivity n/a  specificity 0.500  F1 (weighted) 0.667  AUC n/a",
         "    confusion [[tn, fp], [fn, tp]] = [[1, 1], [0, 0]]",
     ]
+
+
+def _withheld(k: int) -> ResultRow:
+    """A call ``--qc strict`` withheld: classified, flagged, no label."""
+    return ResultRow(f"w{k}.bmp", Prediction(f"w{k}.bmp", "flagged", prob_all=0.9, qc=("blur",)), subject="7")
+
+
+def test_a_run_whose_calls_were_all_withheld_still_exits_0() -> None:
+    # Withheld calls were classified: --qc never changes the exit code (ok 1, flagged 1: not "none classified").
+    one_each = _summary("a")
+    one_each = PredictSummary(Path("d"), Path("p.csv"), "csv", (*one_each.rows, _withheld(1)), INFO, 0.5,
+                              "default", 1.0, qc="strict")
+    assert (one_each.ok, one_each.flagged, one_each.failed, one_each.exit_code()) == (1, 1, 0, 0)
+    only = PredictSummary(Path("d"), Path("p.csv"), "csv", (_withheld(1), _withheld(2)), INFO, 0.5, "default", 1.0,
+                          qc="strict")
+    assert (only.ok, only.flagged, only.failed, only.exit_code(), only.exit_code(strict=True)) == (0, 2, 0, 0, 0)
+
+
+def test_the_head_counts_withheld_calls_and_names_the_qc_mode_and_heatmaps() -> None:
+    rows = (*_summary("ah").rows, _withheld(1))
+    summary = PredictSummary(Path("d"), Path("p.csv"), "csv", rows, INFO, 0.5, "default", 1.0, qc="strict",
+                             heatmaps="heatmaps: 1 overlay in maps/")
+    lines = summary.describe().splitlines()
+    assert lines[1] == "  ok 2, failed 0, flagged 1"
+    assert lines[3:6] == [
+        "  flagged 1 cell(s) (blur 1): no label, left out of the ALL/HEM counts and the metrics (--qc strict)",
+        "    w1.bmp: blur",
+        "  heatmaps: 1 overlay in maps/",
+    ]
+    assert _summary("ah").describe().splitlines()[1] == "  ok 2, failed 0"
+    off = PredictSummary(Path("d"), Path("p.csv"), "csv", rows[:2], INFO, 0.5, "default", 1.0, qc="off")
+    assert "  quality and distribution checks off (--qc off): no cell was flagged" in off.describe().splitlines()
+

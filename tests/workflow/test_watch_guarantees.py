@@ -459,3 +459,22 @@ def test_each_unreadable_file_is_counted_once(tmp_path: Path) -> None:
                            stop_event=_Waits())
     assert (summary.classified, summary.failed, summary.written) == (1, 2, 3)
     assert [r["status"] for r in _rows(out)] == ["ok", "error", "error"]
+
+
+def test_the_summary_counts_cells_of_fields_and_flagged_and_withheld_calls() -> None:
+    from edgeleuk.workflow.watch import WatchSummary
+
+    common = {"folder": Path("in"), "out": Path("p.csv"), "resumed": 2, "classified": 4, "called_all": 1,
+              "failed": 1, "stopped": "stop requested", "seconds": 3.0}
+    fields = WatchSummary(**common, flagged=2, withheld=1, fields=["  3 field(s), 4 white cell(s)"])
+    assert fields.describe() == (
+        "watch in stopped: stop requested after 3 s\n"
+        "  classified 4 white cell(s), 1 called ALL (25.0%); 1 field(s) without cells recorded as errors\n"
+        "  flagged 2 cell(s) (see the qc column), 1 of them without a label (--qc strict)\n"
+        "  p.csv: 8 row(s) (2 from earlier sessions); run `edgeleuk watch` again to continue\n"
+        "  3 field(s), 4 white cell(s)")
+    cells = WatchSummary(**common, flagged=2).describe().splitlines()
+    assert cells[1:3] == ["  classified 4 image(s), 1 called ALL (25.0%); 1 unreadable file(s) recorded as errors",
+                          "  flagged 2 cell(s) (see the qc column)"]
+    assert len(WatchSummary(**common).describe().splitlines()) == 3  # no flagged line when none was
+
