@@ -427,6 +427,27 @@ def test_a_bad_embedding_is_a_fault_naming_the_answer(open_remote: Any, texts: t
     assert str(caught.value) == f"server {URL}: {message}"
 
 
+def test_the_embedding_length_comes_from_the_local_model_files_ood_model(
+        model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeleuk.quality.ood import fit_ood
+
+    ood = fit_ood(np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32), k=2)
+    local = build_onnx(model.parent / "with-ood.onnx", ModelMeta(recipe="ood", ood=ood))
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+
+    def client(*args: Any, **kw: Any) -> _Client:
+        made = _Client(*args, **kw)
+        made.meta = {**honest_metadata(local), **SERVES_EMBEDDING}
+        return made
+
+    monkeypatch.setattr(remote, "ServerClient", client)
+    backend = RemoteBackend(local, BackendOptions(engine={"remote": RemoteOptions(server=URL)}, extras=(EMBEDDING,)))
+    assert backend._dim == ood.dim == 3
+    backend.client.reply = _with_embeddings(_vector(1, 2), _vector(1, 2))  # the server's own length: 2
+    with pytest.raises(RemoteFault, match=r": answer 0: embedding has 2 values, expected 3$"):
+        backend.run_extras(np.zeros((2, 2, 2, 3), np.uint8), (EMBEDDING,))
+
+
 def test_embeddings_of_the_local_models_dimension_pass(open_remote: Any) -> None:
     backend = open_remote(SERVES_EMBEDDING, extras=(EMBEDDING,))
     backend._dim = 3
