@@ -371,3 +371,21 @@ def test_the_summary_says_how_staged_tta_went(tmp_path: Path) -> None:
     summary = predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv", options=QUIET,
                       classifier=Noted(FlakyBackend(), batch_size=2, workers=1))
     assert summary.tta_note == Noted.tta_note and f"\n  {Noted.tta_note}\n" in summary.describe()
+
+
+def test_each_prediction_passes_through_keep_before_it_is_kept(tmp_path: Path) -> None:
+    """``keep`` (the heatmap writer: it writes the map, then drops it) sees every prediction, in order."""
+    _cells(tmp_path, 3)
+    records = index_inputs(tmp_path).records
+    seen: list[Prediction] = []
+
+    def keep(p: Prediction) -> Prediction:
+        seen.append(p)
+        return dataclasses.replace(p, subject="kept")
+
+    results, fault = predict_module._classify(_classifier(), records, False, keep)
+    assert fault is None and [p.path for p in seen] == [str(r.path) for r in records]
+    assert [p for p, _ in results] == [dataclasses.replace(p, subject="kept") for p in seen]
+    plain, _ = predict_module._classify(_classifier(), records, False)
+    assert [p for p, _ in plain] == seen
+
