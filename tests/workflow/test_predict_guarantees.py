@@ -20,9 +20,11 @@ import pytest
 from runtime_support import FlakyBackend, gray_cell, write_bmp
 
 from edgeleuk.core.errors import EngineFault, OutputError, UsageError
+from edgeleuk.core.meta import ModelMeta
 from edgeleuk.runtime.classifier import Classifier, Prediction
 from edgeleuk.runtime.wire import model_id, model_sha256
 from edgeleuk.workflow import predict as predict_module
+from edgeleuk.workflow.flags import STRICT_CNMC
 from edgeleuk.workflow.inputs import index_inputs
 from edgeleuk.workflow.predict import PredictOptions, load_classifier, partial_path, predict
 from edgeleuk.workflow.provenance import sidecar_path
@@ -388,4 +390,141 @@ def test_each_prediction_passes_through_keep_before_it_is_kept(tmp_path: Path) -
     assert [p for p, _ in results] == [dataclasses.replace(p, subject="kept") for p in seen]
     plain, _ = predict_module._classify(_classifier(), records, False)
     assert [p for p, _ in plain] == seen
+
+
+# --- --qc, heatmaps and the trust note reach the rows and the summary ------------------------------
+
+
+class _FlagsFirst(Classifier):
+    """The quality checks flag the first file (blur); the rest pass."""
+
+    def iter_predict(self, paths) -> Iterator[Prediction]:
+        for k, p in enumerate(super().iter_predict(paths)):
+            yield dataclasses.replace(p, qc=("blur",)) if k == 0 else p
+
+
+def _labelled(folder: Path) -> None:
+    """Three C-NMC training names: the true label is in each name."""
+    for k, name in enumerate(("UID_1_1_1_all.bmp", "UID_1_2_1_all.bmp", "UID_H2_3_1_hem.bmp")):
+        write_bmp(folder / name, gray_cell(60 + 50 * k, seed=k))
+
+
+@pytest.mark.parametrize(("qc", "status", "label", "flag"), [
+    ("strict", "flagged", False, "blur"),  # withheld: no label
+    ("flag", "ok", True, "blur"),  # labelled, flagged
+    ("off", "ok", True, ""),  # checks off: nothing flagged
+])
+def test_rows_are_judged_under_the_qc_mode(tmp_path: Path, qc: str, status: str, label: bool, flag: str) -> None:
+    _labelled(tmp_path / "in")
+    clf = _FlagsFirst(FlakyBackend(), batch_size=2, workers=1, qc=False)  # only the stand-in flags
+    summary = predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv",
+                      options=dataclasses.replace(QUIET, qc=qc), classifier=clf)
+    first = _rows(tmp_path / "p.csv")[0]
+    assert (first["path"], first["status"], first["true_label"]) == ("UID_1_1_1_all.bmp", status, "all")
+    assert (first["label"] != "") == label and first["qc"] == flag
+    assert summary.qc == qc
+    assert summary.flagged == (qc == "strict") and summary.rows[0].prediction.status == status
+
+
+def test_rows_made_before_a_fault_are_judged_under_the_qc_mode_too(tmp_path: Path) -> None:
+    _labelled(tmp_path / "in")
+    clf = _FlagsFirst(FlakyBackend(lambda call: call == 2), batch_size=2, workers=1, qc=False)
+    with pytest.raises(EngineFault):
+        predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv",
+                options=dataclasses.replace(QUIET, qc="strict"), classifier=clf)
+    kept = _rows(partial_path(tmp_path / "p.csv"))
+    assert [(r["status"], r["label"] != "", r["true_label"]) for r in kept] == [("flagged", False, "all"),
+                                                                             ("ok", True, "all")]
+
+
+def test_a_cnmc_submission_under_qc_strict_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    _cells(tmp_path / "in", 2)
+    for fmt, qc in (("cnmc", "strict"),):
+        with pytest.raises(UsageError) as caught:
+            predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv",
+                    options=dataclasses.replace(QUIET, fmt=fmt, qc=qc), classifier=_classifier())
+        assert str(caught.value) == STRICT_CNMC
+    assert not list(tmp_path.glob("p*"))
+    for fmt, qc in (("cnmc", "flag"), ("csv", "strict")):  # either alone is fine
+        assert predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / f"p.{fmt}",
+                       options=dataclasses.replace(QUIET, fmt=fmt, qc=qc), classifier=_classifier()).exit_code() == 0
+
+
+@pytest.mark.parametrize(("qc", "heatmaps", "asked"), [
+    ("flag", None, {}), ("strict", None, {}), ("off", None, {"qc": False}),
+    ("flag", Path("maps"), {"heatmaps": True}), ("off", Path("maps"), {"qc": False, "heatmaps": True}),
+])
+def test_the_classifier_is_opened_with_the_checks_the_options_ask(monkeypatch: pytest.MonkeyPatch, qc: str,
+                                                                  heatmaps: Path | None, asked: dict) -> None:
+    opened: list[dict] = []
+    monkeypatch.setattr(predict_module.Classifier, "load", lambda *a, **kw: opened.append(kw))
+    load_classifier(Path("m.onnx"), dataclasses.replace(QUIET, qc=qc, heatmaps=heatmaps))
+    assert {k: opened[0][k] for k in ("qc", "heatmaps") if k in opened[0]} == asked
+
+
+class _Sink:
+    """Stands in for the heatmap writer: records what it was given and what it saw."""
+
+    made: list[_Sink] = []
+
+    def __init__(self, folder: Path, clf: Classifier, row_path) -> None:
+        self.folder, self.clf, self.row_path, self.seen = folder, clf, row_path, []
+        _Sink.made.append(self)
+
+    def __call__(self, prediction: Prediction) -> Prediction:
+        self.seen.append(prediction.path)
+        return prediction
+
+    def close(self) -> str:
+        return f"heatmaps: {len(self.seen)} seen"
+
+
+def test_heatmaps_go_to_the_folder_asked_and_the_summary_says_what_they_got(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cells(tmp_path / "in", 3)
+    monkeypatch.setattr(predict_module, "HeatmapSink", _Sink)
+    monkeypatch.setattr(_Sink, "made", [])
+    clf = _classifier()
+    summary = predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv",
+                      options=dataclasses.replace(QUIET, heatmaps=tmp_path / "maps"), classifier=clf)
+    (sink,) = _Sink.made
+    assert (sink.folder, sink.clf) == (tmp_path / "maps", clf) and sink.row_path(tmp_path / "in" / "2.bmp") == "2.bmp"
+    assert [Path(p).name for p in sink.seen] == ["1.bmp", "2.bmp", "3.bmp"]
+    assert summary.heatmaps == "heatmaps: 3 seen"
+    plain = predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "q.csv", options=QUIET,
+                    classifier=_classifier())
+    assert plain.heatmaps == "" and len(_Sink.made) == 1
+
+
+class _Bare:
+    """A classifier without ``trust_note`` (a cluster's classifier, say); ``extra`` sets attributes."""
+
+    def __init__(self, clf: Classifier, **extra) -> None:
+        self._clf = clf
+        self.__dict__.update(extra)
+
+    def __getattr__(self, name: str):
+        if name == "trust_note":
+            raise AttributeError(name)
+        return getattr(self._clf, name)
+
+
+@pytest.mark.parametrize(("extra", "note"), [
+    ({}, ""), ({"trust_note": None}, ""), ({"trust_note": ""}, ""),
+    ({"trust_note": "no OOD model in this file"}, "no OOD model in this file"),
+])
+def test_the_summary_carries_the_classifiers_trust_note(tmp_path: Path, extra: dict, note: str) -> None:
+    _cells(tmp_path / "in", 1)
+    summary = predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv", options=QUIET,
+                      classifier=_Bare(_classifier(), **extra))
+    assert summary.trust_note == note
+
+
+def test_the_positive_class_is_the_models_own_name(tmp_path: Path) -> None:
+    _cells(tmp_path / "in", 3)
+    meta = ModelMeta(arch="seresnext_tiny", recipe="flaky-test", class_names={0: "normal", 1: "blast"})
+    summary = predict(tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "p.csv", options=QUIET,
+                      classifier=_classifier(backend=FlakyBackend(meta=meta)))
+    assert summary.positive == "blast" and summary.n_all == sum(r.prediction.label == "blast" for r in summary.rows)
+    assert summary.n_all > 0
 
