@@ -287,3 +287,88 @@ def test_keep_rows_leaves_a_torn_row_past_the_rows_kept_to_the_log(tmp_path: Pat
     assert csvlog.keep_rows(path, 2) == 0
     assert path.read_bytes() == b"path,cell\na.png,1\nb.png,2\nc.pn"
 
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+class _Polls(threading.Event):
+    """A stop event that sets itself after ``cap`` polls, so a session that would wait on stops instead."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap, self.polls = cap, 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.polls += 1
+        if self.polls >= self.cap:
+            self.set()
+        return super().wait(0.01)
+
+
+def test_field_rows_carry_the_subject_and_true_label_their_names_state(model: Path, tmp_path: Path) -> None:
+    """C-NMC names state subject and class: every row of the field says both; a plain name says neither."""
+    folder, out = tmp_path / "incoming", tmp_path / "w.csv"
+    write_field(folder / "UID_11_3_1_all.png", BUSY)
+    write_field(folder / "plain.png", ONE)
+    outside = write_field(tmp_path / "elsewhere" / "secret.png", ONE)
+    (folder / "UID_H10_2_1_hem.png").symlink_to(outside)
+    _watch(folder, out, model)
+    got = sorted((r["field"], r["cell"], r["status"], r["subject"], r["true_label"]) for r in _rows(out))
+    assert got == [
+        ("UID_11_3_1_all.png", "1", "ok", "11", "all"),
+        ("UID_11_3_1_all.png", "2", "ok", "11", "all"),
+        ("UID_H10_2_1_hem.png", "", "error", "H10", ""),  # the link's own name; its target is never read
+        ("plain.png", "1", "ok", "", ""),
+    ]
+
+
+def test_a_hem_field_is_labelled_hem_from_its_name(model: Path, tmp_path: Path) -> None:
+    folder, out = tmp_path / "incoming", tmp_path / "w.csv"
+    write_field(folder / "UID_H10_43_1_hem.png", ONE)
+    _watch(folder, out, model)
+    assert [(r["subject"], r["true_label"]) for r in _rows(out)] == [("H10", "hem")]
+
+
+def test_a_field_still_being_written_does_not_hold_up_a_later_ready_field(model: Path, tmp_path: Path) -> None:
+    """The half-written field waits for a later poll; the whole one after it is done in the same poll."""
+    folder, out = tmp_path / "incoming", tmp_path / "w.csv"
+    data = write_field(tmp_path / "whole.png", ONE).read_bytes()
+    folder.mkdir()
+    (folder / "a_half.png").write_bytes(data[: len(data) // 2])  # listed first, cannot be read yet
+    write_field(folder / "b_whole.png", ONE)
+    summary = watch_folder(folder, model=model, out=out, backend="cpu", interval=0.01, give_up_s=3600,
+                           fields=OPTIONS, max_files=1, stop_event=_Polls(cap=50))
+    assert summary.stopped == "1 row(s) done"
+    assert _keys(out) == [("b_whole.png", "1")]
+
+
+def test_max_files_stops_at_the_first_field_that_reaches_it(model: Path, tmp_path: Path) -> None:
+    """One row asked for, the first field gives exactly one: the next field is not started."""
+    folder, out = tmp_path / "incoming", tmp_path / "w.csv"
+    write_field(folder / "a_one.png", ONE)
+    write_field(folder / "b_busy.png", BUSY)
+    summary = _watch(folder, out, model, max_files=1)
+    assert summary.stopped == "1 row(s) done" and summary.written == 1
+    assert _keys(out) == [("a_one.png", "1")]
+
+
+def test_a_stop_request_ends_the_session_after_the_current_field(model: Path, tmp_path: Path) -> None:
+    from edgeleuk.runtime.classifier import Classifier
+
+    folder, out = tmp_path / "incoming", tmp_path / "w.csv"
+    write_field(folder / "a_busy.png", BUSY)
+    write_field(folder / "b_one.png", ONE)
+    clf, stop = Classifier.load(model, backend="cpu"), threading.Event()
+    real = clf.predict_arrays
+
+    def stopping(images):
+        stop.set()  # asked while the first field is classified
+        return real(images)
+
+    clf.predict_arrays = stopping  # type: ignore[method-assign]
+    summary = _watch(folder, out, model, classifier=clf, stop_event=stop)
+    assert summary.stopped == "stop requested"
+    assert _keys(out) == [("a_busy.png", "1"), ("a_busy.png", "2")]

@@ -478,3 +478,22 @@ def test_the_summary_counts_cells_of_fields_and_flagged_and_withheld_calls() -> 
                           "  flagged 2 cell(s) (see the qc column)"]
     assert len(WatchSummary(**common).describe().splitlines()) == 3  # no flagged line when none was
 
+
+
+@pytest.mark.parametrize(("qc", "asked"), [("off", {"qc": False}), ("flag", {}), ("strict", {})])
+def test_the_qc_mode_decides_whether_the_model_is_opened_with_quality_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, qc: str, asked: dict
+) -> None:
+    """``--qc off`` opens the model without its checks; the other modes keep the loader's default (on)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    seen: list[dict] = []
+
+    def load(model, **kwargs):
+        seen.append(kwargs)
+        return _classifier()
+
+    monkeypatch.setattr(Classifier, "load", load)
+    watch_folder(folder, tmp_path / "m.onnx", tmp_path / "p.csv", backend="cpu", max_idle=0.01, qc=qc,
+                 stop_event=_Waits())
+    assert seen == [{"backend": "cpu", "tta": "full", **asked}]
