@@ -175,6 +175,18 @@ def test_a_one_pixel_image_is_padded_not_refused() -> None:
     assert d.image.dtype == np.uint8 and d.image[224, 224].tolist() == [9, 9, 9] and int(d.image.sum()) == 27
 
 
+@pytest.mark.parametrize(("raw", "error"), [
+    (np.zeros((4, 4), np.float32), "unsupported pixel type float32 (expected 8- or 16-bit)"),
+    (np.zeros((4, 4, 2), np.uint8), "unsupported image layout (4, 4, 2) (expected gray, RGB or RGBA)"),
+])
+def test_a_decoded_image_of_a_type_we_do_not_take_is_a_failed_decode_naming_it(
+        monkeypatch: pytest.MonkeyPatch, raw: np.ndarray, error: str) -> None:
+    # The header checks keep such files from OpenCV; should one get through, it is one error row, not a crash.
+    monkeypatch.setattr(imageio, "_imdecode", lambda data: raw)
+    d = decode_bytes(cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())
+    assert not d.ok and d.image is None and d.error == error
+
+
 def test_layouts_and_pixel_types_opencv_never_gives_are_refused_with_their_reason() -> None:
     adjustments: list[str] = []
     assert imageio._to_uint8(np.zeros((2, 2), np.float32), adjustments) == (

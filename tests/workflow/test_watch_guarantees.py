@@ -497,3 +497,37 @@ def test_the_qc_mode_decides_whether_the_model_is_opened_with_quality_checks(
     watch_folder(folder, tmp_path / "m.onnx", tmp_path / "p.csv", backend="cpu", max_idle=0.01, qc=qc,
                  stop_event=_Waits())
     assert seen == [{"backend": "cpu", "tta": "full", **asked}]
+
+
+class _FlagsSecond(Classifier):
+    """The quality checks flag ``2.bmp`` and ``4.bmp`` (blur) and nothing else."""
+
+    def iter_predict(self, paths):
+        import dataclasses
+
+        for p in super().iter_predict(paths):
+            yield dataclasses.replace(p, qc=("blur",)) if str(p.path).endswith(("2.bmp", "4.bmp")) else p
+
+
+@pytest.mark.parametrize(("qc", "second", "counts"), [
+    # qc: 2.bmp's and 4.bmp's (status, has a label, qc cell); (classified, flagged, withheld, failed)
+    ("flag", ("ok", True, "blur"), (4, 2, 0, 1)),
+    ("strict", ("flagged", False, "blur"), (2, 2, 2, 1)),
+    ("off", ("ok", True, ""), (4, 0, 0, 1)),
+])
+def test_watch_judges_each_row_under_the_qc_mode_and_counts_what_it_flagged(
+        tmp_path: Path, qc: str, second: tuple, counts: tuple) -> None:
+    folder, out = tmp_path / "in", tmp_path / "p.csv"
+    _cells(folder, 4)
+    (folder / "5.bmp").write_bytes(b"not an image")  # an error row: never counted as flagged
+    clf = _FlagsSecond(FlakyBackend(), batch_size=8, workers=1, qc=False)  # only the stand-in flags
+    summary = watch_folder(folder, classifier=clf, out=out, interval=0.01, give_up_s=0, max_files=5, qc=qc,
+                           stop_event=_Waits())
+    rows = {r["path"]: r for r in _rows(out)}
+    assert (rows["2.bmp"]["status"], rows["2.bmp"]["label"] != "", rows["2.bmp"]["qc"]) == second
+    passed = "" if qc == "off" else "ok"  # checks off: the qc cell stays empty
+    assert {rows[n]["qc"] for n in ("1.bmp", "3.bmp")} == {passed}
+    assert (rows["4.bmp"]["status"], rows["4.bmp"]["label"] != "", rows["4.bmp"]["qc"]) == second
+    assert (rows["5.bmp"]["status"], rows["5.bmp"]["qc"]) == ("error", "")
+    assert (summary.classified, summary.flagged, summary.withheld, summary.failed) == counts
+
