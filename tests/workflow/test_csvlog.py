@@ -251,3 +251,16 @@ def test_a_torn_last_row_is_cut_and_its_bytes_counted(tmp_path: Path) -> None:
         assert (log.rows, log.trimmed_bytes) == ([{"path": "a.bmp", "status": "ok"}], 3)
         log.append({"path": "b.bmp", "status": "ok"})
     assert out.read_bytes() == b"path,status\na.bmp,ok\nb.bmp,ok\n"
+
+
+def test_read_rows_refuses_other_columns_even_past_the_first_line_check(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header the rows are read with is checked again (the file may change between the two reads)."""
+    path = tmp_path / "log.csv"
+    path.write_text("a,b\n1,2\n")
+    monkeypatch.setattr(CsvLog, "_check_header", lambda self: None)
+    with pytest.raises(UsageError) as caught:
+        CsvLog(path, ["path", "cell"]).read_rows()
+    assert str(caught.value) == (f"{path} exists with columns ['a', 'b'], not ['path', 'cell']; choose another "
+                                 "--out (it is not a predictions file this command can continue)")
+

@@ -372,3 +372,17 @@ def test_a_stop_request_ends_the_session_after_the_current_field(model: Path, tm
     summary = _watch(folder, out, model, classifier=clf, stop_event=stop)
     assert summary.stopped == "stop requested"
     assert _keys(out) == [("a_busy.png", "1"), ("a_busy.png", "2")]
+
+
+def test_field_cells_are_judged_under_the_qc_mode_and_stamped_with_their_model(
+        model: Path, smear: Path, tmp_path: Path) -> None:
+    from edgeleuk.runtime.wire import model_id, model_sha256
+
+    # The squares are uniform grey: the default quality checks find every one blank.
+    expected = {"flag": ("ok", True, "blank"), "strict": ("flagged", False, "blank"), "off": ("ok", True, "")}
+    for qc, judged in expected.items():
+        out = tmp_path / f"{qc}.csv"
+        _watch(smear, out, model, qc=qc)
+        cells = [r for r in _rows(out) if r["cell"]]
+        assert len(cells) == 5 and {r["model"] for r in cells} == {model_id(model_sha256(model))}
+        assert {(r["status"], r["label"] != "", r["qc"]) for r in cells} == {judged}

@@ -531,3 +531,20 @@ def test_watch_judges_each_row_under_the_qc_mode_and_counts_what_it_flagged(
     assert (rows["5.bmp"]["status"], rows["5.bmp"]["qc"]) == ("error", "")
     assert (summary.classified, summary.flagged, summary.withheld, summary.failed) == counts
 
+
+
+def test_the_session_time_is_its_wall_time_whether_it_ends_or_fails(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    _cells(folder, 2)
+    started = time.monotonic()
+    summary = watch_folder(folder, classifier=_classifier(), out=tmp_path / "p.csv", interval=0.01, max_files=2,
+                           stop_event=_Waits())
+    assert 0 <= summary.seconds <= time.monotonic() - started
+    started = time.monotonic()
+    with pytest.raises(EngineFault) as caught:
+        watch_folder(folder, classifier=_classifier(FlakyBackend(lambda call: True)), out=tmp_path / "q.csv",
+                     interval=0.01, faults=FaultPolicy(retries=0, backoff_s=0.0, max_backoff_s=0.0),
+                     stop_event=_Waits())
+    took = time.monotonic() - started
+    seconds = int(re.search(r"stopped: failed after (\d+) s", str(caught.value)).group(1))
+    assert 0 <= seconds <= took + 1
