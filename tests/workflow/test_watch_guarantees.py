@@ -548,3 +548,20 @@ def test_the_session_time_is_its_wall_time_whether_it_ends_or_fails(tmp_path: Pa
     took = time.monotonic() - started
     seconds = int(re.search(r"stopped: failed after (\d+) s", str(caught.value)).group(1))
     assert 0 <= seconds <= took + 1
+
+
+def test_a_fault_on_a_file_deleted_before_the_retry_still_ends_on_idle(tmp_path: Path) -> None:
+    """The engine fails on the only file, which is gone by the retry: watch idles out, as after any activity."""
+    folder = tmp_path / "in"
+    (name,) = _cells(folder, 1)
+
+    backend = FlakyBackend(lambda call: call == 1)
+
+    def delete_after_the_fault_pause(pauses: int) -> None:
+        if backend.calls == 1 and (folder / name).exists():  # the pause after the fault
+            (folder / name).unlink()
+
+    summary = watch_folder(folder, classifier=_classifier(backend), out=tmp_path / "p.csv", interval=0.01,
+                           max_idle=0.05, faults=FaultPolicy(retries=3, backoff_s=0.0, max_backoff_s=0.0),
+                           stop_event=_Waits(then=delete_after_the_fault_pause))
+    assert summary.stopped == "no new files for 0.05 s" and backend.calls == 1 and summary.written == 0
