@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Test processes for `make mutate` (one per core; lower it to keep the machine free for other work).
-MUTATE_JOBS ?= 2
+# Test processes for `make mutate`: more than the cores help, as many of its tests wait on watch's polling
+# rather than compute (lower it to keep the machine free for other work).
+MUTATE_JOBS ?= 4
 # timm imports torchvision; on these machines the 2.13 CPU wheel breaks torchvision's import.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # Tests, linters and the docs build: every extra except gpu (it would shadow onnxruntime).

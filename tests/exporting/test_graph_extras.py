@@ -67,6 +67,18 @@ def test_mean_of_a_views_cam_plus_bias_is_that_views_logit(tiny_onnx: Path, tiny
                                    atol=1e-5, rtol=0)
 
 
+def test_one_views_cam_plus_bias_is_that_views_logit_in_the_eager_wrapper(tiny_checkpoint: Path) -> None:
+    # As above, before any export: with one view every shown region is averaged over exactly one view.
+    ckpt = load_checkpoint(tiny_checkpoint)
+    eager = tta._define_classifier()(ckpt.build_model().eval(), ckpt.meta, extras=True).eval()
+    bias, images = _bias(tiny_checkpoint), torch.from_numpy(_images())
+    with torch.no_grad():
+        for view in RIGHT_ANGLES:
+            _, _, view_logits, _, cam = eager.forward_extras(images, torch.tensor([view]))
+            np.testing.assert_allclose(cam.double().mean(dim=(1, 2)).numpy() + bias, view_logits[:, 0].numpy(),
+                                       atol=1e-5, rtol=0)
+
+
 def _torch_view_maps(tiny_checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Upright maps of the right-angle views and every view's pooled features, computed in PyTorch.
 

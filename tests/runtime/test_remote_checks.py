@@ -448,6 +448,14 @@ def test_the_embedding_length_comes_from_the_local_model_files_ood_model(
         backend.run_extras(np.zeros((2, 2, 2, 3), np.uint8), (EMBEDDING,))
 
 
+def test_a_wrong_count_of_answers_on_the_embedding_route_is_a_fault_naming_the_server(open_remote: Any) -> None:
+    backend = open_remote(SERVES_EMBEDDING, extras=(EMBEDDING,))
+    _Client.made[-1].reply = _answering(predictions=[])
+    with pytest.raises(RemoteFault) as caught:
+        backend.run_extras(np.zeros((2, 2, 2, 3), np.uint8), (EMBEDDING,))
+    assert str(caught.value) == f"server {URL} returned 0 answers for 2 images"
+
+
 def test_embeddings_of_the_local_models_dimension_pass(open_remote: Any) -> None:
     backend = open_remote(SERVES_EMBEDDING, extras=(EMBEDDING,))
     backend._dim = 3
