@@ -235,7 +235,8 @@ def test_a_bigtiff_offset_past_2_63_is_an_unreadable_file_not_a_crash() -> None:
     assert decode_bytes(data).error == "not a readable image: unknown format, corrupt or truncated"
 
 
-@pytest.mark.parametrize("data", [b"GIF89a\x01\x00\x01\x00", b"", b"\x00" * 64, b"B"])
+@pytest.mark.parametrize("data", [b"GIF89a\x01\x00\x01\x00", b"", b"\x00" * 64, b"B"],
+                         ids=["gif", "empty", "zeros", "one-byte"])  # plain ids: mutmut passes them to pytest
 def test_bytes_of_no_format_we_read_are_an_unknown_format(data: bytes) -> None:
     with pytest.raises(HeaderError, match="^unknown format$"):
         read_header(data)
