@@ -170,3 +170,21 @@ class FlakyBackend:
         from edgeleuk.runtime.base import BackendInfo
 
         return BackendInfo(name=self.name, engine="stub", providers=("stub",), precision="fp32")
+
+
+def with_ood_model(model: Path, cells: np.ndarray, out: Path) -> Path:
+    """``model`` copied to ``out`` with an OOD model fitted on ``cells``' embeddings (as calibrate does)."""
+    import dataclasses
+
+    from edgeleuk import quality
+    from edgeleuk.core.contract import EMBEDDING
+    from edgeleuk.io.modelfile import read_model_meta
+    from edgeleuk.io.modelwrite import write_model_with_meta
+    from edgeleuk.runtime.registry import backend_options, choose_backend
+
+    backend = choose_backend(model, "cpu", dataclasses.replace(backend_options(), extras=(EMBEDDING,)))[0]
+    _, _, extras = backend.run_extras(cells, (EMBEDDING,))
+    meta, _ = read_model_meta(model)
+    write_model_with_meta(model, out, meta.replace(ood=quality.fit_ood(extras[EMBEDDING])))
+    return out
+

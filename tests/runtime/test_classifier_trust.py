@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_support import with_ood_model
 
 from edgeleuk import Classifier, quality
 from edgeleuk.core.contract import CAM, EMBEDDING, EXTRA_OUTPUTS
@@ -18,8 +19,6 @@ from edgeleuk.core.errors import EngineFault
 from edgeleuk.core.numerics import sigmoid
 from edgeleuk.io.data import list_images
 from edgeleuk.io.imageio import decode_image
-from edgeleuk.io.modelfile import read_model_meta
-from edgeleuk.io.modelwrite import write_model_with_meta
 from edgeleuk.runtime.registry import backend_options, choose_backend
 from edgeleuk.runtime.staged import StageChoice, StagedRunner, run_staged_extras
 
@@ -32,12 +31,7 @@ def cells(synth_root: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def with_ood(tiny_onnx: Path, cells: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with an OOD model fitted on 40 SYNTHETIC cells' embeddings (as calibrate does)."""
-    backend = choose_backend(tiny_onnx, "cpu", dataclasses.replace(backend_options(), extras=(EMBEDDING,)))[0]
-    _, _, extras = backend.run_extras(cells, (EMBEDDING,))
-    meta, _ = read_model_meta(tiny_onnx)
-    out = tmp_path_factory.mktemp("ood") / "tiny-ood.onnx"
-    write_model_with_meta(tiny_onnx, out, meta.replace(ood=quality.fit_ood(extras[EMBEDDING])))
-    return out
+    return with_ood_model(tiny_onnx, cells, tmp_path_factory.mktemp("ood") / "tiny-ood.onnx")
 
 
 @pytest.fixture(scope="module")

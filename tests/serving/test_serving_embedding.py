@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -17,16 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_support import with_ood_model
 
-from edgeleuk import Classifier, quality
+from edgeleuk import Classifier
 from edgeleuk.core.contract import EMBEDDING
 from edgeleuk.core.errors import EngineFault
 from edgeleuk.io.data import list_images
 from edgeleuk.io.imageio import decode_image
-from edgeleuk.io.modelfile import read_model_meta
-from edgeleuk.io.modelwrite import write_model_with_meta
 from edgeleuk.runtime import wire
-from edgeleuk.runtime.registry import backend_options, choose_backend
 from edgeleuk.serving.server import ModelService
 
 
@@ -37,12 +34,7 @@ def cells(synth_root: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(tiny_onnx: Path, cells: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    backend = choose_backend(tiny_onnx, "cpu", dataclasses.replace(backend_options(), extras=(EMBEDDING,)))[0]
-    _, _, extras = backend.run_extras(cells, (EMBEDDING,))
-    meta, _ = read_model_meta(tiny_onnx)
-    out = tmp_path_factory.mktemp("served") / "tiny-ood.onnx"
-    write_model_with_meta(tiny_onnx, out, meta.replace(ood=quality.fit_ood(extras[EMBEDDING])))
-    return out
+    return with_ood_model(tiny_onnx, cells, tmp_path_factory.mktemp("served") / "tiny-ood.onnx")
 
 
 @contextlib.contextmanager
