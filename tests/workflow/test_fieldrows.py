@@ -28,16 +28,8 @@ from edgeleuk.workflow.predict import PredictOptions, partial_path
 MODEL_UM = 0.25
 OPTS = PredictOptions(backend="cpu", progress=False)
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_brightness_onnx(tmp_path_factory.mktemp("fields-model") / "bright.onnx")
-
-
-@pytest.fixture(autouse=True)
-def squares_are_cells(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fieldrows.fieldlib, "find_cells", fake_find_cells)
+# Every field is segmented by the fake that takes each drawn square for a cell (tests/workflow/conftest.py).
+pytestmark = pytest.mark.usefixtures("squares_are_cells")
 
 
 @pytest.fixture
@@ -58,9 +50,9 @@ def _csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), list(reader)
 
 
-def test_rows_per_cell_and_one_error_row_per_bad_field(model: Path, smear: Path, tmp_path: Path) -> None:
+def test_rows_per_cell_and_one_error_row_per_bad_field(bright_model: Path, smear: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
-    summary = predict_fields(smear, model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM, um_per_px=0.5))
+    summary = predict_fields(smear, bright_model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM, um_per_px=0.5))
     header, rows = _csv(out)
     assert tuple(header) == FIELD_COLUMNS + columns(False)
     assert [(r["field"], r["cell"], r["status"]) for r in rows] == [
@@ -79,9 +71,9 @@ def test_rows_per_cell_and_one_error_row_per_bad_field(model: Path, smear: Path,
     assert "made 5 row(s) from 4 field(s)" in text and "1 edge cut, 1 platelet" in text
 
 
-def test_fields_record_counts_what_was_not_classified(model: Path, smear: Path, tmp_path: Path) -> None:
+def test_fields_record_counts_what_was_not_classified(bright_model: Path, smear: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
-    predict_fields(smear, model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM))
+    predict_fields(smear, bright_model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM))
     doc = json.loads(fields_path(out).read_text())
     assert doc["rows"] == 5 and doc["n_fields"] == 4 and doc["cells"] == 3
     busy = doc["fields"]["a_busy.png"]
@@ -92,10 +84,10 @@ def test_fields_record_counts_what_was_not_classified(model: Path, smear: Path, 
     assert doc["excluded"]["platelet"] == 1 and doc["excluded"]["edge_cut"] == 1
 
 
-def test_crops_and_overlays(model: Path, smear: Path, tmp_path: Path) -> None:
+def test_crops_and_overlays(bright_model: Path, smear: Path, tmp_path: Path) -> None:
     out, crops, overlays = tmp_path / "p.jsonl", tmp_path / "crops", tmp_path / "over"
     options = PredictOptions(backend="cpu", progress=False, fmt="jsonl")
-    predict_fields(smear, model, out, options, FieldOptions(model_um_per_px=MODEL_UM, save_crops=crops,
+    predict_fields(smear, bright_model, out, options, FieldOptions(model_um_per_px=MODEL_UM, save_crops=crops,
                                                             overlays=overlays))
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0]["bbox"] == [40, 40, 70, 70] and rows[0]["cell"] == 1
@@ -114,7 +106,7 @@ def test_crops_and_overlays(model: Path, smear: Path, tmp_path: Path) -> None:
 
 
 def test_a_field_that_breaks_the_segmentation_is_one_error_row(
-    model: Path, smear: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bright_model: Path, smear: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def fragile(field: np.ndarray, **kw):
         if (field[:, :, 0] == HEM_GREY).any():
@@ -123,7 +115,7 @@ def test_a_field_that_breaks_the_segmentation_is_one_error_row(
 
     monkeypatch.setattr(fieldrows.fieldlib, "find_cells", fragile)
     out = tmp_path / "p.csv"
-    summary = predict_fields(smear, model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM))
+    summary = predict_fields(smear, bright_model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM))
     _, rows = _csv(out)
     bad = [r for r in rows if r["field"] == "a_busy.png"]
     assert len(bad) == 1 and bad[0]["status"] == "error" and "MemoryError" in bad[0]["error"]
@@ -131,19 +123,20 @@ def test_a_field_that_breaks_the_segmentation_is_one_error_row(
     assert summary.exit_code() == 0
 
 
-def test_model_without_a_scale_needs_the_flag(model: Path, smear: Path, tmp_path: Path) -> None:
+def test_model_without_a_scale_needs_the_flag(bright_model: Path, smear: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--model-um-per-px"):
-        predict_fields(smear, model, tmp_path / "p.csv", OPTS, FieldOptions())
+        predict_fields(smear, bright_model, tmp_path / "p.csv", OPTS, FieldOptions())
     assert not (tmp_path / "p.csv").exists()
     for bad in (0.0, float("nan"), 50.0):
         with pytest.raises(UsageError, match="micrometres per pixel"):
             FieldOptions(um_per_px=bad)
     with pytest.raises(UsageError, match="csv or jsonl"):
-        predict_fields(smear, model, tmp_path / "s.zip", PredictOptions(fmt="cnmc"), FieldOptions(model_um_per_px=1))
+        predict_fields(smear, bright_model, tmp_path / "s.zip", PredictOptions(fmt="cnmc"),
+                       FieldOptions(model_um_per_px=1))
 
 
 def test_tiff_scale_is_used_unless_the_flag_says_otherwise(
-    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bright_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 40000 pixels per centimetre: 0.25 um per pixel, in the file's resolution tags
     tags = [cv2.IMWRITE_TIFF_RESUNIT, 3, cv2.IMWRITE_TIFF_XDPI, 40000, cv2.IMWRITE_TIFF_YDPI, 40000]
@@ -157,7 +150,7 @@ def test_tiff_scale_is_used_unless_the_flag_says_otherwise(
     monkeypatch.setattr(fieldrows.fieldlib, "find_cells", spy)
     for flag, source in ((None, "tiff"), (0.4, "flag")):
         out = tmp_path / f"{source}.csv"
-        predict_fields(tmp_path / "f", model, out, OPTS, FieldOptions(um_per_px=flag, model_um_per_px=MODEL_UM))
+        predict_fields(tmp_path / "f", bright_model, out, OPTS, FieldOptions(um_per_px=flag, model_um_per_px=MODEL_UM))
         rows = _csv(out)[1]
         assert [r["scale_source"] for r in rows] == [source]
         assert rows[0]["area_um2"] == f"{30 * 30 * (flag or 0.25) ** 2:.1f}"
@@ -180,28 +173,28 @@ class _FaultOnSecond:
         return self._clf.predict_arrays(images)
 
 
-def test_an_engine_fault_stops_and_keeps_the_finished_fields(model: Path, smear: Path, tmp_path: Path) -> None:
+def test_an_engine_fault_stops_and_keeps_the_finished_fields(bright_model: Path, smear: Path, tmp_path: Path) -> None:
     from edgeleuk.runtime.classifier import Classifier
 
-    clf = _FaultOnSecond(Classifier.load(model, backend="cpu"))
+    clf = _FaultOnSecond(Classifier.load(bright_model, backend="cpu"))
     out = tmp_path / "p.csv"
     with pytest.raises(EngineFault, match=r"stopped after 3 of 4 field\(s\)"):
-        predict_fields(smear, model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM), classifier=clf)
+        predict_fields(smear, bright_model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM), classifier=clf)
     assert not out.exists()
     _, rows = _csv(partial_path(out))
     assert [r["field"] for r in rows] == ["a_busy.png", "a_busy.png", "b_empty.png", "c_cut.png"]
     assert json.loads(fields_path(partial_path(out)).read_text())["rows"] == 4
 
 
-def test_cli_predict_fields(model: Path, smear: Path, tmp_path: Path) -> None:
+def test_cli_predict_fields(bright_model: Path, smear: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
-    args = ["predict", str(smear), "-m", str(model), "--backend", "cpu", "--out", str(out), "--fields",
+    args = ["predict", str(smear), "-m", str(bright_model), "--backend", "cpu", "--out", str(out), "--fields",
             "--model-um-per-px", "0.25", "--overlays", str(tmp_path / "o")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "from 4 field(s)" in result.output and "not classified: 1 edge cut, 1 platelet" in result.output
     assert (tmp_path / "o" / "a_busy.png.overlay.png").is_file()
-    result = runner.invoke(app, ["predict", str(smear), "-m", str(model), "--overlays", str(tmp_path / "o")])
+    result = runner.invoke(app, ["predict", str(smear), "-m", str(bright_model), "--overlays", str(tmp_path / "o")])
     assert result.exit_code == 2 and "only apply with --fields" in result.output
     result = runner.invoke(app, [*args[:-2], "--strict"])
     assert result.exit_code == 1  # two fields gave error rows
@@ -215,10 +208,10 @@ def test_real_segmentation_on_synthetic_fields(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.undo()  # the real segmentation
     make_fields(tmp_path / "synth", 2, seed=3, size=(1024, 768))
-    model = build_brightness_onnx(tmp_path / "m.onnx", ModelMeta(arch="seresnext_tiny", recipe="fields-test",
+    bright_model = build_brightness_onnx(tmp_path / "m.onnx", ModelMeta(arch="seresnext_tiny", recipe="fields-test",
                                                                   um_per_px=SYNTH_UM_PER_PX))
     out, overlays = tmp_path / "p.csv", tmp_path / "over"
-    summary = predict_fields(tmp_path / "synth" / "fields", model, out, OPTS, FieldOptions(overlays=overlays))
+    summary = predict_fields(tmp_path / "synth" / "fields", bright_model, out, OPTS, FieldOptions(overlays=overlays))
     assert summary.synthetic and "SYNTHETIC" in summary.describe()
     _, rows = _csv(out)
     record = json.loads(fields_path(out).read_text())["fields"]
@@ -245,7 +238,7 @@ def _huge_png(path: Path, side: int = 60_000) -> Path:
     return path
 
 
-def test_hostile_fields_cost_one_error_row_each(model: Path, tmp_path: Path) -> None:
+def test_hostile_fields_cost_one_error_row_each(bright_model: Path, tmp_path: Path) -> None:
     from runtime_support import write_bad_files
 
     folder = tmp_path / "hostile"
@@ -253,7 +246,7 @@ def test_hostile_fields_cost_one_error_row_each(model: Path, tmp_path: Path) -> 
     _huge_png(folder / "huge.png")
     write_field(folder / "ok.png", ONE)
     out = tmp_path / "p.csv"
-    summary = predict_fields(folder, model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM))
+    summary = predict_fields(folder, bright_model, out, OPTS, FieldOptions(model_um_per_px=MODEL_UM))
     _, rows = _csv(out)
     by_field: dict[str, list[dict[str, str]]] = {}
     for r in rows:
@@ -267,17 +260,19 @@ def test_hostile_fields_cost_one_error_row_each(model: Path, tmp_path: Path) -> 
     assert summary.failed == len(bad) + 1 and summary.exit_code() == 0
 
 
-def test_unwritable_crop_or_overlay_folder_is_refused_before_any_work(model: Path, smear: Path, tmp_path: Path) -> None:
+def test_unwritable_crop_or_overlay_folder_is_refused_before_any_work(
+    bright_model: Path, smear: Path, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     for options in (FieldOptions(model_um_per_px=MODEL_UM, save_crops=blocker),
                     FieldOptions(model_um_per_px=MODEL_UM, overlays=blocker / "sub")):
         with pytest.raises(UsageError, match="cannot write --(save-crops|overlays)"):
-            predict_fields(smear, model, tmp_path / "p.csv", OPTS, options)
+            predict_fields(smear, bright_model, tmp_path / "p.csv", OPTS, options)
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_cells_cut_from_fields_are_judged_under_qc_like_any_cell(model: Path, smear: Path, tmp_path: Path,
+def test_cells_cut_from_fields_are_judged_under_qc_like_any_cell(bright_model: Path, smear: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A flagged cell of a field: its call kept under --qc flag, withheld (status flagged) under strict."""
     import dataclasses
@@ -295,7 +290,8 @@ def test_cells_cut_from_fields_are_judged_under_qc_like_any_cell(model: Path, sm
     fields = FieldOptions(model_um_per_px=MODEL_UM, um_per_px=0.5)
     for mode in ("flag", "strict"):
         out = tmp_path / f"{mode}.csv"
-        summary = predict_fields(smear, model, out, PredictOptions(backend="cpu", progress=False, qc=mode), fields)
+        options = PredictOptions(backend="cpu", progress=False, qc=mode)
+        summary = predict_fields(smear, bright_model, out, options, fields)
         rows = [r for r in _csv(out)[1] if r["field"] == "a_busy.png"]
         assert [r["qc"] for r in rows] == ["ok", "blur"]
         if mode == "flag":

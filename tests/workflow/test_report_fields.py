@@ -12,8 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from field_support import ALL_GREY, BUSY, GROUND, ONE, fake_find_cells, write_field
-from workflow_support import build_brightness_onnx
+from field_support import ALL_GREY, BUSY, GROUND, ONE, write_field
 
 from edgeleuk.workflow import fieldrows
 from edgeleuk.workflow.fieldpredict import predict_fields
@@ -25,15 +24,13 @@ from edgeleuk.workflow.report_fields import summarise_fields
 
 
 @pytest.fixture
-def predicted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    monkeypatch.setattr(fieldrows.fieldlib, "find_cells", fake_find_cells)
+def predicted(tmp_path: Path, bright_model: Path, squares_are_cells: None) -> tuple[Path, Path]:
     folder = tmp_path / "smear"
     write_field(folder / "UID_7_1_1_all.png", BUSY)
     write_field(folder / "UID_7_2_1_all.png", [])
     write_field(folder / "UID_H3_1_1_hem.png", ONE)
-    model = build_brightness_onnx(tmp_path / "bright.onnx")
     out = tmp_path / "p.csv"
-    predict_fields(folder, model, out, PredictOptions(backend="cpu", progress=False),
+    predict_fields(folder, bright_model, out, PredictOptions(backend="cpu", progress=False),
                    FieldOptions(model_um_per_px=0.25))
     return out, folder
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workflow_support import build_brightness_onnx, cell_bytes, prob_for_grey, write_cell
+from workflow_support import cell_bytes, prob_for_grey, write_cell
 
 from edgeleuk.core.errors import UsageError
 from edgeleuk.workflow.arrivals import ArrivalTracker, list_arrivals
@@ -22,15 +22,10 @@ GREYS = [40, 120, 170, 230]  # well apart: probabilities from ~0.01 to ~0.99
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_brightness_onnx(tmp_path_factory.mktemp("watch-model") / "bright.onnx")
-
-
-@pytest.fixture(scope="module")
-def classifier(model: Path):
+def classifier(bright_model: Path):
     from edgeleuk.runtime.classifier import Classifier
 
-    return Classifier.load(model, backend="cpu")
+    return Classifier.load(bright_model, backend="cpu")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -188,7 +183,7 @@ def test_missing_folder_is_a_usage_error(tmp_path: Path, classifier) -> None:
         watch_folder(tmp_path / "nope", classifier=classifier, out=tmp_path / "p.csv")
 
 
-def test_cli_ctrl_c_prints_summary_and_exits_0(tmp_path: Path, model: Path) -> None:
+def test_cli_ctrl_c_prints_summary_and_exits_0(tmp_path: Path, bright_model: Path) -> None:
     folder, out = tmp_path / "incoming", tmp_path / "predictions.csv"
     write_cell(folder / "1.bmp", GREYS[3])
     proc = subprocess.Popen(
@@ -199,7 +194,7 @@ def test_cli_ctrl_c_prints_summary_and_exits_0(tmp_path: Path, model: Path) -> N
             "watch",
             str(folder),
             "--model",
-            str(model),
+            str(bright_model),
             "--out",
             str(out),
             "--backend",
