@@ -10,7 +10,6 @@ and ResolutionUnit tags give the scale in micrometres per pixel.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from edgeleuk.core.errors import EdgeleukError
 from edgeleuk.core.optics import UM_PER_PX_RANGE
+from edgeleuk.io import imageio
 from edgeleuk.io.imageheader import (
     MAX_FILE_BYTES,
     MAX_IMAGE_PIXELS,
@@ -58,25 +58,11 @@ class FieldImage:
     scale_source: str | None = None
 
 
-def _read_bytes(path: Path, max_bytes: int) -> bytes:
-    try:
-        st = path.stat()
-        if stat.S_ISDIR(st.st_mode):
-            raise FieldError("is a directory, not a field image")
-        if not stat.S_ISREG(st.st_mode):  # a pipe would block the reader forever
-            raise FieldError("not a regular file (device, pipe or socket)")
-        if st.st_size > max_bytes:
-            raise FieldError(f"file too large ({st.st_size} bytes; a field may have at most {max_bytes})")
-        with path.open("rb") as fh:
-            data = fh.read(max_bytes + 1)  # the file may have grown since stat
-    except FileNotFoundError as exc:
-        raise FieldError("file not found") from exc
-    except OSError as exc:
-        raise FieldError(f"cannot read file: {exc.strerror or exc}") from exc
-    if len(data) > max_bytes:
-        raise FieldError(f"file too large (more than {max_bytes} bytes)")
-    if not data:
-        raise FieldError("empty file (0 bytes)")
+def _read_bytes(path: Path) -> bytes:
+    # The same bounded read as a cell image, with the same words for what went wrong.
+    data = imageio.read_bytes(path)
+    if isinstance(data, imageio.Decoded):
+        raise FieldError(data.error or "cannot read file")
     return data
 
 
@@ -164,4 +150,4 @@ def read_field(path: str | os.PathLike[str], *, max_pixels: int = FIELD_MAX_PIXE
         FieldError: Missing, unreadable, not an image, truncated, too many bytes or pixels, too small.
             The message is fit for an error row.
     """
-    return decode_field(_read_bytes(Path(path), FIELD_MAX_BYTES), max_pixels=max_pixels)
+    return decode_field(_read_bytes(Path(path)), max_pixels=max_pixels)

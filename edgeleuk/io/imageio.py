@@ -54,6 +54,7 @@ __all__ = [
     "decode_image",
     "fit_to_size",
     "is_image_name",
+    "read_bytes",
     "supported_extensions",
 ]
 
@@ -112,8 +113,13 @@ def _fail(message: str) -> Decoded:
     return Decoded(image=None, adjustments=(), error=message)
 
 
-def _read_bytes(path: Path) -> bytes | Decoded:
-    """Read at most :data:`MAX_FILE_BYTES`, turning every OS problem into a failed :class:`Decoded`."""
+def read_bytes(path: Path) -> bytes | Decoded:
+    """Read at most :data:`MAX_FILE_BYTES` of an image file (a cell or a field), bounded before reading.
+
+    Returns:
+        The file's bytes, or a failed :class:`Decoded` whose ``error`` says why, fit for an error row
+        (missing or a broken link, a directory, a pipe or device, unreadable, empty, too many bytes).
+    """
     try:
         st = path.stat()
         if stat.S_ISDIR(st.st_mode):
@@ -289,7 +295,7 @@ def decode_image(path: str | os.PathLike[str], size: int = INPUT_SIZE) -> Decode
             f"unsupported image format {path.suffix}: edgeleuk reads BMP, PNG, JPEG and TIFF; "
             "convert the file (e.g. to PNG) and classify it again"
         )
-    data = _read_bytes(path)
+    data = read_bytes(path)
     if isinstance(data, Decoded):
         return data
     return decode_bytes(data, size)

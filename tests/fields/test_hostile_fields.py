@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeleuk.fields import FIELD_MAX_PIXELS, FieldError, decode_field, find_cells, read_field
+from edgeleuk.fields import FIELD_MAX_BYTES, FIELD_MAX_PIXELS, FieldError, decode_field, find_cells, read_field
 from edgeleuk.synth.fields import draw_field
 
 MODEL_UM = 0.055
@@ -38,9 +39,21 @@ def test_truncated_empty_and_non_image_fields_are_errors(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_bytes(b"not an image at all")
     (tmp_path / "dir.png").mkdir()
-    for name in ("cut.png", "empty.png", "text.png", "dir.png", "missing.png"):
-        with pytest.raises(FieldError):
+    (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block forever
+    with open(tmp_path / "big.png", "wb") as fh:  # sparse: over the cap without writing it
+        fh.truncate(FIELD_MAX_BYTES + 1)
+    unreadable = "not a readable image: unknown format, corrupt or truncated"
+    # The same bounded read, and the same words, as a cell image (edgeleuk.io.imageio.read_bytes).
+    for name, error in (("cut.png", unreadable), ("empty.png", "empty file (0 bytes)"), ("text.png", unreadable),
+                        ("dir.png", "is a directory, not an image file"), ("missing.png", "file not found"),
+                        ("link.png", "file not found (broken symbolic link)"),
+                        ("pipe.png", "not a regular file (device, pipe or socket)"),
+                        ("big.png", f"file too large ({FIELD_MAX_BYTES + 1} bytes; edgeleuk reads at most "
+                                    f"{FIELD_MAX_BYTES} bytes per image)")):
+        with pytest.raises(FieldError) as caught:
             read_field(tmp_path / name)
+        assert str(caught.value) == error, name
 
 
 def test_tiny_and_malformed_arrays_are_errors():
