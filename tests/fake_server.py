@@ -1,5 +1,7 @@
 """A fake ``edgeleuk serve`` on loopback for the ``remote`` client's tests: honest by default, hostile on request.
 
+Also the real server's routes (:func:`serving_service`) and any handler (:func:`loopback`) on loopback.
+
 It answers ``/metadata`` from a local model file exactly as the real server would and
 ``/predict`` with the brightness model's answers (:func:`runtime_support.expected_logit`), so a
 test changes one thing (a field, the status, the body, the pace) and sees what the client does.
@@ -8,6 +10,7 @@ Every server runs in a daemon thread, serves loopback only and is shut down by i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -75,20 +78,24 @@ class Fake:
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet request handler that answers JSON bodies."""
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
 def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # quiet
-            pass
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(JsonHandler):
         def _route(self) -> None:
             auth = self.headers.get("Authorization")
             fake.seen.append((self.command, self.path, auth))
@@ -113,7 +120,41 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def serving(fake: Fake, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     """Serve ``fake`` on a free loopback port; yields its base URL; shuts it down on exit."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    with loopback(_handler(fake), tls) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving_service(service: Any, tamper: Callable[[str, Any], Any] | None = None) -> Iterator[str]:
+    """A real ``ModelService`` (``edgeleuk serve``'s routes, without Ray) on a free loopback port.
+
+    Args:
+        service: An :class:`edgeleuk.serving.server.ModelService`.
+        tamper: Called as ``tamper(path, payload)`` on every 200 answer; returns the payload to send.
+    """
+
+    async def infer(image: Any) -> Any:
+        return (await asyncio.to_thread(service.infer, [image]))[0]
+
+    class Handler(JsonHandler):
+        def _route(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, payload = asyncio.run(service.respond(self.command, self.path,
+                                                          self.headers.get("Content-Type"), body, infer))
+            if tamper is not None and status == 200:
+                payload = tamper(self.path, payload)
+            self._send(status, json.dumps(payload).encode())
+
+        do_GET = do_POST = _route
+
+    with loopback(Handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def loopback(handler: type[BaseHTTPRequestHandler], tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port (HTTPS with ``tls``); yields the base URL; shuts down on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     scheme = "http"
     if tls:

@@ -7,16 +7,13 @@ server (no Ray started).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
+from fake_server import serving_service
 from typer.testing import CliRunner
 
 from edgeleuk.cli import app
@@ -29,41 +26,8 @@ runner = CliRunner()
 @pytest.fixture()
 def server_url(model: Path) -> Iterator[str]:
     """``edgeleuk serve``'s routes for ``model`` on a local port, answered by its ModelService."""
-    service = server_mod.ModelService(str(model), "cpu", 1)
-
-    async def infer(image: Any) -> tuple[float, float]:
-        return service.infer([image])[0]
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, method: str) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            status, payload = asyncio.run(
-                service.respond(method, self.path, self.headers.get("content-type"), body, infer)
-            )
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's names)
-            self._answer("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._answer("POST")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving_service(server_mod.ModelService(str(model), "cpu", 1)) as url:
+        yield url
 
 
 def test_calibrate_and_serve_have_every_backend_flag() -> None:

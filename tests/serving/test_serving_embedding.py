@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from fake_server import serving_service
 from runtime_support import with_ood_model
 
 from edgeleuk import Classifier
@@ -40,39 +37,9 @@ def model(tiny_onnx: Path, cells: np.ndarray, tmp_path_factory: pytest.TempPathF
 @contextlib.contextmanager
 def serving(service: ModelService, tamper=lambda payload: payload) -> Iterator[str]:
     """``service`` on a loopback port; ``tamper`` may change each /predict/embedding answer."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _route(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            async def infer(image):
-                return (await asyncio.to_thread(service.infer, [image]))[0]
-
-            status, payload = asyncio.run(service.respond(self.command, self.path,
-                                                          self.headers.get("Content-Type"), body, infer))
-            if self.path == wire.PREDICT_EMBEDDING and status == 200:
-                payload = tamper(payload)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _route
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving_service(service, lambda path, payload: tamper(payload) if path == wire.PREDICT_EMBEDDING
+                         else payload) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
