@@ -177,7 +177,7 @@ def test_machine_header_says_bf16_and_gpu():
 
 # --- memory ---------------------------------------------------------------------------------------
 
-HOLD = "import time; b = bytearray({n}); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.3); print('hi')"
+HOLD = "import time; b = bytearray({n}); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5); print('hi')"
 
 
 def test_run_measured_reports_the_childs_own_peak():

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,12 @@ def test_serve_puts_a_replica_on_each_node_and_answers_like_local(cluster, model
     port = _free_port()
     url = start(model, ServeOptions(backend="cpu", replicas=None, threads=None, port=port, address=cluster.address))
     try:
-        assert ray.available_resources().get("CPU", 0) == 0  # 2 replicas x 1 CPU on two 1-CPU nodes
+        # 2 replicas x 1 CPU on two 1-CPU nodes. Ray's view of free resources lags (and earlier tests'
+        # actors are killed without waiting), so wait for it to settle before reading it.
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 0
         files = sorted(p for p in folder.iterdir() if p.is_file())
         local = Classifier.load(model, "cpu").predict_paths(files)
         client = ServerClient(url, timeout=60)

@@ -76,7 +76,7 @@ class TestServe:
         cert, key, _ = secrets
         url = start(model, ServeOptions(backend="cpu", host="127.0.0.1", port=_free_port(), max_batch=8,
                                         token_sha256=token_digest(TOKEN), tls_cert=str(cert), tls_key=str(key),
-                                        limits=Limits(body_timeout_s=3.0)))
+                                        limits=Limits(body_timeout_s=10.0)))
         yield url
         stop()
 

@@ -54,10 +54,11 @@ def front_server(service, limits, token=TOKEN):
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="error", timeout_keep_alive=30))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    for _ in range(200):
+    for _ in range(600):
         if server.started:
             break
         time.sleep(0.05)
+    assert server.started, "the front did not start within 30 s"
     front_server.front = front
     try:
         yield sock.getsockname()
@@ -129,7 +130,8 @@ def test_a_chunked_body_is_411_and_an_oversized_one_413_before_any_byte_is_read(
 def test_slow_bodies_get_408_and_block_neither_health_nor_predict(model):
     service = ModelService(str(model), "cpu", 1)
     cell = wire.encode_tensor(gray_cell(200)[None])
-    with front_server(service, Limits(body_timeout_s=2.0)) as addr:
+    # 5 s: the good request's 600 KB body must arrive in time while 70 slow senders hold connections.
+    with front_server(service, Limits(body_timeout_s=5.0)) as addr:
         slow = [send(addr, f"POST {wire.PREDICT} HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Type: {wire.NPY_TYPE}\r\n"
                            "Content-Length: 1000\r\n", b"x") for _ in range(70)]
         health = request(addr, "GET", wire.HEALTH)
@@ -141,13 +143,15 @@ def test_slow_bodies_get_408_and_block_neither_health_nor_predict(model):
 
 def test_bodies_in_flight_stay_within_the_budget(model):
     service = ModelService(str(model), "cpu", 1)
-    with front_server(service, Limits(body_timeout_s=3.0, body_budget=wire.MAX_BODY)) as addr:
+    # The hog holds the budget until its body times out: 6 s leaves room to ask while it does.
+    with front_server(service, Limits(body_timeout_s=6.0, body_budget=wire.MAX_BODY)) as addr:
         hog = send(addr, f"POST {wire.PREDICT} HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Type: {wire.NPY_TYPE}\r\n"
                          f"Content-Length: {wire.MAX_BODY}\r\n", b"x" * 1024)
         for _ in range(100):  # until the hog holds the budget
             if front_server.front.buffered:
                 break
             time.sleep(0.05)
+        assert front_server.front.buffered, "the hog's body never reached the front"
         busy = request(addr, "POST", wire.PREDICT, wire.encode_tensor(gray_cell(90)[None]))
         assert answer(hog)[0] == 408
         after = request(addr, "POST", wire.PREDICT, wire.encode_tensor(gray_cell(90)[None]))

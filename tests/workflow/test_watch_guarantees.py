@@ -143,9 +143,11 @@ def test_a_stop_request_ends_the_session_after_the_current_batch(tmp_path: Path)
 def test_idle_means_no_new_files_for_max_idle(tmp_path: Path) -> None:
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     folder.mkdir()
-    stop = _Waits()
-    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=0.05, stop_event=stop)
-    assert summary.stopped == "no new files for 0.05 s" and summary.written == 0
+    stop = _Waits(cap=1_000_000)  # many quick polls in 0.5 s
+    # Idleness runs on the real clock while the pauses are shrunk: 0.5 s leaves room for several polls
+    # even on a loaded machine (0.05 s failed when the thread was descheduled after its first poll).
+    summary = watch_folder(folder, classifier=_classifier(), out=out, interval=0.01, max_idle=0.5, stop_event=stop)
+    assert summary.stopped == "no new files for 0.5 s" and summary.written == 0
     assert len(stop.asked) > 1 and set(stop.asked) == {0.01}  # it polled, at its interval, until idle
 
 
@@ -300,12 +302,17 @@ def test_a_second_ctrl_c_interrupts_a_stuck_engine(tmp_path: Path) -> None:
     folder, out = tmp_path / "in", tmp_path / "p.csv"
     _cells(folder, 2)
     before = signal.getsignal(signal.SIGINT)
-    stuck, stop = threading.Event(), threading.Event()
+    stuck, stop, release = threading.Event(), threading.Event(), threading.Event()
 
     class Stuck(FlakyBackend):
         def run(self, batch):
             stuck.set()
-            threading.Event().wait(10)  # an engine that does not answer (interruptible, as a C call is not)
+            # An engine that does not answer until the test ends (or 30 s). Short waits: a signal that lands just
+            # before a blocking call is only handled when the call returns (CPython checks between
+            # calls), and one long wait made the first press wait for it (seen under load).
+            give_up = time.monotonic() + 30  # a broken second Ctrl-C fails the test instead of hanging it
+            while not release.wait(0.05) and time.monotonic() < give_up:
+                pass
             return super().run(batch)
 
     presser = _press_ctrl_c(2, stuck)
@@ -313,6 +320,7 @@ def test_a_second_ctrl_c_interrupts_a_stuck_engine(tmp_path: Path) -> None:
         summary = watch_folder(folder, classifier=_classifier(Stuck()), out=out, interval=0.01, stop_event=stop)
     finally:
         stop.set()
+        release.set()
         presser.join()
     assert summary.stopped == "interrupted (Ctrl-C twice)" and _rows(out) == []
     assert signal.getsignal(signal.SIGINT) is before
